@@ -1,0 +1,221 @@
+"""Deterministic, atomic ONNX export shared by the model (logits export) and the deployment export.
+
+``export_onnx`` wraps ``torch.onnx.export`` and post-processes the resulting ``onnx.ModelProto`` so
+that the same module (same weights) always produces the same bytes:
+
+* the TorchScript exporter (``dynamo=False``) is used by default — it is fast and produces a
+  static graph; the dynamo exporter is the fallback if the TorchScript one fails
+  (``exporter="auto"``) or can be chosen explicitly;
+* every doc_string is cleared, producer name/version are fixed, metadata_props are sorted;
+* node names and intermediate value / initializer names are renamed canonically
+  (``n0, n1, ...``, ``v0, v1, ...``, ``w0, w1, ...``) in graph order, so exporter-internal
+  counters (which depend on what was traced earlier in the process) do not leak into the file;
+* the file is written atomically (temp file in the same directory, fsync, ``os.replace``);
+  a crash mid-write never leaves a partial ``.onnx`` at ``path``.
+
+The model must fit in a single protobuf (< 2 GiB); all casseg models do.
+"""
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch import nn
+
+PRODUCER_NAME = "casseg_ros"
+PRODUCER_VERSION = "0.1.0"
+
+__all__ = ["export_onnx", "canonicalize_onnx", "atomic_write_bytes", "PRODUCER_NAME"]
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically: temp file in the same directory + fsync + os.replace.
+
+    Readers see either the old file or the complete new one, never a partial file. The temp file is
+    removed if anything fails before the rename.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    try:  # make the rename itself durable (best effort; not supported on every platform/fs)
+        dfd = os.open(str(path.parent), os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+    return path
+
+
+def _strip_doc_strings(graph) -> None:
+    graph.doc_string = ""
+    for node in graph.node:
+        node.doc_string = ""
+        for attr in node.attribute:
+            attr.doc_string = ""
+            if attr.HasField("g"):
+                _strip_doc_strings(attr.g)
+            for g in attr.graphs:
+                _strip_doc_strings(g)
+    for coll in (graph.input, graph.output, graph.value_info):
+        for vi in coll:
+            vi.doc_string = ""
+    for init in graph.initializer:
+        init.doc_string = ""
+
+
+def canonicalize_onnx(model, keep_names: Sequence[str] = ()):
+    """Make an ``onnx.ModelProto`` byte-deterministic (in place; also returned).
+
+    Graph inputs/outputs keep their names (they are the public I/O contract); everything else in the
+    top-level graph is renamed in order of appearance. Subgraphs (If/Loop bodies) are left as they are
+    apart from doc strings, and names they reference from the outer scope are kept.
+    """
+    g = model.graph
+    model.doc_string = ""
+    model.producer_name = PRODUCER_NAME
+    model.producer_version = PRODUCER_VERSION
+    model.domain = ""
+    model.model_version = 0
+    props = sorted((p.key, p.value) for p in model.metadata_props)
+    del model.metadata_props[:]
+    for k, v in props:
+        p = model.metadata_props.add()
+        p.key, p.value = k, v
+    _strip_doc_strings(g)
+
+    keep = set(keep_names)
+    keep.update(i.name for i in g.input)
+    keep.update(o.name for o in g.output)
+    keep.add("")
+    # names referenced from inside subgraphs (outer-scope captures) must not be renamed
+    for node in g.node:
+        for attr in node.attribute:
+            subs = ([attr.g] if attr.HasField("g") else []) + list(attr.graphs)
+            for sg in subs:
+                for sn in sg.node:
+                    keep.update(sn.input)
+
+    mapping: dict[str, str] = {}
+    n_w = 0
+    for init in g.initializer:
+        if init.name not in keep and init.name not in mapping:
+            mapping[init.name] = f"w{n_w}"
+            n_w += 1
+    n_v = 0
+    for node in g.node:
+        for name in node.output:
+            if name not in keep and name not in mapping:
+                mapping[name] = f"v{n_v}"
+                n_v += 1
+
+    def ren(name: str) -> str:
+        return mapping.get(name, name)
+
+    for init in g.initializer:
+        init.name = ren(init.name)
+    for i, node in enumerate(g.node):
+        node.name = f"n{i}"
+        for j, name in enumerate(node.input):
+            node.input[j] = ren(name)
+        for j, name in enumerate(node.output):
+            node.output[j] = ren(name)
+    for vi in g.value_info:
+        vi.name = ren(vi.name)
+    # value_info order is exporter-dependent; sort it for stable bytes
+    vis = sorted(g.value_info, key=lambda v: v.name)
+    del g.value_info[:]
+    g.value_info.extend(vis)
+    return model
+
+
+def _export_to_proto(module: nn.Module, example_inputs: tuple, input_names, output_names, opset: int,
+                     exporter: str):
+    import onnx
+
+    if exporter == "torchscript":
+        buf = io.BytesIO()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # TorchScript-exporter deprecation + tracer warnings
+            torch.onnx.export(
+                module, example_inputs, buf, input_names=list(input_names), output_names=list(output_names),
+                opset_version=opset, dynamo=False, do_constant_folding=True, export_params=True,
+                dynamic_axes=None,
+            )
+        return onnx.load_from_string(buf.getvalue())
+    if exporter == "dynamo":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            prog = torch.onnx.export(
+                module, example_inputs, None, input_names=list(input_names), output_names=list(output_names),
+                opset_version=opset, dynamo=True, optimize=True, verify=False, report=False,
+            )
+        return prog.model_proto
+    raise ValueError(f"unknown exporter {exporter!r} (expected 'auto', 'torchscript' or 'dynamo')")
+
+
+def export_onnx(
+    module: nn.Module,
+    example_inputs: tuple[torch.Tensor, ...],
+    path: str | os.PathLike,
+    input_names: list[str],
+    output_names: list[str],
+    opset: int = 17,
+    exporter: str = "auto",
+    check: bool = True,
+) -> Path:
+    """Export ``module`` (static shapes of ``example_inputs``) to ``path``; deterministic and atomic.
+
+    ``exporter``: ``"torchscript"`` (``dynamo=False``), ``"dynamo"``, or ``"auto"`` (TorchScript,
+    falling back to dynamo if it raises). The module is put in eval mode for the export and its
+    previous mode restored. Returns ``Path(path)``.
+    """
+    import onnx
+
+    if opset < 17:
+        raise ValueError(f"opset must be >= 17 (got {opset})")
+    if not isinstance(example_inputs, tuple):
+        example_inputs = (example_inputs,)
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            if exporter == "auto":
+                try:
+                    proto = _export_to_proto(module, example_inputs, input_names, output_names, opset,
+                                             "torchscript")
+                except Exception as ts_err:  # noqa: BLE001 - fall back to the dynamo exporter
+                    try:
+                        proto = _export_to_proto(module, example_inputs, input_names, output_names, opset,
+                                                 "dynamo")
+                    except Exception as dy_err:
+                        raise RuntimeError(
+                            f"ONNX export failed with both exporters: torchscript: {ts_err}; dynamo: {dy_err}"
+                        ) from dy_err
+            else:
+                proto = _export_to_proto(module, example_inputs, input_names, output_names, opset, exporter)
+    finally:
+        module.train(was_training)
+    canonicalize_onnx(proto)
+    data = proto.SerializeToString(deterministic=True)
+    if check:
+        onnx.checker.check_model(onnx.load_from_string(data), full_check=False)
+    return atomic_write_bytes(path, data)
