@@ -1,0 +1,85 @@
+"""Shared pytest setup: every rclpy participant started by the tests stays on loopback.
+
+- `FASTDDS_DEFAULT_PROFILES_FILE` points at the project's `config/fastdds_loopback.xml`
+  (UDPv4 on 127.0.0.1 + shared memory, no multicast), so tests never talk to the LAN.
+- `ROS_DOMAIN_ID` is random, so concurrent test runs on one machine (several developers, CI
+  shards) do not see each other's topics. The session gets one at start; the `ros_env` fixture
+  gives each test its own, for in-process rclpy (set before `rclpy.init`) and for subprocesses
+  (`ros_env.env`).
+ROS_AUTOMATIC_DISCOVERY_RANGE is deliberately left alone: the profile already restricts the
+transports, and the variable changes discovery in ways that differ between RMWs.
+"""
+from __future__ import annotations
+
+import os
+import random
+import sys
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+FASTDDS_PROFILE = REPO_ROOT / "config" / "fastdds_loopback.xml"
+
+# Fast DDS computes ports from the domain id; ids above 232 overflow the port range.
+_DOMAIN_ID_RANGE = (1, 232)
+_rng = random.SystemRandom()
+
+
+def random_domain_id() -> int:
+    return _rng.randint(*_DOMAIN_ID_RANGE)
+
+
+def ros_subprocess_env(domain_id: int, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for a child process that starts rclpy: loopback profile + the given domain."""
+    env = dict(os.environ)
+    env.update(
+        FASTDDS_DEFAULT_PROFILES_FILE=str(FASTDDS_PROFILE),
+        ROS_DOMAIN_ID=str(domain_id),
+        RMW_IMPLEMENTATION="rmw_fastrtps_cpp",
+        PYTHONUNBUFFERED="1",
+        # Children import the repo's packages (casseg_ros, test helpers) without an install.
+        PYTHONPATH=os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p),
+    )
+    if extra:
+        env.update(extra)
+    return env
+
+
+@dataclass(frozen=True)
+class RosEnv:
+    domain_id: int
+    env: dict[str, str]
+    # Unique per test: namespaces topics so that an accidental domain-id collision with another
+    # concurrent run still cannot mix messages.
+    namespace: str
+
+    @property
+    def python(self) -> str:
+        return sys.executable
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _ros_loopback_session():
+    assert FASTDDS_PROFILE.is_file(), f"missing Fast DDS profile {FASTDDS_PROFILE}"
+    saved = {k: os.environ.get(k) for k in ("FASTDDS_DEFAULT_PROFILES_FILE", "ROS_DOMAIN_ID", "RMW_IMPLEMENTATION")}
+    os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(FASTDDS_PROFILE)
+    os.environ["ROS_DOMAIN_ID"] = str(random_domain_id())
+    os.environ["RMW_IMPLEMENTATION"] = "rmw_fastrtps_cpp"
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture
+def ros_env(monkeypatch) -> RosEnv:
+    """A fresh random domain for this test, applied to os.environ (call rclpy.init after this)."""
+    domain_id = random_domain_id()
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(domain_id))
+    return RosEnv(domain_id=domain_id, env=ros_subprocess_env(domain_id),
+                  namespace=f"/t{uuid.uuid4().hex[:10]}")
