@@ -1,0 +1,130 @@
+"""Checkpoints: one safetensors file holding weights, text embeddings, model config and vocabulary.
+
+Only two loaders are ever used: safetensors (no code execution possible) and, for legacy
+``.pt``/``.pth`` files, ``torch.load(weights_only=True)``. Pickled arbitrary objects are refused.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .config import ModelConfig
+from .segmentor import ContextSegmentor
+
+FORMAT = "casseg_ros/1"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, corrupt, of the wrong kind, or does not match its config."""
+
+
+def atomic_write_bytes(path: Path, writer) -> None:
+    """Call ``writer(tmp_path)`` then rename over ``path``: readers never see a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        writer(tmp)
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _vocabulary_metadata(vocabulary: Any) -> dict[str, Any]:
+    palette = getattr(vocabulary, "palette", None)
+    return {
+        "names": list(vocabulary.names),
+        "descriptions": list(vocabulary.descriptions) if getattr(vocabulary, "descriptions", None) else None,
+        "provider": getattr(vocabulary, "provider", "unknown"),
+        "palette": np.asarray(palette).astype(int).tolist() if palette is not None else None,
+    }
+
+
+def save_checkpoint(path: str | Path, model: ContextSegmentor, extra: dict[str, Any] | None = None) -> Path:
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    metadata = {
+        "format": FORMAT,
+        "model_config": json.dumps(model.config.to_dict(), sort_keys=True),
+        "vocabulary": json.dumps(_vocabulary_metadata(model.vocabulary), sort_keys=True),
+        "extra": json.dumps(extra or {}, sort_keys=True),
+    }
+    atomic_write_bytes(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    return path
+
+
+def _build_vocabulary(meta: dict[str, Any], embeddings: torch.Tensor):
+    from casseg_ros.text import Vocabulary
+
+    kwargs = dict(
+        names=list(meta["names"]),
+        embeddings=embeddings.numpy().astype(np.float32),
+        descriptions=meta.get("descriptions"),
+        provider=meta.get("provider") or "checkpoint",
+    )
+    if meta.get("palette") is not None:
+        kwargs["palette"] = np.asarray(meta["palette"], dtype=np.uint8)
+    return Vocabulary(**kwargs)
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Return (state_dict, metadata dict with 'model_config', 'vocabulary', 'extra')."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                raw_meta = handle.metadata() or {}
+                state = {key: handle.get_tensor(key) for key in handle.keys()}
+        except Exception as exc:
+            raise CheckpointError(f"corrupt or unreadable safetensors checkpoint {path}: {exc}") from exc
+        if raw_meta.get("format") != FORMAT:
+            raise CheckpointError(f"{path} is not a casseg_ros checkpoint (metadata format={raw_meta.get('format')!r})")
+        try:
+            meta = {key: json.loads(raw_meta[key]) for key in ("model_config", "vocabulary")}
+            meta["extra"] = json.loads(raw_meta.get("extra", "{}"))
+        except (KeyError, json.JSONDecodeError) as exc:
+            raise CheckpointError(f"checkpoint {path} has broken metadata: {exc}") from exc
+        return state, meta
+    if path.suffix in (".pt", ".pth"):
+        try:
+            blob = torch.load(str(path), map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise CheckpointError(f"cannot load {path} with torch.load(weights_only=True): {exc}") from exc
+        if not isinstance(blob, dict) or "state_dict" not in blob or "model_config" not in blob:
+            raise CheckpointError(f"{path} must hold a dict with 'state_dict', 'model_config' and 'vocabulary'")
+        return blob["state_dict"], {"model_config": blob["model_config"], "vocabulary": blob["vocabulary"], "extra": blob.get("extra", {})}
+    raise CheckpointError(f"unsupported checkpoint type {path.suffix!r} (use .safetensors, or .pt loaded weights-only)")
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> ContextSegmentor:
+    """Rebuild the model from a checkpoint, in eval mode. Mismatches name the offending keys."""
+    state, meta = read_checkpoint(path)
+    try:
+        config = ModelConfig.from_dict(dict(meta["model_config"], backbone_weights=None))
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {path} has an invalid model config: {exc}") from exc
+    if "class_embeddings" not in state:
+        raise CheckpointError(f"checkpoint {path} has no 'class_embeddings' tensor")
+    model = ContextSegmentor(config, _build_vocabulary(meta["vocabulary"], state["class_embeddings"]))
+    result = model.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise CheckpointError(
+            f"checkpoint {path} does not match its model config: missing keys {result.missing_keys[:8]}, "
+            f"unexpected keys {result.unexpected_keys[:8]}"
+        )
+    return model.to(map_location).eval()

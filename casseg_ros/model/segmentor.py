@@ -1,0 +1,148 @@
+"""ContextSegmentor: Swin → FPN decoder (+ cross-attention fusion) → graph reasoning → similarity head."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .backbone import SIZE_MULTIPLE, SwinBackbone, pad_to_multiple
+from .config import ModelConfig
+from .decoder import FPNPixelDecoder
+from .fusion import CrossAttentionFusion
+from .graph import ClassGraphReasoning, mask_pool, soft_spatial_adjacency
+from .head import SimilarityHead
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class SegmentationOutput:
+    logits: torch.Tensor
+    """(B,K,H,W) at the input resolution."""
+    pixel_embeddings: torch.Tensor
+    """(B,D,ceil(H/s),ceil(W/s)) L2-normalised."""
+    class_embeddings: torch.Tensor
+    """(B,K,D) class embeddings used by the head (refined by the graph when it is on)."""
+    text_embeddings: torch.Tensor
+    """(K,D) projected text embeddings (contrastive targets)."""
+    adjacency: torch.Tensor
+    """(B,K,K) soft spatial class graph of the prediction, in [0,1]."""
+    attention: Optional[torch.Tensor] = None
+    """(B,K,H/f,W/f) cross-attention maps (f = fusion stride), when requested and fusion is on."""
+
+
+class ContextSegmentor(nn.Module):
+    """The seed paper's model; every context module can be switched off for ablations.
+
+    ``vocabulary`` is any object with ``names`` and ``embeddings`` (K,E); the embeddings are a
+    buffer of the model, so checkpoints carry them and the forward pass never calls a provider.
+    """
+
+    def __init__(self, config: ModelConfig, vocabulary: Any) -> None:
+        super().__init__()
+        self.config = config
+        self.vocabulary = vocabulary
+        embeddings = torch.as_tensor(np.asarray(vocabulary.embeddings), dtype=torch.float32)
+        if embeddings.ndim != 2 or embeddings.shape[0] != len(vocabulary.names):
+            raise ValueError(
+                f"vocabulary embeddings must be (K,E) with K={len(vocabulary.names)} names, got {tuple(embeddings.shape)}"
+            )
+        self.register_buffer("class_embeddings", embeddings)
+        dim = config.decoder_dim
+        self.backbone = SwinBackbone(config.backbone, config.img_size, config.drop_path_rate, config.backbone_weights)
+        self.decoder = FPNPixelDecoder(self.backbone.channels, self.backbone.strides, dim, config.output_stride)
+        self.text_proj = nn.Sequential(nn.Linear(embeddings.shape[1], dim), nn.GELU(), nn.Linear(dim, dim))
+        self.pixel_proj = nn.Conv2d(dim, dim, 1)
+        self.fusion = CrossAttentionFusion(dim, config.fusion_heads) if config.fusion else None
+        self.graph = ClassGraphReasoning(dim, config.graph_layers) if config.graph else None
+        self.head = SimilarityHead(config.logit_scale_init)
+        self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255.0, persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255.0, persistent=False)
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.class_embeddings.shape[0])
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.vocabulary.names)
+
+    def forward(self, images: torch.Tensor, return_attention: bool = False) -> SegmentationOutput:
+        """images: (B,3,H,W) float, ImageNet-normalised; any H, W."""
+        b, _, h, w = images.shape
+        padded = pad_to_multiple(images, SIZE_MULTIPLE)
+        text = self.text_proj(self.class_embeddings)  # (K,D)
+        tokens = text.unsqueeze(0).expand(b, -1, -1)
+        attention_maps: list[torch.Tensor] = []
+
+        def fuse(level: torch.Tensor) -> torch.Tensor:
+            fused, attn = self.fusion(level, tokens, return_attention)
+            if attn is not None:
+                attention_maps.append(attn)
+            return fused
+
+        features = self.backbone(padded)
+        pixels = self.decoder(features, fuse if self.fusion is not None else None, self.config.fusion_stride)
+        stride = self.config.output_stride
+        pixels = pixels[..., : math.ceil(h / stride), : math.ceil(w / stride)]
+        pixel_emb = F.normalize(self.pixel_proj(pixels), dim=1)
+        text_emb = F.normalize(text, dim=-1)
+        class_emb = text_emb.unsqueeze(0).expand(b, -1, -1)
+        coarse_logits = self.head(pixel_emb, class_emb)
+        adjacency = soft_spatial_adjacency(coarse_logits.softmax(1))
+        if self.graph is not None:
+            pooled = mask_pool(pixels, coarse_logits.softmax(1))
+            class_emb = F.normalize(self.graph(class_emb, pooled, adjacency), dim=-1)
+            coarse_logits = self.head(pixel_emb, class_emb)
+            adjacency = soft_spatial_adjacency(coarse_logits.softmax(1))
+        # Upsample on the embedding grid's own extent, then crop: keeps pixels aligned for any H, W.
+        grid_h, grid_w = coarse_logits.shape[-2:]
+        logits = F.interpolate(coarse_logits, size=(grid_h * stride, grid_w * stride), mode="bilinear", align_corners=False)
+        logits = logits[..., :h, :w]
+        attention = None
+        if attention_maps:
+            f = self.config.fusion_stride
+            attention = attention_maps[0][..., : math.ceil(h / f), : math.ceil(w / f)]
+        return SegmentationOutput(logits, pixel_emb, class_emb, text_emb, adjacency, attention)
+
+    def normalize_uint8(self, images_nhwc: torch.Tensor) -> torch.Tensor:
+        """uint8 (B,H,W,3) RGB → float (B,3,H,W) ImageNet-normalised."""
+        x = images_nhwc.permute(0, 3, 1, 2).float()
+        return (x - self.pixel_mean) / self.pixel_std
+
+    def export_module(self) -> "SegmentationPipeline":
+        """uint8 NHWC batch → (class ids, confidence, class scores, adjacency), all in one graph."""
+        return SegmentationPipeline(self)
+
+
+class SegmentationPipeline(nn.Module):
+    """Pre-processing, model and post-processing in one module, so an exported graph (ONNX,
+    TensorRT) leaves the host no per-pixel work but the copy of the outputs."""
+
+    def __init__(self, model: ContextSegmentor) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images_nhwc_uint8: torch.Tensor):
+        out = self.model(self.model.normalize_uint8(images_nhwc_uint8))
+        probs = out.logits.softmax(1)
+        confidence, class_ids = probs.max(1)
+        class_scores = probs.mean(dim=(2, 3))
+        return class_ids.to(torch.int32), confidence, class_scores, out.adjacency
+
+
+class LogitsPipeline(nn.Module):
+    """uint8 NHWC → raw logits; used to check exported graphs against PyTorch logit by logit."""
+
+    def __init__(self, model: ContextSegmentor) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images_nhwc_uint8: torch.Tensor) -> torch.Tensor:
+        return self.model(self.model.normalize_uint8(images_nhwc_uint8)).logits
