@@ -54,7 +54,7 @@ class SwinBackbone(nn.Module):
         self.channels: list[int] = list(self.body.feature_info.channels())
         self.strides: list[int] = list(self.body.feature_info.reduction())
         if weights_path:
-            self.load_pretrained(weights_path, arch, spec)
+            self.load_pretrained(weights_path, arch, dict(spec, img_size=tuple(img_size), strict_img_size=False))
 
     def load_pretrained(self, path: str, arch: str, spec: dict) -> None:
         """Load timm/Microsoft Swin weights from a local safetensors file (classifier head dropped)."""
@@ -70,7 +70,8 @@ class SwinBackbone(nn.Module):
             state = load_file(str(file))
         except Exception as exc:  # safetensors raises several types for corrupt files
             raise BackboneWeightsError(f"cannot read backbone weights {file}: {exc}") from exc
-        # checkpoint_filter_fn needs the full (non-features) model to resize position tables.
+        # checkpoint_filter_fn needs the full (non-features) model, built for the same input size
+        # (timm shrinks windows for small inputs), to resize the relative-position tables.
         reference = timm.create_model(arch, pretrained=False, num_classes=0, **spec)
         state = checkpoint_filter_fn(state, reference)
         # FeatureListNet flattens "layers.0" into "layers_0"; the classifier and final norm are unused.
