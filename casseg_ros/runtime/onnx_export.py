@@ -181,12 +181,13 @@ def export_onnx(
     opset: int = 17,
     exporter: str = "auto",
     check: bool = True,
+    metadata: dict[str, str] | None = None,
 ) -> Path:
     """Export ``module`` (static shapes of ``example_inputs``) to ``path``; deterministic and atomic.
 
     ``exporter``: ``"torchscript"`` (``dynamo=False``), ``"dynamo"``, or ``"auto"`` (TorchScript,
-    falling back to dynamo if it raises). The module is put in eval mode for the export and its
-    previous mode restored. Returns ``Path(path)``.
+    falling back to dynamo if it raises). The module is put in eval mode for the export and every
+    submodule's previous mode is restored afterwards. Returns ``Path(path)``.
     """
     import onnx
 
@@ -194,7 +195,10 @@ def export_onnx(
         raise ValueError(f"opset must be >= 17 (got {opset})")
     if not isinstance(example_inputs, tuple):
         example_inputs = (example_inputs,)
-    was_training = module.training
+    # remember every submodule's mode: wrappers such as ``export_module()`` are fresh nn.Modules
+    # (training=True) around an eval-mode model, so restoring only the top-level flag would leave
+    # the wrapped model in training mode (drop-path on) after the export.
+    modes = [(m, m.training) for m in module.modules()]
     module.eval()
     try:
         with torch.no_grad():
@@ -213,7 +217,11 @@ def export_onnx(
             else:
                 proto = _export_to_proto(module, example_inputs, input_names, output_names, opset, exporter)
     finally:
-        module.train(was_training)
+        for m, training in modes:
+            m.training = training
+    for k, v in (metadata or {}).items():
+        p = proto.metadata_props.add()
+        p.key, p.value = str(k), str(v)
     canonicalize_onnx(proto)
     data = proto.SerializeToString(deterministic=True)
     if check:
