@@ -37,6 +37,12 @@ class SegmentationOutput:
     """(B,K,H/f,W/f) cross-attention maps (f = fusion stride), when requested and fusion is on."""
 
 
+def scene_adjacency(probs: torch.Tensor) -> torch.Tensor:
+    """Class graph on a 2× coarser grid than the embeddings: a scene-level statistic that does
+    not need stride-8 detail, at a quarter of the cost."""
+    return soft_spatial_adjacency(F.avg_pool2d(probs, 2, ceil_mode=True))
+
+
 class ContextSegmentor(nn.Module):
     """The seed paper's model; every context module can be switched off for ablations.
 
@@ -95,12 +101,12 @@ class ContextSegmentor(nn.Module):
         text_emb = F.normalize(text, dim=-1)
         class_emb = text_emb.unsqueeze(0).expand(b, -1, -1)
         coarse_logits = self.head(pixel_emb, class_emb)
-        adjacency = soft_spatial_adjacency(coarse_logits.softmax(1))
         if self.graph is not None:
-            pooled = mask_pool(pixels, coarse_logits.softmax(1))
-            class_emb = F.normalize(self.graph(class_emb, pooled, adjacency), dim=-1)
+            probs = coarse_logits.softmax(1)
+            pooled = mask_pool(pixels, probs)
+            class_emb = F.normalize(self.graph(class_emb, pooled, scene_adjacency(probs)), dim=-1)
             coarse_logits = self.head(pixel_emb, class_emb)
-            adjacency = soft_spatial_adjacency(coarse_logits.softmax(1))
+        adjacency = scene_adjacency(coarse_logits.softmax(1))
         # Upsample on the embedding grid's own extent, then crop: keeps pixels aligned for any H, W.
         grid_h, grid_w = coarse_logits.shape[-2:]
         logits = F.interpolate(coarse_logits, size=(grid_h * stride, grid_w * stride), mode="bilinear", align_corners=False)
