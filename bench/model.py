@@ -25,7 +25,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from casseg_ros.model import ContextSegmentor, ModelConfig  # noqa: E402
-from casseg_ros.model.checkpoint import atomic_write_bytes  # noqa: E402
+from casseg_ros.fileio import atomic_write_text  # noqa: E402
 from casseg_ros.text import Vocabulary  # noqa: E402
 
 CITYSCAPES_CLASSES = 19
@@ -96,7 +96,7 @@ def main() -> None:
         result["scaling"] = [{"size": list(s), "ms": 1e3 * t} for s, t in zip(sizes, latencies)]
         result["scaling_slope"] = float(slope)
     out = Path(args.out)
-    atomic_write_bytes(out, lambda tmp: Path(tmp).write_text(json.dumps(result, indent=2)))
+    atomic_write_text(out, json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
 
 

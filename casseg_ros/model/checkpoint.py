@@ -6,14 +6,13 @@ Only two loaders are ever used: safetensors (no code execution possible) and, fo
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from ..fileio import atomic_write_bytes
 from .config import ModelConfig
 from .segmentor import ContextSegmentor
 
@@ -22,21 +21,6 @@ FORMAT = "casseg_ros/1"
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, corrupt, of the wrong kind, or does not match its config."""
-
-
-def atomic_write_bytes(path: Path, writer) -> None:
-    """Call ``writer(tmp_path)`` then rename over ``path``: readers never see a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        writer(tmp)
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _vocabulary_metadata(vocabulary: Any) -> dict[str, Any]:
@@ -50,7 +34,7 @@ def _vocabulary_metadata(vocabulary: Any) -> dict[str, Any]:
 
 
 def save_checkpoint(path: str | Path, model: ContextSegmentor, extra: dict[str, Any] | None = None) -> Path:
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     path = Path(path)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -60,8 +44,7 @@ def save_checkpoint(path: str | Path, model: ContextSegmentor, extra: dict[str, 
         "vocabulary": json.dumps(_vocabulary_metadata(model.vocabulary), sort_keys=True),
         "extra": json.dumps(extra or {}, sort_keys=True),
     }
-    atomic_write_bytes(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
-    return path
+    return atomic_write_bytes(path, save(tensors, metadata=metadata))
 
 
 def _build_vocabulary(meta: dict[str, Any], embeddings: torch.Tensor):
