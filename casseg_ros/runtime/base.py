@@ -1,0 +1,217 @@
+"""Backend interface shared by the torch, onnxruntime and tensorrt inference backends.
+
+A backend runs the model's *export module* (``ContextSegmentor.export_module()``): uint8 NHWC RGB in,
+``(class_ids int32, confidence, class_scores, adjacency)`` out, with normalisation, upsampling,
+softmax and argmax inside the graph. The host only converts/copies buffers, and — only when an image
+is not already ``input_size`` — resizes the image (bilinear) and the two per-pixel outputs back
+(nearest). Both resizes are single ``cv2.resize`` calls per image (~0.5 ms each at 512x1024).
+"""
+from __future__ import annotations
+
+import abc
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+__all__ = [
+    "Backend",
+    "BackendUnavailable",
+    "InferenceResult",
+    "PRECISIONS",
+    "physical_cpu_count",
+    "resize_images",
+    "resize_outputs",
+]
+
+PRECISIONS = ("fp32", "fp16", "bf16")
+OUTPUT_NAMES = ("class_ids", "confidence", "class_scores", "adjacency")
+INPUT_NAME = "images"
+
+
+class BackendUnavailable(Exception):
+    """The requested backend/device/precision cannot run on this machine.
+
+    The message names what is missing (a Python package, a GPU, an execution provider, ...).
+    CLIs print it and exit with status 2 instead of showing a traceback.
+    """
+
+
+@dataclass
+class InferenceResult:
+    """Per-batch outputs, all numpy, at the resolution of the images given to ``infer``."""
+
+    class_ids: np.ndarray  # (B,H,W) int32
+    confidence: np.ndarray  # (B,H,W) float32, max softmax probability
+    class_scores: np.ndarray  # (B,K) float32, mean softmax probability per class
+    adjacency: np.ndarray  # (B,K,K) float32 class-graph weights in [0,1]
+
+    def __len__(self) -> int:
+        return int(self.class_ids.shape[0])
+
+    def frame(self, i: int) -> "InferenceResult":
+        """The i-th frame as a batch of one."""
+        return InferenceResult(self.class_ids[i : i + 1], self.confidence[i : i + 1],
+                               self.class_scores[i : i + 1], self.adjacency[i : i + 1])
+
+
+def physical_cpu_count() -> int:
+    """Physical cores usable by this process (falls back to logical CPUs in the affinity mask)."""
+    try:
+        logical = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - non-Linux
+        logical = os.cpu_count() or 1
+    physical = None
+    try:
+        import psutil
+
+        physical = psutil.cpu_count(logical=False)
+    except Exception:  # noqa: BLE001 - psutil is optional
+        physical = None
+    if not physical:
+        return max(1, logical)
+    return max(1, min(physical, logical))
+
+
+def _as_batch(images: np.ndarray) -> np.ndarray:
+    if not isinstance(images, np.ndarray):
+        raise TypeError(f"images must be a numpy array, got {type(images).__name__}")
+    if images.ndim == 3:
+        images = images[None]
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"images must be (B,H,W,3) or (H,W,3) uint8 RGB, got shape {images.shape}")
+    if images.dtype != np.uint8:
+        raise ValueError(f"images must be uint8, got {images.dtype}")
+    return images
+
+
+def resize_images(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear host resize of a uint8 (B,H,W,3) batch to ``size`` = (H, W); no-op when equal."""
+    h, w = size
+    if images.shape[1:3] == (h, w):
+        return images
+    import cv2
+
+    out = np.empty((images.shape[0], h, w, 3), dtype=np.uint8)
+    for i in range(images.shape[0]):
+        out[i] = cv2.resize(images[i], (w, h), interpolation=cv2.INTER_LINEAR)
+    return out
+
+
+def resize_outputs(result: InferenceResult, size: tuple[int, int]) -> InferenceResult:
+    """Nearest-neighbour resize of the per-pixel outputs back to ``size`` = (H, W); no-op when equal."""
+    h, w = size
+    if result.class_ids.shape[1:3] == (h, w):
+        return result
+    import cv2
+
+    b = result.class_ids.shape[0]
+    ids = np.empty((b, h, w), dtype=np.int32)
+    conf = np.empty((b, h, w), dtype=np.float32)
+    for i in range(b):
+        ids[i] = cv2.resize(result.class_ids[i], (w, h), interpolation=cv2.INTER_NEAREST)
+        conf[i] = cv2.resize(result.confidence[i], (w, h), interpolation=cv2.INTER_NEAREST)
+    return InferenceResult(ids, conf, result.class_scores, result.adjacency)
+
+
+class Backend(abc.ABC):
+    """One inference backend. Subclasses implement ``_load`` and ``_run`` (fixed-size batch).
+
+    ``model_path``: a checkpoint (``.safetensors``) or, for onnxruntime/tensorrt, an exported
+    ``.onnx``. ``input_size``: (H, W) the model runs at; images of another size are resized on the
+    host. ``None`` (torch only) runs every image at its own size.
+    """
+
+    name: str = "base"
+
+    def __init__(self, model_path: str | os.PathLike, device: str = "cpu",
+                 input_size: Sequence[int] | None = (512, 1024), precision: str = "fp32", **opts: Any):
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        if device not in ("cpu", "cuda") and not str(device).startswith("cuda:"):
+            raise ValueError(f"device must be 'cpu' or 'cuda' (or 'cuda:N'), got {device!r}")
+        self.model_path = Path(model_path)
+        self.device = str(device)
+        self.input_size = None if input_size is None else (int(input_size[0]), int(input_size[1]))
+        self.precision = precision
+        self.opts = dict(opts)
+        self._vocabulary = None
+        self._loaded = False
+        self.load_seconds: float | None = None
+
+    # ------------------------------------------------------------------ public API
+    def load(self) -> "Backend":
+        """Load the model (build/convert where needed). Idempotent; returns self."""
+        if not self._loaded:
+            t0 = time.perf_counter()
+            self._load()
+            self.load_seconds = time.perf_counter() - t0
+            self._loaded = True
+        return self
+
+    def warmup(self, iterations: int = 3) -> None:
+        """Run ``iterations`` dummy batches at ``input_size`` (allocations, autotuning, lazy init)."""
+        self.load()
+        h, w = self.input_size if self.input_size is not None else (256, 512)
+        dummy = np.zeros((self.batch_size or 1, h, w, 3), dtype=np.uint8)
+        dummy[:, h // 4 : h // 2, w // 4 : w // 2] = 127
+        for _ in range(max(0, int(iterations))):
+            self._run(dummy)
+
+    def infer(self, images: np.ndarray) -> InferenceResult:
+        """uint8 RGB (B,H,W,3) (or (H,W,3)) -> InferenceResult at the images' own resolution."""
+        self.load()
+        images = _as_batch(images)
+        orig = images.shape[1:3]
+        target = self.input_size or orig
+        x = resize_images(images, target)
+        bs = self.batch_size
+        if bs is None or x.shape[0] == bs:
+            res = self._run(np.ascontiguousarray(x))
+        else:  # static-batch engines: run in chunks of the engine's batch size (pad the last one)
+            parts = []
+            for s in range(0, x.shape[0], bs):
+                chunk = x[s : s + bs]
+                n = chunk.shape[0]
+                if n < bs:
+                    chunk = np.concatenate([chunk, np.zeros((bs - n,) + chunk.shape[1:], np.uint8)])
+                r = self._run(np.ascontiguousarray(chunk))
+                parts.append(InferenceResult(r.class_ids[:n], r.confidence[:n], r.class_scores[:n],
+                                             r.adjacency[:n]))
+            res = InferenceResult(*(np.concatenate([getattr(p, f) for p in parts]) for f in OUTPUT_NAMES))
+        return resize_outputs(res, orig)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "device": self.device,
+            "precision": self.precision,
+            "input_size": list(self.input_size) if self.input_size is not None else None,
+        }
+
+    @property
+    def vocabulary(self):
+        """The class vocabulary (names + palette) of the loaded model."""
+        self.load()
+        return self._vocabulary
+
+    @property
+    def batch_size(self) -> int | None:
+        """Static batch size of the compiled model, or None when any batch size works."""
+        return None
+
+    # ------------------------------------------------------------------ subclass hooks
+    @abc.abstractmethod
+    def _load(self) -> None:
+        """Load the model; must set ``self._vocabulary``."""
+
+    @abc.abstractmethod
+    def _run(self, images: np.ndarray) -> InferenceResult:
+        """Run a contiguous uint8 (B,H,W,3) batch already at ``input_size``."""
+
+    def __repr__(self) -> str:
+        d = self.describe()
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in d.items())})"

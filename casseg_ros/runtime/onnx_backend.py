@@ -1,0 +1,172 @@
+"""ONNX Runtime backend: TensorRT EP -> CUDA EP -> CPU EP (whichever this onnxruntime build has).
+
+``model_path`` may be an exported ``.onnx`` (static shape) or a checkpoint; a checkpoint is exported
+on demand into a cache (default ``~/.cache/casseg_ros/onnx``, env ``CASSEG_ONNX_CACHE``) keyed by
+the checkpoint's sha256, the input shape, the opset, the export version and the torch version.
+
+CPU session: intra-op threads = physical cores (``num_threads`` to override), inter-op 1,
+sequential execution, ``ORT_ENABLE_ALL`` graph optimisation; with ``optimized_cache=True`` the
+optimised graph is saved next to the ONNX and reused (it is specific to this ORT version and CPU).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .base import INPUT_NAME, OUTPUT_NAMES, Backend, BackendUnavailable, InferenceResult, physical_cpu_count
+from .engine_cache import file_sha256
+
+DEFAULT_OPSET = 17
+
+
+def default_onnx_cache_dir() -> Path:
+    env = os.environ.get("CASSEG_ONNX_CACHE")
+    return Path(env).expanduser() if env else Path("~/.cache/casseg_ros/onnx").expanduser()
+
+
+def onnx_input_shape(path: str | os.PathLike) -> list[int]:
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    return [d.dim_value if d.HasField("dim_value") else -1 for d in dims]
+
+
+def resolve_onnx(model_path: str | os.PathLike, input_size, batch_size: int = 1,
+                 cache_dir: str | os.PathLike | None = None, opset: int = DEFAULT_OPSET):
+    """(path of a static-shape segmentation ONNX for ``input_size``, Vocabulary).
+
+    An ``.onnx`` is used as it is (its input shape must be (batch_size, H, W, 3)); a checkpoint is
+    exported into the cache unless an export for the same key is already there.
+    """
+    import torch
+
+    from .export import EXPORT_VERSION, META_KIND, META_VOCAB, export_checkpoint, onnx_metadata, vocabulary_from_json
+
+    model_path = Path(model_path)
+    if not model_path.is_file():
+        raise FileNotFoundError(f"model file not found: {model_path}")
+    h, w = int(input_size[0]), int(input_size[1])
+    if model_path.suffix == ".onnx":
+        shape = onnx_input_shape(model_path)
+        if shape != [batch_size, h, w, 3]:
+            raise ValueError(f"{model_path} has input shape {shape}, but input_size={[h, w]} and batch_size="
+                             f"{batch_size} need {[batch_size, h, w, 3]}; export it again with "
+                             f"casseg-export --input-size {h} {w} or pass the checkpoint instead")
+        onnx_path = model_path
+    else:
+        key_src = json.dumps({"ckpt": file_sha256(model_path), "shape": [batch_size, h, w, 3], "opset": opset,
+                              "export": EXPORT_VERSION, "torch": torch.__version__}, sort_keys=True)
+        key = hashlib.sha256(key_src.encode()).hexdigest()[:16]
+        root = Path(cache_dir).expanduser() if cache_dir else default_onnx_cache_dir()
+        onnx_path = root / f"{model_path.stem}-b{batch_size}-{h}x{w}-{key}.onnx"
+        if not onnx_path.is_file():
+            export_checkpoint(model_path, onnx_path, (h, w), batch_size, opset)
+    meta = onnx_metadata(onnx_path)
+    if meta.get(META_KIND, "segmentation") != "segmentation":
+        raise ValueError(f"{onnx_path} is a {meta.get(META_KIND)!r} export, not a segmentation export")
+    vocab = vocabulary_from_json(meta[META_VOCAB]) if META_VOCAB in meta else None
+    return onnx_path, vocab
+
+
+def select_providers(device: str, precision: str = "fp32", available: list[str] | None = None,
+                     trt_cache_dir: str | None = None) -> list:
+    """Provider list for ``InferenceSession``: TensorRT EP -> CUDA EP -> CPU EP, filtered by what
+    this onnxruntime build offers; CPU only for device 'cpu'. Raises BackendUnavailable when a CUDA
+    device is requested but no GPU provider exists."""
+    if available is None:
+        import onnxruntime as ort
+
+        available = ort.get_available_providers()
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    dev_id = int(device.split(":")[1]) if ":" in device else 0
+    chosen: list = []
+    if "TensorrtExecutionProvider" in available:
+        trt_opts = {"device_id": dev_id, "trt_fp16_enable": precision == "fp16",
+                    "trt_bf16_enable": precision == "bf16", "trt_engine_cache_enable": True,
+                    "trt_engine_cache_path": trt_cache_dir or str(Path("~/.cache/casseg_ros/ort_trt").expanduser())}
+        chosen.append(("TensorrtExecutionProvider", trt_opts))
+    if "CUDAExecutionProvider" in available:
+        chosen.append(("CUDAExecutionProvider", {"device_id": dev_id}))
+    if not chosen:
+        raise BackendUnavailable(
+            f"backend 'onnxruntime' with device '{device}' needs an onnxruntime build with the CUDA or "
+            f"TensorRT execution provider (pip install onnxruntime-gpu) and a CUDA GPU; this onnxruntime "
+            f"offers only {available}")
+    chosen.append("CPUExecutionProvider")
+    return chosen
+
+
+class OnnxRuntimeBackend(Backend):
+    name = "onnxruntime"
+
+    def __init__(self, model_path, device: str = "cpu", input_size=(512, 1024), precision: str = "fp32",
+                 **opts: Any):
+        super().__init__(model_path, device, input_size, precision, **opts)
+        if self.input_size is None:
+            raise ValueError("backend 'onnxruntime' needs a static input_size (H, W)")
+        if device == "cpu" and precision != "fp32":
+            raise BackendUnavailable(f"backend 'onnxruntime' on device 'cpu' runs fp32 only (asked for {precision})")
+        self._batch = int(opts.get("batch_size", 1))
+        self.providers = opts.get("providers") or select_providers(self.device, precision,
+                                                                   trt_cache_dir=opts.get("ort_trt_cache_dir"))
+        self.num_threads = int(opts.get("num_threads") or physical_cpu_count())
+
+    @property
+    def batch_size(self) -> int:
+        return self._batch
+
+    def session_options(self):
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.intra_op_num_threads = self.num_threads
+        so.inter_op_num_threads = 1
+        so.log_severity_level = 3
+        if self.opts.get("spin", None) is not None:  # busy-wait of idle intra-op threads (default on in ORT)
+            so.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.opts["spin"] else "0")
+        return so
+
+    def _load(self) -> None:
+        import onnxruntime as ort
+
+        onnx_path, self._vocabulary = resolve_onnx(self.model_path, self.input_size, self._batch,
+                                                   cache_dir=self.opts.get("onnx_cache_dir"))
+        self.onnx_path = onnx_path
+        so = self.session_options()
+        load_path = onnx_path
+        if self.opts.get("optimized_cache") and self.device == "cpu":
+            opt_path = onnx_path.with_name(f"{onnx_path.stem}.ort{ort.__version__}-cpu-opt.onnx")
+            if opt_path.is_file():
+                load_path = opt_path
+                so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+            else:
+                so.optimized_model_filepath = str(opt_path)
+        self.session = ort.InferenceSession(str(load_path), so, providers=self.providers)
+        names = [o.name for o in self.session.get_outputs()]
+        if [i.name for i in self.session.get_inputs()] != [INPUT_NAME] or sorted(names) != sorted(OUTPUT_NAMES):
+            raise RuntimeError(f"{onnx_path} is not a segmentation export (inputs "
+                               f"{[i.name for i in self.session.get_inputs()]}, outputs {names})")
+        self._out_names = list(OUTPUT_NAMES)
+        self.active_providers = self.session.get_providers()
+
+    def _run(self, images: np.ndarray) -> InferenceResult:
+        ids, conf, scores, adj = self.session.run(self._out_names, {INPUT_NAME: images})
+        return InferenceResult(ids, conf, scores, adj)
+
+    def describe(self) -> dict[str, Any]:
+        d = super().describe()
+        providers = getattr(self, "active_providers", None)
+        d["providers"] = providers
+        if providers and providers[0] != "TensorrtExecutionProvider":
+            d["precision"] = "fp32"  # CUDA/CPU EPs run the fp32 graph as exported
+        d["num_threads"] = self.num_threads if self.device == "cpu" else None
+        return d

@@ -1,0 +1,164 @@
+"""TensorRT backend (TensorRT 10 Python API; CUDA buffers are torch tensors).
+
+UNVERIFIED: no GPU / TensorRT is available where this was written. The pure parts (engine-cache key,
+invalidation, atomic writes) are covered by tests; ``build_engine`` and ``TensorRTBackend._load`` /
+``_run`` have not been run. See README "Unverified".
+
+Flow: checkpoint -> (cached) static-shape ONNX (``onnx_backend.resolve_onnx``) -> engine cache lookup
+(key: ONNX sha256, input shape, precision, TensorRT version, GPU name, workspace) -> on a miss
+``build_engine`` (OnnxParser, workspace limit, FP16/BF16 flag, build_serialized_network) and an
+atomic cache write -> deserialize -> one execution context with I/O bound by tensor name to
+preallocated torch CUDA tensors -> ``warmup`` before the first frame.
+"""
+from __future__ import annotations
+
+import importlib.util
+from typing import Any
+
+import numpy as np
+
+from .base import INPUT_NAME, OUTPUT_NAMES, Backend, BackendUnavailable, InferenceResult
+from .engine_cache import EngineCache, EngineCacheKey
+
+DEFAULT_WORKSPACE = 4 << 30  # 4 GiB
+
+
+def tensorrt_missing() -> str | None:
+    """None when TensorRT can run here, else a message naming what is missing."""
+    missing = []
+    if importlib.util.find_spec("tensorrt") is None:
+        missing.append("the Python package 'tensorrt' (not installed; pip install tensorrt)")
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            missing.append("a CUDA GPU (torch.cuda.is_available() is False)")
+    except ImportError:  # pragma: no cover - torch is a hard dependency
+        missing.append("PyTorch with CUDA (torch not importable)")
+    if not missing:
+        return None
+    return "backend 'tensorrt' needs " + " and ".join(missing)
+
+
+def build_engine(onnx_bytes: bytes, precision: str = "fp16", workspace_bytes: int = DEFAULT_WORKSPACE,
+                 logger=None) -> bytes:
+    """Parse an ONNX model and build a serialized TensorRT engine (static shapes)."""
+    import tensorrt as trt
+
+    logger = logger or trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)  # TensorRT 10: explicit batch is the only mode
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(onnx_bytes):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise RuntimeError(f"TensorRT could not parse the ONNX model: {errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_bytes))
+    if precision == "fp16":
+        if not builder.platform_has_fast_fp16:
+            raise BackendUnavailable("backend 'tensorrt' precision 'fp16' needs a GPU with fast FP16")
+        config.set_flag(trt.BuilderFlag.FP16)
+    elif precision == "bf16":
+        config.set_flag(trt.BuilderFlag.BF16)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise RuntimeError("TensorRT engine build failed (build_serialized_network returned None)")
+    return bytes(serialized)
+
+
+class TensorRTBackend(Backend):
+    name = "tensorrt"
+
+    def __init__(self, model_path, device: str = "cuda", input_size=(512, 1024), precision: str = "fp16",
+                 **opts: Any):
+        if device == "cpu":
+            missing = tensorrt_missing()
+            raise BackendUnavailable("backend 'tensorrt' runs only on device 'cuda' (got device 'cpu')"
+                                     + (f"; it also needs {missing.split(' needs ', 1)[1]}" if missing else ""))
+        super().__init__(model_path, device, input_size, precision, **opts)
+        if self.input_size is None:
+            raise ValueError("backend 'tensorrt' needs a static input_size (H, W)")
+        missing = tensorrt_missing()
+        if missing:
+            raise BackendUnavailable(missing)
+        self._batch = int(opts.get("batch_size", 1))
+        self.engine_cache = EngineCache(opts.get("engine_cache_dir"))
+        self.workspace_bytes = int(opts.get("workspace_bytes", DEFAULT_WORKSPACE))
+        self.engine_was_cached: bool | None = None
+
+    @property
+    def batch_size(self) -> int:
+        return self._batch
+
+    def _load(self) -> None:
+        import tensorrt as trt
+        import torch
+
+        from .onnx_backend import resolve_onnx
+
+        onnx_path, self._vocabulary = resolve_onnx(self.model_path, self.input_size, self._batch,
+                                                   cache_dir=self.opts.get("onnx_cache_dir"))
+        dev = torch.device(self.device)
+        torch.cuda.set_device(dev)
+        gpu = torch.cuda.get_device_name(dev)
+        cc = ".".join(map(str, torch.cuda.get_device_capability(dev)))
+        key = EngineCacheKey.create(onnx_path, (self._batch, *self.input_size, 3), self.precision,
+                                    trt.__version__, gpu, compute_capability=cc,
+                                    workspace=self.workspace_bytes)
+        self.cache_key = key
+        logger = trt.Logger(trt.Logger.WARNING)
+        data, self.engine_was_cached = self.engine_cache.get_or_build(
+            key, lambda: build_engine(onnx_path.read_bytes(), self.precision, self.workspace_bytes, logger))
+        self._runtime = trt.Runtime(logger)
+        engine = self._runtime.deserialize_cuda_engine(data)
+        if engine is None:  # e.g. corrupted or from another TensorRT build: drop it and rebuild once
+            self.engine_cache._remove(key)
+            data = build_engine(onnx_path.read_bytes(), self.precision, self.workspace_bytes, logger)
+            self.engine_cache.store(key, data)
+            self.engine_was_cached = False
+            engine = self._runtime.deserialize_cuda_engine(data)
+            if engine is None:
+                raise RuntimeError("TensorRT could not deserialize the freshly built engine")
+        self._engine = engine
+        self._context = engine.create_execution_context()
+        self._stream = torch.cuda.Stream(dev)
+        self._buffers: dict[str, torch.Tensor] = {}
+        inputs, outputs = [], []
+        for i in range(engine.num_io_tensors):
+            tname = engine.get_tensor_name(i)
+            shape = tuple(engine.get_tensor_shape(tname))
+            np_dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(tname)))
+            t_dtype = torch.from_numpy(np.zeros(0, dtype=np_dtype)).dtype
+            buf = torch.empty(shape, dtype=t_dtype, device=dev)
+            self._buffers[tname] = buf
+            self._context.set_tensor_address(tname, int(buf.data_ptr()))
+            (inputs if engine.get_tensor_mode(tname) == trt.TensorIOMode.INPUT else outputs).append(tname)
+        if inputs != [INPUT_NAME] or sorted(outputs) != sorted(OUTPUT_NAMES):
+            raise RuntimeError(f"unexpected engine I/O: inputs {inputs}, outputs {outputs}; expected "
+                               f"{[INPUT_NAME]} and {list(OUTPUT_NAMES)}")
+        self._host_in = torch.empty(self._buffers[INPUT_NAME].shape, dtype=torch.uint8).pin_memory()
+        self._host_out = {n: torch.empty(self._buffers[n].shape, dtype=self._buffers[n].dtype).pin_memory()
+                          for n in OUTPUT_NAMES}
+
+    def _run(self, images: np.ndarray) -> InferenceResult:
+        import torch
+
+        self._host_in.numpy()[...] = images
+        with torch.cuda.stream(self._stream):
+            self._buffers[INPUT_NAME].copy_(self._host_in, non_blocking=True)
+            if not self._context.execute_async_v3(self._stream.cuda_stream):
+                raise RuntimeError("TensorRT execute_async_v3 failed")
+            for n in OUTPUT_NAMES:
+                self._host_out[n].copy_(self._buffers[n], non_blocking=True)
+        self._stream.synchronize()
+        o = {n: self._host_out[n].numpy().copy() for n in OUTPUT_NAMES}
+        return InferenceResult(o["class_ids"].astype(np.int32, copy=False),
+                               o["confidence"].astype(np.float32, copy=False),
+                               o["class_scores"].astype(np.float32, copy=False),
+                               o["adjacency"].astype(np.float32, copy=False))
+
+    def describe(self) -> dict[str, Any]:
+        d = super().describe()
+        d["engine_cache"] = str(self.engine_cache.root)
+        d["engine_was_cached"] = self.engine_was_cached
+        return d

@@ -1,0 +1,85 @@
+"""PyTorch backend: the model's export module under ``torch.inference_mode``.
+
+CPU: fp32 (bf16 autocast if asked; only useful on CPUs with AMX/AVX512-BF16), threads = physical
+cores (``num_threads`` to override). CUDA: fp16/bf16 autocast, channels_last weights, pinned host
+buffers with non-blocking copies. ``compile=True`` wraps the module in ``torch.compile``
+(static shapes; opt-in — measure with bench/backends.py before turning it on).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .base import Backend, BackendUnavailable, InferenceResult, physical_cpu_count
+
+
+def cuda_missing(backend: str, device: str) -> str | None:
+    import torch
+
+    if torch.cuda.is_available():
+        return None
+    built = torch.version.cuda
+    return (f"backend '{backend}' with device '{device}' needs a CUDA GPU (torch.cuda.is_available() is False; "
+            f"this torch {torch.__version__} is built {'with CUDA ' + built if built else 'without CUDA'})")
+
+
+class TorchBackend(Backend):
+    name = "torch"
+
+    def __init__(self, model_path, device: str = "cpu", input_size=(512, 1024), precision: str = "fp32",
+                 **opts: Any):
+        super().__init__(model_path, device, input_size, precision, **opts)
+        if self.device.startswith("cuda"):
+            missing = cuda_missing("torch", self.device)
+            if missing:
+                raise BackendUnavailable(missing)
+        elif precision == "fp16":
+            raise BackendUnavailable("backend 'torch' on device 'cpu' supports fp32 and bf16, not fp16 "
+                                     "(fp16 needs device 'cuda')")
+        self.compile = bool(opts.get("compile", False))
+        self.compile_mode = opts.get("compile_mode", "default")
+        self.channels_last = bool(opts.get("channels_last", self.device.startswith("cuda")))
+        self.num_threads = int(opts.get("num_threads") or physical_cpu_count())
+        self.model = opts.get("model")  # an already-built ContextSegmentor (tests, training) instead of a file
+
+    def _load(self) -> None:
+        import torch
+
+        if self.model is None:
+            from casseg_ros.model.checkpoint import load_checkpoint
+
+            self.model = load_checkpoint(self.model_path)
+        self._vocabulary = self.model.vocabulary
+        if self.device == "cpu":
+            torch.set_num_threads(self.num_threads)
+        self._device = torch.device(self.device)
+        module = self.model.export_module().to(self._device).eval()
+        if self.channels_last:
+            module = module.to(memory_format=torch.channels_last)
+        self._module = torch.compile(module, mode=self.compile_mode, dynamic=False) if self.compile else module
+        self._amp_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.precision)
+        self._cuda = self._device.type == "cuda"
+
+    def _run(self, images: np.ndarray) -> InferenceResult:
+        import torch
+
+        x = torch.from_numpy(images)
+        with torch.inference_mode():
+            if self._cuda:
+                x = x.pin_memory().to(self._device, non_blocking=True)
+            if self._amp_dtype is not None:
+                with torch.autocast(device_type=self._device.type, dtype=self._amp_dtype):
+                    ids, conf, scores, adj = self._module(x)
+            else:
+                ids, conf, scores, adj = self._module(x)
+            out = [t.float() if t.is_floating_point() else t for t in (ids, conf, scores, adj)]
+            out = [t.cpu() for t in out] if self._cuda else out
+        ids, conf, scores, adj = (t.numpy() for t in out)
+        return InferenceResult(ids.astype(np.int32, copy=False), conf, scores, adj)
+
+    def describe(self) -> dict[str, Any]:
+        d = super().describe()
+        d.update(compile=self.compile, channels_last=self.channels_last,
+                 num_threads=self.num_threads if self.device == "cpu" else None)
+        return d
