@@ -19,50 +19,20 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-import torch
-from torch import nn
+from .fileio import atomic_write_bytes
+
+if TYPE_CHECKING:  # torch is imported lazily so that the cache/file helpers stay light
+    import torch
+    from torch import nn
 
 PRODUCER_NAME = "casseg_ros"
 PRODUCER_VERSION = "0.1.0"
 
 __all__ = ["export_onnx", "canonicalize_onnx", "atomic_write_bytes", "PRODUCER_NAME"]
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically: temp file in the same directory + fsync + os.replace.
-
-    Readers see either the old file or the complete new one, never a partial file. The temp file is
-    removed if anything fails before the rename.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    try:  # make the rename itself durable (best effort; not supported on every platform/fs)
-        dfd = os.open(str(path.parent), os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
-    return path
 
 
 def _strip_doc_strings(graph) -> None:
@@ -150,6 +120,7 @@ def canonicalize_onnx(model, keep_names: Sequence[str] = ()):
 def _export_to_proto(module: nn.Module, example_inputs: tuple, input_names, output_names, opset: int,
                      exporter: str):
     import onnx
+    import torch
 
     if exporter == "torchscript":
         buf = io.BytesIO()
@@ -190,6 +161,7 @@ def export_onnx(
     submodule's previous mode is restored afterwards. Returns ``Path(path)``.
     """
     import onnx
+    import torch
 
     if opset < 17:
         raise ValueError(f"opset must be >= 17 (got {opset})")
