@@ -1,0 +1,305 @@
+"""Scene graph (objects + spatial relations) from a per-pixel class map.
+
+Runs on every frame, so it works on horizontal *runs* (maximal same-class pixel segments of a
+row) instead of pixels: a 512x1024 road scene has a few thousand runs, and everything after the
+run extraction (connectivity, statistics, adjacency) is vectorised numpy over runs. This is one
+linear pass over the pixels in total, where per-class `cv2.connectedComponentsWithStats` would
+be one full-image pass per class present.
+
+Definitions (all deterministic):
+
+* **Instance**: an 8-connected component of pixels with the same class id, with
+  `area >= min_area`. Ids in `ignore_ids`, negative ids and ids `>= len(class_names)` never form
+  instances (and never touch anything).
+* **Instance ids**: `0..N-1` in raster order of each instance's first pixel (top-to-bottom,
+  then left-to-right), so they do not depend on the class numbering. When more than
+  `max_instances` qualify, the largest ones are kept (ties: earlier in raster order), then
+  numbered in raster order.
+* **score**: mean `confidence` over the instance's pixels (1.0 when no confidence is given).
+* **bbox**: `(x_min, y_min, width, height)` in pixels; **centroid**: mean `(x, y)` = (column, row).
+* **touches** (A->B and B->A): some pixel of A is a 4-neighbour of some pixel of B.
+* **inside** (A->B only): A's bbox lies strictly inside B's bbox (no shared edge), A touches B,
+  and every other instance A touches is itself strictly inside A's bbox (nested in A). So a
+  window in a building on a road gives `window inside building` and `building inside road`.
+  It is "B surrounds A" as far as the kept instances tell: A may still border ignored or
+  too-small regions.
+* **above/below/left_of/right_of**: for touching pairs that are not in an `inside` relation,
+  from the centroid offset: if `|dy| >= |dx|` the one with smaller y is `above` the other
+  (and the other `below` it), else the one with smaller x is `left_of` (other `right_of`).
+  Centroids of very large regions (road, sky) make this coarse near the image sides.
+* **weight**: `adjacency[class_source, class_target]` when an adjacency matrix is given, else 1.0.
+
+Relations are sorted by `(source, target, predicate)`, predicates in `PREDICATES` order.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Iterable, Sequence
+
+import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+__all__ = ["Instance", "Relation", "SceneGraph", "extract_scene_graph", "PREDICATES"]
+
+PREDICATES: tuple[str, ...] = ("touches", "above", "below", "left_of", "right_of", "inside")
+
+
+@dataclass(frozen=True)
+class Instance:
+    instance_id: int
+    class_id: int
+    label: str
+    score: float
+    bbox: tuple[int, int, int, int]  # x_min, y_min, width, height
+    centroid: tuple[float, float]  # x (column), y (row)
+    area: int
+
+
+@dataclass(frozen=True)
+class Relation:
+    source: int
+    target: int
+    predicate: str
+    weight: float
+
+
+@dataclass
+class SceneGraph:
+    instances: list[Instance] = field(default_factory=list)
+    relations: list[Relation] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        """JSON-able form (lists instead of tuples)."""
+        return {
+            "instances": [
+                {**asdict(inst), "bbox": list(inst.bbox), "centroid": list(inst.centroid)}
+                for inst in self.instances
+            ],
+            "relations": [asdict(rel) for rel in self.relations],
+        }
+
+
+@dataclass
+class _Runs:
+    """Horizontal runs of one class map, in raster order."""
+
+    start: np.ndarray  # flat index of the first pixel
+    row: np.ndarray
+    x0: np.ndarray  # first column
+    x1: np.ndarray  # one past the last column
+    cls: np.ndarray  # class id (int64)
+
+
+def _find_runs(class_map: np.ndarray) -> _Runs:
+    """Split every row into maximal same-class segments (one vectorised pass over the pixels)."""
+    h, w = class_map.shape
+    flat = class_map.reshape(-1)
+    change = np.empty(flat.shape[0], dtype=bool)
+    change[0] = True
+    np.not_equal(flat[1:], flat[:-1], out=change[1:])
+    change[::w] = True  # every row starts a run
+    start = np.flatnonzero(change)
+    end = np.empty_like(start)
+    end[:-1] = start[1:]
+    end[-1] = flat.shape[0]
+    row = start // w
+    x0 = start - row * w
+    x1 = end - row * w
+    return _Runs(start=start, row=row, x0=x0, x1=x1, cls=flat[start].astype(np.int64))
+
+
+def _vertical_run_pairs(runs: _Runs, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """All (upper, lower) run pairs on consecutive rows whose pixels are 8-neighbours.
+
+    Runs of a row tile it, so for a run in row r+1 the 8-neighbouring runs of row r are the
+    contiguous index range between the runs containing columns x0-1 and x1 (clamped).
+    """
+    lower = np.flatnonzero(runs.row > 0)
+    if lower.size == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty
+    up_row_base = (runs.row[lower] - 1) * width
+    left = up_row_base + np.maximum(runs.x0[lower] - 1, 0)
+    right = up_row_base + np.minimum(runs.x1[lower], width - 1)
+    lo = np.searchsorted(runs.start, left, side="right") - 1
+    hi = np.searchsorted(runs.start, right, side="right") - 1
+    counts = hi - lo + 1
+    total = int(counts.sum())
+    first_of_group = np.cumsum(counts) - counts
+    offsets = np.arange(total) - np.repeat(first_of_group, counts)
+    upper_idx = np.repeat(lo, counts) + offsets
+    lower_idx = np.repeat(lower, counts)
+    return upper_idx, lower_idx
+
+
+def _check_inputs(class_map: np.ndarray, k: int, confidence: np.ndarray | None,
+                  adjacency: np.ndarray | None) -> None:
+    if class_map.ndim != 2:
+        raise ValueError(f"class_map must be (H, W), got shape {class_map.shape}")
+    if not np.issubdtype(class_map.dtype, np.integer):
+        raise TypeError(f"class_map must hold integer class ids, got dtype {class_map.dtype}")
+    if confidence is not None and confidence.shape != class_map.shape:
+        raise ValueError(f"confidence shape {confidence.shape} != class_map shape {class_map.shape}")
+    if adjacency is not None and adjacency.shape != (k, k):
+        raise ValueError(f"adjacency must be ({k}, {k}) for {k} class names, got {adjacency.shape}")
+
+
+def extract_scene_graph(
+    class_map: np.ndarray,
+    class_names: Sequence[str],
+    confidence: np.ndarray | None = None,
+    adjacency: np.ndarray | None = None,
+    min_area: int = 64,
+    ignore_ids: Iterable[int] = (255,),
+    max_instances: int = 256,
+) -> SceneGraph:
+    """Instances and relations of `class_map` (see the module docstring for the exact rules)."""
+    class_map = np.asarray(class_map)
+    confidence = None if confidence is None else np.asarray(confidence)
+    adjacency = None if adjacency is None else np.asarray(adjacency, dtype=np.float64)
+    k = len(class_names)
+    _check_inputs(class_map, k, confidence, adjacency)
+    h, w = class_map.shape
+    if h == 0 or w == 0 or max_instances <= 0:
+        return SceneGraph()
+
+    runs = _find_runs(class_map)
+    n_runs = runs.start.shape[0]
+    ignore = np.asarray(sorted(set(int(i) for i in ignore_ids)), dtype=np.int64)
+    valid = (runs.cls >= 0) & (runs.cls < k)
+    if ignore.size:
+        valid &= ~np.isin(runs.cls, ignore)
+
+    # Connectivity: same-class 8-neighbour runs on consecutive rows belong to one component
+    # (runs on the same row are never same-class neighbours: they would be one run).
+    up, low = _vertical_run_pairs(runs, w)
+    same = (runs.cls[up] == runs.cls[low]) & valid[up]
+    graph = coo_matrix((np.ones(int(same.sum()), dtype=np.int8), (up[same], low[same])),
+                       shape=(n_runs, n_runs))
+    n_comp, comp = connected_components(graph, directed=False)
+
+    # Per-component statistics from per-run sums.
+    length = (runs.x1 - runs.x0).astype(np.float64)
+    area = np.bincount(comp, weights=length, minlength=n_comp)
+    sum_x = np.bincount(comp, weights=length * (runs.x0 + runs.x1 - 1) * 0.5, minlength=n_comp)
+    sum_y = np.bincount(comp, weights=length * runs.row, minlength=n_comp)
+    first = np.full(n_comp, n_runs, dtype=np.int64)
+    np.minimum.at(first, comp, np.arange(n_runs))
+    x_min = np.full(n_comp, w, dtype=np.int64)
+    np.minimum.at(x_min, comp, runs.x0)
+    x_max = np.zeros(n_comp, dtype=np.int64)
+    np.maximum.at(x_max, comp, runs.x1 - 1)
+    y_max = np.zeros(n_comp, dtype=np.int64)
+    np.maximum.at(y_max, comp, runs.row)
+    y_min = runs.row[first]  # the first run in raster order is on the top row
+
+    keep = np.flatnonzero(valid[first] & (area >= max(int(min_area), 1)))
+    if keep.size > max_instances:
+        # Largest first, ties by raster order; then back to raster order for numbering.
+        order = np.lexsort((first[keep], -area[keep]))
+        keep = keep[order[:max_instances]]
+    keep = keep[np.argsort(first[keep], kind="stable")]
+    n = keep.size
+    if n == 0:
+        return SceneGraph()
+    inst_of_comp = np.full(n_comp, -1, dtype=np.int64)
+    inst_of_comp[keep] = np.arange(n)
+
+    if confidence is None:
+        score = np.ones(n)
+    else:
+        run_conf = np.add.reduceat(confidence.reshape(-1), runs.start, dtype=np.float64)
+        score = np.bincount(comp, weights=run_conf, minlength=n_comp)[keep] / area[keep]
+
+    inst_cls = runs.cls[first[keep]]
+    cx = sum_x[keep] / area[keep]
+    cy = sum_y[keep] / area[keep]
+    bx0, by0, bx1, by1 = x_min[keep], y_min[keep], x_max[keep], y_max[keep]
+    instances = [
+        Instance(
+            instance_id=i,
+            class_id=int(inst_cls[i]),
+            label=str(class_names[int(inst_cls[i])]),
+            score=float(score[i]),
+            bbox=(int(bx0[i]), int(by0[i]), int(bx1[i] - bx0[i] + 1), int(by1[i] - by0[i] + 1)),
+            centroid=(float(cx[i]), float(cy[i])),
+            area=int(area[keep[i]]),
+        )
+        for i in range(n)
+    ]
+
+    # Touching pairs: 4-neighbour run pairs, horizontally (consecutive runs of a row, which
+    # always differ in class) and vertically (overlapping columns on consecutive rows).
+    run_inst = inst_of_comp[comp]
+    same_row = np.flatnonzero(runs.row[:-1] == runs.row[1:])
+    overlap4 = (runs.x0[up] < runs.x1[low]) & (runs.x0[low] < runs.x1[up])
+    a = np.concatenate([run_inst[same_row], run_inst[up[overlap4]]])
+    b = np.concatenate([run_inst[same_row + 1], run_inst[low[overlap4]]])
+    ok = (a >= 0) & (b >= 0) & (a != b)
+    lo_id, hi_id = np.minimum(a[ok], b[ok]), np.maximum(a[ok], b[ok])
+    pair_codes = np.unique(lo_id * n + hi_id)
+    pa, pb = pair_codes // n, pair_codes % n
+
+    relations = _relations(pa, pb, n, inst_cls, cx, cy, bx0, by0, bx1, by1, adjacency)
+    return SceneGraph(instances=instances, relations=relations)
+
+
+def _relations(pa: np.ndarray, pb: np.ndarray, n: int, inst_cls: np.ndarray, cx: np.ndarray,
+               cy: np.ndarray, bx0: np.ndarray, by0: np.ndarray, bx1: np.ndarray,
+               by1: np.ndarray, adjacency: np.ndarray | None) -> list[Relation]:
+    """Directed relations for the undirected touching pairs (pa[i] < pb[i])."""
+    def strictly_within(i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        return (bx0[i] > bx0[j]) & (by0[i] > by0[j]) & (bx1[i] < bx1[j]) & (by1[i] < by1[j])
+
+    # Neighbours of each instance that are not nested inside it.
+    b_nested_in_a = strictly_within(pb, pa)
+    a_nested_in_b = strictly_within(pa, pb)
+    outer_degree = (np.bincount(pa[~b_nested_in_a], minlength=n)
+                    + np.bincount(pb[~a_nested_in_b], minlength=n))
+    a_in_b = a_nested_in_b & (outer_degree[pa] == 1)
+    b_in_a = b_nested_in_a & (outer_degree[pb] == 1)
+    dx, dy = cx[pb] - cx[pa], cy[pb] - cy[pa]  # from a to b
+    vertical = np.abs(dy) >= np.abs(dx)
+    geometric = ~(a_in_b | b_in_a)
+
+    src: list[np.ndarray] = []
+    dst: list[np.ndarray] = []
+    pred: list[np.ndarray] = []
+
+    def emit(s: np.ndarray, t: np.ndarray, predicate: str) -> None:
+        src.append(s)
+        dst.append(t)
+        pred.append(np.full(s.shape[0], PREDICATES.index(predicate)))
+
+    emit(pa, pb, "touches")
+    emit(pb, pa, "touches")
+    emit(pa[a_in_b], pb[a_in_b], "inside")
+    emit(pb[b_in_a], pa[b_in_a], "inside")
+    a_above = geometric & vertical & (dy > 0)
+    b_above = geometric & vertical & ~(dy > 0)
+    a_left = geometric & ~vertical & (dx > 0)
+    b_left = geometric & ~vertical & ~(dx > 0)
+    emit(pa[a_above], pb[a_above], "above")
+    emit(pb[a_above], pa[a_above], "below")
+    emit(pb[b_above], pa[b_above], "above")
+    emit(pa[b_above], pb[b_above], "below")
+    emit(pa[a_left], pb[a_left], "left_of")
+    emit(pb[a_left], pa[a_left], "right_of")
+    emit(pb[b_left], pa[b_left], "left_of")
+    emit(pa[b_left], pb[b_left], "right_of")
+
+    s = np.concatenate(src)
+    t = np.concatenate(dst)
+    p = np.concatenate(pred)
+    order = np.lexsort((p, t, s))
+    s, t, p = s[order], t[order], p[order]
+    if adjacency is None:
+        weight = np.ones(s.shape[0])
+    else:
+        weight = adjacency[inst_cls[s], inst_cls[t]]
+    return [
+        Relation(source=int(s[i]), target=int(t[i]), predicate=PREDICATES[int(p[i])],
+                 weight=float(weight[i]))
+        for i in range(s.shape[0])
+    ]

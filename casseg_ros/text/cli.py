@@ -1,0 +1,130 @@
+"""`casseg-vocab`: build a class vocabulary file once, offline of the robot's per-frame path.
+
+    casseg-vocab --names config/classes.yaml --out models/vocab.safetensors
+    casseg-vocab --names road,car,sky --provider openai --describe --out models/vocab.safetensors
+
+`--names` is a YAML file or a comma-separated list. Accepted YAML shapes: a list of names; a list
+of `{name: ..., description: ...}` mappings; a mapping `{id: name}`; or any of those under a
+top-level `classes:` or `names:` key. Descriptions from the file are embedded as
+`"{name}: {description}"`.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from casseg_ros.text.build import DEFAULT_DESCRIPTION_TEMPLATE, DEFAULT_TEMPLATE, build_vocabulary
+from casseg_ros.text.providers import (
+    DEFAULT_CHAT_MODEL,
+    DEFAULT_EMBEDDING_MODEL,
+    PROVIDERS,
+    EmbeddingProviderError,
+)
+from casseg_ros.text.vocabulary import VocabularyError
+
+
+def _parse_entries(data: Any, source: str) -> tuple[list[str], list[str] | None]:
+    if isinstance(data, dict):
+        for key in ("classes", "names"):
+            if key in data:
+                return _parse_entries(data[key], source)
+        try:
+            items = sorted(data.items(), key=lambda kv: int(kv[0]))
+        except (TypeError, ValueError):
+            raise ValueError(f"{source}: expected a list of classes, a {{id: name}} mapping, "
+                             "or a 'classes:' key") from None
+        return _parse_entries([v for _, v in items], source)
+    if not isinstance(data, list) or not data:
+        raise ValueError(f"{source}: expected a non-empty list of class names")
+    names: list[str] = []
+    descriptions: list[str | None] = []
+    for entry in data:
+        if isinstance(entry, dict):
+            if "name" not in entry:
+                raise ValueError(f"{source}: class entry without 'name': {entry}")
+            names.append(str(entry["name"]))
+            descriptions.append(None if entry.get("description") is None else str(entry["description"]))
+        else:
+            names.append(str(entry))
+            descriptions.append(None)
+    if all(d is None for d in descriptions):
+        return names, None
+    if any(d is None for d in descriptions):
+        missing = [n for n, d in zip(names, descriptions) if d is None]
+        raise ValueError(f"{source}: either every class has a description or none; missing for {missing}")
+    return names, [str(d) for d in descriptions]
+
+
+def load_class_names(spec: str) -> tuple[list[str], list[str] | None]:
+    """Names (and descriptions, if the file has them) from a YAML path or 'a,b,c'."""
+    path = Path(spec)
+    if spec.endswith((".yaml", ".yml")) or path.is_file():
+        if not path.is_file():
+            raise ValueError(f"class file not found: {path}")
+        import yaml
+
+        with path.open("r", encoding="utf-8") as handle:
+            return _parse_entries(yaml.safe_load(handle), str(path))
+    names = [n.strip() for n in spec.split(",") if n.strip()]
+    if not names:
+        raise ValueError("--names is empty")
+    return names, None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="casseg-vocab", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--names", required=True, help="YAML class file or comma-separated names")
+    parser.add_argument("--provider", default="local", choices=sorted(PROVIDERS))
+    parser.add_argument("--out", required=True, type=Path, help="output .safetensors file")
+    parser.add_argument("--describe", action="store_true",
+                        help="openai: have the chat model describe each class, embed name + description")
+    parser.add_argument("--template", default=DEFAULT_TEMPLATE, help="prompt for a bare class name")
+    parser.add_argument("--description-template", default=DEFAULT_DESCRIPTION_TEMPLATE)
+    parser.add_argument("--model-path", help="local: sentence-transformers model directory")
+    parser.add_argument("--device", default="cpu", help="local: torch device")
+    parser.add_argument("--base-url", help="openai: API base URL (default: the client's)")
+    parser.add_argument("--embedding-model", default=DEFAULT_EMBEDDING_MODEL)
+    parser.add_argument("--chat-model", default=DEFAULT_CHAT_MODEL)
+    parser.add_argument("--timeout", type=float, default=30.0, help="openai: seconds per request")
+    parser.add_argument("--max-attempts", type=int, default=4, help="openai: requests per call")
+    parser.add_argument("--from-file", type=Path, help="file: cached vocabulary to check and copy")
+    return parser
+
+
+def _provider_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    if args.provider == "local":
+        kwargs: dict[str, Any] = {"device": args.device}
+        if args.model_path:
+            kwargs["model_path"] = args.model_path
+        return kwargs
+    if args.provider == "openai":
+        return {"base_url": args.base_url, "embedding_model": args.embedding_model,
+                "chat_model": args.chat_model, "timeout": args.timeout,
+                "max_attempts": args.max_attempts}
+    if args.from_file is None:
+        raise ValueError("--provider file needs --from-file PATH")
+    return {"path": args.from_file}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        names, descriptions = load_class_names(args.names)
+        vocab = build_vocabulary(names, args.provider, descriptions, describe=args.describe,
+                                 template=args.template,
+                                 description_template=args.description_template,
+                                 **_provider_kwargs(args))
+        vocab.save(args.out)
+    except (ValueError, EmbeddingProviderError, VocabularyError, OSError) as exc:
+        print(f"casseg-vocab: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {args.out}: {len(vocab)} classes, embedding dim {vocab.embedding_dim}, "
+          f"provider {vocab.provider}" + (", with descriptions" if vocab.descriptions else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
