@@ -76,10 +76,28 @@ def _ros_loopback_session():
             os.environ[key] = value
 
 
+def make_ros_env() -> RosEnv:
+    domain_id = random_domain_id()
+    return RosEnv(domain_id=domain_id, env=ros_subprocess_env(domain_id),
+                  namespace=f"/t{uuid.uuid4().hex[:10]}")
+
+
 @pytest.fixture
 def ros_env(monkeypatch) -> RosEnv:
     """A fresh random domain for this test, applied to os.environ (call rclpy.init after this)."""
-    domain_id = random_domain_id()
-    monkeypatch.setenv("ROS_DOMAIN_ID", str(domain_id))
-    return RosEnv(domain_id=domain_id, env=ros_subprocess_env(domain_id),
-                  namespace=f"/t{uuid.uuid4().hex[:10]}")
+    env = make_ros_env()
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(env.domain_id))
+    return env
+
+
+@pytest.fixture(scope="module")
+def ros_env_module() -> RosEnv:
+    """Like `ros_env`, shared by one test module (for processes that are costly to start)."""
+    env = make_ros_env()
+    saved = os.environ.get("ROS_DOMAIN_ID")
+    os.environ["ROS_DOMAIN_ID"] = str(env.domain_id)
+    yield env
+    if saved is None:
+        os.environ.pop("ROS_DOMAIN_ID", None)
+    else:
+        os.environ["ROS_DOMAIN_ID"] = saved

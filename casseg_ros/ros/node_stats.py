@@ -1,0 +1,109 @@
+"""Counters and sliding windows behind the node's /diagnostics (ROS-free, thread-safe)."""
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+
+import numpy as np
+
+
+class SlidingRate:
+    """Events per second over the last `window_s` seconds (or since creation, if shorter)."""
+
+    def __init__(self, window_s: float = 5.0) -> None:
+        self.window_s = window_s
+        self._start = time.monotonic()
+        self._times: deque[float] = deque()
+
+    def tick(self, now: float) -> None:
+        self._times.append(now)
+        self._trim(now)
+
+    def rate(self, now: float) -> float:
+        self._trim(now)
+        span = min(self.window_s, now - self._start)
+        return len(self._times) / span if span > 0 else 0.0
+
+    def _trim(self, now: float) -> None:
+        while self._times and now - self._times[0] > self.window_s:
+            self._times.popleft()
+
+
+class NodeStats:
+    """Everything the worker and callback count; `snapshot()` is what diagnostics publish."""
+
+    def __init__(self, latency_window: int = 300, rate_window_s: float = 5.0) -> None:
+        self._lock = threading.Lock()
+        self._input_rate = SlidingRate(rate_window_s)
+        self._output_rate = SlidingRate(rate_window_s)
+        self._latency_s: deque[float] = deque(maxlen=latency_window)
+        self._forward_s: deque[float] = deque(maxlen=latency_window)
+        self._host_s: deque[float] = deque(maxlen=latency_window)
+        self.received = 0
+        self.dropped_in_node = 0  # overwritten in the latest-frame slot before the worker took them
+        self.lost_in_transport = 0  # publisher sequence-number gaps: dropped by DDS (depth-1 reader)
+        self._last_sequence: dict[bytes, int] = {}
+        self.processed = 0
+        self.rejected = 0
+        self.inference_errors = 0
+        self.last_reject_reason = ""
+        self.last_error = ""
+
+    def on_received(self, publisher: bytes | None = None, sequence: int | None = None) -> None:
+        with self._lock:
+            self.received += 1
+            self._input_rate.tick(time.monotonic())
+            if publisher is not None and sequence:
+                last = self._last_sequence.get(publisher)
+                if last is not None and sequence > last + 1:
+                    self.lost_in_transport += sequence - last - 1
+                self._last_sequence[publisher] = sequence
+
+    def on_dropped(self) -> None:
+        with self._lock:
+            self.dropped_in_node += 1
+
+    def on_rejected(self, reason: str) -> None:
+        with self._lock:
+            self.rejected += 1
+            self.last_reject_reason = reason
+
+    def on_inference_error(self, error: str) -> None:
+        with self._lock:
+            self.inference_errors += 1
+            self.last_error = error
+
+    def on_published(self, latency_s: float, forward_s: float, host_s: float) -> None:
+        with self._lock:
+            self.processed += 1
+            self._output_rate.tick(time.monotonic())
+            self._latency_s.append(latency_s)
+            self._forward_s.append(forward_s)
+            self._host_s.append(host_s)
+
+    def snapshot(self) -> dict[str, float | int | str]:
+        now = time.monotonic()
+        with self._lock:
+            latency = np.asarray(self._latency_s, dtype=np.float64) * 1e3
+            forward = np.asarray(self._forward_s, dtype=np.float64) * 1e3
+            host = np.asarray(self._host_s, dtype=np.float64) * 1e3
+            snap: dict[str, float | int | str] = {
+                "input_rate_hz": self._input_rate.rate(now),
+                "output_rate_hz": self._output_rate.rate(now),
+                "frames_received": self.received,
+                "frames_processed": self.processed,
+                "dropped_frames": self.dropped_in_node + self.lost_in_transport,
+                "dropped_in_node": self.dropped_in_node,
+                "lost_in_transport": self.lost_in_transport,
+                "inputs_rejected": self.rejected,
+                "inference_errors": self.inference_errors,
+                "last_reject_reason": self.last_reject_reason,
+                "last_error": self.last_error,
+            }
+        for name, values in (("latency", latency), ("forward", forward), ("host_overhead", host)):
+            if values.size:
+                snap[f"{name}_mean_ms"] = float(values.mean())
+                snap[f"{name}_p50_ms"] = float(np.percentile(values, 50))
+                snap[f"{name}_p99_ms"] = float(np.percentile(values, 99))
+        return snap

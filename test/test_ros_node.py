@@ -1,0 +1,252 @@
+"""The segmentation node over real DDS: camera, node and consumer in separate processes.
+
+One node process (tiny random model, 64x128 input) serves the whole module; a fake camera
+process publishes real frames; this test process is the consumer and lifecycle/parameter client.
+Each test leaves the node active on the raw transport with reliable QoS.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import rclpy
+
+from casseg_ros.model.checkpoint import save_checkpoint
+from casseg_ros.perception.scene_graph import extract_scene_graph
+from model_factory import tiny_model
+from ros_helpers.harness import Probe, header_key, start_camera, start_node
+
+NUM_CLASSES = 5
+CLASS_NAMES = [f"class_{i}" for i in range(NUM_CLASSES)]
+HEIGHT, WIDTH = 64, 128
+MIN_AREA = 4
+RAW_ENCODINGS = ("rgb8", "bgr8", "rgba8", "bgra8", "mono8", "mono16")
+STARTUP_TIMEOUT = 120.0
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return str(save_checkpoint(tmp_path_factory.mktemp("model") / "tiny.safetensors", tiny_model(NUM_CLASSES)))
+
+
+@pytest.fixture(scope="module")
+def system(ros_env_module, checkpoint):
+    """(env, camera_topic, probe, node_process) with the node active."""
+    env, ns = ros_env_module, ros_env_module.namespace
+    camera_topic = f"{ns}/camera/image_raw"
+    node = start_node(env.env, ns, camera_topic, dict(
+        model_path=checkpoint, input_height=HEIGHT, input_width=WIDTH, min_instance_area=MIN_AREA,
+        qos_reliability="reliable", publish_confidence=True))
+    rclpy.init()
+    probe = Probe(f"{ns}/casseg_ros")
+    try:
+        assert node.wait_for_output("active: listening", STARTUP_TIMEOUT), node.output()
+        yield env, camera_topic, probe, node
+    finally:
+        probe.close()
+        rclpy.shutdown()
+        node.stop()
+
+
+def run_camera(env, topic, *args, timeout=90.0):
+    camera = start_camera(env.env, topic, *args)
+    assert camera.wait(timeout) == 0, camera.output()
+    return camera.sent_headers()
+
+
+def mask_array(msg) -> np.ndarray:
+    dtype = np.uint8 if msg.encoding == "mono8" else np.uint16
+    return np.frombuffer(msg.data, dtype).reshape(msg.height, msg.step // np.dtype(dtype).itemsize)[:, :msg.width]
+
+
+def last_diagnostics(probe) -> dict:
+    assert probe.wait_until(lambda: probe.get("diagnostics"), 5.0), "no diagnostics from the node"
+    return probe.get("diagnostics")[-1]
+
+
+def wait_for_masks(probe, frame_ids, timeout=30.0):
+    def have_all():
+        got = {m.header.frame_id for m in probe.get("mask")}
+        return set(frame_ids) <= got
+    probe.wait_until(have_all, timeout)
+    return {m.header.frame_id for m in probe.get("mask")}
+
+
+def test_every_raw_encoding_is_segmented_with_header_kept(system):
+    env, topic, probe, node = system
+    probe.clear()
+    diag_before = last_diagnostics(probe)
+    sent = run_camera(env, topic, "--encodings", ",".join(RAW_ENCODINGS), "--frames-per-encoding", "30",
+                      "--rate", "30", "--width", str(WIDTH), "--height", str(HEIGHT), "--pad", "4")
+    sent_keys = {(fid, sec, nsec) for _, fid, sec, nsec in sent}
+    got = wait_for_masks(probe, [f"cam_{e}" for e in RAW_ENCODINGS])
+    assert {f"cam_{e}" for e in RAW_ENCODINGS} <= got, f"no mask for {set(RAW_ENCODINGS) - got}\n{node.output()}"
+    probe.wait_until(lambda: len(probe.get("scene_graph")) >= len(probe.get("mask")), 5.0)
+
+    masks = probe.get("mask")
+    for mask in masks:
+        assert header_key(mask.header) in sent_keys  # stamp and frame_id unchanged
+        assert (mask.encoding, mask.height, mask.width) == ("mono8", HEIGHT, WIDTH)
+        values = np.unique(mask_array(mask))
+        assert set(values.tolist()) <= set(range(NUM_CLASSES)), values  # threshold 0: no unknown pixels
+
+    for overlay in probe.get("overlay"):
+        assert header_key(overlay.header) in sent_keys
+        assert (overlay.encoding, overlay.height, overlay.width, overlay.step) == ("rgb8", HEIGHT, WIDTH, WIDTH * 3)
+    assert probe.get("overlay"), "overlay subscribed but never published"
+    confidences = probe.get("confidence")
+    assert confidences and all(c.encoding == "mono8" and header_key(c.header) in sent_keys for c in confidences)
+
+    # The scene graph of each frame is the library's graph of that frame's mask.
+    masks_by_key = {header_key(m.header): mask_array(m) for m in masks}
+    graphs = probe.get("scene_graph")
+    assert graphs
+    checked = 0
+    for graph in graphs:
+        key = header_key(graph.header)
+        assert key in sent_keys
+        if key not in masks_by_key:
+            continue
+        expected = extract_scene_graph(masks_by_key[key], CLASS_NAMES, min_area=MIN_AREA)
+        assert [(n.instance_id, n.class_id, n.label, n.area) for n in graph.nodes] == \
+               [(i.instance_id, i.class_id, i.label, i.area) for i in expected.instances]
+        assert [(n.bbox.x_offset, n.bbox.y_offset, n.bbox.width, n.bbox.height) for n in graph.nodes] == \
+               [tuple(i.bbox) for i in expected.instances]
+        for node_msg, inst in zip(graph.nodes, expected.instances):
+            assert node_msg.centroid.x == pytest.approx(inst.centroid[0])
+            assert node_msg.centroid.y == pytest.approx(inst.centroid[1])
+            assert 0.0 <= node_msg.score <= 1.0
+        assert [(e.source, e.target, e.predicate) for e in graph.edges] == \
+               [(r.source, r.target, r.predicate) for r in expected.relations]
+        assert all(0.0 <= e.weight <= 1.0 for e in graph.edges)
+        assert sum(n.area for n in graph.nodes) <= HEIGHT * WIDTH
+        checked += 1
+    assert checked > 0
+
+    graphs_by_key = {header_key(g.header): g for g in graphs}
+    marker_arrays = probe.get("scene_graph/markers")
+    assert marker_arrays
+    for array_msg in marker_arrays:
+        key = header_key(array_msg.markers[0].header)
+        assert key in sent_keys and array_msg.markers[0].action == array_msg.markers[0].DELETEALL
+        if key in graphs_by_key:
+            spheres = [m for m in array_msg.markers if m.ns == "nodes"]
+            assert len(spheres) == len(graphs_by_key[key].nodes)
+
+    # Counters move: more frames processed than before, inputs counted, drops accounted for.
+    assert probe.wait_until(lambda: int(last_diagnostics(probe)["frames_processed"])
+                            >= int(diag_before["frames_processed"]) + len(masks), 5.0)
+    diag = last_diagnostics(probe)
+    assert int(diag["frames_received"]) - int(diag_before["frames_received"]) >= len(masks)
+    assert int(diag["frames_received"]) >= int(diag["frames_processed"]) + int(diag["dropped_in_node"])
+    assert max(float(d["input_rate_hz"]) for d in probe.get("diagnostics")) > 1.0
+    assert float(diag["latency_p50_ms"]) > 0.0
+    assert diag["backend"] == "torch" and diag["device"] == "cpu" and diag["lifecycle_state"] == "active"
+
+    # A subscriber joining late still gets the labels (transient local).
+    probe.subscribe_labels()
+    assert probe.wait_until(lambda: probe.get("labels"), 10.0), "late subscriber got no LabelInfo"
+    labels = probe.get("labels")[-1]
+    assert [(c.class_id, c.name) for c in labels.classes] == list(enumerate(CLASS_NAMES))
+    assert all(c.color.a == 1.0 for c in labels.classes)
+
+
+def test_bad_raw_inputs_are_counted_and_the_next_good_frame_is_processed(system):
+    env, topic, probe, node = system
+    probe.clear()
+    rejected_before = int(last_diagnostics(probe)["inputs_rejected"])
+    sent = run_camera(env, topic, "--bad", "raw", "--bad-gap", "0.5", "--width", str(WIDTH), "--height", str(HEIGHT))
+    good = [fid for _, fid, _, _ in sent if fid.startswith("good_after_")]
+    bad = [fid for _, fid, _, _ in sent if fid.startswith("bad_")]
+    assert len(good) == len(bad) == 6
+    got = wait_for_masks(probe, good)
+    assert set(good) <= got, f"missing masks after bad input: {set(good) - got}\n{node.output()}"
+    assert not {fid for fid in got if fid.startswith("bad_")}
+    assert probe.wait_until(lambda: int(last_diagnostics(probe)["inputs_rejected"]) - rejected_before == len(bad), 5.0)
+    assert node.proc.poll() is None
+    assert "rejected input image" in node.output()
+
+
+def test_lifecycle_transitions_and_parameter_validation(system, checkpoint):
+    env, topic, probe, node = system
+    assert probe.lifecycle_state() == "active"
+    # Invalid values are rejected with a reason, whatever the state.
+    (ok, reason), = probe.set_parameters(backend="caffe")
+    assert not ok and "backend must be one of" in reason
+    (ok, reason), = probe.set_parameters(score_threshold=1.5)
+    assert not ok
+    (ok, reason), = probe.set_parameters(input_height=16)
+    assert not ok and ">= 32" in reason
+    # Valid, but not while active / configured.
+    (ok, reason), = probe.set_parameters(input_transport="compressed")
+    assert not ok and "deactivate" in reason
+    (ok, reason), = probe.set_parameters(model_path="/nonexistent/model.safetensors")
+    assert not ok and "cleanup" in reason
+
+    assert probe.change_state("deactivate") and probe.lifecycle_state() == "inactive"
+    # The subscription is gone: a camera finds no subscriber.
+    camera = start_camera(env.env, topic, "--encodings", "rgb8", "--frames-per-encoding", "1", "--wait-subscribers", "2")
+    assert camera.wait(30) == 3 and "NO_SUBSCRIBER" in camera.output()
+    assert probe.wait_until(lambda: last_diagnostics(probe)["lifecycle_state"] == "inactive", 3.0)
+
+    assert probe.change_state("cleanup") and probe.lifecycle_state() == "unconfigured"
+    assert probe.set_parameters(model_path="/nonexistent/model.safetensors") == [(True, "")]
+    assert not probe.change_state("configure")  # fails cleanly, node stays up and unconfigured
+    assert probe.lifecycle_state() == "unconfigured"
+    assert "/nonexistent/model.safetensors" in node.output() and node.proc.poll() is None
+
+    assert probe.set_parameters(model_path=checkpoint) == [(True, "")]
+    assert probe.change_state("configure") and probe.lifecycle_state() == "inactive"
+    assert probe.change_state("activate") and probe.lifecycle_state() == "active"
+    probe.clear()
+    run_camera(env, topic, "--encodings", "rgb8", "--frames-per-encoding", "15")
+    assert "cam_rgb8" in wait_for_masks(probe, ["cam_rgb8"]), node.output()
+
+
+def test_compressed_transport_and_bad_compressed_inputs(system):
+    env, topic, probe, node = system
+    assert probe.change_state("deactivate")
+    assert probe.set_parameters(input_transport="compressed", qos_reliability="best_effort") == [(True, ""), (True, "")]
+    assert probe.change_state("activate")
+    try:
+        probe.clear()
+        sent = run_camera(env, topic, "--compressed", "jpeg,png", "--frames-per-encoding", "30",
+                          "--reliability", "best_effort")
+        sent_keys = {(fid, sec, nsec) for _, fid, sec, nsec in sent}
+        got = wait_for_masks(probe, ["cam_jpeg", "cam_png"])
+        assert {"cam_jpeg", "cam_png"} <= got, node.output()
+        for mask in probe.get("mask"):
+            assert header_key(mask.header) in sent_keys and (mask.height, mask.width) == (HEIGHT, WIDTH)
+
+        rejected_before = int(last_diagnostics(probe)["inputs_rejected"])
+        probe.clear()
+        sent = run_camera(env, topic, "--bad", "compressed", "--bad-gap", "0.5")
+        good = [fid for _, fid, _, _ in sent if fid.startswith("good_after_")]
+        bad = [fid for _, fid, _, _ in sent if fid.startswith("bad_")]
+        got = wait_for_masks(probe, good)
+        assert set(good) <= got, f"missing masks after bad input: {set(good) - got}\n{node.output()}"
+        assert probe.wait_until(
+            lambda: int(last_diagnostics(probe)["inputs_rejected"]) - rejected_before == len(bad), 5.0)
+    finally:
+        assert probe.change_state("deactivate")
+        assert probe.set_parameters(input_transport="raw", qos_reliability="reliable") == [(True, ""), (True, "")]
+        assert probe.change_state("activate")
+
+
+def test_live_parameter_change_applies_to_the_next_frames(system):
+    env, topic, probe, node = system
+    probe.subscribe_labels()
+    # No confidence reaches 1.0 from a softmax over 5 classes: threshold 1.0 makes every pixel unknown.
+    assert probe.set_parameters(score_threshold=1.0, overlay_alpha=0.0) == [(True, ""), (True, "")]
+    try:
+        assert probe.wait_until(lambda: any(abs(m.threshold - 1.0) < 1e-6 for m in probe.get("labels")), 10.0)
+        probe.clear()
+        run_camera(env, topic, "--encodings", "rgb8", "--frames-per-encoding", "15")
+        assert probe.wait_until(lambda: probe.get("mask") and probe.get("overlay"), 20.0), node.output()
+        for mask in probe.get("mask"):
+            assert set(np.unique(mask_array(mask)).tolist()) == {255}
+        for graph in probe.get("scene_graph"):
+            assert len(graph.nodes) == 0
+    finally:
+        assert probe.set_parameters(score_threshold=0.0, overlay_alpha=0.5) == [(True, ""), (True, "")]
