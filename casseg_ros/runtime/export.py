@@ -110,7 +110,7 @@ def export_checkpoint(checkpoint: str | os.PathLike, output: str | os.PathLike, 
     return path, model
 
 
-def test_pattern(h: int, w: int) -> np.ndarray:
+def make_test_pattern(h: int, w: int) -> np.ndarray:
     """Deterministic structured RGB test image (gradients, blocks, stripes) when no image is given."""
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     img = np.stack([255 * xx / max(w - 1, 1), 255 * yy / max(h - 1, 1),
@@ -209,7 +209,7 @@ def _main(args) -> int:
         if missing:
             raise BackendUnavailable(missing + " (drop --tensorrt to export ONNX only)")
     out = Path(args.output) if args.output else ckpt.with_name(f"{ckpt.stem}-{h}x{w}.onnx")
-    image = load_image(args.image) if args.image else test_pattern(h, w)
+    image = load_image(args.image) if args.image else make_test_pattern(h, w)
     path, model = export_checkpoint(ckpt, out, (h, w), args.batch_size, args.opset, args.exporter)
     onnx.checker.check_model(str(path), full_check=True)
     report: dict[str, Any] = {"onnx": str(path), "sha256": sha256_bytes_of(path), "opset": args.opset,
