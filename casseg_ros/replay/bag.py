@@ -1,0 +1,244 @@
+"""rosbag2 access for the replay tools: a typestore that knows casseg_msgs, frame/label pairing,
+and an output bag that is never left half-written.
+
+Messages are kept as the raw CDR bytes rosbags reads; the replay deserialises them with
+`rclpy.serialization` into the very message classes the node receives, so the node's
+`casseg_ros.ros.conversions` decode them unchanged (no second conversion code path). rclpy is only
+used as a (de)serialiser here: no DDS participant is created.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Iterator
+
+from rosbags.rosbag2 import Reader, Writer
+from rosbags.rosbag2.enums import CompressionFormat, CompressionMode, StoragePlugin
+from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+IMAGE_TYPE = "sensor_msgs/msg/Image"
+COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
+LABEL_INFO_TYPE = "casseg_msgs/msg/LabelInfo"
+SCENE_GRAPH_TYPE = "casseg_msgs/msg/SceneGraph"
+IMAGE_TYPES = (IMAGE_TYPE, COMPRESSED_TYPE)
+
+
+class BagError(RuntimeError):
+    """A bag that cannot be used as asked (missing, unreadable, missing topic, wrong type)."""
+
+
+def _msg_dirs() -> list[Path]:
+    """Where the casseg_msgs .msg files are: the source tree, else the installed share dir."""
+    dirs = [REPO_ROOT / "interfaces" / "casseg_msgs" / "msg"]
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        dirs.append(Path(get_package_share_directory("casseg_msgs")) / "msg")
+    except Exception:  # noqa: BLE001 - ament index absent or package not installed
+        pass
+    return [d for d in dirs if d.is_dir()]
+
+
+@lru_cache(maxsize=1)
+def typestore():
+    """Kilted typestore + casseg_msgs, so output bags carry full message definitions."""
+    store = get_typestore(Stores.ROS2_KILTED)
+    dirs = _msg_dirs()
+    if not dirs:
+        raise BagError("casseg_msgs message definitions not found (interfaces/casseg_msgs/msg)")
+    types: dict = {}
+    for path in sorted(dirs[0].glob("*.msg")):
+        types.update(get_types_from_msg(path.read_text(), f"casseg_msgs/msg/{path.stem}"))
+    store.register(types)
+    return store
+
+
+def stamp_ns(header) -> int:
+    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+
+
+def open_reader(path: str | os.PathLike) -> Reader:
+    """Open a rosbag2 directory (mcap or sqlite3) or a bare .mcap file, with a message naming the bag."""
+    path = Path(path)
+    if not path.exists():
+        raise BagError(f"bag {path} does not exist")
+    try:
+        reader = Reader(path)
+        reader.open()
+    except Exception as exc:  # noqa: BLE001 - rosbags raises several types for unreadable bags
+        raise BagError(f"cannot open bag {path}: {type(exc).__name__}: {exc} "
+                       f"(truncated or corrupt file, or not a rosbag2 mcap/sqlite3 bag)") from exc
+    return reader
+
+
+def find_connection(reader: Reader, topic: str | None, types: tuple[str, ...], role: str):
+    """The connection of `topic` (or the only one of `types` when topic is None)."""
+    topics = {c.topic: c for c in reader.connections}
+    if topic is None:
+        matching = [c for c in reader.connections if c.msgtype in types]
+        if len(matching) > 1 and role == "image":  # a ground-truth label topic is an Image too
+            matching = [c for c in matching if "label" not in c.topic.lower()]
+        if len(matching) != 1:
+            listing = ", ".join(f"{c.topic} [{c.msgtype}]" for c in reader.connections) or "none"
+            raise BagError(f"cannot pick the {role} topic automatically: {len(matching)} topics of type "
+                           f"{' / '.join(types)} in {reader.path} (topics: {listing}); name one")
+        return matching[0]
+    if topic not in topics:
+        listing = ", ".join(f"{c.topic} [{c.msgtype}]" for c in reader.connections) or "none"
+        raise BagError(f"{role} topic {topic!r} not in bag {reader.path} (topics: {listing})")
+    conn = topics[topic]
+    if conn.msgtype not in types:
+        raise BagError(f"{role} topic {topic!r} has type {conn.msgtype}, expected {' or '.join(types)}")
+    return conn
+
+
+@dataclass
+class BagFrame:
+    """One camera message of the bag with its ground-truth label message (raw CDR), if any."""
+
+    index: int
+    log_time_ns: int
+    msgtype: str
+    raw: bytes
+    label_raw: bytes | None = None
+    label_note: str | None = None  # why label_raw is None although a label topic was given
+
+
+def _header_stamp_of(raw: bytes, msgtype: str) -> int:
+    """Header stamp straight from CDR (sec int32, nanosec uint32 after the 4-byte encapsulation):
+    pairing images with labels must not deserialise whole images twice."""
+    if len(raw) < 12:
+        raise ValueError(f"{msgtype} message of {len(raw)} bytes is too short for a header")
+    little = raw[1] == 1
+    order = "little" if little else "big"
+    sec = int.from_bytes(raw[4:8], order, signed=True)
+    nsec = int.from_bytes(raw[8:12], order)
+    return sec * 1_000_000_000 + nsec
+
+
+@dataclass
+class FrameStream:
+    """Image messages of one topic, paired with the label message of the same header stamp.
+
+    Labels of a recording are written next to their image, so a bounded look-ahead suffices: an
+    image is emitted as soon as its label is seen, or once `window` later messages went by without
+    it (the frame is then evaluated without ground truth, and says so).
+    """
+
+    reader: Reader
+    image_conn: object
+    label_conn: object | None = None
+    window: int = 64
+    errors: list[str] = field(default_factory=list)
+
+    def __iter__(self) -> Iterator[BagFrame]:
+        conns = [self.image_conn] + ([self.label_conn] if self.label_conn is not None else [])
+        pending: list[tuple[int, BagFrame, int]] = []  # (stamp, frame, messages seen since)
+        labels: dict[int, bytes] = {}
+        index = 0
+
+        def pop(frame_stamp: int, frame: BagFrame) -> BagFrame:
+            frame.label_raw = labels.pop(frame_stamp, None)
+            if frame.label_raw is None and self.label_conn is not None:
+                frame.label_note = f"no message on {self.label_conn.topic} with this frame's stamp"
+            return frame
+
+        try:
+            for conn, log_time, raw in self.reader.messages(connections=conns):
+                raw = bytes(raw)
+                if conn.id == self.image_conn.id:
+                    frame = BagFrame(index=index, log_time_ns=int(log_time), msgtype=conn.msgtype, raw=raw)
+                    index += 1
+                    if self.label_conn is None:
+                        yield frame
+                        continue
+                    try:
+                        stamp = _header_stamp_of(raw, conn.msgtype)
+                    except ValueError:
+                        yield frame  # the pipeline rejects it with the decode error
+                        continue
+                    pending.append((stamp, frame, 0))
+                else:
+                    try:
+                        labels[_header_stamp_of(raw, conn.msgtype)] = raw
+                    except ValueError:
+                        pass
+                # Emit, in order, every pending image whose label is here or will not come.
+                pending = [(s, f, n + 1) for s, f, n in pending]
+                while pending and (pending[0][0] in labels or pending[0][2] > self.window):
+                    s, f, _ = pending.pop(0)
+                    yield pop(s, f)
+                if len(labels) > 4 * self.window:  # labels without an image: keep memory bounded
+                    for key in sorted(labels)[: len(labels) - 2 * self.window]:
+                        labels.pop(key)
+        except GeneratorExit:
+            raise
+        except Exception as exc:  # noqa: BLE001 - corrupt chunk, truncated file, bad compression...
+            self.errors.append(f"reading {self.reader.path} stopped after {index} image messages: "
+                               f"{type(exc).__name__}: {exc} (truncated or corrupt bag)")
+        for s, f, _ in pending:
+            yield pop(s, f)
+
+
+class OutputBag:
+    """A rosbag2 (mcap, zstd-compressed chunks) written to a temp directory next to `path` and
+    moved into place by `close()`: a reader never sees a half-written bag, and a bag whose writing
+    was interrupted by bad input is still closed properly (its messages kept) before the move.
+    """
+
+    def __init__(self, path: str | os.PathLike, compress: bool = True):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmpdir = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", dir=self.path.parent))
+        self._writer = Writer(self._tmpdir / self.path.name, version=9, storage_plugin=StoragePlugin.MCAP)
+        if compress:
+            self._writer.set_compression(CompressionMode.STORAGE, CompressionFormat.ZSTD)
+        self._writer.open()
+        self._connections: dict[str, object] = {}
+        self.counts: dict[str, int] = {}
+
+    def add_topic(self, topic: str, msgtype: str, qos: str | None = None) -> None:
+        kwargs = {"offered_qos_profiles": qos} if qos else {}
+        self._connections[topic] = self._writer.add_connection(topic, msgtype, typestore=typestore(), **kwargs)
+        self.counts[topic] = 0
+
+    def write(self, topic: str, log_time_ns: int, raw_cdr: bytes) -> None:
+        self._writer.write(self._connections[topic], int(log_time_ns), raw_cdr)
+        self.counts[topic] += 1
+
+    def close(self) -> Path:
+        self._writer.close()
+        final_tmp = self._tmpdir / self.path.name
+        if self.path.exists():
+            old = self.path.with_name(f".{self.path.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(self.path, old)
+            os.replace(final_tmp, self.path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(final_tmp, self.path)
+        shutil.rmtree(self._tmpdir, ignore_errors=True)
+        return self.path
+
+    def abort(self) -> None:
+        try:
+            self._writer.close()
+        except Exception:  # noqa: BLE001
+            pass
+        shutil.rmtree(self._tmpdir, ignore_errors=True)
+
+
+def read_bag_messages(path: str | os.PathLike, topics: list[str] | None = None):
+    """[(topic, log_time_ns, deserialised rosbags message)] of a bag — for tests and reports."""
+    store = typestore()
+    out = []
+    with Reader(Path(path)) as reader:
+        conns = [c for c in reader.connections if topics is None or c.topic in topics]
+        for conn, log_time, raw in reader.messages(connections=conns):
+            out.append((conn.topic, log_time, store.deserialize_cdr(raw, conn.msgtype)))
+    return out

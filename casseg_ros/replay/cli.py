@@ -1,0 +1,109 @@
+"""casseg-replay: evaluate the segmentation pipeline on a rosbag2 recording.
+
+Offline (default): every frame of the image topic through the node's pipeline; writes
+  OUT/bag/            rosbag2 (mcap): /casseg_ros/{mask,overlay,scene_graph,labels}, input stamps
+  OUT/metrics.json    latency p50/p90/p99, FPS, per-class IoU + mIoU (with a label topic), skips
+  OUT/scene_graphs.json, OUT/report.md + OUT/figures/*.png
+--realtime: publish the recording on live topics at the recorded rate to a running casseg_ros
+node (or one started with --spawn-node) and measure it end to end.
+
+Exit status: 0 ok; 1 bad input (the message names it; results of frames done are kept);
+2 usage / model / backend problems.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from casseg_ros.replay.pipeline import PipelineSettings
+
+
+def _size(text: str) -> tuple[int, int] | None:
+    if text.lower() in ("native", "0", "0x0"):
+        return None
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"input size must be HxW (e.g. 512x1024) or 'native', got {text!r}")
+    return h, w
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="casseg-replay", description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="\n".join(__doc__.splitlines()[2:]))
+    p.add_argument("bag", type=Path, help="rosbag2 directory (mcap or sqlite3) or a .mcap file")
+    p.add_argument("--out", type=Path, default=Path("out/replay"), help="output directory (default out/replay)")
+    p.add_argument("--model", type=Path, default=Path("models/casseg_demo.safetensors"))
+    p.add_argument("--image-topic", default=None, help="default: the bag's only Image/CompressedImage topic")
+    p.add_argument("--label-topic", default=None,
+                   help="ground-truth mono8/mono16 class-id topic; default: the only other Image topic with "
+                        "'label' in its name; '' for none")
+    p.add_argument("--backend", default="torch", help="torch | onnxruntime | tensorrt")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--input-size", type=_size, default=None,
+                   help="HxW the model runs at (images are resized); default: native size")
+    p.add_argument("--score-threshold", type=float, default=0.0)
+    p.add_argument("--min-instance-area", type=int, default=64)
+    p.add_argument("--overlay-alpha", type=float, default=0.5)
+    p.add_argument("--max-frames", type=int, default=None)
+    p.add_argument("--overlays", type=int, default=4, help="sample overlays in the report")
+    p.add_argument("--no-progress", action="store_true")
+    live = p.add_argument_group("--realtime")
+    live.add_argument("--realtime", action="store_true", help="measure the live node instead of running offline")
+    live.add_argument("--node", default="/casseg_ros", help="fully qualified name of the running node")
+    live.add_argument("--camera-topic", default="/camera/image_raw",
+                      help="topic the node subscribes to (where the frames are published)")
+    live.add_argument("--spawn-node", action="store_true",
+                      help="start a casseg_ros node (with --model/--backend/--device/--input-size) for the run")
+    live.add_argument("--rate-scale", type=float, default=1.0, help="playback speed factor for the latency phase")
+    live.add_argument("--throughput-frames", type=int, default=200,
+                      help="frames published back to back for the max-throughput phase (0: skip)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = PipelineSettings(score_threshold=args.score_threshold, min_instance_area=args.min_instance_area,
+                                overlay_alpha=args.overlay_alpha)
+    if args.realtime:
+        from casseg_ros.replay.live import RealtimeConfig, run_realtime
+        from casseg_ros.replay.offline import ReplayError
+
+        cfg = RealtimeConfig(bag=args.bag, out_dir=args.out, image_topic=args.image_topic, node=args.node,
+                             camera_topic=args.camera_topic, spawn_node=args.spawn_node, model_path=args.model,
+                             backend=args.backend, device=args.device, input_size=args.input_size,
+                             rate_scale=args.rate_scale, throughput_frames=args.throughput_frames,
+                             max_frames=args.max_frames)
+        try:
+            metrics = run_realtime(cfg)
+        except ReplayError as exc:
+            print(f"casseg-replay: error: {exc}", file=sys.stderr)
+            return 1
+        lat = metrics["at_recorded_rate"]["latency_ms"]
+        print(f"realtime: latency p50 {lat['p50']} ms p99 {lat['p99']} ms at {metrics['at_recorded_rate']['rate_hz']} Hz, "
+              f"max throughput {metrics.get('max_throughput', {}).get('output_fps')} FPS -> {args.out}/metrics.json")
+        return 0
+
+    from casseg_ros.replay.offline import ReplayConfig, ReplayError, run_replay
+
+    cfg = ReplayConfig(bag=args.bag, out_dir=args.out, model_path=args.model, image_topic=args.image_topic,
+                       label_topic=args.label_topic, backend=args.backend, device=args.device,
+                       input_size=args.input_size, settings=settings, max_frames=args.max_frames,
+                       num_overlays=args.overlays, progress=not args.no_progress)
+    try:
+        metrics = run_replay(cfg)
+    except ReplayError as exc:
+        print(f"casseg-replay: error: {exc}", file=sys.stderr)
+        return 1
+    lat = metrics["latency_ms"]["total"]
+    iou = metrics.get("iou") or {}
+    print(f"replayed {metrics['frames_processed']}/{metrics['frames_in_bag_read']} frames "
+          f"(skipped {metrics['frames_skipped']}), latency p50 {lat['p50']} ms p99 {lat['p99']} ms, "
+          f"{metrics['fps_pipeline']} FPS, mIoU {iou.get('miou')} -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

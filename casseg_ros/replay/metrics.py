@@ -1,0 +1,137 @@
+"""Replay metrics: latency percentiles, throughput, per-class IoU (torchmetrics), skipped frames."""
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+IGNORE_INDEX = 255
+
+
+class InvalidLabel(ValueError):
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def label_to_ids(msg) -> np.ndarray:
+    """Ground-truth sensor_msgs/Image (mono8 / mono16 class ids, any row padding) -> (H, W) int64.
+
+    Not `conversions.image_to_rgb`: that one turns mono16 into displayable 8-bit (high byte),
+    which would destroy class ids.
+    """
+    encoding = msg.encoding.strip().lower()
+    if encoding not in ("mono8", "mono16", "8uc1", "16uc1"):
+        raise InvalidLabel(f"label encoding {msg.encoding!r} is not a class-id image (mono8/mono16)")
+    bpp = 1 if encoding in ("mono8", "8uc1") else 2
+    h, w, step = int(msg.height), int(msg.width), int(msg.step)
+    if h <= 0 or w <= 0:
+        raise InvalidLabel(f"empty label image ({w}x{h})")
+    if step < w * bpp or len(msg.data) != step * h:
+        raise InvalidLabel(f"label data length {len(msg.data)} does not match step {step} x height {h} "
+                           f"for {w} px of {encoding}")
+    rows = np.frombuffer(msg.data, dtype=np.uint8).reshape(h, step)[:, : w * bpp]
+    if bpp == 1:
+        return rows.astype(np.int64)
+    return np.ascontiguousarray(rows).view(">u2" if msg.is_bigendian else "<u2").astype(np.int64)
+
+
+def percentiles_ms(seconds: list[float]) -> dict[str, float | None]:
+    if not seconds:
+        return {"p50": None, "p90": None, "p99": None, "mean": None, "max": None, "count": 0}
+    ms = np.asarray(seconds, dtype=np.float64) * 1000.0
+    return {"p50": round(float(np.percentile(ms, 50)), 3), "p90": round(float(np.percentile(ms, 90)), 3),
+            "p99": round(float(np.percentile(ms, 99)), 3), "mean": round(float(ms.mean()), 3),
+            "max": round(float(ms.max()), 3), "count": int(ms.size)}
+
+
+class IoUEvaluator:
+    """Accumulates a MulticlassJaccardIndex over frames.
+
+    `gt_to_model` maps ground-truth ids to model class ids (by class name when the bag names its
+    labels); unmapped ids and 255 are ignored. IoU of a class that is neither in the ground truth
+    nor predicted is undefined (NaN, excluded from mIoU); a class only predicted scores 0.
+    """
+
+    def __init__(self, class_names: list[str], gt_to_model: np.ndarray | None = None):
+        from torchmetrics.classification import MulticlassJaccardIndex
+
+        self.class_names = list(class_names)
+        self.metric = MulticlassJaccardIndex(num_classes=len(class_names), ignore_index=IGNORE_INDEX,
+                                             average=None, zero_division=float("nan"))
+        self.gt_to_model = gt_to_model
+        self.frames = 0
+        self.gt_pixels = np.zeros(len(class_names), dtype=np.int64)
+
+    def update(self, predicted_ids: np.ndarray, gt_ids: np.ndarray) -> None:
+        import torch
+
+        if predicted_ids.shape != gt_ids.shape:
+            raise InvalidLabel(f"label size {gt_ids.shape[1]}x{gt_ids.shape[0]} != image size "
+                               f"{predicted_ids.shape[1]}x{predicted_ids.shape[0]}")
+        k = len(self.class_names)
+        if self.gt_to_model is not None:
+            lut = self.gt_to_model
+            gt = np.where(gt_ids < len(lut), lut[np.clip(gt_ids, 0, len(lut) - 1)], IGNORE_INDEX)
+        else:
+            gt = np.where((gt_ids >= 0) & (gt_ids < k), gt_ids, IGNORE_INDEX)
+        self.gt_pixels += np.bincount(gt[gt != IGNORE_INDEX].ravel(), minlength=k)[:k]
+        self.metric.update(torch.from_numpy(predicted_ids.astype(np.int64))[None], torch.from_numpy(gt)[None])
+        self.frames += 1
+
+    def result(self) -> dict[str, Any]:
+        if self.frames == 0:
+            return {"frames": 0, "per_class_iou": {}, "miou": None}
+        iou = self.metric.compute().numpy().astype(np.float64)
+        per_class = {name: (None if math.isnan(v) else round(float(v), 4)) for name, v in zip(self.class_names, iou)}
+        valid = iou[~np.isnan(iou)]
+        return {"frames": self.frames, "per_class_iou": per_class,
+                "miou": round(float(valid.mean()), 4) if valid.size else None,
+                "gt_pixels": {n: int(c) for n, c in zip(self.class_names, self.gt_pixels)},
+                "ignore_index": IGNORE_INDEX}
+
+
+@dataclass
+class ReplayStats:
+    """Everything the metrics JSON reports, filled frame by frame."""
+
+    frames_seen: int = 0
+    frames_processed: int = 0
+    forward_s: list[float] = field(default_factory=list)
+    host_s: list[float] = field(default_factory=list)
+    total_s: list[float] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)  # {"frame", "stamp_ns", "reason"}
+    label_notes: Counter = field(default_factory=Counter)
+    errors: list[str] = field(default_factory=list)
+    wall_s: float = 0.0
+
+    def skip(self, index: int, stamp: int | None, reason: str) -> None:
+        self.skipped.append({"frame": index, "stamp_ns": stamp, "reason": reason})
+
+    def summary(self) -> dict[str, Any]:
+        reasons = Counter(s["reason"] for s in self.skipped)
+        busy = sum(self.total_s)
+        return {
+            "frames_in_bag_read": self.frames_seen,
+            "frames_processed": self.frames_processed,
+            "frames_skipped": len(self.skipped),
+            "skipped_by_reason": dict(reasons),
+            "skipped_frames": self.skipped[:200],
+            "frames_without_label": dict(self.label_notes),
+            "latency_ms": {"total": percentiles_ms(self.total_s), "forward": percentiles_ms(self.forward_s),
+                           "host": percentiles_ms(self.host_s)},
+            # Pipeline FPS: frames per second of pipeline time (decode excluded); wall FPS includes
+            # bag reading, decoding and writing outputs.
+            "fps_pipeline": round(self.frames_processed / busy, 3) if busy > 0 else None,
+            "fps_wall": round(self.frames_processed / self.wall_s, 3) if self.wall_s > 0 else None,
+            "wall_s": round(self.wall_s, 3),
+            "errors": self.errors,
+        }
+
+
+def to_json(data: dict) -> str:
+    return json.dumps(data, indent=2, sort_keys=False, allow_nan=False, default=str) + "\n"

@@ -1,0 +1,138 @@
+"""Markdown report with PNG figures (matplotlib Agg): sample overlays, per-class IoU, latency histogram.
+
+Every file goes through `casseg_ros.fileio` (temp file + os.replace), so a report directory never
+holds a half-written figure.
+"""
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import cv2
+import numpy as np
+
+from casseg_ros.fileio import atomic_write_bytes, atomic_write_text
+
+
+def save_png(path: Path, rgb: np.ndarray) -> Path:
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise RuntimeError(f"PNG encoding failed for {path}")
+    return atomic_write_bytes(path, buf.tobytes())
+
+
+def _save_figure(fig, path: Path) -> Path:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def iou_figure(per_class: dict[str, float | None], path: Path, title: str) -> Path | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    items = [(n, v) for n, v in per_class.items() if v is not None]
+    if not items:
+        return None
+    names, values = zip(*items)
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.6 * len(names) + 1.5), 3.2))
+    ax.bar(range(len(names)), values, color="#4477aa")
+    ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("IoU")
+    ax.set_title(title)
+    for i, v in enumerate(values):
+        ax.text(i, v + 0.02, f"{v:.2f}", ha="center", fontsize=8)
+    return _save_figure(fig, path)
+
+
+def latency_figure(series: dict[str, Sequence[float]], path: Path, title: str) -> Path | None:
+    """Histogram of one or more latency series given in seconds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series = {k: np.asarray(v, dtype=np.float64) * 1000.0 for k, v in series.items() if len(v)}
+    if not series:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    for label, ms in series.items():
+        ax.hist(ms, bins=min(40, max(5, ms.size // 3)), alpha=0.6, label=f"{label} (p50 {np.median(ms):.1f} ms)")
+    ax.set_xlabel("latency [ms]")
+    ax.set_ylabel("frames")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    return _save_figure(fig, path)
+
+
+def _fmt(v: Any) -> str:
+    return "–" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
+
+
+def write_report(out_dir: Path, title: str, metrics: dict[str, Any], overlays: list[tuple[str, np.ndarray]],
+                 latency_series: dict[str, Sequence[float]], intro: str = "") -> Path:
+    """report.md + figures/ in out_dir; returns the markdown path."""
+    out_dir = Path(out_dir)
+    fig_dir = out_dir / "figures"
+    lines = [f"# {title}", ""]
+    if intro:
+        lines += [intro, ""]
+    status = metrics.get("status", "ok")
+    if status != "ok":
+        lines += [f"**Status: {status}** — {'; '.join(metrics.get('errors', [])) or ''}", ""]
+
+    lat = metrics.get("latency_ms", {})
+    if lat:
+        lines += ["## Latency", "", "| stage | p50 ms | p90 ms | p99 ms | mean ms | frames |", "|---|---|---|---|---|---|"]
+        for stage, s in lat.items():
+            if isinstance(s, dict) and "p50" in s:
+                lines.append(f"| {stage} | {_fmt(s['p50'])} | {_fmt(s['p90'])} | {_fmt(s['p99'])} | "
+                             f"{_fmt(s['mean'])} | {s['count']} |")
+        lines.append("")
+    facts = [(k, metrics[k]) for k in ("frames_in_bag_read", "frames_published", "frames_processed",
+                                       "frames_received", "frames_skipped", "dropped", "fps_pipeline",
+                                       "fps_wall", "output_fps", "wall_s") if k in metrics]
+    if facts:
+        lines += ["| quantity | value |", "|---|---|"] + [f"| {k} | {_fmt(v)} |" for k, v in facts] + [""]
+    if metrics.get("skipped_by_reason"):
+        lines += ["## Skipped frames", "", "| reason | frames |", "|---|---|"]
+        lines += [f"| {r} | {n} |" for r, n in metrics["skipped_by_reason"].items()] + [""]
+
+    fig = latency_figure(latency_series, fig_dir / "latency_hist.png", "per-frame latency")
+    if fig:
+        lines += [f"![latency histogram](figures/{fig.name})", ""]
+
+    iou = metrics.get("iou") or {}
+    if iou.get("frames"):
+        lines += ["## Segmentation quality vs ground truth", "",
+                  f"mIoU **{_fmt(iou['miou'])}** over {iou['frames']} labelled frames "
+                  f"(torchmetrics MulticlassJaccardIndex, ignore_index={iou.get('ignore_index')}; classes "
+                  f"absent from both prediction and ground truth are excluded).", "",
+                  "| class | IoU | gt pixels |", "|---|---|---|"]
+        lines += [f"| {n} | {_fmt(v)} | {iou.get('gt_pixels', {}).get(n, '')} |" for n, v in iou["per_class_iou"].items()]
+        lines.append("")
+        fig = iou_figure(iou["per_class_iou"], fig_dir / "iou_per_class.png", f"per-class IoU (mIoU {_fmt(iou['miou'])})")
+        if fig:
+            lines += [f"![per-class IoU](figures/{fig.name})", ""]
+    elif "iou" in metrics:
+        lines += ["No ground-truth labels were evaluated (no label topic, or no frame had a usable label).", ""]
+
+    if overlays:
+        lines += ["## Sample overlays", ""]
+        for name, rgb in overlays:
+            path = save_png(fig_dir / f"{name}.png", rgb)
+            lines += [f"![{name}](figures/{path.name})", ""]
+    lines += ["Full numbers: `metrics.json`.", ""]
+    return atomic_write_text(out_dir / "report.md", "\n".join(lines))
+
+
+def write_json(path: Path, data: dict) -> Path:
+    return atomic_write_text(path, json.dumps(data, indent=2, allow_nan=False, default=str) + "\n")
