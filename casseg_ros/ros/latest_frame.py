@@ -44,12 +44,18 @@ class LatestFrameSlot(Generic[T]):
             item, self._item = self._item, None
             return item, self._arrival
 
-    def close(self) -> None:
-        """Wake the worker for good; later `take` calls return None at once."""
+    def close(self) -> bool:
+        """Wake the worker for good; later `take` calls return None at once.
+
+        Returns True if a frame was still waiting (it is discarded, and counted as dropped)."""
         with self._cond:
+            discarded = self._item is not None
+            if discarded:
+                self.dropped += 1
             self._closed = True
             self._item = None
             self._cond.notify_all()
+            return discarded
 
     @property
     def closed(self) -> bool:

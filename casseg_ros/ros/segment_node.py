@@ -173,22 +173,27 @@ def validate_parameter(name: str, value: Any) -> str | None:
     return None
 
 
+def _share_directories() -> list[Path]:
+    """The package's share dir: from the ament index (colcon/ROS install), else the pip prefix."""
+    found = []
+    try:
+        from ament_index_python.packages import get_package_share_directory
+        found.append(Path(get_package_share_directory(PACKAGE)))
+    except (ImportError, LookupError, OSError):  # no ament index (pip install), or not registered
+        pass
+    pip_share = Path(sys.prefix) / "share" / PACKAGE  # setup.py data_files
+    if pip_share.is_dir() and pip_share not in found:
+        found.append(pip_share)
+    return found
+
+
 def resolve_model_path(model_path: str) -> Path:
     """Absolute paths as given; relative ones in the package share dir, then the working directory."""
     path = Path(os.path.expanduser(model_path))
     if path.is_absolute():
         candidates = [path]
     else:
-        candidates = []
-        try:
-            from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
-            try:
-                candidates.append(Path(get_package_share_directory(PACKAGE)) / path)
-            except PackageNotFoundError:
-                pass
-        except ImportError:  # ament_index_python absent: plain pip install
-            pass
-        candidates.append(Path.cwd() / path)
+        candidates = [share / path for share in _share_directories()] + [Path.cwd() / path]
     for candidate in candidates:
         if candidate.is_file():
             return candidate
@@ -480,8 +485,8 @@ class SegmentNode(LifecycleNode):
             pass
 
     def _stop_worker(self) -> None:
-        if self._slot is not None:
-            self._slot.close()
+        if self._slot is not None and self._slot.close():
+            self.stats.on_dropped()
         if self._worker is not None:
             self._worker.join()
         self._slot, self._worker = None, None

@@ -1,0 +1,242 @@
+"""The node's building blocks and in-process behaviour (no second process needed)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rclpy
+import yaml
+from rclpy.lifecycle import TransitionCallbackReturn
+from rclpy.parameter import Parameter
+
+from casseg_msgs.msg import SceneGraph, SceneNode
+from casseg_ros.model.checkpoint import save_checkpoint
+from casseg_ros.ros.latest_frame import LatestFrameSlot
+from casseg_ros.ros.node_stats import NodeStats, SlidingRate
+from casseg_ros.ros.segment_node import (
+    SegmentNode, _param_specs, resolve_model_path, scene_graph_markers, validate_parameter,
+)
+from model_factory import tiny_model
+from ros_helpers.camera import encode_raw, synthetic_scene
+from ros_helpers.harness import Probe
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+# ---------------------------------------------------------------------- latest-frame slot
+def test_slot_keeps_only_the_newest_frame_and_counts_drops():
+    slot = LatestFrameSlot()
+    assert slot.put("a") is False
+    assert slot.put("b") is True and slot.put("c") is True
+    assert slot.dropped == 2
+    frame, arrival = slot.take(timeout=0.1)
+    assert frame == "c" and arrival <= time.monotonic()
+    assert slot.take(timeout=0.05) is None  # empty again: nothing queued behind the newest
+
+
+def test_slot_wakes_a_waiting_worker_on_put_and_on_close():
+    slot = LatestFrameSlot()
+    got = []
+    worker = threading.Thread(target=lambda: got.append(slot.take(timeout=5.0)))
+    worker.start()
+    time.sleep(0.05)
+    slot.put("frame")
+    worker.join(2.0)
+    assert got and got[0][0] == "frame"
+    waiter = threading.Thread(target=lambda: got.append(slot.take(timeout=5.0)))
+    waiter.start()
+    time.sleep(0.05)
+    started = time.monotonic()
+    slot.close()
+    waiter.join(2.0)
+    assert not waiter.is_alive() and got[-1] is None and time.monotonic() - started < 1.0
+
+
+# ---------------------------------------------------------------------- stats
+def test_stats_count_transport_losses_from_sequence_gaps():
+    stats = NodeStats()
+    for seq in (1, 2, 5, 6, 10):
+        stats.on_received(publisher=b"cam", sequence=seq)
+    stats.on_received(publisher=b"other", sequence=7)  # another publisher: its own sequence
+    stats.on_dropped()
+    snap = stats.snapshot()
+    assert snap["frames_received"] == 6 and snap["lost_in_transport"] == 2 + 3
+    assert snap["dropped_in_node"] == 1 and snap["dropped_frames"] == 6
+
+
+def test_stats_latency_percentiles_in_ms():
+    stats = NodeStats()
+    for i in range(1, 101):
+        stats.on_published(latency_s=i / 1000, forward_s=0.01, host_s=0.002)
+    snap = stats.snapshot()
+    assert snap["latency_p50_ms"] == pytest.approx(50.5)
+    assert snap["latency_p99_ms"] == pytest.approx(99.01)
+    assert snap["forward_mean_ms"] == pytest.approx(10.0) and snap["host_overhead_p50_ms"] == pytest.approx(2.0)
+
+
+def test_sliding_rate_forgets_old_events():
+    rate = SlidingRate(window_s=1.0)
+    rate._start -= 10  # long-running meter
+    now = time.monotonic()
+    for i in range(30):
+        rate.tick(now - 0.99 + i * 0.033)
+    assert rate.rate(now) == pytest.approx(30, abs=1)
+    assert rate.rate(now + 2.0) == 0.0
+
+
+# ---------------------------------------------------------------------- parameters
+@pytest.mark.parametrize("name,value,fragment", [
+    ("backend", "caffe", "backend must be one of"),
+    ("device", "tpu", "device must be"),
+    ("device", "cuda:x", "device must be"),
+    ("input_transport", "theora", "input_transport"),
+    ("qos_reliability", "sometimes", "qos_reliability"),
+    ("model_path", "  ", "must not be empty"),
+    ("input_height", 8, ">= 32"),
+])
+def test_invalid_parameter_values_have_a_reason(name, value, fragment):
+    assert fragment in validate_parameter(name, value)
+
+
+@pytest.mark.parametrize("name,value", [("backend", "tensorrt"), ("device", "cuda:1"), ("input_height", 0),
+                                        ("input_width", 64), ("input_transport", "compressed")])
+def test_valid_parameter_values_pass(name, value):
+    assert validate_parameter(name, value) is None
+
+
+def test_shipped_yaml_sets_every_parameter_with_the_declared_type_and_default():
+    shipped = yaml.safe_load((REPO / "config" / "segment.yaml").read_text())["/**"]["ros__parameters"]
+    declared = {name: default for name, default, _ in _param_specs()}
+    assert shipped == declared
+    assert all(type(shipped[k]) is type(declared[k]) for k in declared)
+
+
+def test_missing_model_path_error_names_every_tried_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError) as err:
+        resolve_model_path("models/casseg_demo.safetensors")
+    assert "models/casseg_demo.safetensors" in str(err.value) and str(tmp_path) in str(err.value)
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "casseg_demo.safetensors").write_bytes(b"x")
+    assert resolve_model_path("models/casseg_demo.safetensors") == tmp_path / "models" / "casseg_demo.safetensors"
+
+
+def test_executable_with_shipped_config_and_no_model_exits_with_the_path(ros_env, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "casseg_ros.ros.segment_node", "--ros-args", "-r", f"__ns:={ros_env.namespace}",
+         "--params-file", str(REPO / "config" / "segment.yaml")],
+        env=ros_env.env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "model_path 'models/casseg_demo.safetensors' not found" in result.stderr
+
+
+# ---------------------------------------------------------------------- markers
+def test_markers_place_nodes_at_scaled_pixel_centroids_in_the_image_frame():
+    graph = SceneGraph()
+    graph.header.frame_id = "cam_optical"
+    graph.header.stamp.sec = 7
+    for i, (x, y) in enumerate([(100.0, 50.0), (300.0, 200.0)]):
+        node = SceneNode(instance_id=i, class_id=i, label=f"c{i}", score=0.5)
+        node.centroid.x, node.centroid.y = x, y
+        graph.nodes.append(node)
+    from casseg_msgs.msg import SceneEdge
+    graph.edges.append(SceneEdge(source=0, target=1, predicate="above", weight=0.25))
+    palette = np.array([[255, 0, 0], [0, 255, 0]], np.uint8)
+    markers = scene_graph_markers(graph, palette, scale=0.01).markers
+    assert markers[0].action == markers[0].DELETEALL
+    assert all(m.header == graph.header for m in markers)
+    spheres = [m for m in markers if m.ns == "nodes"]
+    assert [(m.pose.position.x, m.pose.position.y, m.pose.position.z) for m in spheres] == \
+        [pytest.approx((1.0, 0.5, 0.0)), pytest.approx((3.0, 2.0, 0.0))]
+    assert spheres[0].color.r == 1.0 and spheres[1].color.g == 1.0
+    lines = [m for m in markers if m.type == m.LINE_LIST]
+    assert len(lines) == 1 and lines[0].ns == "edges/above" and len(lines[0].points) == 2
+    assert [m.text for m in markers if m.ns == "labels"] == ["c0 0.50", "c1 0.50"]
+
+
+# ---------------------------------------------------------------------- in-process node
+@pytest.fixture
+def in_process(ros_env):
+    rclpy.init()
+    created = []
+
+    def make(checkpoint: str, **params) -> SegmentNode:
+        overrides = [Parameter("model_path", value=checkpoint), Parameter("input_height", value=32),
+                     Parameter("input_width", value=64)] + [Parameter(k, value=v) for k, v in params.items()]
+        node = SegmentNode(namespace=ros_env.namespace, parameter_overrides=overrides)
+        created.append(node)
+        return node
+
+    yield make
+    for node in created:
+        if node.lifecycle_state() == "active":
+            node.trigger_deactivate()
+        node.destroy_node()
+    rclpy.shutdown()
+
+
+def test_more_than_255_classes_publish_mono16_with_65535_unknown(in_process, tmp_path):
+    checkpoint = str(save_checkpoint(tmp_path / "wide.safetensors", tiny_model(300, img_size=(32, 64))))
+    node = in_process(checkpoint, score_threshold=0.5, publish_confidence=True)
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    probe = Probe(node.get_fully_qualified_name(), name="unit_probe")
+    try:
+        assert probe.wait_until(lambda: node._outputs["mask"].get_subscription_count() > 0, 10.0)
+        msg = encode_raw(synthetic_scene(32, 64, 0), "rgb8")
+        msg.header.frame_id = "wide"
+        node.process_frame(msg)
+        assert probe.wait_until(lambda: probe.get("mask") and probe.get("confidence"), 10.0)
+        mask = probe.get("mask")[0]
+        assert (mask.encoding, mask.step, mask.header.frame_id) == ("mono16", 128, "wide")
+        values = np.frombuffer(mask.data, "<u2").reshape(32, 64)
+        confidence = np.frombuffer(probe.get("confidence")[0].data, np.uint8).reshape(32, 64)
+        # Softmax over 300 classes of a random model: far below 0.5 everywhere -> all unknown.
+        assert (confidence < 128).all() and (values == 65535).all()
+    finally:
+        probe.close()
+
+
+def test_subscription_callback_never_waits_for_a_slow_model(in_process, tmp_path):
+    checkpoint = str(save_checkpoint(tmp_path / "tiny.safetensors", tiny_model(5, img_size=(32, 64))))
+    node = in_process(checkpoint)
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    real_infer = node._backend.infer
+    calls = []
+
+    def slow_infer(images):
+        calls.append(time.monotonic())
+        time.sleep(0.5)
+        return real_infer(images)
+
+    node._backend.infer = slow_infer
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    msg = encode_raw(synthetic_scene(32, 64, 0), "rgb8")
+    durations = []
+    for _ in range(20):  # 20 frames at ~100 Hz while one inference takes 0.5 s
+        started = time.perf_counter()
+        node._on_image(msg, {})
+        durations.append(time.perf_counter() - started)
+        time.sleep(0.01)
+    assert max(durations) < 0.05
+    assert probe_until(lambda: node.stats.snapshot()["frames_processed"] >= 1, 10.0)
+    assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS  # waits for the frame in flight
+    snap = node.stats.snapshot()
+    assert snap["frames_received"] == 20
+    # Latest frame wins: at most the first frame and the newest one waiting behind it ran.
+    assert len(calls) <= 2 and snap["frames_processed"] == len(calls)
+    assert snap["dropped_in_node"] == 20 - len(calls)
+
+
+def probe_until(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
