@@ -1,0 +1,175 @@
+"""Ablation: train + evaluate the five variants and compare mIoU, mAP and latency.
+
+    python -m training.ablate --preset context-scenes [--steps 400] [--out out/ablation]
+
+Writes ``<out>/ablation.json`` and ``<out>/ablation.md``. Each variant trains into
+``<out>/<variant>/`` (re-running skips finished variants and resumes unfinished ones). Latency is
+measured after training, in one process, at the same input size for every variant: the variants are
+timed interleaved (round-robin, order rotated every round) on the deployed pipeline
+(``model.export_module()``: uint8 image -> class ids, confidence, scores, adjacency), batch 1,
+and the median per variant is reported.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import time
+
+import torch
+
+from .config import load_config
+
+VARIANTS = ["baseline", "fusion", "graph", "contrastive", "full"]
+PRESETS = {
+    "context-scenes": "context_scenes",
+    "cityscapes": "cityscapes",
+    "coco": "coco",
+}
+
+
+def measure_latency(models: dict, input_hw: tuple[int, int], rounds: int = 30, warmup: int = 3) -> dict:
+    """Interleaved, order-rotated timing of each model's export pipeline; ms statistics per variant."""
+    h, w = input_hw
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (1, h, w, 3), dtype=torch.uint8, generator=g)
+    pipes = {k: m.export_module().eval() for k, m in models.items()}
+    names = list(pipes)
+    times: dict[str, list[float]] = {k: [] for k in names}
+    with torch.inference_mode():
+        for _ in range(warmup):
+            for k in names:
+                pipes[k](x)
+        for r in range(rounds):
+            order = names[r % len(names):] + names[: r % len(names)]
+            for k in order:
+                t0 = time.perf_counter()
+                pipes[k](x)
+                times[k].append((time.perf_counter() - t0) * 1000.0)
+    out = {}
+    for k, ts in times.items():
+        ts_sorted = sorted(ts)
+        out[k] = {"median_ms": statistics.median(ts), "p10_ms": ts_sorted[int(0.1 * (len(ts) - 1))],
+                  "p90_ms": ts_sorted[int(0.9 * (len(ts) - 1))], "n": len(ts)}
+    return out
+
+
+def fmt(v, scale=100.0, digits=1):
+    return "—" if v is None else f"{scale * v:.{digits}f}"
+
+
+def run_ablation(preset: str, out_root: str, steps: int | None, overrides: list[str], rounds: int,
+                 variants: list[str] | None = None) -> dict:
+    from casseg_ros.model.checkpoint import load_checkpoint
+
+    from .train import train
+
+    dname = PRESETS[preset]
+    variants = variants or VARIANTS
+    rows = {}
+    t_all = time.time()
+    for v in variants:
+        cfg_path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", f"{v}_{dname}.yaml")
+        ov = list(overrides) + [f"train.out_dir={os.path.join(out_root, v)}"]
+        if steps is not None:
+            ov.append(f"train.steps={steps}")
+        cfg = load_config(cfg_path, ov)
+        metrics_path = os.path.join(cfg.train.out_dir, "metrics.json")
+        t0 = time.time()
+        done = os.path.isfile(metrics_path) and json.load(open(metrics_path)).get("step") == cfg.train.steps
+        if not done:
+            print(f"=== {v}: training {cfg.train.steps} steps -> {cfg.train.out_dir}", flush=True)
+            train(cfg, resume=True)
+        m = json.load(open(metrics_path))
+        rows[v] = {"config": os.path.relpath(cfg_path), "out_dir": cfg.train.out_dir, "steps": m["step"],
+                   "miou": m["val_miou"], "map": m["val_map"], "per_class_iou": m["per_class_iou"],
+                   "train_wall_s": None if done else round(time.time() - t0, 1),
+                   "model": {k: cfg.model[k] for k in ("fusion", "graph", "contrastive")}}
+        input_hw = (cfg.data.height, cfg.data.width) if dname == "context_scenes" else tuple(cfg.data.crop_size)
+        num_threads = cfg.train.num_threads
+    if num_threads:
+        torch.set_num_threads(num_threads)
+    models = {v: load_checkpoint(os.path.join(rows[v]["out_dir"], "model_final.safetensors")) for v in variants}
+    for v, m in models.items():
+        rows[v]["params_m"] = round(sum(p.numel() for p in m.parameters()) / 1e6, 3)
+        rows[v]["checkpoint_mb"] = round(os.path.getsize(os.path.join(rows[v]["out_dir"], "model_final.safetensors")) / 2**20, 2)
+    lat = measure_latency(models, input_hw, rounds=rounds)
+    for v in variants:
+        rows[v]["latency"] = lat[v]
+    base = rows.get("baseline")
+    for v in variants:
+        if base:
+            rows[v]["delta_miou"] = rows[v]["miou"] - base["miou"]
+            rows[v]["delta_map"] = (rows[v]["map"] - base["map"]) if (rows[v]["map"] is not None and base["map"] is not None) else None
+            rows[v]["latency_ratio"] = rows[v]["latency"]["median_ms"] / base["latency"]["median_ms"]
+    result = {
+        "preset": preset,
+        "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": "python -m training.ablate --preset " + preset
+                   + (f" --steps {steps}" if steps is not None else "")
+                   + (" --override " + " ".join(overrides) if overrides else ""),
+        "hardware": {"cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+                     "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+                     "cuda": torch.cuda.is_available()},
+        "latency_input_hw": list(input_hw),
+        "latency_rounds": rounds,
+        "total_wall_s": round(time.time() - t_all, 1),
+        "variants": rows,
+    }
+    if "full" in rows and base:
+        result["goal"] = {"full_minus_baseline_miou_pts": 100 * rows["full"]["delta_miou"],
+                          "full_latency_ratio": rows["full"]["latency_ratio"],
+                          "met": bool(100 * rows["full"]["delta_miou"] >= 5.0 and rows["full"]["latency_ratio"] <= 1.05)}
+    os.makedirs(out_root, exist_ok=True)
+    with open(os.path.join(out_root, "ablation.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    with open(os.path.join(out_root, "ablation.md"), "w") as f:
+        f.write(markdown(result))
+    return result
+
+
+def markdown(res: dict) -> str:
+    rows = res["variants"]
+    pair = [c for c in ("car", "boat") if any(c in r["per_class_iou"] for r in rows.values())]
+    hdr = "| variant | fusion | graph | contrastive | mIoU | Δ mIoU | mAP | Δ mAP | " + \
+          " | ".join(f"IoU {c}" for c in pair) + (" | " if pair else "") + "latency median (ms) | × baseline |"
+    lines = [f"Preset `{res['preset']}` — `{res['command']}` ({res['date_utc']}, "
+             f"{res['hardware']['cpu_count']}-core CPU, torch {res['hardware']['torch']}, "
+             f"{res['hardware']['torch_threads']} threads; latency: batch 1, "
+             f"{res['latency_input_hw'][0]}×{res['latency_input_hw'][1]}, median of {res['latency_rounds']} interleaved runs)",
+             "", hdr, "|" + "---|" * (hdr.count("|") - 1)]
+    yes = lambda b: "✓" if b else "—"  # noqa: E731
+    for v, r in rows.items():
+        cells = [v, yes(r["model"]["fusion"]), yes(r["model"]["graph"]), yes(r["model"]["contrastive"]),
+                 fmt(r["miou"]), ("—" if v == "baseline" else f"{100 * r['delta_miou']:+.1f}"),
+                 fmt(r["map"]), ("—" if v == "baseline" or r.get("delta_map") is None else f"{100 * r['delta_map']:+.1f}")]
+        cells += [fmt(r["per_class_iou"].get(c)) for c in pair]
+        cells += [f"{r['latency']['median_ms']:.1f}", f"{r['latency_ratio']:.2f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    if "goal" in res:
+        g = res["goal"]
+        lines += ["", f"Goal (full − baseline ≥ +5 mIoU at ≤ 1.05× latency): "
+                      f"{g['full_minus_baseline_miou_pts']:+.1f} mIoU at {g['full_latency_ratio']:.2f}× → "
+                      f"{'met' if g['met'] else 'NOT met'}."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="context-scenes", choices=sorted(PRESETS))
+    ap.add_argument("--out", default="out/ablation")
+    ap.add_argument("--steps", type=int, default=None, help="override train.steps of every variant")
+    ap.add_argument("--variants", nargs="*", default=None, choices=VARIANTS)
+    ap.add_argument("--rounds", type=int, default=50, help="interleaved latency rounds")
+    ap.add_argument("--override", nargs="*", default=[], help="section.key=value applied to every variant")
+    a = ap.parse_args(argv)
+    res = run_ablation(a.preset, a.out, a.steps, a.override, a.rounds, a.variants)
+    print(markdown(res))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,35 @@
+"""Datasets in their real on-disk formats plus the procedural context-scenes dataset.
+
+Every dataset yields ``(image_uint8_hwc_rgb, label_uint8_hw)`` samples (255 = ignore) and exposes
+``class_names``. ``build_dataset(data_cfg, split)`` picks one from a :class:`training.config.DataConfig`.
+"""
+from __future__ import annotations
+
+from .cityscapes import CITYSCAPES_CLASSES, CityscapesSemantic
+from .coco import COCOPanopticSemantic
+from .context_scenes import CONTEXT_CLASSES, CONTEXT_THINGS, ContextScenes
+
+__all__ = [
+    "CITYSCAPES_CLASSES",
+    "CONTEXT_CLASSES",
+    "CONTEXT_THINGS",
+    "CityscapesSemantic",
+    "COCOPanopticSemantic",
+    "ContextScenes",
+    "build_dataset",
+]
+
+
+def build_dataset(data_cfg, split: str):
+    """Build the dataset named by ``data_cfg.name`` for ``split`` ("train" or "val")."""
+    name = data_cfg.name
+    if name == "cityscapes":
+        return CityscapesSemantic(data_cfg.root, split)
+    if name == "coco":
+        return COCOPanopticSemantic(data_cfg.root, split, year=data_cfg.coco_year)
+    if name == "context_scenes":
+        n = data_cfg.num_train if split == "train" else data_cfg.num_val
+        # train and val use disjoint seed streams
+        seed = data_cfg.seed if split == "train" else data_cfg.seed + 1_000_003
+        return ContextScenes(n, height=data_cfg.height, width=data_cfg.width, seed=seed)
+    raise ValueError(f"unknown dataset {name!r} (expected cityscapes, coco or context_scenes)")

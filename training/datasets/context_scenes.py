@@ -1,0 +1,211 @@
+"""Procedural street / harbour scenes in which context is the only way to tell two classes apart.
+
+Every scene has sky, a skyline of buildings and trees, a pavement / quay strip and a ground plane
+that is either a road (``street`` scenes) or open water (``harbour`` scenes). Vehicles are drawn
+with *exactly* the same appearance model in both scene types -- body colour, window band, bumper
+stripe and the dark shadow / wake under them, all sampled from the same distributions and in the
+same random-number order -- but are labelled ``car`` in street scenes and ``boat`` in harbour
+scenes. The shadow pixels belong to the ground class (``road`` / ``water``), so the locally
+identical region extends past the vehicle: a classifier that only sees the vehicle and its shadow
+cannot beat chance on car vs boat; it has to look at the wider scene. ``person`` appears in both.
+
+Samples are a pure function of ``(seed, index)`` (numpy ``SeedSequence``), any size, generated on
+the fly. ``generate(i, scene=...)`` can force the scene type with everything else unchanged,
+which is how the tests check that the pair is pixel-identical.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+CONTEXT_CLASSES: list[str] = [
+    "sky", "building", "vegetation", "road", "sidewalk", "water", "person", "car", "boat",
+]
+CONTEXT_THINGS: list[str] = ["person", "car", "boat"]
+#: classes that look identical locally; the first is used on road, the second on water
+CONTEXT_PAIRS: list[tuple[str, str]] = [("car", "boat")]
+
+_C = {n: i for i, n in enumerate(CONTEXT_CLASSES)}
+
+_VEHICLE_COLOURS = np.array(
+    [[200, 30, 35], [235, 235, 230], [240, 200, 40], [60, 70, 160], [30, 30, 35], [150, 155, 160],
+     [30, 120, 60], [230, 120, 30]], dtype=np.float32)
+_BUILDING_COLOURS = np.array(
+    [[150, 140, 130], [120, 100, 90], [180, 170, 150], [110, 110, 120], [160, 120, 100]], dtype=np.float32)
+_CLOTHES = np.array([[40, 40, 120], [150, 30, 30], [30, 30, 30], [200, 200, 200], [90, 60, 30]], dtype=np.float32)
+
+
+@dataclass
+class Scene:
+    image: np.ndarray          # (H,W,3) uint8 RGB
+    label: np.ndarray          # (H,W) uint8 class ids (CONTEXT_CLASSES)
+    instance_map: np.ndarray   # (H,W) int32, 0 = none, k = k-th instance
+    instance_classes: list[int]  # class id of instance k (index k-1)
+    scene: str                 # "street" or "harbour"
+
+
+class ContextScenes:
+    """Deterministic procedural dataset; ``ds[i] -> (image_uint8_hwc, label_uint8_hw)``."""
+
+    class_names = CONTEXT_CLASSES
+    thing_classes = [_C[n] for n in CONTEXT_THINGS]
+    ignore_index = 255
+
+    def __init__(self, num_samples: int = 1000, height: int = 128, width: int = 256, seed: int = 0):
+        self.num_samples = int(num_samples)
+        self.height = int(height)
+        self.width = int(width)
+        self.seed = int(seed)
+        yy, xx = np.mgrid[0:self.height, 0:self.width]
+        self._yy = yy.astype(np.float32)
+        self._xx = xx.astype(np.float32)
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __getitem__(self, idx: int):
+        s = self.generate(idx)
+        return s.image, s.label
+
+    # ------------------------------------------------------------------ generation
+    def generate(self, idx: int, scene: str | None = None) -> Scene:
+        if not 0 <= idx < self.num_samples:
+            raise IndexError(idx)
+        rng = np.random.default_rng(np.random.SeedSequence([self.seed, int(idx)]))
+        H, W = self.height, self.width
+        yy, xx = self._yy, self._xx
+        img = np.zeros((H, W, 3), np.float32)
+        lab = np.zeros((H, W), np.uint8)
+        inst = np.zeros((H, W), np.int32)
+        inst_classes: list[int] = []
+
+        drawn_scene = "street" if rng.random() < 0.5 else "harbour"
+        scene = scene or drawn_scene
+        if scene not in ("street", "harbour"):
+            raise ValueError(scene)
+        horizon = int(H * rng.uniform(0.36, 0.5))
+        strip = max(2, int(H * rng.uniform(0.05, 0.09)))
+        ground_top = horizon + strip
+
+        # sky: vertical gradient
+        t = (yy / max(horizon, 1))[..., None]
+        top = np.array([100, 150, 220], np.float32) + rng.uniform(-15, 15, 3).astype(np.float32)
+        bottom = np.array([185, 210, 240], np.float32)
+        img[:] = top * (1 - t) + bottom * t
+        lab[:] = _C["sky"]
+
+        # ground: both textures are always sampled (same RNG order); the scene picks one
+        road = np.full((H, W, 3), 85, np.float32) + rng.normal(0, 6, (H, W, 1)).astype(np.float32)
+        lane_x = W * rng.uniform(0.3, 0.7)
+        persp = np.clip((yy - horizon) / max(H - horizon, 1), 0, 1)
+        lane = (np.abs(xx - lane_x - (xx - W / 2) * 0.0) < 1 + 2 * persp) & ((yy.astype(np.int64) // 6) % 2 == 0)
+        road[lane] = 235
+        phase = rng.uniform(0, 2 * np.pi)
+        waves = np.sin(yy * (0.9 - 0.5 * persp) + 0.15 * np.sin(xx * 0.11 + phase) * 6 + phase)
+        water = np.stack([30 + 12 * waves, 85 + 15 * waves, 150 + 18 * waves], -1).astype(np.float32)
+        water += rng.normal(0, 4, (H, W, 1)).astype(np.float32)
+        ground_mask = yy >= ground_top
+        if scene == "street":
+            img[ground_mask] = road[ground_mask]
+            lab[ground_mask] = _C["road"]
+        else:
+            img[ground_mask] = water[ground_mask]
+            lab[ground_mask] = _C["water"]
+        ground_cls = _C["road"] if scene == "street" else _C["water"]
+
+        # pavement / quay strip with tiles
+        strip_mask = (yy >= horizon) & (yy < ground_top)
+        tiles = 165 + 12 * (((xx.astype(np.int64) // 7) + (yy.astype(np.int64) // 3)) % 2)
+        img[strip_mask] = tiles[strip_mask][:, None]
+        lab[strip_mask] = _C["sidewalk"]
+
+        # skyline: buildings with windows, then trees in front of them
+        x = -int(rng.integers(0, W // 8 + 1))
+        while x < W:
+            bw = int(W * rng.uniform(0.08, 0.2))
+            bh = int(H * rng.uniform(0.08, 0.32))
+            col = _BUILDING_COLOURS[rng.integers(len(_BUILDING_COLOURS))] + rng.uniform(-10, 10, 3)
+            present = rng.random() < 0.85
+            if present:
+                m = (xx >= x) & (xx < x + bw) & (yy >= horizon - bh) & (yy < horizon)
+                img[m] = col
+                win = m & ((xx.astype(np.int64) - x) % 6 >= 3) & ((yy.astype(np.int64) - (horizon - bh)) % 7 >= 4)
+                img[win] = col * 0.45
+                lab[m] = _C["building"]
+            x += bw
+        for _ in range(int(rng.integers(1, 5))):
+            cx, r = rng.uniform(0, W), H * rng.uniform(0.05, 0.12)
+            cy = horizon - r * rng.uniform(0.3, 1.0)
+            m = ((xx - cx) ** 2 + (yy - cy) ** 2 < r * r) & (yy < horizon + strip // 2)
+            leaf = np.array([45, 110, 40], np.float32) + rng.normal(0, 14, (H, W, 1)).astype(np.float32)
+            img[m] = leaf[m]
+            lab[m] = _C["vegetation"]
+
+        # objects (vehicles and people), far to near
+        objects = []
+        for _ in range(int(rng.integers(1, 4))):
+            yb = rng.uniform(ground_top + 0.3 * (H - ground_top), H - 1)
+            s = 0.5 + (yb - horizon) / max(H - horizon, 1)
+            w = W * rng.uniform(0.1, 0.17) * s
+            h = w * rng.uniform(0.42, 0.55)
+            cx = rng.uniform(0.05 * W, 0.95 * W)
+            colour = _VEHICLE_COLOURS[rng.integers(len(_VEHICLE_COLOURS))] + rng.uniform(-12, 12, 3)
+            objects.append(("vehicle", yb, cx, w, h, colour.astype(np.float32)))
+        for _ in range(int(rng.integers(0, 3))):
+            yb = rng.uniform(horizon + 1, ground_top + 1)
+            h = H * rng.uniform(0.1, 0.16)
+            cx = rng.uniform(0.03 * W, 0.97 * W)
+            colour = _CLOTHES[rng.integers(len(_CLOTHES))] + rng.uniform(-10, 10, 3)
+            objects.append(("person", yb, cx, h * 0.32, h, colour.astype(np.float32)))
+        objects.sort(key=lambda o: o[1])
+        vehicle_cls = _C["car"] if scene == "street" else _C["boat"]
+        for kind, yb, cx, w, h, colour in objects:
+            k = len(inst_classes) + 1
+            if kind == "vehicle":
+                # shadow / wake: identical dark ellipse, labelled as the ground under it
+                shadow = ((xx - cx) / (0.7 * w)) ** 2 + ((yy - yb) / (0.28 * h)) ** 2 < 1
+                img[shadow] = np.array([38, 38, 44], np.float32)
+                lab[shadow] = ground_cls
+                inst[shadow] = 0
+                # body: rounded rectangle = rectangle with elliptical corners
+                x0, x1, y0 = cx - w / 2, cx + w / 2, yb - h
+                rx, ry = 0.18 * w, 0.3 * h
+                ex = np.maximum(np.maximum(x0 + rx - xx, xx - (x1 - rx)), 0) / rx
+                ey = np.maximum(np.maximum(y0 + ry - yy, yy - (yb - ry)), 0) / ry
+                body = (xx >= x0) & (xx <= x1) & (yy >= y0) & (yy <= yb) & (ex ** 2 + ey ** 2 <= 1)
+                img[body] = colour
+                window = body & (yy < y0 + 0.4 * h) & (yy > y0 + 0.1 * h) & (xx > x0 + 0.15 * w) & (xx < x1 - 0.15 * w)
+                img[window] = np.array([45, 55, 70], np.float32)
+                stripe = body & (yy > yb - 0.2 * h)
+                img[stripe] = colour * 0.55
+                lab[body] = vehicle_cls
+                inst[body] = k
+                inst_classes.append(vehicle_cls)
+            else:
+                head_r = 0.14 * h
+                head = (xx - cx) ** 2 + (yy - (yb - h + head_r)) ** 2 < head_r ** 2
+                torso = ((xx - cx) / (w / 2)) ** 2 + ((yy - (yb - 0.42 * h)) / (0.42 * h)) ** 2 < 1
+                img[torso] = colour
+                img[head] = np.array([225, 180, 150], np.float32)
+                m = head | torso
+                lab[m] = _C["person"]
+                inst[m] = k
+                inst_classes.append(_C["person"])
+
+        img += rng.normal(0, 3, (H, W, 1)).astype(np.float32)
+        image = np.clip(img, 0, 255).astype(np.uint8)
+        # drop instances fully occluded by later objects
+        present = set(np.unique(inst).tolist()) - {0}
+        remap = np.zeros(len(inst_classes) + 1, np.int32)
+        classes = []
+        for k in range(1, len(inst_classes) + 1):
+            if k in present:
+                classes.append(inst_classes[k - 1])
+                remap[k] = len(classes)
+        return Scene(image, lab, remap[inst], classes, scene)
+
+    def instances(self, idx: int) -> list[tuple[int, np.ndarray]]:
+        """[(class_id, bool mask)] of the thing instances of sample ``idx``."""
+        s = self.generate(idx)
+        return [(c, s.instance_map == k + 1) for k, c in enumerate(s.instance_classes)]
