@@ -58,8 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     live.add_argument("--spawn-node", action="store_true",
                       help="start a casseg_ros node (with --model/--backend/--device/--input-size) for the run")
     live.add_argument("--rate-scale", type=float, default=1.0, help="playback speed factor for the latency phase")
-    live.add_argument("--throughput-frames", type=int, default=200,
-                      help="frames published back to back for the max-throughput phase (0: skip)")
+    live.add_argument("--throughput-frames", type=int, default=1000,
+                      help="frames published every 2 ms for the max-throughput phase (0: skip)")
     return p
 
 

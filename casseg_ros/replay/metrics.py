@@ -55,13 +55,15 @@ class IoUEvaluator:
     `gt_to_model` maps ground-truth ids to model class ids (by class name when the bag names its
     labels); unmapped ids and 255 are ignored. IoU of a class that is neither in the ground truth
     nor predicted is undefined (NaN, excluded from mIoU); a class only predicted scores 0.
+    Predicted ids outside the vocabulary (the node's 255 "unknown" below score_threshold) count as
+    wrong for the ground-truth class: an extra internal class, left out of the results.
     """
 
     def __init__(self, class_names: list[str], gt_to_model: np.ndarray | None = None):
         from torchmetrics.classification import MulticlassJaccardIndex
 
         self.class_names = list(class_names)
-        self.metric = MulticlassJaccardIndex(num_classes=len(class_names), ignore_index=IGNORE_INDEX,
+        self.metric = MulticlassJaccardIndex(num_classes=len(class_names) + 1, ignore_index=IGNORE_INDEX,
                                              average=None, zero_division=float("nan"))
         self.gt_to_model = gt_to_model
         self.frames = 0
@@ -80,13 +82,15 @@ class IoUEvaluator:
         else:
             gt = np.where((gt_ids >= 0) & (gt_ids < k), gt_ids, IGNORE_INDEX)
         self.gt_pixels += np.bincount(gt[gt != IGNORE_INDEX].ravel(), minlength=k)[:k]
-        self.metric.update(torch.from_numpy(predicted_ids.astype(np.int64))[None], torch.from_numpy(gt)[None])
+        pred = predicted_ids.astype(np.int64)
+        pred = np.where((pred >= 0) & (pred < k), pred, k)
+        self.metric.update(torch.from_numpy(pred)[None], torch.from_numpy(gt)[None])
         self.frames += 1
 
     def result(self) -> dict[str, Any]:
         if self.frames == 0:
             return {"frames": 0, "per_class_iou": {}, "miou": None}
-        iou = self.metric.compute().numpy().astype(np.float64)
+        iou = self.metric.compute().numpy().astype(np.float64)[: len(self.class_names)]
         per_class = {name: (None if math.isnan(v) else round(float(v), 4)) for name, v in zip(self.class_names, iou)}
         valid = iou[~np.isnan(iou)]
         return {"frames": self.frames, "per_class_iou": per_class,
