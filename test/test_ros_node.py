@@ -131,8 +131,9 @@ def test_every_raw_encoding_is_segmented_with_header_kept(system):
         key = header_key(array_msg.markers[0].header)
         assert key in sent_keys and array_msg.markers[0].action == array_msg.markers[0].DELETEALL
         if key in graphs_by_key:
-            spheres = [m for m in array_msg.markers if m.ns == "nodes"]
-            assert len(spheres) == len(graphs_by_key[key].nodes)
+            spheres = [p for m in array_msg.markers if m.ns == "nodes" for p in m.points]
+            labels = [m for m in array_msg.markers if m.ns == "labels"]
+            assert len(spheres) == len(labels) == len(graphs_by_key[key].nodes)
 
     # Counters move: more frames processed than before, inputs counted, drops accounted for.
     assert probe.wait_until(lambda: int(last_diagnostics(probe)["frames_processed"])
@@ -142,6 +143,7 @@ def test_every_raw_encoding_is_segmented_with_header_kept(system):
     assert int(diag["frames_received"]) >= int(diag["frames_processed"]) + int(diag["dropped_in_node"])
     assert max(float(d["input_rate_hz"]) for d in probe.get("diagnostics")) > 1.0
     assert float(diag["latency_p50_ms"]) > 0.0
+    assert diag["max_backlog"] == "0"
     assert diag["backend"] == "torch" and diag["device"] == "cpu" and diag["lifecycle_state"] == "active"
 
     # A subscriber joining late still gets the labels (transient local).

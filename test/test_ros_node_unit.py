@@ -67,6 +67,8 @@ def test_stats_count_transport_losses_from_sequence_gaps():
     snap = stats.snapshot()
     assert snap["frames_received"] == 6 and snap["lost_in_transport"] == 2 + 3
     assert snap["dropped_in_node"] == 1 and snap["dropped_frames"] == 6
+    stats.on_started(arrival_index=3)  # a FIFO would start on an old frame: 3 newer ones waited
+    assert stats.snapshot()["max_backlog"] == 3
 
 
 def test_stats_latency_percentiles_in_ms():
@@ -150,12 +152,13 @@ def test_markers_place_nodes_at_scaled_pixel_centroids_in_the_image_frame():
     markers = scene_graph_markers(graph, palette, scale=0.01).markers
     assert markers[0].action == markers[0].DELETEALL
     assert all(m.header == graph.header for m in markers)
-    spheres = [m for m in markers if m.ns == "nodes"]
-    assert [(m.pose.position.x, m.pose.position.y, m.pose.position.z) for m in spheres] == \
-        [pytest.approx((1.0, 0.5, 0.0)), pytest.approx((3.0, 2.0, 0.0))]
-    assert spheres[0].color.r == 1.0 and spheres[1].color.g == 1.0
+    spheres, = [m for m in markers if m.ns == "nodes"]
+    assert spheres.type == spheres.SPHERE_LIST
+    assert [(p.x, p.y, p.z) for p in spheres.points] == [pytest.approx((1.0, 0.5, 0.0)), pytest.approx((3.0, 2.0, 0.0))]
+    assert spheres.colors[0].r == 1.0 and spheres.colors[1].g == 1.0
     lines = [m for m in markers if m.type == m.LINE_LIST]
-    assert len(lines) == 1 and lines[0].ns == "edges/above" and len(lines[0].points) == 2
+    assert len(lines) == 1 and lines[0].ns == "edges/above"
+    assert [(p.x, p.y) for p in lines[0].points] == [pytest.approx((1.0, 0.5)), pytest.approx((3.0, 2.0))]
     assert [m.text for m in markers if m.ns == "labels"] == ["c0 0.50", "c1 0.50"]
 
 
@@ -231,6 +234,7 @@ def test_subscription_callback_never_waits_for_a_slow_model(in_process, tmp_path
     # Latest frame wins: at most the first frame and the newest one waiting behind it ran.
     assert len(calls) <= 2 and snap["frames_processed"] == len(calls)
     assert snap["dropped_in_node"] == 20 - len(calls)
+    assert snap["max_backlog"] == 0  # the worker always started on the newest frame there was
 
 
 def probe_until(predicate, timeout: float) -> bool:

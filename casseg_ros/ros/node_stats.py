@@ -46,11 +46,13 @@ class NodeStats:
         self._last_sequence: dict[bytes, int] = {}
         self.processed = 0
         self.rejected = 0
+        self.max_backlog = 0  # frames that arrived after the one the worker started on
         self.inference_errors = 0
         self.last_reject_reason = ""
         self.last_error = ""
 
-    def on_received(self, publisher: bytes | None = None, sequence: int | None = None) -> None:
+    def on_received(self, publisher: bytes | None = None, sequence: int | None = None) -> int:
+        """Count an arriving frame; returns its arrival index (1-based)."""
         with self._lock:
             self.received += 1
             self._input_rate.tick(time.monotonic())
@@ -59,6 +61,12 @@ class NodeStats:
                 if last is not None and sequence > last + 1:
                     self.lost_in_transport += sequence - last - 1
                 self._last_sequence[publisher] = sequence
+            return self.received
+
+    def on_started(self, arrival_index: int) -> None:
+        """The worker starts on the frame that arrived `arrival_index`-th."""
+        with self._lock:
+            self.max_backlog = max(self.max_backlog, self.received - arrival_index)
 
     def on_dropped(self) -> None:
         with self._lock:
@@ -97,6 +105,7 @@ class NodeStats:
                 "dropped_in_node": self.dropped_in_node,
                 "lost_in_transport": self.lost_in_transport,
                 "inputs_rejected": self.rejected,
+                "max_backlog": self.max_backlog,
                 "inference_errors": self.inference_errors,
                 "last_reject_reason": self.last_reject_reason,
                 "last_error": self.last_error,

@@ -43,7 +43,7 @@ from rclpy.parameter import Parameter
 from rclpy.qos import (
     DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data,
 )
-from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
+from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import ColorRGBA, Header
 from visualization_msgs.msg import Marker, MarkerArray
 
@@ -218,20 +218,28 @@ def _class_labels(names: list[str], palette: np.ndarray) -> list[ClassLabel]:
 
 
 def scene_graph_to_msg(graph: Any, header: Header) -> SceneGraph:
-    """perception SceneGraph (Instance/Relation dataclasses) -> casseg_msgs/SceneGraph."""
+    """perception SceneGraph (Instance/Relation dataclasses) -> casseg_msgs/SceneGraph.
+
+    Fields are set on the sub-messages each message already owns: building a graph of a few
+    hundred nodes and a few thousand edges is then a few milliseconds of Python, not ten.
+    """
     msg = SceneGraph(header=header)
+    nodes = []
     for inst in graph.instances:
-        x, y, w, h = (int(v) for v in inst.bbox)
-        cx, cy = (float(v) for v in inst.centroid)
-        msg.nodes.append(SceneNode(
-            instance_id=int(inst.instance_id), class_id=int(inst.class_id), label=str(inst.label),
-            score=float(inst.score),
-            bbox=RegionOfInterest(x_offset=x, y_offset=y, width=w, height=h, do_rectify=False),
-            centroid=Point(x=cx, y=cy, z=0.0), area=int(inst.area)))
-    for rel in graph.relations:
-        msg.edges.append(SceneEdge(source=int(rel.source), target=int(rel.target),
-                                   predicate=str(rel.predicate), weight=float(rel.weight)))
+        node = SceneNode(instance_id=int(inst.instance_id), class_id=int(inst.class_id), label=str(inst.label),
+                         score=float(inst.score), area=int(inst.area))
+        bbox = node.bbox
+        bbox.x_offset, bbox.y_offset, bbox.width, bbox.height = (int(v) for v in inst.bbox)
+        node.centroid.x, node.centroid.y = float(inst.centroid[0]), float(inst.centroid[1])
+        nodes.append(node)
+    msg.nodes = nodes
+    msg.edges = [SceneEdge(source=int(rel.source), target=int(rel.target), predicate=str(rel.predicate),
+                           weight=float(rel.weight)) for rel in graph.relations]
     return msg
+
+
+def _color(rgb: np.ndarray, alpha: float) -> ColorRGBA:
+    return ColorRGBA(r=float(rgb[0]) / 255.0, g=float(rgb[1]) / 255.0, b=float(rgb[2]) / 255.0, a=alpha)
 
 
 def scene_graph_markers(graph_msg: SceneGraph, palette: np.ndarray, scale: float) -> MarkerArray:
@@ -241,39 +249,51 @@ def scene_graph_markers(graph_msg: SceneGraph, palette: np.ndarray, scale: float
     (centroid_x * scale, centroid_y * scale, 0): image columns along +x, rows along +y, so in a
     REP-103 optical frame (x right, y down, z forward) the diagram appears upright, overlaying the
     picture as seen from behind the camera. It is a diagram of the 2-D graph, not a 3-D
-    localisation (the node has no depth). The first marker is DELETEALL so objects that left the
-    view disappear.
+    localisation (the node has no depth).
+
+    Markers: DELETEALL first (objects that left the view disappear); ns "nodes": one SPHERE_LIST
+    with a sphere per node in its class colour; ns "labels": a TEXT_VIEW_FACING per node
+    ("label score", id = instance id) above its sphere; ns "edges/<predicate>": one LINE_LIST per
+    predicate with a segment per edge. Lists keep a frame with hundreds of nodes and thousands
+    of edges cheap to build, send and render.
     """
     header = graph_msg.header
     markers = [Marker(header=header, action=Marker.DELETEALL)]
-    positions: dict[int, Point] = {}
     node_size = max(scale * 12.0, 1e-3)
+    positions: dict[int, Point] = {}
+    white = np.array([255, 255, 255])
+    spheres = Marker(header=header, ns="nodes", id=0, type=Marker.SPHERE_LIST, action=Marker.ADD)
+    spheres.pose.orientation.w = 1.0
+    spheres.scale.x = spheres.scale.y = spheres.scale.z = node_size
+    spheres.color = ColorRGBA(r=1.0, g=1.0, b=1.0, a=1.0)
+    points, colors, texts = [], [], []
     for node in graph_msg.nodes:
         p = Point(x=node.centroid.x * scale, y=node.centroid.y * scale, z=0.0)
         positions[node.instance_id] = p
         cid = int(node.class_id)
-        rgb = palette[cid] / 255.0 if cid < len(palette) else np.array([1.0, 1.0, 1.0])
-        color = ColorRGBA(r=float(rgb[0]), g=float(rgb[1]), b=float(rgb[2]), a=0.9)
-        sphere = Marker(header=header, ns="nodes", id=int(node.instance_id), type=Marker.SPHERE,
-                        action=Marker.ADD, color=color)
-        sphere.pose.position = p
-        sphere.pose.orientation.w = 1.0
-        sphere.scale.x = sphere.scale.y = sphere.scale.z = node_size
+        points.append(p)
+        colors.append(_color(palette[cid] if cid < len(palette) else white, 0.9))
         text = Marker(header=header, ns="labels", id=int(node.instance_id), type=Marker.TEXT_VIEW_FACING,
-                      action=Marker.ADD, text=f"{node.label} {node.score:.2f}",
-                      color=ColorRGBA(r=1.0, g=1.0, b=1.0, a=1.0))
-        text.pose.position = Point(x=p.x, y=p.y - 1.5 * node_size, z=0.0)
+                      action=Marker.ADD, text=f"{node.label} {node.score:.2f}")
+        text.color.r = text.color.g = text.color.b = text.color.a = 1.0
+        text.pose.position.x, text.pose.position.y = p.x, p.y - 1.5 * node_size
         text.pose.orientation.w = 1.0
         text.scale.z = node_size
-        markers += [sphere, text]
-    for index, edge in enumerate(graph_msg.edges):
-        if edge.source not in positions or edge.target not in positions:
-            continue
-        line = Marker(header=header, ns=f"edges/{edge.predicate}", id=index, type=Marker.LINE_LIST,
-                      action=Marker.ADD, color=ColorRGBA(r=1.0, g=1.0, b=0.2, a=0.3 + 0.7 * float(edge.weight)))
+        texts.append(text)
+    spheres.points, spheres.colors = points, colors
+    if points:
+        markers.append(spheres)
+    markers += texts
+    by_predicate: dict[str, list[Point]] = {}
+    for edge in graph_msg.edges:
+        if edge.source in positions and edge.target in positions:
+            by_predicate.setdefault(edge.predicate, []).extend((positions[edge.source], positions[edge.target]))
+    for index, (predicate, segment_points) in enumerate(sorted(by_predicate.items())):
+        line = Marker(header=header, ns=f"edges/{predicate}", id=index, type=Marker.LINE_LIST, action=Marker.ADD,
+                      color=ColorRGBA(r=1.0, g=1.0, b=0.2, a=0.6))
         line.pose.orientation.w = 1.0
         line.scale.x = node_size * 0.25
-        line.points = [positions[edge.source], positions[edge.target]]
+        line.points = segment_points
         markers.append(line)
     return MarkerArray(markers=markers)
 
@@ -494,16 +514,21 @@ class SegmentNode(LifecycleNode):
     # ------------------------------------------------------------------ data path
     def _on_image(self, msg: Image | CompressedImage, info: dict) -> None:
         """Executor thread: hand the frame over and return; never decode or infer here."""
-        self.stats.on_received(publisher=_publisher_key(info), sequence=info.get("publication_sequence_number"))
+        arrival_index = self.stats.on_received(publisher=_publisher_key(info),
+                                               sequence=info.get("publication_sequence_number"))
         slot = self._slot
-        if slot is not None and slot.put(msg):
+        if slot is not None and slot.put((msg, arrival_index)):
             self.stats.on_dropped()
 
     def _worker_loop(self, slot: LatestFrameSlot) -> None:
         while not slot.closed:
             taken = slot.take(timeout=_WORKER_POLL_S)
             if taken is not None:
-                self.process_frame(taken[0])
+                (msg, arrival_index), _ = taken
+                # Frames that reached the node after this one and still wait: a queue would make
+                # this grow with every frame the model cannot keep up with; here it must stay 0.
+                self.stats.on_started(arrival_index)
+                self.process_frame(msg)
 
     def process_frame(self, msg: Image | CompressedImage) -> None:
         """Decode, segment and publish one frame. Never raises: bad input is counted and logged."""
