@@ -62,18 +62,95 @@ def stamp_ns(header) -> int:
     return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
 
 
-def open_reader(path: str | os.PathLike) -> Reader:
-    """Open a rosbag2 directory (mcap or sqlite3) or a bare .mcap file, with a message naming the bag."""
+@dataclass
+class _SalvagedConnection:
+    id: int
+    topic: str
+    msgtype: str
+    msgcount: int
+
+
+class SalvagedMcap:
+    """The readable part of an mcap file whose end is missing (recorder killed, copy cut short).
+
+    rosbags needs the mcap footer/summary and refuses such a file; the `mcap` stream reader reads
+    records front to back, so every complete chunk before the damage is still usable. Offers the
+    subset of `rosbags.rosbag2.Reader` the replay uses; `damage` says where reading stopped.
+    """
+
+    def __init__(self, path: Path):
+        from mcap.records import Channel, Message, Schema
+
+        self.path = Path(path)
+        self.damage: str | None = None
+        schemas: dict[int, str] = {}
+        channels: dict[int, tuple[str, int]] = {}
+        counts: dict[int, int] = {}
+        self._start, self._end = None, None
+        for rec in self._records():
+            if isinstance(rec, Schema):
+                schemas[rec.id] = rec.name
+            elif isinstance(rec, Channel):
+                channels[rec.id] = (rec.topic, rec.schema_id)
+            elif isinstance(rec, Message):
+                counts[rec.channel_id] = counts.get(rec.channel_id, 0) + 1
+                self._start = rec.log_time if self._start is None else min(self._start, rec.log_time)
+                self._end = rec.log_time if self._end is None else max(self._end, rec.log_time)
+        if self.damage is None:
+            raise BagError(f"{path}: not readable by rosbags, yet the mcap stream reads to the end")
+        self.connections = [_SalvagedConnection(cid, topic, schemas.get(sid, "?"), counts.get(cid, 0))
+                            for cid, (topic, sid) in sorted(channels.items())]
+
+    def _records(self):
+        from mcap.stream_reader import StreamReader
+
+        with open(self.path, "rb") as handle:
+            try:
+                for rec in StreamReader(handle).records:
+                    yield rec
+            except Exception as exc:  # noqa: BLE001 - EndOfFile, bad CRC, broken zstd frame...
+                self.damage = f"{type(exc).__name__}: {exc}".strip().rstrip(":")
+
+    @property
+    def duration(self) -> int:
+        return 0 if self._start is None else self._end - self._start + 1
+
+    def messages(self, connections=()):
+        from mcap.records import Message
+
+        by_id = {c.id: c for c in (connections or self.connections)}
+        for rec in self._records():
+            if isinstance(rec, Message) and rec.channel_id in by_id:
+                yield by_id[rec.channel_id], rec.log_time, rec.data
+
+    def close(self) -> None:
+        pass
+
+
+def open_reader(path: str | os.PathLike):
+    """Open a rosbag2 directory (mcap or sqlite3) or a bare .mcap file, with a message naming the bag.
+
+    A bare .mcap that rosbags rejects (e.g. truncated) is salvaged up to its damage, with a warning
+    (`reader.damage`), so the frames it still holds are evaluated.
+    """
     path = Path(path)
     if not path.exists():
         raise BagError(f"bag {path} does not exist")
     try:
         reader = Reader(path)
         reader.open()
+        return reader
     except Exception as exc:  # noqa: BLE001 - rosbags raises several types for unreadable bags
-        raise BagError(f"cannot open bag {path}: {type(exc).__name__}: {exc} "
-                       f"(truncated or corrupt file, or not a rosbag2 mcap/sqlite3 bag)") from exc
-    return reader
+        error = exc
+    if path.is_file() and path.suffix == ".mcap":
+        try:
+            salvaged = SalvagedMcap(path)
+        except Exception:  # noqa: BLE001 - not even the start is readable
+            salvaged = None
+        if salvaged is not None and salvaged.connections:
+            return salvaged
+    raise BagError(f"cannot open bag {path}: {type(error).__name__}: {error} "
+                   f"(truncated or corrupt file, or not a rosbag2 mcap/sqlite3 bag)") from error
 
 
 def find_connection(reader: Reader, topic: str | None, types: tuple[str, ...], role: str):

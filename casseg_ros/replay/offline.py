@@ -7,6 +7,7 @@ that stops being readable ends the run with a clear error while everything done 
 """
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -141,6 +142,12 @@ def run_replay(cfg: ReplayConfig) -> dict[str, Any]:
     except Exception as exc:  # noqa: BLE001 - unreadable label-info message
         reader.close()
         fail_early(f"cannot read bag {cfg.bag}: {type(exc).__name__}: {exc}")
+    salvage_note = getattr(reader, "damage", None)
+    if salvage_note:
+        metrics.setdefault("warnings", []).append(
+            f"bag {cfg.bag} is damaged ({salvage_note}); rosbags cannot open it, its readable part was "
+            f"salvaged with the mcap stream reader")
+        print(f"casseg-replay: warning: {metrics['warnings'][-1]}", file=sys.stderr)
     try:
         backend = load_backend(cfg.model_path, cfg.backend, cfg.device, cfg.input_size)
     except ReplayError as exc:
@@ -244,6 +251,9 @@ def run_replay(cfg: ReplayConfig) -> dict[str, Any]:
     finally:
         stats.wall_s = time.perf_counter() - t_start
         stats.errors.extend(stream.errors)
+        if salvage_note:
+            stats.errors.append(f"bag {cfg.bag} is truncated or corrupt ({salvage_note}): only the "
+                                f"{stats.frames_seen} frames before the damage were evaluated")
         if interrupted:
             stats.errors.append(interrupted)
         bag_path = out_bag.close()

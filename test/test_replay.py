@@ -1,0 +1,182 @@
+"""casseg-replay offline: outputs, metrics, bad inputs through a bag, damaged bags, bad weights."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from replay_helpers import (
+    jpeg, make_demo_bag_module, png, ros_compressed, ros_image, scene_pixels, tiny_context_checkpoint, write_bag,
+)
+
+from casseg_ros.replay.bag import typestore
+from casseg_ros.replay.cli import main as replay_main
+from casseg_ros.replay.metrics import IoUEvaluator, label_to_ids
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory) -> Path:
+    return tiny_context_checkpoint(tmp_path_factory.mktemp("model") / "tiny.safetensors")
+
+
+@pytest.fixture(scope="module")
+def small_bag(tmp_path_factory) -> Path:
+    """12 context-scenes frames 48x96 with labels + label info (the demo bag's layout)."""
+    out = tmp_path_factory.mktemp("bag") / "small.mcap"
+    return make_demo_bag_module().build(out, frames=12, height=48, width=96, rate_hz=10.0)
+
+
+def _read(path: Path):
+    from rosbags.rosbag2 import Reader
+
+    store = typestore()
+    with Reader(path) as reader:
+        return [(c.topic, t, store.deserialize_cdr(raw, c.msgtype)) for c, t, raw in reader.messages()]
+
+
+def test_offline_replay_writes_bag_metrics_and_report(tmp_path, tiny_ckpt, small_bag):
+    out = tmp_path / "out"
+    assert replay_main([str(small_bag), "--model", str(tiny_ckpt), "--out", str(out), "--no-progress"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["status"] == "ok" and metrics["frames_processed"] == 12 and metrics["frames_skipped"] == 0
+    assert metrics["label_topic"] == "/camera/labels" and metrics["image_topic"] == "/camera/image_raw"
+    for key in ("p50", "p90", "p99"):
+        assert metrics["latency_ms"]["total"][key] > 0
+    assert metrics["fps_pipeline"] > 0
+    iou = metrics["iou"]
+    assert iou["frames"] == 12 and 0.0 <= iou["miou"] <= 1.0
+    assert set(iou["per_class_iou"]) == set(metrics["classes"])
+
+    # Output bag: typed topics, stamped like the inputs, readable by rosbags ...
+    inputs = {m.header.stamp.sec * 10**9 + m.header.stamp.nanosec: t for topic, t, m in _read(small_bag)
+              if topic == "/camera/image_raw"}
+    outputs = _read(out / "bag")
+    masks = [(t, m) for topic, t, m in outputs if topic == "/casseg_ros/mask"]
+    graphs = [m for topic, _, m in outputs if topic == "/casseg_ros/scene_graph"]
+    assert len(masks) == 12 and len(graphs) == 12
+    for log_time, mask in masks:
+        stamp = mask.header.stamp.sec * 10**9 + mask.header.stamp.nanosec
+        assert inputs[stamp] == log_time and mask.header.frame_id == "camera_optical_frame"
+        assert (mask.height, mask.width, mask.encoding) == (48, 96, "mono8")
+        assert int(np.asarray(mask.data).max()) < 9
+    assert type(graphs[0]).__msgtype__ == "casseg_msgs/msg/SceneGraph"
+    labels = [m for topic, _, m in outputs if topic == "/casseg_ros/labels"]
+    assert [c.name for c in labels[0].classes] == metrics["classes"]
+
+    # ... and by the mcap reader (schemas embedded as ros2msg).
+    from mcap.reader import make_reader
+
+    with open(next((out / "bag").glob("*.mcap")), "rb") as handle:
+        reader = make_reader(handle)
+        seen = {(channel.topic, schema.name) for schema, channel, _ in reader.iter_messages()}
+    assert ("/casseg_ros/scene_graph", "casseg_msgs/msg/SceneGraph") in seen
+    assert ("/casseg_ros/overlay", "sensor_msgs/msg/Image") in seen
+
+    report = (out / "report.md").read_text()
+    assert "mIoU" in report and "p99" in report
+    for fig in ("latency_hist.png", "iou_per_class.png"):
+        assert (out / "figures" / fig).stat().st_size > 1000
+    assert len(list((out / "figures").glob("frame_*.png"))) == 4
+    assert len(json.loads((out / "scene_graphs.json").read_text())["frames"]) == 12
+    assert not list(out.glob(".*")), "temporary files left behind"
+
+
+def test_bad_inputs_in_a_bag_are_skipped_with_reasons(tmp_path, tiny_ckpt):
+    good, _ = scene_pixels()
+    s = iter(range(1_000_000_000, 10**12, 100_000_000))
+    bad = [
+        ("unsupported encoding", ros_image(next(s), good, encoding="yuv422")),
+        ("step", ros_image(next(s), good, step=10)),
+        ("empty image", ros_image(next(s), None)),
+        ("data length", ros_image(next(s), good, data=np.ascontiguousarray(good).reshape(-1)[:-7])),
+        ("exceeds max_input_pixels", ros_image(next(s), good, height=100_000, width=100_000, step=300_000)),
+    ]
+    messages = []
+    for _, msg in bad:
+        messages.append(("/cam/image", "sensor_msgs/msg/Image", msg))
+        messages.append(("/cam/image", "sensor_msgs/msg/Image", ros_image(next(s), good)))
+    messages.append(("/cam/image", "sensor_msgs/msg/Image", b"\x00\x01\x00\x00\x01\x02"))  # malformed CDR
+    bag = write_bag(tmp_path / "bad", messages)
+    out = tmp_path / "out"
+    assert replay_main([str(bag), "--model", str(tiny_ckpt), "--out", str(out), "--no-progress"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["frames_in_bag_read"] == 11 and m["frames_processed"] == 5 and m["frames_skipped"] == 6
+    reasons = [s["reason"] for s in m["skipped_frames"]]
+    for (expected, _), reason in zip(bad, reasons):
+        assert expected in reason, (expected, reason)
+    assert "undecodable" in reasons[-1]
+    assert [s["frame"] for s in m["skipped_frames"]] == [0, 2, 4, 6, 8, 10]
+
+
+def test_bad_compressed_inputs_are_skipped(tmp_path, tiny_ckpt):
+    good, _ = scene_pixels()
+    j, p = jpeg(good), png(good)
+    msgs = [ros_compressed(1_000_000_000, j), ros_compressed(1_100_000_000, j[: len(j) // 2]),
+            ros_compressed(1_200_000_000, p, "png"), ros_compressed(1_300_000_000, p[:-20], "png"),
+            ros_compressed(1_400_000_000, b"GIF89a not an image")]
+    bag = write_bag(tmp_path / "c", [("/cam/image/compressed", "sensor_msgs/msg/CompressedImage", m) for m in msgs],
+                    storage="sqlite3")
+    out = tmp_path / "out"
+    assert replay_main([str(bag), "--model", str(tiny_ckpt), "--out", str(out), "--no-progress"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["frames_processed"] == 2
+    assert [s["reason"].split(" (")[0] for s in m["skipped_frames"]] == [
+        "truncated JPEG", "truncated PNG", "compressed data is neither PNG nor JPEG"]
+
+
+def test_missing_topic_names_the_problem(tmp_path, tiny_ckpt, small_bag, capsys):
+    out = tmp_path / "out"
+    assert replay_main([str(small_bag), "--model", str(tiny_ckpt), "--out", str(out), "--image-topic", "/nope"]) == 1
+    err = capsys.readouterr().err
+    assert "'/nope' not in bag" in err and "/camera/image_raw" in err
+    assert json.loads((out / "metrics.json").read_text())["status"] == "error"
+
+
+def test_truncated_bag_keeps_results_of_frames_before_the_damage(tmp_path, tiny_ckpt):
+    bag = make_demo_bag_module().build(tmp_path / "long.mcap", frames=40, height=96, width=192, rate_hz=10.0)
+    data = bag.read_bytes()
+    cut = tmp_path / "cut.mcap"
+    cut.write_bytes(data[: int(len(data) * 0.6)])  # recorder killed mid-write: no footer, half a chunk
+    out = tmp_path / "out"
+    assert replay_main([str(cut), "--model", str(tiny_ckpt), "--out", str(out), "--no-progress"]) == 1
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["status"] == "incomplete" and "truncated or corrupt" in m["errors"][0]
+    assert 0 < m["frames_processed"] < 40
+    masks = [1 for topic, _, _ in _read(out / "bag") if topic == "/casseg_ros/mask"]
+    assert len(masks) == m["frames_processed"]  # the partial output bag is complete and readable
+    # A frame whose label message was cut off is evaluated without ground truth, and says so.
+    assert m["iou"]["frames"] + sum(m["frames_without_label"].values()) == m["frames_processed"]
+    assert m["iou"]["frames"] >= m["frames_processed"] - 1
+
+
+def test_unreadable_bag_and_corrupt_weights_give_clear_errors(tmp_path, tiny_ckpt, small_bag, capsys):
+    junk = tmp_path / "junk.mcap"
+    junk.write_bytes(b"\x89MCAP0\r\n" + b"\x00" * 50)
+    assert replay_main([str(junk), "--model", str(tiny_ckpt), "--out", str(tmp_path / "o1")]) == 1
+    assert "cannot open bag" in capsys.readouterr().err
+    weights = tmp_path / "corrupt.safetensors"
+    weights.write_bytes(tiny_ckpt.read_bytes()[:5000])
+    assert replay_main([str(small_bag), "--model", str(weights), "--out", str(tmp_path / "o2")]) == 1
+    err = capsys.readouterr().err
+    assert "cannot load model" in err and str(weights) in err
+
+
+def test_iou_evaluator_and_label_decoding():
+    ev = IoUEvaluator(["a", "b", "c"])
+    pred = np.array([[0, 0, 1, 1], [2, 2, 255, 1]])
+    gt = np.array([[0, 1, 1, 1], [2, 255, 2, 1]])
+    ev.update(pred, gt)
+    r = ev.result()
+    # a: tp1 fp0 fn... pred a at 2 px, gt a at 1 px -> 1/2; b: pred {(0,2),(0,3),(1,3)}, gt {(0,1),(0,2),(0,3),(1,3)}
+    # -> 3/4; c: pred (1,0),(1,1)[ignored gt] ; gt c (1,0),(1,2)[pred unknown] -> 1/2
+    assert r["per_class_iou"] == {"a": 0.5, "b": 0.75, "c": 0.5}
+    assert r["miou"] == pytest.approx((0.5 + 0.75 + 0.5) / 3, abs=1e-4)
+
+    from casseg_ros.replay.bag import typestore as ts
+
+    ids = np.array([[1, 300], [65535, 7]], dtype="<u2")
+    msg = ros_image(0, ids.view(np.uint8).reshape(2, 4), encoding="mono16", width=2, step=4)
+    assert label_to_ids(msg).tolist() == [[1, 300], [65535, 7]]
+    assert ts() is ts()
