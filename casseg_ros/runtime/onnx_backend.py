@@ -5,7 +5,8 @@ on demand into a cache (default ``~/.cache/casseg_ros/onnx``, env ``CASSEG_ONNX_
 the checkpoint's sha256, the input shape, the opset, the export version and the torch version.
 
 CPU session: intra-op threads = physical cores (``num_threads`` to override), inter-op 1,
-sequential execution, ``ORT_ENABLE_ALL`` graph optimisation; with ``optimized_cache=True`` the
+sequential execution, ``ORT_ENABLE_ALL`` graph optimisation, no busy-waiting of idle threads
+(``spin=True`` to turn ORT's default spinning back on); with ``optimized_cache=True`` the
 optimised graph is saved next to the ONNX and reused (it is specific to this ORT version and CPU).
 """
 from __future__ import annotations
@@ -131,8 +132,11 @@ class OnnxRuntimeBackend(Backend):
         so.intra_op_num_threads = self.num_threads
         so.inter_op_num_threads = 1
         so.log_severity_level = 3
-        if self.opts.get("spin", None) is not None:  # busy-wait of idle intra-op threads (default on in ORT)
-            so.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.opts["spin"] else "0")
+        # Idle intra-op threads busy-wait by default in ORT. On a robot computer the node shares the
+        # cores with ROS executors, cameras and other nodes, and spinning threads steal their time (on
+        # the 2-core shared bench machine spinning made ORT ~1.4x slower and slowed torch run after it),
+        # so spinning is off unless spin=True.
+        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.opts.get("spin") else "0")
         return so
 
     def _load(self) -> None:
