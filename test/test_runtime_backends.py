@@ -175,3 +175,14 @@ def test_tensorrt_engine_builds_caches_and_matches(checkpoints, onnx_cache, tmp_
     be2 = create_backend("tensorrt", path, device="cuda", input_size=SIZE, precision="fp32", **opts)
     be2.load()
     assert be2.engine_was_cached is True
+
+
+def test_static_backend_without_input_size_uses_model_size(checkpoints, onnx_cache, tmp_path):
+    path, model = checkpoints["baseline"]  # tiny config: img_size (64, 128)
+    be = create_backend("onnxruntime", path, input_size=None, onnx_cache_dir=onnx_cache, num_threads=1)
+    res = be.infer(_images(1, size=(80, 100)))
+    assert be.describe()["input_size"] == [64, 128] and res.class_ids.shape == (1, 80, 100)
+    onnx_path = export_model(model, tmp_path / "s.onnx", (96, 160))
+    be = create_backend("onnxruntime", onnx_path, input_size=None, num_threads=1)
+    be.load()
+    assert be.input_size == (96, 160)

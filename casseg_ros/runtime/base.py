@@ -122,7 +122,8 @@ class Backend(abc.ABC):
 
     ``model_path``: a checkpoint (``.safetensors``) or, for onnxruntime/tensorrt, an exported
     ``.onnx``. ``input_size``: (H, W) the model runs at; images of another size are resized on the
-    host. ``None`` (torch only) runs every image at its own size.
+    host. ``None``: torch runs every image at its own size; the static-shape backends (onnxruntime,
+    tensorrt) use the .onnx's input shape or the checkpoint's ``model_config.img_size``.
     """
 
     name: str = "base"
@@ -155,7 +156,7 @@ class Backend(abc.ABC):
     def warmup(self, iterations: int = 3) -> None:
         """Run ``iterations`` dummy batches at ``input_size`` (allocations, autotuning, lazy init)."""
         self.load()
-        h, w = self.input_size if self.input_size is not None else (256, 512)
+        h, w = self.input_size if self.input_size is not None else (512, 1024)
         dummy = np.zeros((self.batch_size or 1, h, w, 3), dtype=np.uint8)
         dummy[:, h // 4 : h // 2, w // 4 : w // 2] = 127
         for _ in range(max(0, int(iterations))):

@@ -38,6 +38,30 @@ def onnx_input_shape(path: str | os.PathLike) -> list[int]:
     return [d.dim_value if d.HasField("dim_value") else -1 for d in dims]
 
 
+def default_static_size(model_path: str | os.PathLike) -> tuple[int, int]:
+    """(H, W) to run a static-shape backend at when the caller gives no input_size: the .onnx's own
+    input shape, or the checkpoint's nominal ``model_config.img_size`` (read from its metadata only)."""
+    model_path = Path(model_path)
+    if not model_path.is_file():
+        raise FileNotFoundError(f"model file not found: {model_path}")
+    if model_path.suffix == ".onnx":
+        shape = onnx_input_shape(model_path)
+        if len(shape) == 4 and min(shape[1:3]) > 0:
+            return int(shape[1]), int(shape[2])
+        raise ValueError(f"{model_path} has no static (B,H,W,3) input shape: {shape}")
+    if model_path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(model_path), framework="np") as handle:
+            meta = handle.metadata() or {}
+        try:
+            size = json.loads(meta["model_config"])["img_size"]
+            return int(size[0]), int(size[1])
+        except (KeyError, ValueError, TypeError, IndexError):
+            pass
+    raise ValueError(f"cannot tell the input size of {model_path}; pass input_size=(H, W)")
+
+
 def resolve_onnx(model_path: str | os.PathLike, input_size, batch_size: int = 1,
                  cache_dir: str | os.PathLike | None = None, opset: int = DEFAULT_OPSET):
     """(path of a static-shape segmentation ONNX for ``input_size``, Vocabulary).
@@ -110,8 +134,6 @@ class OnnxRuntimeBackend(Backend):
     def __init__(self, model_path, device: str = "cpu", input_size=(512, 1024), precision: str = "fp32",
                  **opts: Any):
         super().__init__(model_path, device, input_size, precision, **opts)
-        if self.input_size is None:
-            raise ValueError("backend 'onnxruntime' needs a static input_size (H, W)")
         if device == "cpu" and precision != "fp32":
             raise BackendUnavailable(f"backend 'onnxruntime' on device 'cpu' runs fp32 only (asked for {precision})")
         self._batch = int(opts.get("batch_size", 1))
@@ -142,6 +164,8 @@ class OnnxRuntimeBackend(Backend):
     def _load(self) -> None:
         import onnxruntime as ort
 
+        if self.input_size is None:  # static graph: the model's own size (.onnx shape / config img_size)
+            self.input_size = default_static_size(self.model_path)
         onnx_path, self._vocabulary = resolve_onnx(self.model_path, self.input_size, self._batch,
                                                    cache_dir=self.opts.get("onnx_cache_dir"))
         self.onnx_path = onnx_path

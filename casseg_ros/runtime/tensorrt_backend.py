@@ -76,8 +76,6 @@ class TensorRTBackend(Backend):
             raise BackendUnavailable("backend 'tensorrt' runs only on device 'cuda' (got device 'cpu')"
                                      + (f"; it also needs {missing.split(' needs ', 1)[1]}" if missing else ""))
         super().__init__(model_path, device, input_size, precision, **opts)
-        if self.input_size is None:
-            raise ValueError("backend 'tensorrt' needs a static input_size (H, W)")
         missing = tensorrt_missing()
         if missing:
             raise BackendUnavailable(missing)
@@ -94,8 +92,10 @@ class TensorRTBackend(Backend):
         import tensorrt as trt
         import torch
 
-        from .onnx_backend import resolve_onnx
+        from .onnx_backend import default_static_size, resolve_onnx
 
+        if self.input_size is None:  # static engine: the model's own size (.onnx shape / config img_size)
+            self.input_size = default_static_size(self.model_path)
         onnx_path, self._vocabulary = resolve_onnx(self.model_path, self.input_size, self._batch,
                                                    cache_dir=self.opts.get("onnx_cache_dir"))
         dev = torch.device(self.device)
