@@ -244,3 +244,21 @@ def probe_until(predicate, timeout: float) -> bool:
             return True
         time.sleep(0.02)
     return predicate()
+
+
+def test_vocabulary_file_renames_labels_and_must_match_the_class_count(in_process, tmp_path):
+    from casseg_ros.text import Vocabulary
+
+    checkpoint = str(save_checkpoint(tmp_path / "tiny.safetensors", tiny_model(5, img_size=(32, 64))))
+    rng = np.random.default_rng(1)
+    names = ["road", "car", "person", "sky", "tree"]
+    Vocabulary(names=names, embeddings=rng.standard_normal((5, 8)).astype(np.float32)).save(tmp_path / "ok.vocab")
+    Vocabulary(names=names[:3], embeddings=rng.standard_normal((3, 8)).astype(np.float32)).save(tmp_path / "bad.vocab")
+
+    mismatched = in_process(checkpoint, vocabulary_file=str(tmp_path / "bad.vocab"))
+    assert mismatched.trigger_configure() == TransitionCallbackReturn.FAILURE
+    assert mismatched.lifecycle_state() == "unconfigured" and mismatched._backend is None
+
+    node = in_process(checkpoint, vocabulary_file=str(tmp_path / "ok.vocab"))
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    assert node._class_names == names
