@@ -35,7 +35,8 @@ class SemanticMetrics:
         self.num_classes = int(num_classes)
         self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
         self.metric = MulticlassJaccardIndex(
-            num_classes=self.num_classes, ignore_index=IGNORE, average=None, validate_args=False
+            num_classes=self.num_classes, ignore_index=IGNORE, average=None, validate_args=False,
+            sync_on_compute=False,  # evaluation runs on one process (rank 0) even under torchrun
         ).to(device)
 
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
@@ -77,7 +78,7 @@ def predict_probs(model, image_uint8_hwc: np.ndarray, device, eval_size=None, re
     img = image_uint8_hwc
     if eval_size and tuple(eval_size) != (h, w):
         img = cv2.resize(img, (int(eval_size[1]), int(eval_size[0])), interpolation=cv2.INTER_LINEAR)
-    x = normalise_batch(torch.from_numpy(np.ascontiguousarray(img))[None].to(device))
+    x = normalise_batch(torch.from_numpy(np.array(img, dtype=np.uint8, copy=True))[None].to(device))
     out = model(x, return_attention=return_attention) if return_attention else model(x)
     logits = out.logits.float()
     if logits.shape[-2:] != (h, w):
@@ -142,9 +143,13 @@ class InstanceCollector:
     def gt_coco(self):
         from pycocotools.coco import COCO
 
+        import contextlib
+        import io
+
         coco = COCO()
         coco.dataset = {"images": self.images, "annotations": self.gt, "categories": self.categories}
-        coco.createIndex()
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco.createIndex()
         return coco
 
 
@@ -159,7 +164,9 @@ def coco_segm_map(gt_coco, detections: list[dict], image_ids: Sequence[int] | No
         return {"map": 0.0, "map50": 0.0, "map75": 0.0, "num_detections": 0}
     sink = io.StringIO()
     with contextlib.redirect_stdout(sink) if quiet else contextlib.nullcontext():
-        dt = gt_coco.loadRes(list(detections))
+        # loadRes mutates the dicts it gets (adds bbox/area/id): hand it copies
+        dets = [{k: v for k, v in d.items() if k not in ("bbox", "area", "id")} for d in detections]
+        dt = gt_coco.loadRes(dets)
         ev = COCOeval(gt_coco, dt, iouType="segm")
         if image_ids is not None:
             ev.params.imgIds = list(image_ids)
@@ -205,7 +212,10 @@ def run_cityscapes_evaluator(cityscapes_root: str, results_dir: str, split: str 
     gts = sorted(glob.glob(args.groundTruthSearch))
     if not gts:
         raise FileNotFoundError(f"no ground truth matched {args.groundTruthSearch}")
-    args.evalInstLevelScore = all(os.path.isfile(g.replace("labelIds", "instanceIds")) for g in gts)
+    # nIoU needs *_instanceIds.png and the evaluator's np.in1d (removed in NumPy 2.4); mIoU needs neither
+    args.evalInstLevelScore = hasattr(np, "in1d") and all(
+        os.path.isfile(g.replace("labelIds", "instanceIds")) for g in gts)
+    args.evalPixelAccuracy = False
     preds = [ev.getPrediction(args, g) for g in gts]
     return ev.evaluateImgLists(preds, gts, args)
 

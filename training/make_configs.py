@@ -51,7 +51,7 @@ DATASETS = {
                   crop_size=[96, 192], base_size=0, scale_range=[0.75, 1.5], hflip=True, photometric=True,
                   eval_size=None, num_workers=1),
         optim=dict(PAPER_OPTIM, lr=1.0e-3, batch_size=8),
-        train=dict(steps=300, checkpoint_every=100, eval_every=0, log_every=10, seed=0, amp=True, device="auto",
+        train=dict(steps=200, checkpoint_every=100, eval_every=0, log_every=10, seed=0, amp=True, device="auto",
                    num_threads=2),
     ),
 }

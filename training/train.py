@@ -107,14 +107,19 @@ class ResumableDistributedSampler(DistributedSampler):
         return self.num_samples - self.start_index
 
 
-def vocabulary_for(class_names: list[str], provider: str, cache_dir: str):
-    """``casseg_ros.text.build_vocabulary(names, provider)``, cached as .npz in ``cache_dir``."""
+def vocabulary_cache_path(class_names: list[str], provider: str, cache_dir: str) -> str:
     import hashlib
 
+    key = hashlib.sha1(("\n".join(class_names) + "|" + provider).encode()).hexdigest()[:12]
+    return os.path.join(cache_dir, f"vocab_{provider}_{key}.npz")
+
+
+def vocabulary_for(class_names: list[str], provider: str, cache_dir: str):
+    """``casseg_ros.text.build_vocabulary(names, provider)``, cached as .npz in ``cache_dir``
+    (computed once: every experiment on the same classes then uses bit-identical embeddings)."""
     from casseg_ros.text import Vocabulary, build_vocabulary
 
-    key = hashlib.sha1(("\n".join(class_names) + "|" + provider).encode()).hexdigest()[:12]
-    path = os.path.join(cache_dir, f"vocab_{provider}_{key}.npz")
+    path = vocabulary_cache_path(class_names, provider, cache_dir)
     if os.path.isfile(path):
         z = np.load(path, allow_pickle=False)
         if list(z["names"]) == list(class_names):

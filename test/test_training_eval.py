@@ -1,0 +1,160 @@
+"""Metrics: torchmetrics mIoU vs the official Cityscapes evaluator; COCOeval segm mAP; plots."""
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from training.datasets import CityscapesSemantic, COCOPanopticSemantic, ContextScenes
+from training.datasets.cityscapes import id_to_train_id_lut
+from training.evaluate import (
+    InstanceCollector,
+    SemanticMetrics,
+    coco_segm_map,
+    evaluate_model,
+    instances_from_class_map,
+    plot_confusion_matrix,
+    plot_per_class_iou,
+    run_cityscapes_evaluator,
+    write_cityscapes_prediction,
+)
+
+from test_training_datasets import make_cityscapes, make_coco
+
+
+def _noisy(train_ids: np.ndarray, rng, flip=0.3) -> np.ndarray:
+    pred = train_ids.copy()
+    pred[pred == 255] = rng.integers(0, 19, int((pred == 255).sum()))
+    m = rng.random(pred.shape) < flip
+    pred[m] = rng.integers(0, 19, int(m.sum()))
+    return pred
+
+
+def test_miou_matches_official_cityscapes_evaluator(tmp_path):
+    frames = [("aachen", 0, 19), ("bochum", 0, 7), ("zurich", 3, 100)]
+    make_cityscapes(tmp_path / "cs", frames=frames, h=64, w=128)
+    ds = CityscapesSemantic(str(tmp_path / "cs"), "val")
+    rng = np.random.default_rng(0)
+    metrics = SemanticMetrics(19, ds.class_names)
+    results = tmp_path / "results"
+    for i in range(len(ds)):
+        _, lab = ds[i]
+        pred = _noisy(lab, rng)
+        metrics.update(torch.from_numpy(pred.astype(np.int64)), torch.from_numpy(lab.astype(np.int64)))
+        write_cityscapes_prediction(pred, ds.sample_id(i), str(results))
+    ours = metrics.compute()
+    official = run_cityscapes_evaluator(str(tmp_path / "cs"), str(results), "val")
+    assert 0.05 < ours["miou"] < 0.95
+    assert abs(ours["miou"] - official["averageScoreClasses"]) < 1e-4
+    for name, iou in ours["per_class_iou"].items():
+        off = official["classScores"][name]
+        if iou is None:
+            assert np.isnan(off)
+        else:
+            assert abs(iou - off) < 1e-6, name
+    # and a different prediction changes both numbers the same way (the test can fail)
+    with pytest.raises(AssertionError):
+        assert abs(ours["miou"] - 1.0) < 1e-4
+
+
+class _ConstantModel(torch.nn.Module):
+    """Predicts a fixed per-pixel class pattern (stands in for a network in the eval plumbing)."""
+
+    def __init__(self, k, fn):
+        super().__init__()
+        self.k, self.fn = k, fn
+        self.vocabulary = SimpleNamespace(names=[str(i) for i in range(k)], palette=None)
+
+    def forward(self, x, return_attention=False):
+        b, _, h, w = x.shape
+        cls = torch.as_tensor(self.fn(h, w), dtype=torch.long)
+        logits = torch.nn.functional.one_hot(cls, self.k).permute(2, 0, 1).float()[None].repeat(b, 1, 1, 1) * 5
+        att = torch.rand(b, self.k, h // 16 + 1, w // 16 + 1) if return_attention else None
+        return SimpleNamespace(logits=logits, attention=att)
+
+
+def test_evaluate_model_cityscapes_end_to_end(tmp_path):
+    make_cityscapes(tmp_path / "cs", h=64, w=128)
+    ds = CityscapesSemantic(str(tmp_path / "cs"), "val")
+    model = _ConstantModel(19, lambda h, w: (np.arange(h * w).reshape(h, w) // 97) % 19)
+    res = evaluate_model(model, ds, out_dir=str(tmp_path / "ev"), cityscapes_results=str(tmp_path / "res"))
+    assert abs(res.miou - res.extra["cityscapes_official_miou"]) < 1e-4
+    for f in ("confusion_matrix.png", "per_class_iou.png", "metrics.json", "per_class_iou.md", "attention_000.png"):
+        assert (tmp_path / "ev" / f).stat().st_size > 0, f
+    pngs = sorted((tmp_path / "res").glob("*_pred_labelIds.png"))
+    assert len(pngs) == 2
+    ids = np.asarray(Image.open(pngs[0]))
+    assert set(np.unique(id_to_train_id_lut()[ids])) <= set(range(19))  # only valid label ids written
+
+
+def _collector_with_gt():
+    ds = ContextScenes(4, 64, 128, seed=5)
+    col = InstanceCollector([{"id": c, "name": ds.class_names[c]} for c in ds.thing_classes])
+    scenes = []
+    for i in range(4):
+        s = ds.generate(i)
+        col.add_image(i + 1, *s.label.shape)
+        for k, c in enumerate(s.instance_classes):
+            col.add_gt(i + 1, c, s.instance_map == k + 1)
+        scenes.append(s)
+    return ds, col, scenes
+
+
+def test_cocoeval_perfect_and_wrong_predictions():
+    ds, col, scenes = _collector_with_gt()
+    gt = col.gt_coco()
+    perfect = [{"image_id": a["image_id"], "category_id": a["category_id"], "segmentation": a["segmentation"],
+                "score": 0.9} for a in gt.dataset["annotations"]]
+    assert coco_segm_map(gt, perfect)["map"] == pytest.approx(1.0)
+    car, boat = ds.class_names.index("car"), ds.class_names.index("boat")
+    swapped = [dict(d, category_id={car: boat, boat: car}.get(d["category_id"], d["category_id"])) for d in perfect]
+    assert coco_segm_map(gt, swapped)["map"] < 0.7
+    assert coco_segm_map(gt, [])["map"] == 0.0
+
+
+def test_instances_from_class_map_give_perfect_map_on_ground_truth():
+    ds, col, scenes = _collector_with_gt()
+    gt = col.gt_coco()
+    dets = []
+    for i, s in enumerate(scenes):
+        conf = np.ones(s.label.shape, np.float32)
+        for c, mask, score in instances_from_class_map(s.label, conf, ds.thing_classes, min_area=1):
+            col.add_detection(i + 1, c, mask, score)
+    # touching same-class instances merge into one component, so allow the merged ones to miss
+    m = coco_segm_map(gt, col.dt)["map"]
+    assert m > 0.8
+
+
+def test_coco_fixture_map_through_evaluate_model(tmp_path):
+    make_coco(tmp_path)
+    ds = COCOPanopticSemantic(str(tmp_path), "val")
+
+    def perfect(h, w):
+        _, lab = ds[perfect.i]
+        return np.where(lab == 255, 2, lab)
+
+    perfect.i = 0
+
+    class PerImage(_ConstantModel):
+        def forward(self, x, return_attention=False):
+            out = super().forward(x, return_attention)
+            perfect.i += 1
+            return out
+
+    res = evaluate_model(PerImage(3, perfect), ds)
+    assert res.map == pytest.approx(1.0) and res.miou == pytest.approx(1.0)
+    perfect.i = 0
+    wrong = _ConstantModel(3, lambda h, w: np.full((h, w), 1))   # everything is one car
+    res2 = evaluate_model(wrong, ds)
+    assert res2.map < 0.5 and res2.miou < 0.5
+
+
+def test_plots(tmp_path):
+    cm = np.array([[5, 1], [0, 3]])
+    plot_confusion_matrix(cm, ["a", "b"], str(tmp_path / "cm.png"))
+    plot_per_class_iou({"a": 0.5, "b": None}, str(tmp_path / "iou.png"))
+    assert Image.open(tmp_path / "cm.png").size[0] > 100 and Image.open(tmp_path / "iou.png").size[0] > 100

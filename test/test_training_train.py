@@ -1,0 +1,159 @@
+"""Training loop: configs, exact CPU resume, TensorBoard/checkpoints, DDP (2 gloo processes)."""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from training.config import load_config
+from training.train import rng_state, set_rng_state, train, vocabulary_cache_path
+
+REPO = Path(__file__).resolve().parent.parent
+CONFIGS = sorted((REPO / "training" / "configs").glob("*.yaml"))
+
+
+def test_all_configs_parse_and_switch_the_right_modules():
+    from casseg_ros.model import ModelConfig
+
+    assert len(CONFIGS) == 15
+    expected = {"baseline": (False, False, False), "fusion": (True, False, False), "graph": (False, True, False),
+                "contrastive": (False, False, True), "full": (True, True, True)}
+    for path in CONFIGS:
+        cfg = load_config(str(path))
+        variant, dataset = path.stem.split("_", 1)
+        mc = ModelConfig.from_dict(cfg.model)
+        assert (mc.fusion, mc.graph, mc.contrastive) == expected[variant], path.name
+        assert cfg.data.name == dataset and cfg.optim.name == "adam"
+        if dataset != "context_scenes":  # the paper's settings
+            assert cfg.optim.lr == 1e-4 and cfg.optim.batch_size == 16 and mc.backbone == "swin_tiny"
+    with pytest.raises(ValueError, match="unknown"):
+        load_config(str(CONFIGS[0]), ["optim.lrr=1"])
+
+
+def tiny_config(tmp_path, name="tiny", **over):
+    d = {
+        "name": name,
+        "model": dict(backbone="swin_nano", img_size=[32, 64], decoder_dim=32, drop_path_rate=0.2,
+                      output_stride=8, fusion=True, graph=True, contrastive=True),
+        "data": dict(name="context_scenes", num_train=16, num_val=2, height=32, width=64, seed=0,
+                     crop_size=[32, 64], scale_range=[0.8, 1.25], num_workers=1),
+        "optim": dict(lr=1e-3, batch_size=4),
+        "loss": dict(contrastive_weight=0.5),
+        "train": dict(steps=4, checkpoint_every=2, log_every=1, out_dir=str(tmp_path / name), seed=3,
+                      num_threads=1, vocab_cache=str(tmp_path / "vocab")),
+    }
+    for k, v in over.items():
+        sec, key = k.split("__")
+        d[sec][key] = v
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(d))
+    return path
+
+
+def seed_vocab(tmp_path, names):
+    """Pre-fill the vocabulary cache (fixed random embeddings) so tests need no text model."""
+    from casseg_ros.text import Vocabulary
+
+    emb = np.random.default_rng(0).normal(size=(len(names), 16)).astype(np.float32)
+    v = Vocabulary(names=list(names), embeddings=emb, provider="test")
+    path = vocabulary_cache_path(list(names), "local", str(tmp_path / "vocab"))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    np.savez(path, names=np.asarray(names), embeddings=v.embeddings, provider=np.asarray("test"),
+             palette=np.asarray(v.palette, np.uint8))
+
+
+def test_rng_state_roundtrip_weights_only(tmp_path):
+    torch.manual_seed(1)
+    np.random.seed(2)
+    import random
+    random.seed(3)
+    st = rng_state()
+    torch.save(st, tmp_path / "rng.pt")
+    a = (torch.rand(3), np.random.rand(3), random.random())
+    set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True))
+    b = (torch.rand(3), np.random.rand(3), random.random())
+    assert torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[2] == b[2]
+
+
+def test_resume_is_bit_identical_on_cpu(tmp_path):
+    from training.datasets import CONTEXT_CLASSES
+
+    seed_vocab(tmp_path, CONTEXT_CLASSES)
+    straight = load_config(str(tiny_config(tmp_path, "straight")))
+    train(straight, progress=False)
+    # interrupted after 2 steps (a checkpoint), then the same command continues to 4
+    split = load_config(str(tiny_config(tmp_path, "split")), ["train.steps=2"])
+    train(split, progress=False)
+    first = torch.load(tmp_path / "split" / "train_state.pt", weights_only=True)
+    assert first["step"] == 2
+    resumed = load_config(str(tiny_config(tmp_path, "split")))
+    train(resumed, progress=False)
+    a = torch.load(tmp_path / "straight" / "train_state.pt", weights_only=True)
+    b = torch.load(tmp_path / "split" / "train_state.pt", weights_only=True)
+    assert a["step"] == b["step"] == 4
+    assert a["model"].keys() == b["model"].keys()
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+        assert torch.equal(sa["exp_avg"], sb["exp_avg"]) and torch.equal(sa["exp_avg_sq"], sb["exp_avg_sq"])
+    # the weights did move between step 2 and 4 (so equality above is not trivial)
+    assert any(not torch.equal(first["model"][k], b["model"][k]) for k in b["model"])
+    # outputs of a run: safetensors via the model's save_checkpoint, TensorBoard, metrics
+    from casseg_ros.model.checkpoint import load_checkpoint
+
+    out = tmp_path / "split"
+    m = load_checkpoint(out / "model_final.safetensors")
+    assert m.class_names == CONTEXT_CLASSES and m.config.fusion and m.config.graph
+    assert glob.glob(str(out / "tb" / "events.out.tfevents.*"))
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["step"] == 4 and 0 <= metrics["val_miou"] <= 1
+    assert (out / "config.yaml").is_file() and (out / "vocabulary.json").is_file()
+
+
+def test_resume_without_rng_restore_would_differ(tmp_path):
+    """Guards the test above: dropping the RNG state makes the continuation differ."""
+    from training.datasets import CONTEXT_CLASSES
+
+    seed_vocab(tmp_path, CONTEXT_CLASSES)
+    train(load_config(str(tiny_config(tmp_path, "a")), ["train.steps=2"]), progress=False)
+    os.remove(tmp_path / "a" / "rng_rank0.pt")
+    train(load_config(str(tiny_config(tmp_path, "a"))), progress=False)
+    train(load_config(str(tiny_config(tmp_path, "b"))), progress=False)
+    a = torch.load(tmp_path / "a" / "train_state.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "b" / "train_state.pt", weights_only=True)["model"]
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ddp_two_cpu_processes_gloo(tmp_path):
+    from training.datasets import CONTEXT_CLASSES
+
+    seed_vocab(tmp_path, CONTEXT_CLASSES)
+    cfg = tiny_config(tmp_path, "ddp", train__steps=2, train__checkpoint_every=2, data__num_workers=0)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+           f"--master_port={_free_port()}", "-m", "training.train", "--config", str(cfg), "--no-progress"]
+    r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=200)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    out = tmp_path / "ddp"
+    st = torch.load(out / "train_state.pt", weights_only=True)
+    assert st["world_size"] == 2 and st["step"] == 2
+    assert (out / "rng_rank0.pt").is_file() and (out / "rng_rank1.pt").is_file()
+    r0 = torch.load(out / "rng_rank0.pt", weights_only=True)["torch"]
+    r1 = torch.load(out / "rng_rank1.pt", weights_only=True)["torch"]
+    assert not torch.equal(r0, r1)  # per-rank streams
+    assert (out / "model_final.safetensors").is_file()
