@@ -14,6 +14,8 @@ Writes out/bench/node.json:
 - host_overhead_ms: median per-frame node time excluding the forward pass (decode, mask,
   confidence, overlay, scene graph, markers, all publishing) at 512x1024 with every output
   subscribed — the node's `host_overhead_p50_ms` diagnostic in the 30 Hz run. Goal <= 10.
+  host_overhead_cpu_ms: the same frames' host work as CPU time of the worker thread (wall time
+  on a shared, loaded machine also counts time other processes held the core).
 
 The model is a randomly initialised swin_nano ContextSegmentor (19 classes) unless --model is
 given; on a CPU it is slower than 30 Hz at 512x1024, which is the regime the slow-model goals are
@@ -206,6 +208,9 @@ def main() -> int:
         "p99_over_model": float(np.percentile(sat_latency_ms, 99) / forward_ms),
         "max_backlog": int(sat_diag["max_backlog"]),
         "host_overhead_ms": float(sat_diag["host_overhead_p50_ms"]),
+        # Same frames, CPU time of the worker thread: what the host work costs without the time
+        # other processes on a shared machine held the core.
+        "host_overhead_cpu_ms": float(sat_diag["host_cpu_p50_ms"]),
         "goals": {"e2e_over_forward": "<= 1.10", "p99_over_model": "<= 2.0", "max_backlog": "== 0",
                   "host_overhead_ms": "<= 10"},
         "details": {
@@ -219,6 +224,7 @@ def main() -> int:
                 "latency_p99_ms": float(np.percentile(sat_latency_ms, 99)),
                 "host_overhead_mean_ms": float(sat_diag["host_overhead_mean_ms"]),
                 "host_overhead_p99_ms": float(sat_diag["host_overhead_p99_ms"]),
+                "forward_p99_ms": float(sat_diag["forward_p99_ms"]),
                 "input_rate_hz": float(sat_diag["input_rate_hz"]),
                 "output_rate_hz": float(sat_diag["output_rate_hz"]),
                 "dropped_in_node": int(sat_diag["dropped_in_node"]),
@@ -241,7 +247,7 @@ def main() -> int:
     tmp_out.write_text(json.dumps(result, indent=2) + "\n")
     os.replace(tmp_out, out)
     print(json.dumps({k: result[k] for k in ("e2e_over_forward", "p99_over_model", "max_backlog",
-                                            "host_overhead_ms")}, indent=2))
+                                            "host_overhead_ms", "host_overhead_cpu_ms")}, indent=2))
     print(f"wrote {out}")
     return 0
 

@@ -41,7 +41,7 @@ def params_file(tmp_path_factory):
     return str(path)
 
 
-@launch_pytest.fixture(scope="module")
+@launch_pytest.fixture
 def launch_description(params_file, ros_env_module):
     # ros_env_module first: the launched node inherits its ROS_DOMAIN_ID and the loopback profile.
     return LaunchDescription([

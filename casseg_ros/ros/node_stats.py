@@ -40,6 +40,7 @@ class NodeStats:
         self._latency_s: deque[float] = deque(maxlen=latency_window)
         self._forward_s: deque[float] = deque(maxlen=latency_window)
         self._host_s: deque[float] = deque(maxlen=latency_window)
+        self._host_cpu_s: deque[float] = deque(maxlen=latency_window)
         self.received = 0
         self.dropped_in_node = 0  # overwritten in the latest-frame slot before the worker took them
         self.lost_in_transport = 0  # publisher sequence-number gaps: dropped by DDS (depth-1 reader)
@@ -82,13 +83,16 @@ class NodeStats:
             self.inference_errors += 1
             self.last_error = error
 
-    def on_published(self, latency_s: float, forward_s: float, host_s: float) -> None:
+    def on_published(self, latency_s: float, forward_s: float, host_s: float, host_cpu_s: float | None = None) -> None:
+        """One frame out: stamp->publish latency, forward wall time, host wall (and CPU) time."""
         with self._lock:
             self.processed += 1
             self._output_rate.tick(time.monotonic())
             self._latency_s.append(latency_s)
             self._forward_s.append(forward_s)
             self._host_s.append(host_s)
+            if host_cpu_s is not None:
+                self._host_cpu_s.append(host_cpu_s)
 
     def snapshot(self) -> dict[str, float | int | str]:
         now = time.monotonic()
@@ -96,6 +100,7 @@ class NodeStats:
             latency = np.asarray(self._latency_s, dtype=np.float64) * 1e3
             forward = np.asarray(self._forward_s, dtype=np.float64) * 1e3
             host = np.asarray(self._host_s, dtype=np.float64) * 1e3
+            host_cpu = np.asarray(self._host_cpu_s, dtype=np.float64) * 1e3
             snap: dict[str, float | int | str] = {
                 "input_rate_hz": self._input_rate.rate(now),
                 "output_rate_hz": self._output_rate.rate(now),
@@ -110,7 +115,8 @@ class NodeStats:
                 "last_reject_reason": self.last_reject_reason,
                 "last_error": self.last_error,
             }
-        for name, values in (("latency", latency), ("forward", forward), ("host_overhead", host)):
+        for name, values in (("latency", latency), ("forward", forward), ("host_overhead", host),
+                             ("host_cpu", host_cpu)):
             if values.size:
                 snap[f"{name}_mean_ms"] = float(values.mean())
                 snap[f"{name}_p50_ms"] = float(np.percentile(values, 50))
