@@ -123,8 +123,8 @@ def evaluate(bag: Path, recording: Path, player: dict[str, Any], out: Path, num_
     images, labels, gt_names = _read_input_bag(bag)
     store = typestore()
     rec = read_recording(recording, NODE)
-    metrics = live_metrics(rec, int(player["published"]), float(player["elapsed_s"]))
     offset = int(player["offset_ns"])
+    metrics = live_metrics(rec, int(player["published"]), float(player["elapsed_s"]), offset + int(player["first_stamp_ns"]))
 
     masks, overlays, graphs, names, palette = {}, {}, [], None, None
     from rosbags.rosbag2 import Reader
@@ -144,6 +144,8 @@ def evaluate(bag: Path, recording: Path, player: dict[str, Any], out: Path, num_
                 overlays[stamp_ns(msg.header) - offset] = _image_array(msg)
             elif conn.topic == f"{NODE}/scene_graph":
                 msg = store.deserialize_cdr(raw, SCENE_GRAPH_TYPE)
+                if stamp_ns(msg.header) - offset < int(player["first_stamp_ns"]):
+                    continue  # not one of our frames
                 graphs.append({
                     "stamp_ns": stamp_ns(msg.header), "recorded_stamp_ns": stamp_ns(msg.header) - offset,
                     "frame_id": msg.header.frame_id,
@@ -161,6 +163,8 @@ def evaluate(bag: Path, recording: Path, player: dict[str, Any], out: Path, num_
     iou = IoUEvaluator(names, lut)
     unmatched = 0
     for stamp, mask in sorted(masks.items()):
+        if stamp < int(player["first_stamp_ns"]):
+            continue  # not one of our frames
         if stamp not in labels:
             unmatched += 1
             continue
@@ -189,7 +193,8 @@ def evaluate(bag: Path, recording: Path, player: dict[str, Any], out: Path, num_
     metrics.update(status="ok", bag=str(bag), recording=str(recording), classes=names)
     metrics["latency_ms"] = {"e2e (camera stamp -> mask received)": metrics.pop("latency_ms")}
     write_json(out / "metrics.json", metrics)
-    lat = ((rec.mask_receive_ns - rec.mask_stamps_ns) / 1e9).tolist()
+    ours = rec.mask_stamps_ns >= offset + int(player["first_stamp_ns"])
+    lat = ((rec.mask_receive_ns[ours] - rec.mask_stamps_ns[ours]) / 1e9).tolist()
     write_report(out, "casseg_ros demo", metrics, panels, {"camera stamp -> mask received": lat},
                  intro=f"The real `casseg_ros` node (separate process, loopback DDS) segmented `{bag.name}` played at "
                        f"its recorded rate; a recorder process captured its outputs into `recording/`. "

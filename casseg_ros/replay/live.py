@@ -210,17 +210,23 @@ def player_main(argv: list[str]) -> int:
     rclpy = _init_rclpy()
     node = rclpy.create_node(f"casseg_player_{os.getpid()}")
     pub = node.create_publisher(msg_class, a.topic, qos_profile_sensor_data)
-    waits = [a.topic] + [t for t in a.wait_subscribers.split(",") if t]
+    waits = [t for t in a.wait_subscribers.split(",") if t]
+
+    def missing() -> list[str]:
+        # Our own topic: a *matched* reader (publisher side), not just one seen in the graph.
+        return ([a.topic] if pub.get_subscription_count() == 0 else []) + [
+            t for t in waits if node.count_subscribers(t) == 0]
+
     deadline = time.monotonic() + a.wait_timeout
-    while not stop.stop and any(node.count_subscribers(t) == 0 for t in waits):
+    while not stop.stop and missing():
         if time.monotonic() > deadline:
-            missing = [t for t in waits if node.count_subscribers(t) == 0]
-            print(f"player: error: no subscriber on {missing} after {a.wait_timeout:.0f} s", file=sys.stderr)
+            absent = missing()
+            print(f"player: error: no subscriber on {absent} after {a.wait_timeout:.0f} s", file=sys.stderr)
             node.destroy_node()
             rclpy.try_shutdown()
             return 1
         time.sleep(0.05)
-    time.sleep(0.5)  # let the remaining endpoint matches complete
+    time.sleep(1.0)  # the subscriber side of the match may complete a little later
     total = a.loop_frames or len(frames)
     t0_ns = time.time_ns()
     offset = t0_ns - int(stamps[0])
@@ -347,8 +353,18 @@ def _diag_int(d: dict[str, str], key: str) -> int | None:
         return None
 
 
-def live_metrics(rec: LiveRecording, published: int, elapsed_s: float) -> dict[str, Any]:
+def live_metrics(rec: LiveRecording, published: int, elapsed_s: float,
+                 first_stamp_ns: int | None = None) -> dict[str, Any]:
+    """Latency/drops of one player run. Masks stamped before the player's first frame are not
+    ours (another publisher in the same domain) and are left out, and counted."""
     from casseg_ros.replay.metrics import percentiles_ms
+
+    foreign = 0
+    if first_stamp_ns is not None:
+        ours = rec.mask_stamps_ns >= first_stamp_ns
+        foreign = int((~ours).sum())
+        rec = LiveRecording(rec.mask_stamps_ns[ours], rec.mask_receive_ns[ours], rec.messages,
+                            rec.last_diagnostics, rec.diagnostics_series)
 
     latency_s = ((rec.mask_receive_ns - rec.mask_stamps_ns) / 1e9).tolist()
     received = int(rec.mask_stamps_ns.size)
@@ -365,6 +381,7 @@ def live_metrics(rec: LiveRecording, published: int, elapsed_s: float) -> dict[s
             "frames_received", "frames_processed", "dropped_in_node", "lost_in_transport", "inputs_rejected",
             "inference_errors", "last_reject_reason", "last_error", "forward_p50_ms", "host_overhead_p50_ms")},
         "errors_in_node": (_diag_int(d, "inputs_rejected") or 0) + (_diag_int(d, "inference_errors") or 0),
+        "foreign_masks_ignored": foreign,
     }
 
 
@@ -412,8 +429,10 @@ def run_phase(children: ChildProcesses, cfg: RealtimeConfig, name: str, work: Pa
     time.sleep(2.0)  # outputs of the last frames are still on their way
     children.stop(f"{name}_recorder")
     info = json.loads(offset_file.read_text())
-    metrics = live_metrics(read_recording(rec_bag, cfg.node), int(info["published"]), float(info["elapsed_s"]))
+    metrics = live_metrics(read_recording(rec_bag, cfg.node), int(info["published"]), float(info["elapsed_s"]),
+                           int(info["offset_ns"]) + int(info["first_stamp_ns"]))
     metrics["recording"] = str(rec_bag)
+    metrics["first_stamp_ns"] = int(info["offset_ns"]) + int(info["first_stamp_ns"])
     return metrics
 
 
@@ -465,16 +484,17 @@ def run_realtime(cfg: RealtimeConfig) -> dict[str, Any]:
     write_json(out / "metrics.json", metrics)
     write_report(out, "casseg_ros live replay (realtime)", {**metrics, **{k: recorded[k] for k in (
         "frames_published", "frames_received", "dropped", "output_fps")}}, [],
-        {"stamp -> mask received": _latencies(recorded["recording"], cfg.node)},
+        {"stamp -> mask received": _latencies(recorded["recording"], cfg.node, recorded["first_stamp_ns"])},
         intro=f"Bag `{cfg.bag}` published on `{cfg.camera_topic}` at the recorded rate "
               f"({recorded['rate_hz']} Hz); node `{cfg.node}`. Max throughput (frames back to back): "
               f"{metrics.get('max_throughput', {}).get('output_fps')} FPS.")
     return metrics
 
 
-def _latencies(bag: str, node: str) -> list[float]:
+def _latencies(bag: str, node: str, first_stamp_ns: int) -> list[float]:
     rec = read_recording(Path(bag), node)
-    return ((rec.mask_receive_ns - rec.mask_stamps_ns) / 1e9).tolist()
+    ours = rec.mask_stamps_ns >= first_stamp_ns
+    return ((rec.mask_receive_ns[ours] - rec.mask_stamps_ns[ours]) / 1e9).tolist()
 
 
 def main(argv: list[str] | None = None) -> int:
