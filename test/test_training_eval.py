@@ -158,3 +158,24 @@ def test_plots(tmp_path):
     plot_confusion_matrix(cm, ["a", "b"], str(tmp_path / "cm.png"))
     plot_per_class_iou({"a": 0.5, "b": None}, str(tmp_path / "iou.png"))
     assert Image.open(tmp_path / "cm.png").size[0] > 100 and Image.open(tmp_path / "iou.png").size[0] > 100
+
+
+def test_instances_match_the_scene_graph_definition():
+    """Our mask instances are exactly the scene graph's instances (8-connected, min_area, score)."""
+    from casseg_ros.perception.scene_graph import extract_scene_graph
+
+    ds = ContextScenes(6, 64, 128, seed=2)
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        lab = ds[i][1].astype(np.int32)
+        conf = rng.random(lab.shape).astype(np.float32)
+        ours = instances_from_class_map(lab, conf, ds.thing_classes, min_area=8)
+        sg = extract_scene_graph(lab, ds.class_names, confidence=conf, min_area=8)
+        theirs = sorted((inst.class_id, tuple(inst.bbox), inst.area, round(inst.score, 4))
+                        for inst in sg.instances if inst.class_id in ds.thing_classes)
+        mine = []
+        for c, mask, score in ours:
+            ys, xs = np.nonzero(mask)
+            mine.append((c, (int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)),
+                         int(mask.sum()), round(score, 4)))
+        assert sorted(mine) == theirs
