@@ -262,3 +262,36 @@ def test_vocabulary_file_renames_labels_and_must_match_the_class_count(in_proces
     node = in_process(checkpoint, vocabulary_file=str(tmp_path / "ok.vocab"))
     assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
     assert node._class_names == names
+
+
+def test_worker_survives_failures_and_processes_the_next_frame(in_process, tmp_path):
+    checkpoint = str(save_checkpoint(tmp_path / "tiny.safetensors", tiny_model(5, img_size=(32, 64))))
+    node = in_process(checkpoint)
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    real_infer, real_mask = node._backend.infer, node._mask_from
+    failures = {"infer": 1, "post": 1}
+
+    def flaky_infer(images):
+        if failures["infer"]:
+            failures["infer"] -= 1
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return real_infer(images)
+
+    def flaky_mask(*args):
+        if failures["post"]:
+            failures["post"] -= 1
+            raise ValueError("post-processing bug (simulated)")
+        return real_mask(*args)
+
+    node._backend.infer, node._mask_from = flaky_infer, flaky_mask
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    msg = encode_raw(synthetic_scene(32, 64, 0), "rgb8")
+    def frames_finished() -> int:
+        return node.stats.inference_errors + node.stats.processing_errors + node.stats.processed
+
+    for step in (1, 2, 3):  # infer fails, post-processing fails, then a frame goes through
+        node._on_image(msg, {})
+        assert probe_until(lambda: frames_finished() == step, 10.0)
+    snap = node.stats.snapshot()
+    assert (snap["inference_errors"], snap["processing_errors"], snap["frames_processed"]) == (1, 1, 1)
+    assert "post-processing bug" in snap["last_error"] and node._worker.is_alive()

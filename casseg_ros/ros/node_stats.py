@@ -49,6 +49,7 @@ class NodeStats:
         self.rejected = 0
         self.max_backlog = 0  # frames that arrived after the one the worker started on
         self.inference_errors = 0
+        self.processing_errors = 0  # failures after inference (post-processing, publishing)
         self.last_reject_reason = ""
         self.last_error = ""
 
@@ -77,6 +78,11 @@ class NodeStats:
         with self._lock:
             self.rejected += 1
             self.last_reject_reason = reason
+
+    def on_processing_error(self, error: str) -> None:
+        with self._lock:
+            self.processing_errors += 1
+            self.last_error = error
 
     def on_inference_error(self, error: str) -> None:
         with self._lock:
@@ -112,6 +118,7 @@ class NodeStats:
                 "inputs_rejected": self.rejected,
                 "max_backlog": self.max_backlog,
                 "inference_errors": self.inference_errors,
+                "processing_errors": self.processing_errors,
                 "last_reject_reason": self.last_reject_reason,
                 "last_error": self.last_error,
             }

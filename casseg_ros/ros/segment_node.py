@@ -398,8 +398,8 @@ class SegmentNode(LifecycleNode):
         if vocabulary_file:
             names, palette = self._display_vocabulary(vocabulary_file, len(names))
         self._class_names, self._palette = names, palette
-        # 0..254 are class ids in mono8, 255 is "unknown"; more classes need mono16.
-        self._mask_encoding = "mono8" if len(names) < UNKNOWN_MONO8 else "mono16"
+        # mono8 holds class ids 0..254 plus 255 "unknown": up to 255 classes; more need mono16.
+        self._mask_encoding = "mono8" if len(names) <= UNKNOWN_MONO8 else "mono16"
         self._create_publishers()
         self._configured = True
         desc = backend.describe()
@@ -448,6 +448,7 @@ class SegmentNode(LifecycleNode):
         except Exception as exc:  # noqa: BLE001
             self.get_logger().error(f"activate failed: {exc}")
             self._stop_worker()
+            super().on_deactivate(state)  # back to inactive: publishers disabled again
             return TransitionCallbackReturn.FAILURE
         self._active = True
         self.get_logger().info(f"active: listening on {self._subscription.topic_name}")
@@ -528,10 +529,16 @@ class SegmentNode(LifecycleNode):
                 # Frames that reached the node after this one and still wait: a queue would make
                 # this grow with every frame the model cannot keep up with; here it must stay 0.
                 self.stats.on_started(arrival_index)
-                self.process_frame(msg)
+                try:
+                    self.process_frame(msg)
+                except Exception as exc:  # noqa: BLE001 - a bug on one frame must not end the worker
+                    self.stats.on_processing_error(f"{type(exc).__name__}: {exc}")
+                    self.get_logger().error(f"processing failed: {exc}\n{traceback.format_exc()}",
+                                            throttle_duration_sec=_WARN_THROTTLE_S)
 
     def process_frame(self, msg: Image | CompressedImage) -> None:
-        """Decode, segment and publish one frame. Never raises: bad input is counted and logged."""
+        """Decode, segment and publish one frame. Bad input and inference failures are counted and
+        logged, not raised."""
         t_start, cpu_start = time.perf_counter(), time.thread_time()
         live = self._live
         try:
