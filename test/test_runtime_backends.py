@@ -186,3 +186,18 @@ def test_static_backend_without_input_size_uses_model_size(checkpoints, onnx_cac
     be = create_backend("onnxruntime", onnx_path, input_size=None, num_threads=1)
     be.load()
     assert be.input_size == (96, 160)
+
+
+def test_provider_order_tensorrt_cuda_cpu():
+    from casseg_ros.runtime.onnx_backend import select_providers
+
+    allp = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    chosen = select_providers("cuda:1", "fp16", available=allp, trt_cache_dir="/tmp/x")
+    assert [c[0] if isinstance(c, tuple) else c for c in chosen] == allp
+    assert chosen[0][1]["trt_fp16_enable"] is True and chosen[0][1]["device_id"] == 1
+    assert chosen[1] == ("CUDAExecutionProvider", {"device_id": 1})
+    only_cuda = select_providers("cuda", "fp32", available=["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert [c[0] if isinstance(c, tuple) else c for c in only_cuda] == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert select_providers("cpu", available=allp) == ["CPUExecutionProvider"]
+    with pytest.raises(BackendUnavailable, match="onnxruntime-gpu"):
+        select_providers("cuda", available=["CPUExecutionProvider"])

@@ -113,9 +113,10 @@ def select_providers(device: str, precision: str = "fp32", available: list[str] 
     dev_id = int(device.split(":")[1]) if ":" in device else 0
     chosen: list = []
     if "TensorrtExecutionProvider" in available:
-        trt_opts = {"device_id": dev_id, "trt_fp16_enable": precision == "fp16",
-                    "trt_bf16_enable": precision == "bf16", "trt_engine_cache_enable": True,
+        trt_opts = {"device_id": dev_id, "trt_fp16_enable": precision == "fp16", "trt_engine_cache_enable": True,
                     "trt_engine_cache_path": trt_cache_dir or str(Path("~/.cache/casseg_ros/ort_trt").expanduser())}
+        if precision == "bf16":  # only newer ORT builds know this option; pass it only when asked for
+            trt_opts["trt_bf16_enable"] = True
         chosen.append(("TensorrtExecutionProvider", trt_opts))
     if "CUDAExecutionProvider" in available:
         chosen.append(("CUDAExecutionProvider", {"device_id": dev_id}))

@@ -55,7 +55,7 @@ def build_engine(onnx_bytes: bytes, precision: str = "fp16", workspace_bytes: in
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_bytes))
     if precision == "fp16":
-        if not builder.platform_has_fast_fp16:
+        if not getattr(builder, "platform_has_fast_fp16", True):  # deprecated in TRT 10, may be absent
             raise BackendUnavailable("backend 'tensorrt' precision 'fp16' needs a GPU with fast FP16")
         config.set_flag(trt.BuilderFlag.FP16)
     elif precision == "bf16":
