@@ -231,7 +231,9 @@ def player_main(argv: list[str]) -> int:
     t0_ns = time.time_ns()
     offset = t0_ns - int(stamps[0])
     if a.offset_file:
+        # At rate_scale 1, published stamp = recorded stamp + offset_ns (how outputs map back to frames).
         atomic_write_text(a.offset_file, json.dumps({"offset_ns": offset, "first_stamp_ns": int(stamps[0]),
+                                                     "t0_ns": t0_ns, "rate_scale": a.rate_scale,
                                                      "span_ns": span, "frames_in_bag": len(frames)}))
     print(f"player: publishing {total} frames on {a.topic} "
           f"({'back to back' if a.back_to_back else f'{1e9 / period * a.rate_scale:.1f} Hz'})", flush=True)
@@ -241,9 +243,10 @@ def player_main(argv: list[str]) -> int:
         if stop.stop:
             break
         i, loop = k % len(frames), k // len(frames)
-        stamp = int(stamps[i]) + offset + loop * span
+        # Recorded spacing divided by rate_scale, so stamps stay "now" at any playback speed.
+        stamp = t0_ns + int((int(stamps[i]) - int(stamps[0]) + loop * span) / a.rate_scale)
         if not a.back_to_back:
-            delay = (stamp - t0_ns) / 1e9 / a.rate_scale - (time.monotonic() - t_mono0)
+            delay = (stamp - t0_ns) / 1e9 - (time.monotonic() - t_mono0)
             if delay > 0:
                 time.sleep(delay)
         else:
@@ -379,8 +382,8 @@ def live_metrics(rec: LiveRecording, published: int, elapsed_s: float,
         "latency_ms": percentiles_ms(latency_s),
         "node_diagnostics": {k: d.get(k) for k in (
             "frames_received", "frames_processed", "dropped_in_node", "lost_in_transport", "inputs_rejected",
-            "inference_errors", "last_reject_reason", "last_error", "forward_p50_ms", "host_overhead_p50_ms")},
-        "errors_in_node": (_diag_int(d, "inputs_rejected") or 0) + (_diag_int(d, "inference_errors") or 0),
+            "inference_errors", "processing_errors", "last_reject_reason", "last_error", "forward_p50_ms", "host_overhead_p50_ms")},
+        "errors_in_node": sum(_diag_int(d, k) or 0 for k in ("inputs_rejected", "inference_errors", "processing_errors")),
         "foreign_masks_ignored": foreign,
     }
 

@@ -50,16 +50,14 @@ class FramePipeline:
         vocabulary = backend.vocabulary
         self.class_names = list(vocabulary.names)
         self.palette = np.asarray(vocabulary.palette, dtype=np.uint8)
-        # 0..254 are class ids in mono8, 255 is "unknown"; more classes need mono16 (as the node).
-        self.mask_encoding = "mono8" if len(self.class_names) < UNKNOWN_MONO8 else "mono16"
+        # Up to 255 classes (ids 0..254) fit mono8 next to 255 = "unknown"; more need mono16 (as the node).
+        self.mask_encoding = "mono8" if len(self.class_names) <= UNKNOWN_MONO8 else "mono16"
+        self.unknown_id = UNKNOWN_MONO8 if self.mask_encoding == "mono8" else UNKNOWN_MONO16
 
     def mask_from(self, class_ids: np.ndarray, confidence: np.ndarray) -> np.ndarray:
-        if self.mask_encoding == "mono8":
-            mask, unknown = class_ids.astype(np.uint8), UNKNOWN_MONO8
-        else:
-            mask, unknown = class_ids.astype(np.uint16), UNKNOWN_MONO16
+        mask = class_ids.astype(np.uint8 if self.mask_encoding == "mono8" else np.uint16)
         if self.settings.score_threshold > 0.0:
-            mask[confidence < self.settings.score_threshold] = unknown
+            mask[confidence < self.settings.score_threshold] = self.unknown_id
         return mask
 
     def process(self, rgb: np.ndarray) -> FrameResult:
@@ -71,7 +69,7 @@ class FramePipeline:
         mask = self.mask_from(class_ids, confidence)
         overlay = make_overlay(rgb, mask, self.palette, self.settings.overlay_alpha)
         graph = extract_scene_graph(mask, self.class_names, confidence, result.adjacency[0],
-                                    min_area=self.settings.min_instance_area)
+                                    min_area=self.settings.min_instance_area, ignore_ids=(self.unknown_id,))
         t2 = time.perf_counter()
         return FrameResult(class_ids, confidence, mask, self.mask_encoding, overlay, graph,
                            forward_s=t1 - t0, host_s=t2 - t1)
