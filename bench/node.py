@@ -8,9 +8,10 @@ Writes out/bench/node.json:
 - p99_over_model: with a 30 Hz camera and a model slower than 30 Hz, p99 latency ÷ median
   forward. Latest-frame-wins bounds it by (forward + one camera period + overhead) / forward.
   Goal <= 2.0.
-- max_backlog: in that run, the most frames that had reached the node after the frame the worker
-  started on (the node's `max_backlog` diagnostic; a FIFO queue would grow without bound).
-  Goal 0.
+- max_backlog: in that run, the most frames still buffered in the node behind the frame the
+  worker started on (the node's `max_backlog` diagnostic, measured in the buffer at each take; a
+  FIFO queue would grow by one per frame the model cannot keep up with). Goal 0. Frames the
+  model could not keep up with are dropped instead: `dropped_in_node` in the details.
 - host_overhead_ms: median per-frame node time excluding the forward pass (decode, mask,
   confidence, overlay, scene graph, markers, all publishing) at 512x1024 with every output
   subscribed — the node's `host_overhead_p50_ms` diagnostic in the 30 Hz run. Goal <= 10.

@@ -34,8 +34,8 @@ def test_slot_keeps_only_the_newest_frame_and_counts_drops():
     assert slot.put("a") is False
     assert slot.put("b") is True and slot.put("c") is True
     assert slot.dropped == 2
-    frame, arrival = slot.take(timeout=0.1)
-    assert frame == "c" and arrival <= time.monotonic()
+    taken = slot.take(timeout=0.1)
+    assert taken.item == "c" and taken.arrival <= time.monotonic() and taken.backlog == 0
     assert slot.take(timeout=0.05) is None  # empty again: nothing queued behind the newest
 
 
@@ -47,7 +47,7 @@ def test_slot_wakes_a_waiting_worker_on_put_and_on_close():
     time.sleep(0.05)
     slot.put("frame")
     worker.join(2.0)
-    assert got and got[0][0] == "frame"
+    assert got and got[0].item == "frame"
     waiter = threading.Thread(target=lambda: got.append(slot.take(timeout=5.0)))
     waiter.start()
     time.sleep(0.05)
@@ -67,7 +67,8 @@ def test_stats_count_transport_losses_from_sequence_gaps():
     snap = stats.snapshot()
     assert snap["frames_received"] == 6 and snap["lost_in_transport"] == 2 + 3
     assert snap["dropped_in_node"] == 1 and snap["dropped_frames"] == 6
-    stats.on_started(arrival_index=3)  # a FIFO would start on an old frame: 3 newer ones waited
+    stats.on_started(backlog=0)
+    stats.on_started(backlog=3)  # what a FIFO reports when it starts on a frame with 3 behind it
     assert stats.snapshot()["max_backlog"] == 3
 
 

@@ -10,9 +10,15 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Generic, Optional, TypeVar
+from typing import Generic, NamedTuple, Optional, TypeVar
 
 T = TypeVar("T")
+
+
+class TakenFrame(NamedTuple, Generic[T]):
+    item: T
+    arrival: float  # time.monotonic() when it was put
+    backlog: int  # frames still buffered behind it when it was taken (a queue's length - 1)
 
 
 class LatestFrameSlot(Generic[T]):
@@ -34,15 +40,17 @@ class LatestFrameSlot(Generic[T]):
             self._cond.notify()
             return replaced
 
-    def take(self, timeout: float | None = None) -> tuple[T, float] | None:
-        """Wait for a frame; return (frame, monotonic arrival time), or None on timeout / close."""
+    def take(self, timeout: float | None = None) -> TakenFrame[T] | None:
+        """Wait for the newest frame; None on timeout or close."""
         with self._cond:
             if not self._cond.wait_for(lambda: self._item is not None or self._closed, timeout):
                 return None
             if self._item is None:  # closed and empty
                 return None
             item, self._item = self._item, None
-            return item, self._arrival
+            # One slot: nothing can be left behind the frame taken. Measured, not assumed, so the
+            # diagnostic would show it if the buffer ever became a queue.
+            return TakenFrame(item, self._arrival, int(self._item is not None))
 
     def close(self) -> bool:
         """Wake the worker for good; later `take` calls return None at once.

@@ -47,14 +47,14 @@ class NodeStats:
         self._last_sequence: dict[bytes, int] = {}
         self.processed = 0
         self.rejected = 0
-        self.max_backlog = 0  # frames that arrived after the one the worker started on
+        self.max_backlog = 0  # most frames still buffered when the worker started on one
         self.inference_errors = 0
         self.processing_errors = 0  # failures after inference (post-processing, publishing)
         self.last_reject_reason = ""
         self.last_error = ""
 
-    def on_received(self, publisher: bytes | None = None, sequence: int | None = None) -> int:
-        """Count an arriving frame; returns its arrival index (1-based)."""
+    def on_received(self, publisher: bytes | None = None, sequence: int | None = None) -> None:
+        """Count an arriving frame; `sequence` gaps per publisher count as lost in transport."""
         with self._lock:
             self.received += 1
             self._input_rate.tick(time.monotonic())
@@ -63,12 +63,11 @@ class NodeStats:
                 if last is not None and sequence > last + 1:
                     self.lost_in_transport += sequence - last - 1
                 self._last_sequence[publisher] = sequence
-            return self.received
 
-    def on_started(self, arrival_index: int) -> None:
-        """The worker starts on the frame that arrived `arrival_index`-th."""
+    def on_started(self, backlog: int) -> None:
+        """The worker starts on a frame with `backlog` frames still buffered behind it."""
         with self._lock:
-            self.max_backlog = max(self.max_backlog, self.received - arrival_index)
+            self.max_backlog = max(self.max_backlog, backlog)
 
     def on_dropped(self) -> None:
         with self._lock:

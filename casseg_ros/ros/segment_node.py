@@ -515,22 +515,19 @@ class SegmentNode(LifecycleNode):
     # ------------------------------------------------------------------ data path
     def _on_image(self, msg: Image | CompressedImage, info: dict) -> None:
         """Executor thread: hand the frame over and return; never decode or infer here."""
-        arrival_index = self.stats.on_received(publisher=_publisher_key(info),
-                                               sequence=info.get("publication_sequence_number"))
+        self.stats.on_received(publisher=_publisher_key(info), sequence=info.get("publication_sequence_number"))
         slot = self._slot
-        if slot is not None and slot.put((msg, arrival_index)):
+        if slot is not None and slot.put(msg):
             self.stats.on_dropped()
 
     def _worker_loop(self, slot: LatestFrameSlot) -> None:
         while not slot.closed:
             taken = slot.take(timeout=_WORKER_POLL_S)
             if taken is not None:
-                (msg, arrival_index), _ = taken
-                # Frames that reached the node after this one and still wait: a queue would make
-                # this grow with every frame the model cannot keep up with; here it must stay 0.
-                self.stats.on_started(arrival_index)
+                # A queue would grow by one with every frame the model cannot keep up with.
+                self.stats.on_started(taken.backlog)
                 try:
-                    self.process_frame(msg)
+                    self.process_frame(taken.item)
                 except Exception as exc:  # noqa: BLE001 - a bug on one frame must not end the worker
                     self.stats.on_processing_error(f"{type(exc).__name__}: {exc}")
                     self.get_logger().error(f"processing failed: {exc}\n{traceback.format_exc()}",
