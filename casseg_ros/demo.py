@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -211,6 +212,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=170.0, help="seconds for the live part")
     a = p.parse_args(argv)
     t0 = time.monotonic()
+
+    def terminate(signum, frame):  # SIGTERM (e.g. `kill`, a CI timeout): clean up like Ctrl-C
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, terminate)
     try:
         if not a.bag.is_file() and not a.bag.is_dir():
             raise DemoError(f"demo recording {a.bag} not found (generate it: python scripts/make_demo_bag.py)")
@@ -231,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     except (DemoError, BagError) as exc:
         print(f"demo: error: {exc}", file=sys.stderr)
         return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     lat, iou = metrics["latency_ms"]["e2e (camera stamp -> mask received)"], metrics["iou"]
     print(f"demo: {metrics['frames_received']}/{metrics['frames_published']} frames segmented by the node, "
           f"latency p50 {lat['p50']} ms p99 {lat['p99']} ms, mIoU {iou['miou']} "

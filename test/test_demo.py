@@ -89,17 +89,17 @@ def test_camera_killed_mid_stream_and_restarted_node_recovers(tmp_path, tiny_ckp
             children.check_alive("node", "recorder", "camera1")
             assert time.monotonic() < deadline, children.log_tail("node")
             time.sleep(0.2)
-        time.sleep(3.0)
+        time.sleep(2.0)
         os.killpg(first.pid, signal.SIGKILL)  # the camera driver crashes mid-stream
         first.wait(10)
         killed_ns = time.time_ns()
-        time.sleep(1.5)
+        time.sleep(1.0)
         children.start("camera2", player("camera2"))
         deadline = time.monotonic() + 60
         while not (tmp_path / "camera2.json").exists():
             assert time.monotonic() < deadline
             time.sleep(0.2)
-        time.sleep(3.0)
+        time.sleep(2.0)
         children.stop("camera2")
         time.sleep(1.0)
         assert node.poll() is None, "node died"
@@ -107,8 +107,8 @@ def test_camera_killed_mid_stream_and_restarted_node_recovers(tmp_path, tiny_ckp
     rec = read_recording(recording)
     before = int((rec.mask_stamps_ns < killed_ns).sum())
     after = int((rec.mask_stamps_ns > killed_ns).sum())
-    assert before >= 10, before
-    assert after >= 10, f"node did not resume after the camera restart ({after} masks)"
+    assert before >= 8, before
+    assert after >= 8, f"node did not resume after the camera restart ({after} masks)"
     assert rec.last_diagnostics.get("inference_errors") == "0"
 
 
@@ -126,3 +126,30 @@ def test_realtime_mode_measures_the_live_node(tmp_path, tiny_ckpt, demo_bag):
     thr = m["max_throughput"]
     assert thr["frames_published"] == 600 and thr["frames_received"] > 5 and thr["output_fps"] > 1
     assert (out / "report.md").is_file()
+
+
+def test_demo_ctrl_c_stops_every_child(tmp_path, tiny_ckpt, demo_bag):
+    import subprocess
+
+    import psutil
+
+    from casseg_ros.replay.live import loopback_env, random_domain_id
+
+    slow_bag = make_demo_bag_module().build(tmp_path / "slow.mcap", frames=200, height=64, width=128, rate_hz=10.0)
+    proc = subprocess.Popen([sys.executable, "-m", "casseg_ros.demo", "--out", str(tmp_path / "demo"), "--bag",
+                             str(slow_bag), "--model", str(tiny_ckpt)], env=loopback_env(random_domain_id()),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    children: list = []
+    deadline = time.monotonic() + 90
+    for line in proc.stdout:
+        if "playing the recording" in line:
+            break
+        assert time.monotonic() < deadline
+    children = psutil.Process(proc.pid).children(recursive=True)
+    assert len(children) >= 3  # node, recorder, player (and their re-exec'd interpreters)
+    proc.send_signal(signal.SIGINT)
+    rest = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 130, rest
+    assert "interrupted" in rest
+    gone, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive, f"children left running: {alive}"

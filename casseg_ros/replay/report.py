@@ -102,6 +102,10 @@ def write_report(out_dir: Path, title: str, metrics: dict[str, Any], overlays: l
                                        "fps_wall", "output_fps", "wall_s") if k in metrics]
     if facts:
         lines += ["| quantity | value |", "|---|---|"] + [f"| {k} | {_fmt(v)} |" for k, v in facts] + [""]
+    diag = metrics.get("node_diagnostics")
+    if diag:
+        lines += ["Node-side counters (its last `/diagnostics`):", "", "| key | value |", "|---|---|"]
+        lines += [f"| {k} | {v if v not in (None, '') else '–'} |" for k, v in diag.items()] + [""]
     if metrics.get("skipped_by_reason"):
         lines += ["## Skipped frames", "", "| reason | frames |", "|---|---|"]
         lines += [f"| {r} | {n} |" for r, n in metrics["skipped_by_reason"].items()] + [""]
