@@ -177,7 +177,8 @@ def run_phase(args, checkpoint: Path, rate_hz: float, seconds: float, name: str)
         logs.cleanup()
     if len(latency) < 5 or not diag:
         raise RuntimeError(f"phase {name}: only {len(latency)} masks received, diagnostics {bool(diag)}")
-    return {"latency_s": latency, "diagnostics": diag, "camera_rate_hz": rate_hz}
+    return {"latency_s": latency, "diagnostics": diag, "camera_rate_hz": rate_hz,
+            "camera_seconds": seconds + warmup}
 
 
 def main() -> int:
@@ -226,8 +227,10 @@ def main() -> int:
                 "host_overhead_mean_ms": float(sat_diag["host_overhead_mean_ms"]),
                 "host_overhead_p99_ms": float(sat_diag["host_overhead_p99_ms"]),
                 "forward_p99_ms": float(sat_diag["forward_p99_ms"]),
-                "input_rate_hz": float(sat_diag["input_rate_hz"]),
-                "output_rate_hz": float(sat_diag["output_rate_hz"]),
+                # Whole run (the node's own rates are over its last 5 s, which end after the camera).
+                "received_rate_hz": int(sat_diag["frames_received"]) / saturated["camera_seconds"],
+                "processed_rate_hz": int(sat_diag["frames_processed"]) / saturated["camera_seconds"],
+                "frames_received": int(sat_diag["frames_received"]),
                 "dropped_in_node": int(sat_diag["dropped_in_node"]),
                 "lost_in_transport": int(sat_diag["lost_in_transport"]),
             },
