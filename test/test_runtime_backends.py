@@ -201,3 +201,15 @@ def test_provider_order_tensorrt_cuda_cpu():
     assert select_providers("cpu", available=allp) == ["CPUExecutionProvider"]
     with pytest.raises(BackendUnavailable, match="onnxruntime-gpu"):
         select_providers("cuda", available=["CPUExecutionProvider"])
+
+
+def test_torch_backend_gives_the_model_canonical_strides(checkpoints):
+    """img[None] has a stride-0 batch axis in numpy; torch.compile would recompile on it."""
+    path, model = checkpoints["baseline"]
+    be = create_backend("torch", path, input_size=SIZE, model=model, num_threads=1)
+    be.load()
+    seen = []
+    inner = be._module
+    be._module = lambda x: (seen.append(x.stride()), inner(x))[1]
+    be.infer(_images(1)[0][None])
+    assert seen == [(SIZE[0] * SIZE[1] * 3, SIZE[1] * 3, 3, 1)]

@@ -76,6 +76,10 @@ class TorchBackend(Backend):
         import torch
 
         x = torch.from_numpy(images)
+        if x.stride() != self._canonical_strides(x.shape):
+            # numpy gives inserted size-1 axes (img[None]) stride 0; same memory, but torch.compile
+            # guards on strides and would recompile (minutes on a CPU) on the first such frame.
+            x = x.as_strided(x.shape, self._canonical_strides(x.shape))
         with torch.inference_mode():
             if self._cuda:
                 x = x.pin_memory().to(self._device, non_blocking=True)
@@ -88,6 +92,14 @@ class TorchBackend(Backend):
             out = [t.cpu() for t in out] if self._cuda else out
         ids, conf, scores, adj = (t.numpy() for t in out)
         return InferenceResult(ids.astype(np.int32, copy=False), conf, scores, adj)
+
+    @staticmethod
+    def _canonical_strides(shape) -> tuple[int, ...]:
+        strides, acc = [], 1
+        for n in reversed(shape):
+            strides.append(acc)
+            acc *= int(n)
+        return tuple(reversed(strides))
 
     def describe(self) -> dict[str, Any]:
         d = super().describe()
