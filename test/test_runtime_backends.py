@@ -213,3 +213,17 @@ def test_torch_backend_gives_the_model_canonical_strides(checkpoints):
     be._module = lambda x: (seen.append(x.stride()), inner(x))[1]
     be.infer(_images(1)[0][None])
     assert seen == [(SIZE[0] * SIZE[1] * 3, SIZE[1] * 3, 3, 1)]
+
+
+def test_onnxruntime_optimized_graph_cache(checkpoints, tmp_path):
+    path, model = checkpoints["full"]
+    onnx_path = export_model(model, tmp_path / "f.onnx", SIZE)
+    images = _images(1)
+    first = create_backend("onnxruntime", onnx_path, input_size=SIZE, num_threads=1, optimized_cache=True)
+    r1 = first.infer(images)
+    cached = list(tmp_path.glob("f.ort*-cpu-opt.onnx"))
+    assert len(cached) == 1
+    second = create_backend("onnxruntime", onnx_path, input_size=SIZE, num_threads=1, optimized_cache=True)
+    r2 = second.infer(images)  # loads the saved optimised graph (optimisation off)
+    assert (r1.class_ids == r2.class_ids).all()
+    np.testing.assert_allclose(r1.confidence, r2.confidence, atol=1e-5)
