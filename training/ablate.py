@@ -57,6 +57,16 @@ def measure_latency(models: dict, input_hw: tuple[int, int], rounds: int = 30, w
     return out
 
 
+def pair_confusion(confmat, names, pair=("car", "boat")):
+    """Share of the pair's ground-truth pixels predicted as the *other* class of the pair: the
+    error that only context can fix in context scenes (None when the classes do not exist)."""
+    if not all(p in names for p in pair):
+        return None
+    a, b = (names.index(p) for p in pair)
+    total = sum(confmat[a]) + sum(confmat[b])
+    return (confmat[a][b] + confmat[b][a]) / total if total else None
+
+
 def fmt(v, scale=100.0, digits=1):
     return "—" if v is None else f"{scale * v:.{digits}f}"
 
@@ -88,6 +98,10 @@ def run_ablation(preset: str, out_root: str, steps: int | None, overrides: list[
                    "miou": m["val_miou"], "map": m["val_map"], "per_class_iou": m["per_class_iou"],
                    "train_wall_s": None if done else round(time.time() - t0, 1),
                    "model": {k: cfg.model[k] for k in ("fusion", "graph", "contrastive")}}
+        ev_path = os.path.join(cfg.train.out_dir, "eval_val", "metrics.json")
+        if os.path.isfile(ev_path):
+            rows[v]["pair_confusion"] = pair_confusion(json.load(open(ev_path))["confusion_matrix"],
+                                                       list(m["per_class_iou"]))
         input_hw = (cfg.data.height, cfg.data.width) if dname == "context_scenes" else tuple(cfg.data.crop_size)
         num_threads = cfg.train.num_threads
     if num_threads:
@@ -135,7 +149,7 @@ def markdown(res: dict) -> str:
     rows = res["variants"]
     pair = [c for c in ("car", "boat") if any(c in r["per_class_iou"] for r in rows.values())]
     hdr = "| variant | fusion | graph | contrastive | mIoU | Δ mIoU | mAP | Δ mAP | " + \
-          " | ".join(f"IoU {c}" for c in pair) + (" | " if pair else "") + "latency median (ms) | × baseline |"
+          " | ".join(f"IoU {c}" for c in pair) + (" | car↔boat confused (%) | " if pair else "") + "latency median (ms) | × baseline |"
     lines = [f"Preset `{res['preset']}` — `{res['command']}` ({res['date_utc']}, "
              f"{res['hardware']['cpu_count']}-core CPU, torch {res['hardware']['torch']}, "
              f"{res['hardware']['torch_threads']} threads; latency: batch 1, "
@@ -147,6 +161,8 @@ def markdown(res: dict) -> str:
                  fmt(r["miou"]), ("—" if v == "baseline" else f"{100 * r['delta_miou']:+.1f}"),
                  fmt(r["map"]), ("—" if v == "baseline" or r.get("delta_map") is None else f"{100 * r['delta_map']:+.1f}")]
         cells += [fmt(r["per_class_iou"].get(c)) for c in pair]
+        if pair:
+            cells.append(fmt(r.get("pair_confusion"), digits=2))
         cells += [f"{r['latency']['median_ms']:.1f}", f"{r['latency_ratio']:.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
     if "goal" in res:

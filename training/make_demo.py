@@ -47,9 +47,13 @@ def main(argv=None) -> int:
     pc = row["per_class_iou"]
     iou_lines = "\n".join(f"| {k} | {'—' if v is None else f'{100 * v:.1f}'} |" for k, v in pc.items())
     mc = model.config
+    loss_text = (f"CE + {cfg.loss.contrastive_weight:g}·contrastive (τ = {cfg.loss.temperature:g})" if mc.contrastive
+                 else "cross-entropy only")
+    why = (f"chosen with `--variant {name}`" if a.variant else "the variant with the highest validation mIoU")
+    others = ", ".join(f"{v} {100 * r['miou']:.1f}" for v, r in rows.items())
     card = f"""# casseg_demo.safetensors — model card
 
-**What it is.** The `{name}` variant of the context-scenes ablation (`training/configs/{name}_context_scenes.yaml`):
+**What it is.** The `{name}` variant ({why}; ablation mIoU: {others}) of the context-scenes ablation (`training/configs/{name}_context_scenes.yaml`):
 ContextSegmentor with a `{mc.backbone}` Swin backbone (random init, no pretraining), decoder width {mc.decoder_dim},
 output stride {mc.output_stride}, fusion={mc.fusion}, graph={mc.graph}, contrastive loss={mc.contrastive};
 {row['params_m']} M parameters, {size_mb:.1f} MB safetensors (sha256 `{sha[:16]}…`). Weights, model config and
@@ -64,15 +68,15 @@ train seed {cfg.data.seed} ({cfg.data.num_train} scenes available, {row['steps']
 Cars and boats are drawn with the identical appearance model (same blob, same shadow); only the scene
 (road vs water) tells them apart.
 
-**Training.** Adam, lr {cfg.optim.lr:g}, constant schedule, batch {cfg.optim.batch_size}, CE + {cfg.loss.contrastive_weight:g}·contrastive
-(τ = {cfg.loss.temperature:g}), random scale {tuple(cfg.data.scale_range)}, crop, horizontal flip, photometric jitter;
+**Training.** Adam, lr {cfg.optim.lr:g}, constant schedule, batch {cfg.optim.batch_size}, {loss_text},
+random scale {tuple(cfg.data.scale_range)}, crop, horizontal flip, photometric jitter;
 CPU, {res['hardware']['torch_threads']} threads, shared 2-core machine.
 
 **Exact commands.**
 
 ```bash
 python -m training.ablate --preset context-scenes     # trains + evaluates the 5 variants -> out/ablation/
-python -m training.make_demo                          # picks the best variant -> models/
+python -m training.make_demo{f" --variant {name}" if a.variant else ""}{" " * (22 - (len(name) + 11 if a.variant else 0))}# -> models/casseg_demo.safetensors + this card
 python -m training.evaluate --checkpoint models/casseg_demo.safetensors \\
     --config training/configs/{name}_context_scenes.yaml --out out/demo_eval
 ```
