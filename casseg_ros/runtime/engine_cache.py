@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .fileio import atomic_write_bytes
+from casseg_ros.fileio import atomic_write_bytes
 
 __all__ = ["EngineCacheKey", "EngineCache", "file_sha256", "default_cache_dir"]
 

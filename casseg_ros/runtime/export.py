@@ -233,7 +233,7 @@ def _main(args) -> int:
     for k, v in report.items():
         print(f"{k}: {v}")
     if args.json:
-        from .fileio import atomic_write_bytes
+        from casseg_ros.fileio import atomic_write_bytes
 
         atomic_write_bytes(args.json, json.dumps(report, indent=2).encode())
     if not ok:

@@ -23,7 +23,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from .fileio import atomic_write_bytes
+from casseg_ros.fileio import atomic_write_bytes
 
 if TYPE_CHECKING:  # torch is imported lazily so that the cache/file helpers stay light
     import torch

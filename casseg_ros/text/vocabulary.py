@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from casseg_ros.fileio import atomic_write_bytes
 from casseg_ros.perception.palette import default_palette
 
 __all__ = ["Vocabulary", "VocabularyError", "METADATA_KEY", "FORMAT_NAME"]
@@ -130,23 +130,7 @@ class Vocabulary:
 
         A crash or error mid-write leaves any previous file untouched and no temp file behind.
         """
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        data = self.to_bytes()
-        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp_name, path)
-        except BaseException:
-            try:
-                os.unlink(tmp_name)
-            except FileNotFoundError:
-                pass
-            raise
-        return path
+        return atomic_write_bytes(path, self.to_bytes())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Vocabulary":
