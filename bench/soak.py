@@ -64,8 +64,6 @@ def main(argv: list[str] | None = None) -> int:
     from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
 
-    from casseg_ros.replay.bag import _header_stamp_of  # noqa: F401 (same stamp parsing as the tools)
-
     rclpy.init()
     monitor = rclpy.create_node("casseg_soak_monitor")
     lock = threading.Lock()

@@ -8,7 +8,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from replay_helpers import make_demo_bag_module, tiny_context_checkpoint

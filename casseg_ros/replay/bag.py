@@ -186,7 +186,7 @@ class BagFrame:
     label_note: str | None = None  # why label_raw is None although a label topic was given
 
 
-def _header_stamp_of(raw: bytes, msgtype: str) -> int:
+def header_stamp_of(raw: bytes, msgtype: str) -> int:
     """Header stamp straight from CDR (sec int32, nanosec uint32 after the 4-byte encapsulation):
     pairing images with labels must not deserialise whole images twice."""
     if len(raw) < 12:
@@ -235,14 +235,14 @@ class FrameStream:
                         yield frame
                         continue
                     try:
-                        stamp = _header_stamp_of(raw, conn.msgtype)
+                        stamp = header_stamp_of(raw, conn.msgtype)
                     except ValueError:
                         yield frame  # the pipeline rejects it with the decode error
                         continue
                     pending.append((stamp, frame, 0))
                 else:
                     try:
-                        labels[_header_stamp_of(raw, conn.msgtype)] = raw
+                        labels[header_stamp_of(raw, conn.msgtype)] = raw
                     except ValueError:
                         pass
                 # Emit, in order, every pending image whose label is here or will not come.

@@ -31,7 +31,7 @@ import numpy as np
 
 from casseg_ros.replay.bag import (
     IMAGE_TYPE, IMAGE_TYPES, LABEL_INFO_TYPE, SCENE_GRAPH_TYPE, BagError, OutputBag, find_connection,
-    open_reader, typestore,
+    header_stamp_of, open_reader, typestore,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -159,9 +159,7 @@ def load_frames(bag: Path, image_topic: str | None, max_frames: int | None = Non
         frames = []
         for _, _, raw in reader.messages(connections=[conn]):
             raw = bytes(raw)
-            from casseg_ros.replay.bag import _header_stamp_of
-
-            frames.append((_header_stamp_of(raw, conn.msgtype), raw))
+            frames.append((header_stamp_of(raw, conn.msgtype), raw))
             if max_frames and len(frames) >= max_frames:
                 break
     finally:
@@ -336,9 +334,7 @@ def read_recording(bag_path: Path, node: str = "/casseg_ros") -> LiveRecording:
         for conn, log_time, raw in reader.messages():
             counts[conn.topic] = counts.get(conn.topic, 0) + 1
             if conn.topic == f"{ns}/mask":
-                from casseg_ros.replay.bag import _header_stamp_of
-
-                stamps.append(_header_stamp_of(bytes(raw), IMAGE_TYPE))
+                stamps.append(header_stamp_of(bytes(raw), IMAGE_TYPE))
                 received.append(log_time)
             elif conn.topic == "/diagnostics":
                 msg = store.deserialize_cdr(raw, DIAGNOSTICS_TYPE)

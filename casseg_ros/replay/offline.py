@@ -197,7 +197,8 @@ def run_replay(cfg: ReplayConfig) -> dict[str, Any]:
             try:
                 msg = deserialize_message(frame.raw, msg_class)
             except Exception as exc:  # noqa: BLE001 - rclpy raises RMWError for malformed CDR
-                stats.skip(frame.index, None, f"undecodable {image_conn.msgtype} message ({len(frame.raw)} bytes)")
+                stats.skip(frame.index, None, f"undecodable {image_conn.msgtype} message "
+                                              f"({type(exc).__name__}, {len(frame.raw)} bytes)")
                 continue
             stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
             try:
@@ -269,10 +270,8 @@ def run_replay(cfg: ReplayConfig) -> dict[str, Any]:
         metrics["status"] = "ok" if not stats.errors else "incomplete"
         metrics["iou"] = iou.result() if iou is not None else None
         metrics["output_bag"] = {"path": str(bag_path), "messages": dict(out_bag.counts)}
-        from casseg_ros.replay.report import write_json as _wj
-
-        _wj(out_dir / "scene_graphs.json", {"frames": scene_graphs})
-        _wj(out_dir / "metrics.json", metrics)
+        write_json(out_dir / "scene_graphs.json", {"frames": scene_graphs})
+        write_json(out_dir / "metrics.json", metrics)
         write_report(out_dir, "casseg_ros replay", metrics, overlays,
                      {"total": stats.total_s, "forward": stats.forward_s},
                      intro=f"Bag `{cfg.bag}`, image topic `{image_conn.topic}`, model `{cfg.model_path}` "
