@@ -11,7 +11,7 @@ Topics (all stamped with one header per frame, 10 Hz):
   /camera/labels      sensor_msgs/Image mono8      ground-truth class ids (255 = ignore)
   /camera/label_info  casseg_msgs/LabelInfo        names/colours of those ids (one message, first)
 
-Usage: python scripts/make_demo_bag.py [--out data/demo.mcap] [--frames 60] [--height 128 --width 256]
+Usage: python scripts/make_demo_bag.py [--out data/demo.mcap] [--frames 100] [--height 128 --width 256]
 """
 from __future__ import annotations
 
@@ -93,7 +93,7 @@ def build(out: Path, frames: int, height: int, width: int, rate_hz: float) -> Pa
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=REPO / "data" / "demo.mcap")
-    p.add_argument("--frames", type=int, default=60)
+    p.add_argument("--frames", type=int, default=100)
     p.add_argument("--height", type=int, default=128)
     p.add_argument("--width", type=int, default=256)
     p.add_argument("--rate", type=float, default=10.0, help="recorded frame rate [Hz]")

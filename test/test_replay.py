@@ -180,3 +180,11 @@ def test_iou_evaluator_and_label_decoding():
     msg = ros_image(0, ids.view(np.uint8).reshape(2, 4), encoding="mono16", width=2, step=4)
     assert label_to_ids(msg).tolist() == [[1, 300], [65535, 7]]
     assert ts() is ts()
+
+
+def test_committed_demo_bag_is_what_the_script_generates(tmp_path):
+    """data/demo.mcap is reproducible byte for byte (regenerate it if the scene generator changes)."""
+    committed = Path(__file__).resolve().parent.parent / "data" / "demo.mcap"
+    assert committed.stat().st_size <= 10 * 2**20
+    rebuilt = make_demo_bag_module().build(tmp_path / "demo.mcap", frames=100, height=128, width=256, rate_hz=10.0)
+    assert rebuilt.read_bytes() == committed.read_bytes(), "run: python scripts/make_demo_bag.py"
