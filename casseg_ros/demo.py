@@ -196,7 +196,17 @@ def evaluate(bag: Path, recording: Path, player: dict[str, Any], out: Path, num_
     write_json(out / "metrics.json", metrics)
     ours = rec.mask_stamps_ns >= offset + int(player["first_stamp_ns"])
     lat = ((rec.mask_receive_ns[ours] - rec.mask_stamps_ns[ours]) / 1e9).tolist()
-    write_report(out, "casseg_ros demo", metrics, panels, {"camera stamp -> mask received": lat},
+    extra = []
+    if picks and graphs:
+        from casseg_ros.replay.report import scene_graph_markdown
+
+        middle = picks[len(picks) // 2]
+        graph = next((g for g in graphs if g["recorded_stamp_ns"] == middle), None)
+        if graph is not None:
+            index = int(round((middle - first) / period))
+            extra = scene_graph_markdown(f"Scene graph of frame {index} (as published on `{NODE}/scene_graph`)",
+                                         graph["nodes"], graph["edges"])
+    write_report(out, "casseg_ros demo", metrics, panels, {"camera stamp -> mask received": lat}, extra_sections=extra,
                  intro=f"The real `casseg_ros` node (separate process, loopback DDS) segmented `{bag.name}` played at "
                        f"its recorded rate; a recorder process captured its outputs into `recording/`. "
                        f"Figures: camera | node overlay (`{NODE}/overlay`) | ground truth. "

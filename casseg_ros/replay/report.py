@@ -78,7 +78,8 @@ def _fmt(v: Any) -> str:
 
 
 def write_report(out_dir: Path, title: str, metrics: dict[str, Any], overlays: list[tuple[str, np.ndarray]],
-                 latency_series: dict[str, Sequence[float]], intro: str = "") -> Path:
+                 latency_series: dict[str, Sequence[float]], intro: str = "",
+                 extra_sections: Sequence[str] = ()) -> Path:
     """report.md + figures/ in out_dir; returns the markdown path."""
     out_dir = Path(out_dir)
     fig_dir = out_dir / "figures"
@@ -134,8 +135,21 @@ def write_report(out_dir: Path, title: str, metrics: dict[str, Any], overlays: l
         for name, rgb in overlays:
             path = save_png(fig_dir / f"{name}.png", rgb)
             lines += [f"![{name}](figures/{path.name})", ""]
+    lines += list(extra_sections)
     lines += ["Full numbers: `metrics.json`.", ""]
     return atomic_write_text(out_dir / "report.md", "\n".join(lines))
+
+
+def scene_graph_markdown(title: str, nodes: list[dict], edges: list[dict], max_edges: int = 20) -> list[str]:
+    """A scene graph as text: its objects, then its relations as `label#id predicate label#id`."""
+    names = {n["instance_id"]: f"{n['label']}#{n['instance_id']}" for n in nodes}
+    lines = [f"## {title}", "", "| object | score | bbox (x, y, w, h) | area |", "|---|---|---|---|"]
+    lines += [f"| {names[n['instance_id']]} | {n['score']:.2f} | {tuple(n['bbox'])} | {n['area']} |" for n in nodes]
+    relations = [f"{names.get(e['source'], e['source'])} **{e['predicate']}** {names.get(e['target'], e['target'])} "
+                 f"(weight {e['weight']:.2f})" for e in edges if e["predicate"] != "touches"]
+    lines += ["", f"Relations ({len(edges)} edges incl. `touches`; first {min(max_edges, len(relations))} others):", ""]
+    lines += [f"- {r}" for r in relations[:max_edges]] + [""]
+    return lines
 
 
 def write_json(path: Path, data: dict) -> Path:
