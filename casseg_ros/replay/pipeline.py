@@ -12,10 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from casseg_ros.perception import SceneGraph, extract_scene_graph, make_overlay
-
-# Same as the node (LabelInfo.msg documents them): pixels below score_threshold get "unknown".
-UNKNOWN_MONO8 = 255
-UNKNOWN_MONO16 = 65535
+from casseg_ros.perception.mask import class_mask, mask_encoding_for, unknown_id_for
 
 
 @dataclass
@@ -50,15 +47,11 @@ class FramePipeline:
         vocabulary = backend.vocabulary
         self.class_names = list(vocabulary.names)
         self.palette = np.asarray(vocabulary.palette, dtype=np.uint8)
-        # Up to 255 classes (ids 0..254) fit mono8 next to 255 = "unknown"; more need mono16 (as the node).
-        self.mask_encoding = "mono8" if len(self.class_names) <= UNKNOWN_MONO8 else "mono16"
-        self.unknown_id = UNKNOWN_MONO8 if self.mask_encoding == "mono8" else UNKNOWN_MONO16
+        self.mask_encoding = mask_encoding_for(len(self.class_names))
+        self.unknown_id = unknown_id_for(self.mask_encoding)
 
     def mask_from(self, class_ids: np.ndarray, confidence: np.ndarray) -> np.ndarray:
-        mask = class_ids.astype(np.uint8 if self.mask_encoding == "mono8" else np.uint16)
-        if self.settings.score_threshold > 0.0:
-            mask[confidence < self.settings.score_threshold] = self.unknown_id
-        return mask
+        return class_mask(class_ids, confidence, self.settings.score_threshold, self.mask_encoding)
 
     def process(self, rgb: np.ndarray) -> FrameResult:
         """One decoded (H,W,3) uint8 RGB frame. Inference errors propagate (the caller counts them)."""

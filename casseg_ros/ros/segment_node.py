@@ -48,6 +48,7 @@ from std_msgs.msg import ColorRGBA, Header
 from visualization_msgs.msg import Marker, MarkerArray
 
 from casseg_msgs.msg import ClassLabel, LabelInfo, SceneEdge, SceneGraph, SceneNode
+from casseg_ros.perception.mask import class_mask, mask_encoding_for, unknown_id_for
 from casseg_ros.perception.overlay import make_overlay
 from casseg_ros.perception.scene_graph import extract_scene_graph
 from casseg_ros.ros.conversions import DEFAULT_MAX_PIXELS, InvalidImage, numpy_to_image, to_rgb
@@ -59,9 +60,6 @@ PACKAGE = "casseg_ros"
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 TRANSPORTS = ("raw", "compressed")
 RELIABILITIES = ("best_effort", "reliable")
-# Mask value of pixels whose confidence is below score_threshold (LabelInfo.msg documents it).
-UNKNOWN_MONO8 = 255
-UNKNOWN_MONO16 = 65535
 # The worker re-checks for shutdown this often while no frame arrives.
 _WORKER_POLL_S = 0.2
 _WARN_THROTTLE_S = 2.0
@@ -399,7 +397,7 @@ class SegmentNode(LifecycleNode):
             names, palette = self._display_vocabulary(vocabulary_file, len(names))
         self._class_names, self._palette = names, palette
         # mono8 holds class ids 0..254 plus 255 "unknown": up to 255 classes; more need mono16.
-        self._mask_encoding = "mono8" if len(names) <= UNKNOWN_MONO8 else "mono16"
+        self._mask_encoding = mask_encoding_for(len(names))
         self._create_publishers()
         self._configured = True
         desc = backend.describe()
@@ -585,13 +583,10 @@ class SegmentNode(LifecycleNode):
 
     @property
     def _unknown_id(self) -> int:
-        return UNKNOWN_MONO8 if self._mask_encoding == "mono8" else UNKNOWN_MONO16
+        return unknown_id_for(self._mask_encoding)
 
     def _mask_from(self, class_ids: np.ndarray, confidence: np.ndarray, threshold: float) -> np.ndarray:
-        mask = class_ids.astype(np.uint8 if self._mask_encoding == "mono8" else np.uint16)
-        if threshold > 0.0:
-            mask[confidence < threshold] = self._unknown_id
-        return mask
+        return class_mask(class_ids, confidence, threshold, self._mask_encoding)
 
     def _stamp_age(self, header: Header) -> float:
         now_ns = self.get_clock().now().nanoseconds
