@@ -173,6 +173,35 @@ def markdown(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def combine(dirs: list[str], out_path: str) -> str:
+    """Mean ± spread over several ablation runs (e.g. training seeds) -> markdown (+ .json)."""
+    runs = [json.load(open(os.path.join(d, "ablation.json"))) for d in dirs]
+    variants = [v for v in runs[0]["variants"] if all(v in r["variants"] for r in runs)]
+    out = {"runs": [{"dir": d, "command": r["command"]} for d, r in zip(dirs, runs)], "variants": {}}
+    lines = [f"Mean over {len(runs)} runs (" + "; ".join(f"`{r['command']}`" for r in runs) + "); "
+             "± is half the min–max range. Latency ratio: mean of the per-run ratios.", "",
+             "| variant | mIoU | Δ mIoU vs baseline | mAP | Δ mAP vs baseline | latency × baseline |",
+             "|---|---|---|---|---|---|"]
+    for v in variants:
+        rs = [r["variants"][v] for r in runs]
+        agg = {}
+        for key in ("miou", "delta_miou", "map", "delta_map", "latency_ratio"):
+            vals = [x.get(key) for x in rs if x.get(key) is not None]
+            agg[key] = (statistics.mean(vals), (max(vals) - min(vals)) / 2) if vals else None
+        out["variants"][v] = {k: (None if a is None else {"mean": a[0], "half_range": a[1]}) for k, a in agg.items()}
+        pm = lambda a, sign="": "—" if a is None else f"{100 * a[0]:{sign}.1f} ± {100 * a[1]:.1f}"  # noqa: E731
+        lr = agg["latency_ratio"]
+        lines.append(f"| {v} | {pm(agg['miou'])} | {'—' if v == 'baseline' else pm(agg['delta_miou'], '+')} | "
+                     f"{pm(agg['map'])} | {'—' if v == 'baseline' else pm(agg['delta_map'], '+')} | "
+                     f"{'—' if lr is None else f'{lr[0]:.2f}'} |")
+    md = "\n".join(lines) + "\n"
+    with open(out_path, "w") as f:
+        f.write(md)
+    with open(os.path.splitext(out_path)[0] + ".json", "w") as f:
+        json.dump(out, f, indent=1)
+    return md
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="context-scenes", choices=sorted(PRESETS))
@@ -181,7 +210,12 @@ def main(argv=None) -> int:
     ap.add_argument("--variants", nargs="*", default=None, choices=VARIANTS)
     ap.add_argument("--rounds", type=int, default=50, help="interleaved latency rounds")
     ap.add_argument("--override", nargs="*", default=[], help="section.key=value applied to every variant")
+    ap.add_argument("--combine", nargs="+", default=None, metavar="DIR",
+                    help="only summarise finished ablation dirs (mean over seeds) into <out>/ablation_seeds.md")
     a = ap.parse_args(argv)
+    if a.combine:
+        print(combine(a.combine, os.path.join(a.out, "ablation_seeds.md")))
+        return 0
     res = run_ablation(a.preset, a.out, a.steps, a.override, a.rounds, a.variants)
     print(markdown(res))
     return 0

@@ -25,6 +25,7 @@ def main(argv=None) -> int:
     ap.add_argument("--ablation", default="out/ablation/ablation.json")
     ap.add_argument("--out", default="models")
     ap.add_argument("--variant", default=None, help="publish this variant instead of the best one")
+    ap.add_argument("--note", default="", help="extra paragraph for the card (e.g. why this variant)")
     a = ap.parse_args(argv)
     res = json.load(open(a.ablation))
     rows = res["variants"]
@@ -90,7 +91,7 @@ CPU latency {row['latency']['median_ms']:.1f} ms median (batch 1, {res['latency_
 |---|---:|
 {iou_lines}
 
-**Limits.** Trained only on synthetic scenes: it is a demo of the pipeline (node, exports, scene graph) and of
+{a.note + chr(10) + chr(10) if a.note else ""}**Limits.** Trained only on synthetic scenes: it is a demo of the pipeline (node, exports, scene graph) and of
 the context effect, **not** a model for real camera images. Tiny backbone, few hundred steps; small classes
 (people are a few dozen pixels) are poorly segmented. Run it at {cfg.data.height}×{cfg.data.width} (or the same aspect) for the numbers
 above. For real data train `training/configs/full_cityscapes.yaml` (see `training/README.md`).
