@@ -1,7 +1,6 @@
 """Metrics: torchmetrics mIoU vs the official Cityscapes evaluator; COCOeval segm mAP; plots."""
 from __future__ import annotations
 
-import json
 from types import SimpleNamespace
 
 import numpy as np

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import glob
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence

@@ -73,8 +73,12 @@ class COCOPanopticSemantic:
 
     def instance_gt(self):
         """pycocotools ``COCO`` object of the instance annotations (for COCOeval segm)."""
+        import contextlib
+        import io
+
         from pycocotools.coco import COCO
 
         if not os.path.isfile(self.instances_json):
             raise FileNotFoundError(f"instance annotations not found: {self.instances_json}")
-        return COCO(self.instances_json)
+        with contextlib.redirect_stdout(io.StringIO()):
+            return COCO(self.instances_json)
