@@ -96,12 +96,12 @@ def _param_specs() -> list[tuple[str, Any, ParameterDescriptor]]:
             type=ParameterType.PARAMETER_STRING,
             description="Inference device: cpu, cuda or cuda:N." + at_configure,
             additional_constraints="cpu | cuda | cuda:N")),
-        ("input_height", 512, D(
+        ("input_height", 0, D(
             type=ParameterType.PARAMETER_INTEGER, integer_range=_int_range(0, 4096),
             description="Height the model runs at (images are resized on the host and the mask resized "
                         "back). 0 together with input_width 0: every image at its own size (torch only)."
                         + at_configure)),
-        ("input_width", 1024, D(
+        ("input_width", 0, D(
             type=ParameterType.PARAMETER_INTEGER, integer_range=_int_range(0, 4096),
             description="Width the model runs at; see input_height." + at_configure)),
         ("vocabulary_file", "", D(
