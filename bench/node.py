@@ -67,6 +67,7 @@ from visualization_msgs.msg import MarkerArray  # noqa: E402
 
 sys.path.insert(0, str(REPO))
 from casseg_msgs.msg import SceneGraph  # noqa: E402
+from casseg_ros.fileio import atomic_write_text  # noqa: E402
 
 
 def make_random_checkpoint(folder: Path) -> Path:
@@ -246,10 +247,7 @@ def main() -> int:
         },
     }
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = out.with_suffix(".json.tmp")
-    tmp_out.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp_out, out)
+    atomic_write_text(out, json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: result[k] for k in ("e2e_over_forward", "p99_over_model", "max_backlog",
                                             "host_overhead_ms", "host_overhead_cpu_ms")}, indent=2))
     print(f"wrote {out}")

@@ -17,6 +17,7 @@ over the torchrun processes.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import random
@@ -28,9 +29,18 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler
 
+from casseg_ros.fileio import atomic_write_bytes
+
 from .config import ExperimentConfig, load_config, save_config
 
 STATE_FILE = "train_state.pt"
+
+
+def atomic_torch_save(obj, path: str) -> None:
+    """torch.save through the project's atomic writer: a crash never leaves a half-written state."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 # ----------------------------------------------------------------------------- distributed
@@ -128,10 +138,10 @@ def vocabulary_for(class_names: list[str], provider: str, cache_dir: str):
     vocab = build_vocabulary(list(class_names), provider=provider)
     os.makedirs(cache_dir, exist_ok=True)
     extra = {"descriptions": np.asarray(vocab.descriptions)} if getattr(vocab, "descriptions", None) else {}
-    tmp = path + f".{os.getpid()}.tmp.npz"
-    np.savez(tmp, names=np.asarray(class_names), embeddings=np.asarray(vocab.embeddings, np.float32),
+    buffer = io.BytesIO()
+    np.savez(buffer, names=np.asarray(class_names), embeddings=np.asarray(vocab.embeddings, np.float32),
              provider=np.asarray(vocab.provider), palette=np.asarray(vocab.palette, np.uint8), **extra)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, buffer.getvalue())
     return vocab
 
 
@@ -269,15 +279,13 @@ def train(cfg: ExperimentConfig, resume: bool = True, progress: bool = True) -> 
         """Training state (rank 0: weights/optimizer/position; every rank: its RNG streams)."""
         barrier()
         rng = rng_state()
-        torch.save(rng, os.path.join(out, f"rng_rank{rank}.pt.tmp"))
-        os.replace(os.path.join(out, f"rng_rank{rank}.pt.tmp"), os.path.join(out, f"rng_rank{rank}.pt"))
+        atomic_torch_save(rng, os.path.join(out, f"rng_rank{rank}.pt"))
         if is_main:
             st = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                   "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "step": step,
                   "epoch": epoch, "samples_in_epoch": batch_in_epoch * o_cfg.batch_size, "best": best,
                   "world_size": world}
-            torch.save(st, state_path + ".tmp")
-            os.replace(state_path + ".tmp", state_path)
+            atomic_torch_save(st, state_path)
             save_checkpoint(os.path.join(out, f"model_step{step}.safetensors"), model,
                             extra={"step": step, "experiment": cfg.name})
         barrier()
