@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from casseg_ros.fileio import atomic_write_text
 from casseg_ros.replay.bag import (
     IMAGE_TYPE, IMAGE_TYPES, LABEL_INFO_TYPE, SCENE_GRAPH_TYPE, BagError, OutputBag, find_connection,
     header_stamp_of, open_reader, typestore,
@@ -188,7 +189,6 @@ def player_main(argv: list[str]) -> int:
     from rclpy.serialization import deserialize_message
     from sensor_msgs.msg import CompressedImage, Image
 
-    from casseg_ros.fileio import atomic_write_text
 
     try:
         frames, msgtype = load_frames(a.bag, a.image_topic, a.max_frames)
@@ -272,6 +272,8 @@ def recorder_main(argv: list[str]) -> int:
     p.add_argument("--out", type=Path, required=True, help="rosbag2 directory to create (mcap)")
     p.add_argument("--node", default="/casseg_ros")
     p.add_argument("--no-overlay", action="store_true", help="do not subscribe to the overlay (the node then skips it)")
+    p.add_argument("--ready-file", type=Path, default=None,
+                   help="written once the node's mask publisher is matched to this recorder")
     a = p.parse_args(argv)
 
     from diagnostic_msgs.msg import DiagnosticArray
@@ -300,9 +302,15 @@ def recorder_main(argv: list[str]) -> int:
             bag.write(topic, time.time_ns(), raw)  # receive time, as `ros2 bag record` stamps messages
         subs.append(node.create_subscription(cls, topic, callback, qos, raw=True))
     print(f"recorder: recording {[t for t, *_ in topics]} to {a.out}", flush=True)
+    ready_pending = a.ready_file is not None
     try:
         while not stop.stop:
             rclpy.spin_once(node, timeout_sec=0.1)
+            # A matched publisher, not a subscriber seen in the graph: a recorder of an earlier
+            # phase can linger in discovery data and make a player start before we can receive.
+            if ready_pending and subs[0].get_publisher_count() > 0:
+                atomic_write_text(a.ready_file, json.dumps({"matched_publishers": subs[0].get_publisher_count()}))
+                ready_pending = False
     finally:
         path = bag.close()
         print(f"recorder: wrote {path} {bag.counts}", flush=True)
@@ -408,8 +416,17 @@ def run_phase(children: ChildProcesses, cfg: RealtimeConfig, name: str, work: Pa
     """One recorder + one player run; returns live_metrics of it."""
     py = sys.executable
     rec_bag, offset_file = work / f"{name}_recording", work / f"{name}_player.json"
+    ready_file = work / f"{name}_recorder_ready.json"
+    ready_file.unlink(missing_ok=True)
     children.start(f"{name}_recorder", [py, "-m", "casseg_ros.replay.live", "recorder", "--out", str(rec_bag),
-                                        "--node", cfg.node, "--no-overlay"])
+                                        "--node", cfg.node, "--no-overlay", "--ready-file", str(ready_file)])
+    deadline = time.monotonic() + cfg.node_start_timeout_s
+    while not ready_file.exists():
+        children.check_alive(*(n for n in children.procs if n == "node"), f"{name}_recorder")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"recorder never matched {cfg.node.rstrip('/')}/mask: "
+                               f"{children.log_tail(f'{name}_recorder')}")
+        time.sleep(0.1)
     argv = [py, "-m", "casseg_ros.replay.live", "player", "--bag", str(cfg.bag), "--topic", cfg.camera_topic,
             "--offset-file", str(offset_file), "--wait-subscribers", f"{cfg.node.rstrip('/')}/mask",
             "--wait-timeout", str(cfg.node_start_timeout_s), "--rate-scale", str(cfg.rate_scale)]
