@@ -23,7 +23,7 @@ from casseg_ros.ros.segment_node import (
 )
 from model_factory import tiny_model
 from ros_helpers.camera import encode_raw, synthetic_scene
-from ros_helpers.harness import Probe
+from ros_helpers.harness import Probe, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -228,7 +228,7 @@ def test_subscription_callback_never_waits_for_a_slow_model(in_process, tmp_path
         durations.append(time.perf_counter() - started)
         time.sleep(0.01)
     assert max(durations) < 0.05
-    assert probe_until(lambda: node.stats.snapshot()["frames_processed"] >= 1, 10.0)
+    assert wait_until(lambda: node.stats.snapshot()["frames_processed"] >= 1, 10.0, poll_s=0.02)
     assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS  # waits for the frame in flight
     snap = node.stats.snapshot()
     assert snap["frames_received"] == 20
@@ -236,15 +236,6 @@ def test_subscription_callback_never_waits_for_a_slow_model(in_process, tmp_path
     assert len(calls) <= 2 and snap["frames_processed"] == len(calls)
     assert snap["dropped_in_node"] == 20 - len(calls)
     assert snap["max_backlog"] == 0  # the worker always started on the newest frame there was
-
-
-def probe_until(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 def test_vocabulary_file_renames_labels_and_must_match_the_class_count(in_process, tmp_path):
@@ -292,7 +283,7 @@ def test_worker_survives_failures_and_processes_the_next_frame(in_process, tmp_p
 
     for step in (1, 2, 3):  # infer fails, post-processing fails, then a frame goes through
         node._on_image(msg, {})
-        assert probe_until(lambda: frames_finished() == step, 10.0)
+        assert wait_until(lambda: frames_finished() == step, 10.0, poll_s=0.02)
     snap = node.stats.snapshot()
     assert (snap["inference_errors"], snap["processing_errors"], snap["frames_processed"]) == (1, 1, 1)
     assert "post-processing bug" in snap["last_error"] and node._worker.is_alive()

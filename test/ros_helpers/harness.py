@@ -34,6 +34,16 @@ HELPERS = Path(__file__).resolve().parent
 REPO = HELPERS.parent.parent
 
 
+
+def wait_until(predicate: Callable[[], bool], timeout: float, poll_s: float = 0.05) -> bool:
+    """Poll ``predicate`` until it holds or ``timeout`` seconds pass; its last value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(poll_s)
+    return predicate()
+
 class ChildProcess:
     """A child process whose combined output goes to a temp file (no pipe can fill up)."""
 
@@ -138,12 +148,7 @@ class Probe:
             self.messages.clear()
 
     def wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return True
-            time.sleep(0.05)
-        return predicate()
+        return wait_until(predicate, timeout)
 
     def subscribe_labels(self) -> None:
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
