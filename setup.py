@@ -15,6 +15,7 @@ setup(
         (f"share/{PACKAGE}/launch", glob("launch/*.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.xml")),
         (f"share/{PACKAGE}/models", glob("models/*.safetensors") + glob("models/*.md")),
+        (f"share/{PACKAGE}/data", glob("data/*.mcap")),
     ],
     install_requires=["setuptools"],
     zip_safe=False,

@@ -1,0 +1,58 @@
+"""Where the package's installed data (models, config, launch files, demo recording) lives.
+
+Data files are installed by setup.py's `data_files` into `<prefix>/share/casseg_ros/` — the ament
+convention — so they are found through the installation, never through a path computed from the
+source tree (that breaks a non-editable `pip install .`):
+
+1. the ament index (`colcon build` install, a sourced ROS workspace, or `AMENT_PREFIX_PATH`),
+2. `sys.prefix/share/casseg_ros` (a plain `pip install .` into a virtual environment).
+
+An editable install has no share directory: relative paths then fall back to the working
+directory, so running from a checkout (as the Makefile does) finds `models/…`, `data/…`.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from ament_index_python.packages import get_package_share_directory
+
+PACKAGE = "casseg_ros"
+
+
+def share_directories(package: str = PACKAGE) -> list[Path]:
+    """The package's share directories, most specific first (ament index, then the pip prefix)."""
+    found: list[Path] = []
+    try:
+        found.append(Path(get_package_share_directory(package)))
+    except (LookupError, OSError):  # not in the ament index, or no AMENT_PREFIX_PATH at all
+        pass
+    pip_share = Path(sys.prefix) / "share" / package
+    if pip_share.is_dir() and pip_share not in found:
+        found.append(pip_share)
+    return found
+
+
+def candidate_paths(relative_or_absolute: str | os.PathLike) -> list[Path]:
+    """Where `resolve_data_path` looks: an absolute path as given; a relative one in each share
+    directory, then in the working directory."""
+    path = Path(os.path.expanduser(str(relative_or_absolute)))
+    if path.is_absolute():
+        return [path]
+    return [share / path for share in share_directories()] + [Path.cwd() / path]
+
+
+def resolve_data_path(relative_or_absolute: str | os.PathLike, what: str = "file") -> Path:
+    """The first existing candidate; FileNotFoundError naming every place tried."""
+    candidates = candidate_paths(relative_or_absolute)
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    tried = ", ".join(str(c) for c in candidates)
+    raise FileNotFoundError(f"{what} {str(relative_or_absolute)!r} not found (tried: {tried})")
+
+
+def loopback_profile() -> Path:
+    """The project's Fast DDS profile that keeps every participant on 127.0.0.1 (+ shared memory)."""
+    return resolve_data_path("config/fastdds_loopback.xml", "Fast DDS loopback profile")
