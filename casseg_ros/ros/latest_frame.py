@@ -18,7 +18,6 @@ T = TypeVar("T")
 class TakenFrame(NamedTuple, Generic[T]):
     item: T
     arrival: float  # time.monotonic() when it was put
-    backlog: int  # frames still buffered behind it when it was taken (a queue's length - 1)
 
 
 class LatestFrameSlot(Generic[T]):
@@ -48,9 +47,7 @@ class LatestFrameSlot(Generic[T]):
             if self._item is None:  # closed and empty
                 return None
             item, self._item = self._item, None
-            # One slot: nothing can be left behind the frame taken. Measured, not assumed, so the
-            # diagnostic would show it if the buffer ever became a queue.
-            return TakenFrame(item, self._arrival, int(self._item is not None))
+            return TakenFrame(item, self._arrival)
 
     def close(self) -> bool:
         """Wake the worker for good; later `take` calls return None at once.

@@ -47,7 +47,6 @@ class NodeStats:
         self._last_sequence: dict[bytes, int] = {}
         self.processed = 0
         self.rejected = 0
-        self.max_backlog = 0  # most frames still buffered when the worker started on one
         self.inference_errors = 0
         self.processing_errors = 0  # failures after inference (post-processing, publishing)
         self.last_reject_reason = ""
@@ -63,11 +62,6 @@ class NodeStats:
                 if last is not None and sequence > last + 1:
                     self.lost_in_transport += sequence - last - 1
                 self._last_sequence[publisher] = sequence
-
-    def on_started(self, backlog: int) -> None:
-        """The worker starts on a frame with `backlog` frames still buffered behind it."""
-        with self._lock:
-            self.max_backlog = max(self.max_backlog, backlog)
 
     def on_dropped(self) -> None:
         with self._lock:
@@ -115,7 +109,6 @@ class NodeStats:
                 "dropped_in_node": self.dropped_in_node,
                 "lost_in_transport": self.lost_in_transport,
                 "inputs_rejected": self.rejected,
-                "max_backlog": self.max_backlog,
                 "inference_errors": self.inference_errors,
                 "processing_errors": self.processing_errors,
                 "last_reject_reason": self.last_reject_reason,

@@ -522,8 +522,6 @@ class SegmentNode(LifecycleNode):
         while not slot.closed:
             taken = slot.take(timeout=_WORKER_POLL_S)
             if taken is not None:
-                # A queue would grow by one with every frame the model cannot keep up with.
-                self.stats.on_started(taken.backlog)
                 try:
                     self.process_frame(taken.item)
                 except Exception as exc:  # noqa: BLE001 - a bug on one frame must not end the worker
