@@ -38,7 +38,8 @@ def _read(path: Path):
 
 def test_offline_replay_writes_bag_metrics_and_report(tmp_path, tiny_ckpt, small_bag):
     out = tmp_path / "out"
-    assert replay_main([str(small_bag), "--model", str(tiny_ckpt), "--out", str(out), "--no-progress"]) == 0
+    assert replay_main([str(small_bag), "--model", str(tiny_ckpt), "--out", str(out), "--no-progress",
+                        "--products", "overlay,color_mask,confidence"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["status"] == "ok" and metrics["frames_processed"] == 12 and metrics["frames_skipped"] == 0
     assert metrics["label_topic"] == "/camera/labels" and metrics["image_topic"] == "/camera/image_raw"
@@ -64,6 +65,14 @@ def test_offline_replay_writes_bag_metrics_and_report(tmp_path, tiny_ckpt, small
     assert type(graphs[0]).__msgtype__ == "casseg_msgs/msg/SceneGraph"
     labels = [m for topic, _, m in outputs if topic == "/casseg_ros/labels"]
     assert [c.name for c in labels[0].classes] == metrics["classes"]
+    # Requested products: colour mask = palette[mask], one per frame like the mask.
+    palette = np.array([[round(c.color.r * 255), round(c.color.g * 255), round(c.color.b * 255)]
+                        for c in labels[0].classes], np.uint8)
+    colors = [m for topic, _, m in outputs if topic == "/casseg_ros/mask/color"]
+    assert len(colors) == 12 and len([1 for topic, _, _ in outputs if topic == "/casseg_ros/confidence"]) == 12
+    for (_, mask), color in zip(masks, colors):
+        ids = np.asarray(mask.data).reshape(48, 96)
+        np.testing.assert_array_equal(np.asarray(color.data).reshape(48, 96, 3), palette[ids])
 
     # ... and by the mcap reader (schemas embedded as ros2msg).
     from mcap.reader import make_reader
@@ -81,6 +90,14 @@ def test_offline_replay_writes_bag_metrics_and_report(tmp_path, tiny_ckpt, small
     assert len(list((out / "figures").glob("frame_*.png"))) == 4
     assert len(json.loads((out / "scene_graphs.json").read_text())["frames"]) == 12
     assert not list(out.glob(".*")), "temporary files left behind"
+
+
+def test_optional_products_are_not_made_unless_asked(tmp_path, tiny_ckpt, small_bag):
+    out = tmp_path / "out"
+    assert replay_main([str(small_bag), "--model", str(tiny_ckpt), "--out", str(out), "--no-progress",
+                        "--max-frames", "2", "--overlays", "0"]) == 0
+    counts = json.loads((out / "metrics.json").read_text())["output_bag"]["messages"]
+    assert counts == {"/casseg_ros/mask": 2, "/casseg_ros/scene_graph": 2, "/casseg_ros/labels": 1}
 
 
 def test_bad_inputs_in_a_bag_are_skipped_with_reasons(tmp_path, tiny_ckpt):

@@ -18,9 +18,11 @@ from casseg_msgs.msg import SceneGraph, SceneNode
 from casseg_ros.model.checkpoint import save_checkpoint
 from casseg_ros.ros.latest_frame import LatestFrameSlot
 from casseg_ros.ros.node_stats import NodeStats, SlidingRate
-from casseg_ros.ros.segment_node import (
-    SegmentNode, _param_specs, resolve_model_path, scene_graph_markers, validate_parameter,
-)
+from casseg_ros import pipeline as frame_pipeline
+from casseg_ros.resources import resolve_data_path
+from casseg_ros.ros.markers import scene_graph_markers
+from casseg_ros.ros.parameters import param_specs, validate_parameter
+from casseg_ros.ros.segment_node import SegmentNode
 from model_factory import tiny_model
 from ros_helpers.camera import encode_raw, synthetic_scene
 from ros_helpers.harness import Probe, wait_until
@@ -111,7 +113,7 @@ def test_valid_parameter_values_pass(name, value):
 
 def test_shipped_yaml_sets_every_parameter_with_the_declared_type_and_default():
     shipped = yaml.safe_load((REPO / "config" / "segment.yaml").read_text())["/**"]["ros__parameters"]
-    declared = {name: default for name, default, _ in _param_specs()}
+    declared = {name: default for name, default, _ in param_specs()}
     assert shipped == declared
     assert all(type(shipped[k]) is type(declared[k]) for k in declared)
 
@@ -119,11 +121,11 @@ def test_shipped_yaml_sets_every_parameter_with_the_declared_type_and_default():
 def test_missing_model_path_error_names_every_tried_path(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(FileNotFoundError) as err:
-        resolve_model_path("models/casseg_demo.safetensors")
+        resolve_data_path("models/casseg_demo.safetensors")
     assert "models/casseg_demo.safetensors" in str(err.value) and str(tmp_path) in str(err.value)
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "casseg_demo.safetensors").write_bytes(b"x")
-    assert resolve_model_path("models/casseg_demo.safetensors") == tmp_path / "models" / "casseg_demo.safetensors"
+    assert resolve_data_path("models/casseg_demo.safetensors") == tmp_path / "models" / "casseg_demo.safetensors"
 
 
 def test_executable_with_shipped_config_and_no_model_exits_with_the_path(ros_env, tmp_path):
@@ -249,14 +251,14 @@ def test_vocabulary_file_renames_labels_and_must_match_the_class_count(in_proces
 
     node = in_process(checkpoint, vocabulary_file=str(tmp_path / "ok.vocab"))
     assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
-    assert node._class_names == names
+    assert list(node._pipeline.labels.names) == names
 
 
-def test_worker_survives_failures_and_processes_the_next_frame(in_process, tmp_path):
+def test_worker_survives_failures_and_processes_the_next_frame(in_process, tmp_path, monkeypatch):
     checkpoint = str(save_checkpoint(tmp_path / "tiny.safetensors", tiny_model(5, img_size=(32, 64))))
     node = in_process(checkpoint)
     assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
-    real_infer, real_mask = node._backend.infer, node._mask_from
+    real_infer, real_mask = node._backend.infer, frame_pipeline.class_mask
     failures = {"infer": 1, "post": 1}
 
     def flaky_infer(images):
@@ -271,7 +273,8 @@ def test_worker_survives_failures_and_processes_the_next_frame(in_process, tmp_p
             raise ValueError("post-processing bug (simulated)")
         return real_mask(*args)
 
-    node._backend.infer, node._mask_from = flaky_infer, flaky_mask
+    node._backend.infer = flaky_infer
+    monkeypatch.setattr(frame_pipeline, "class_mask", flaky_mask)
     assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
     msg = encode_raw(synthetic_scene(32, 64, 0), "rgb8")
     def frames_finished() -> int:

@@ -1,7 +1,7 @@
 """casseg-replay: evaluate the segmentation pipeline on a rosbag2 recording.
 
 Offline (default): every frame of the image topic through the node's pipeline; writes
-  OUT/bag/            rosbag2 (mcap): /casseg_ros/{mask,overlay,scene_graph,labels}, input stamps
+  OUT/bag/            rosbag2 (mcap): /casseg_ros/{mask,scene_graph,labels} (+ --products), input stamps
   OUT/metrics.json    latency p50/p90/p99, FPS, per-class IoU + mIoU (with a label topic), skips
   OUT/scene_graphs.json, OUT/report.md + OUT/figures/*.png
 --realtime: publish the recording on live topics at the recorded rate to a running casseg_ros
@@ -16,7 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from casseg_ros.replay.pipeline import PipelineSettings
+from casseg_ros.pipeline import PipelineSettings, Products
 
 
 def _size(text: str) -> tuple[int, int] | None:
@@ -27,6 +27,15 @@ def _size(text: str) -> tuple[int, int] | None:
     except ValueError:
         raise argparse.ArgumentTypeError(f"input size must be HxW (e.g. 512x1024) or 'native', got {text!r}")
     return h, w
+
+
+def _products(text: str) -> Products:
+    names = {"overlay": "overlay", "color_mask": "color_mask", "confidence": "confidence_image"}
+    wanted = [t.strip() for t in text.split(",") if t.strip()]
+    unknown = [t for t in wanted if t not in names]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown product(s) {', '.join(unknown)}; choose from {', '.join(names)}")
+    return Products(**{names[t]: True for t in wanted})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--score-threshold", type=float, default=0.0)
     p.add_argument("--min-instance-area", type=int, default=64)
     p.add_argument("--overlay-alpha", type=float, default=0.5)
+    p.add_argument("--vocabulary-file", default=None,
+                   help="display names/palette for the labels (the node's vocabulary_file parameter)")
+    p.add_argument("--products", type=_products, default=Products(),
+                   help="optional images also written to the output bag, comma-separated: overlay, "
+                        "color_mask, confidence (default: none, like a node nobody asks for them)")
     p.add_argument("--max-frames", type=int, default=None)
     p.add_argument("--overlays", type=int, default=4, help="sample overlays in the report")
     p.add_argument("--no-progress", action="store_true")
@@ -90,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg = ReplayConfig(bag=args.bag, out_dir=args.out, model_path=args.model, image_topic=args.image_topic,
                        label_topic=args.label_topic, backend=args.backend, device=args.device,
-                       input_size=args.input_size, settings=settings, max_frames=args.max_frames,
+                       input_size=args.input_size, vocabulary_file=args.vocabulary_file, settings=settings,
+                       products=args.products, max_frames=args.max_frames,
                        num_overlays=args.overlays, progress=not args.no_progress)
     try:
         metrics = run_replay(cfg)

@@ -1,28 +1,42 @@
 """Offline replay: every frame of a recording through the node's pipeline, outputs into a new bag.
 
 Per frame: raw CDR from rosbags -> the node's message class (rclpy deserialiser, no DDS) ->
-`casseg_ros.ros.conversions.to_rgb` (the node's validation) -> `FramePipeline` -> the node's
-message builders -> output bag. Bad frames are skipped with the node's rejection reason; a bag
-that stops being readable ends the run with a clear error while everything done so far is kept.
+`casseg_ros.ros.conversions.to_rgb` (the node's validation) -> `casseg_ros.pipeline.FramePipeline`
+(the node's pipeline) -> `casseg_ros.ros.messages.frame_messages` (the node's message builder) ->
+output bag. The output bag therefore holds, message for message, what the live node publishes
+for the same frames. Bad frames are skipped with the node's rejection reason; a bag that stops
+being readable ends the run with a clear error while everything done so far is kept.
 """
 from __future__ import annotations
 
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rclpy.serialization import deserialize_message, serialize_message
+from sensor_msgs.msg import CompressedImage, Image
+from tqdm import tqdm
 
+from casseg_ros.perception.overlay import make_overlay
+from casseg_ros.pipeline import FramePipeline, FrameResult, InferenceError, PipelineSettings, Products, display_labels
 from casseg_ros.replay.bag import (
-    COMPRESSED_TYPE, IMAGE_TYPE, IMAGE_TYPES, LABEL_INFO_TYPE, SCENE_GRAPH_TYPE, BagError, FrameStream,
+    COMPRESSED_TYPE, IMAGE_TYPE, IMAGE_TYPES, LABEL_INFO_TYPE, SCENE_GRAPH_TYPE, BagError, BagFrame, FrameStream,
     OutputBag, find_connection, open_reader, typestore,
 )
 from casseg_ros.replay.metrics import IoUEvaluator, InvalidLabel, ReplayStats, label_to_ids
-from casseg_ros.replay.pipeline import FramePipeline, PipelineSettings
+from casseg_ros.replay.report import write_json, write_report
+from casseg_ros.ros.conversions import InvalidImage, to_rgb
+from casseg_ros.ros.messages import frame_messages, label_info_msg
+from casseg_ros.runtime import Backend, BackendUnavailable, create_backend
 
 NODE_NS = "/casseg_ros"  # output topics as the node names them (~/mask of node "casseg_ros")
+# Output name (as in frame_messages) -> message type in the output bag.
+OUTPUT_TYPES = {"mask": IMAGE_TYPE, "confidence": IMAGE_TYPE, "overlay": IMAGE_TYPE, "mask/color": IMAGE_TYPE,
+                "scene_graph": SCENE_GRAPH_TYPE}
 
 
 class ReplayError(RuntimeError):
@@ -39,7 +53,11 @@ class ReplayConfig:
     backend: str = "torch"
     device: str = "cpu"
     input_size: tuple[int, int] | None = None
+    vocabulary_file: str | None = None  # display names/palette, as the node's parameter
     settings: PipelineSettings = field(default_factory=PipelineSettings)
+    # Optional images also written to the output bag; by default what a node with no subscriber
+    # to them makes (so host-time figures are the node's default figures).
+    products: Products = field(default_factory=Products)
     max_frames: int | None = None
     num_overlays: int = 4
     progress: bool = True
@@ -76,10 +94,8 @@ def _ground_truth_names(reader) -> list[str] | None:
     return None
 
 
-def load_backend(model_path: Path, backend: str, device: str, input_size):
+def load_backend(model_path: Path, backend: str, device: str, input_size) -> Backend:
     """create_backend + load + warmup, with failures turned into one clear ReplayError."""
-    from casseg_ros.runtime import BackendUnavailable, create_backend
-
     try:
         be = create_backend(name=backend, model_path=str(model_path), device=device, input_size=input_size)
         be.load()
@@ -94,10 +110,152 @@ def load_backend(model_path: Path, backend: str, device: str, input_size):
     return be
 
 
-def _header_msg(header):
-    from std_msgs.msg import Header
+@dataclass
+class _Inputs:
+    """The opened recording: image (and optional ground-truth) connections."""
 
-    return header if isinstance(header, Header) else Header(stamp=header.stamp, frame_id=header.frame_id)
+    reader: Any
+    image_conn: Any
+    label_conn: Any | None
+    gt_names: list[str] | None
+    damage: str | None  # set when the bag was salvaged with the mcap stream reader
+
+
+def _open_inputs(cfg: ReplayConfig) -> _Inputs:
+    try:
+        reader = open_reader(cfg.bag)
+    except BagError as exc:
+        raise ReplayError(str(exc)) from exc
+    try:
+        image_conn = find_connection(reader, cfg.image_topic, IMAGE_TYPES, "image")
+        label_topic = cfg.label_topic if cfg.label_topic is not None else _auto_label_topic(reader, image_conn.topic)
+        label_conn = find_connection(reader, label_topic, (IMAGE_TYPE,), "label") if label_topic else None
+        gt_names = _ground_truth_names(reader) if label_conn else None
+    except BagError as exc:
+        reader.close()
+        raise ReplayError(str(exc)) from exc
+    except Exception as exc:  # noqa: BLE001 - unreadable label-info message
+        reader.close()
+        raise ReplayError(f"cannot read bag {cfg.bag}: {type(exc).__name__}: {exc}") from exc
+    return _Inputs(reader, image_conn, label_conn, gt_names, getattr(reader, "damage", None))
+
+
+class _GroundTruth:
+    """Scores each frame's argmax against the bag's label topic (ids mapped by class name)."""
+
+    def __init__(self, model_names: list[str], gt_names: list[str] | None, stats: ReplayStats):
+        self.lut, self.missing = gt_mapping(gt_names, model_names) if gt_names else (None, [])
+        self.iou = IoUEvaluator(model_names, self.lut)
+        self.stats = stats
+
+    def update(self, frame: BagFrame, class_ids: np.ndarray) -> np.ndarray | None:
+        """Ground-truth ids of the frame (None when it has no usable label); counted in the IoU."""
+        if frame.label_raw is None:
+            self.stats.label_notes[frame.label_note or "no label"] += 1
+            return None
+        try:
+            gt = label_to_ids(deserialize_message(frame.label_raw, Image))
+            self.iou.update(class_ids, gt)
+        except InvalidLabel as exc:
+            self.stats.label_notes[exc.reason] += 1
+            return None
+        except Exception as exc:  # noqa: BLE001 - malformed label CDR
+            self.stats.label_notes[f"undecodable label message: {type(exc).__name__}"] += 1
+            return None
+        return gt
+
+    def in_model_ids(self, gt: np.ndarray) -> np.ndarray:
+        if self.lut is None:
+            return gt.astype(np.int32)
+        return np.where(gt < 255, self.lut[np.clip(gt, 0, len(self.lut) - 1)], 255).astype(np.int32)
+
+
+class _Outputs:
+    """The output bag (node topic names), scene_graphs.json records and the report's figures."""
+
+    def __init__(self, out_dir: Path, products: Products):
+        self.bag = OutputBag(out_dir / "bag")
+        self.names = ["mask", "scene_graph"] + [name for name, wanted in (
+            ("overlay", products.overlay), ("mask/color", products.color_mask),
+            ("confidence", products.confidence_image)) if wanted]
+        for name in self.names:
+            self.bag.add_topic(f"{NODE_NS}/{name}", OUTPUT_TYPES[name])
+        self.bag.add_topic(f"{NODE_NS}/labels", LABEL_INFO_TYPE)
+        self.labels_written = False
+        self.scene_graphs: list[dict] = []
+        self.figures: list[tuple[str, np.ndarray]] = []
+
+    def write_frame(self, frame: BagFrame, header, result: FrameResult, pipeline: FramePipeline,
+                    settings: PipelineSettings) -> None:
+        if not self.labels_written:  # transient-local on the node: once, before the first mask
+            info = label_info_msg(pipeline.labels, settings.score_threshold, header.stamp)
+            self.bag.write(f"{NODE_NS}/labels", frame.log_time_ns, serialize_message(info))
+            self.labels_written = True
+        for name, message in frame_messages(result, pipeline.labels, header).items():
+            self.bag.write(f"{NODE_NS}/{name}", frame.log_time_ns, serialize_message(message))
+        stamp = header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
+        self.scene_graphs.append({"frame": frame.index, "stamp_ns": stamp, "frame_id": header.frame_id,
+                                  **result.graph.to_dict()})
+
+
+def _figure(rgb: np.ndarray, result: FrameResult, gt_ids: np.ndarray | None, pipeline: FramePipeline,
+            alpha: float) -> np.ndarray:
+    """input | prediction | ground truth (when there is one), side by side (report only, untimed)."""
+    palette = pipeline.labels.palette
+    panels = [rgb, make_overlay(rgb, result.mask, palette, alpha)]
+    if gt_ids is not None:
+        panels.append(make_overlay(rgb, gt_ids, palette, 0.7))
+    return np.concatenate(panels, axis=1)
+
+
+def _replay_frames(cfg: ReplayConfig, inputs: _Inputs, pipeline: FramePipeline, outputs: _Outputs,
+                   truth: _GroundTruth | None, stats: ReplayStats) -> None:
+    conn = inputs.image_conn
+    total = conn.msgcount if cfg.max_frames is None else min(conn.msgcount, cfg.max_frames)
+    figure_at = set(np.linspace(0, max(total - 1, 0), num=min(cfg.num_overlays, total), dtype=int).tolist())
+    msg_class = CompressedImage if conn.msgtype == COMPRESSED_TYPE else Image
+    stream = FrameStream(inputs.reader, conn, inputs.label_conn)
+    # Inference runs on one worker thread, as in the node (its worker loop): measured on this 2-core
+    # machine, torch CPU inference issued from the main thread was 3-5x slower than from a worker
+    # thread with the same thread settings, so only this makes replay latency comparable.
+    worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="casseg_replay_worker")
+    try:
+        for frame in tqdm(stream, total=total, unit="frame", desc="replay", disable=not cfg.progress):
+            if cfg.max_frames is not None and stats.frames_seen >= cfg.max_frames:
+                break
+            stats.frames_seen += 1
+            try:
+                msg = deserialize_message(frame.raw, msg_class)
+            except Exception as exc:  # noqa: BLE001 - rclpy raises RMWError for malformed CDR
+                stats.skip(frame.index, None, f"undecodable {conn.msgtype} message "
+                                              f"({type(exc).__name__}, {len(frame.raw)} bytes)")
+                continue
+            stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+            try:
+                rgb = to_rgb(msg)
+                result = worker.submit(pipeline.process, rgb, cfg.settings, cfg.products).result()
+            except InvalidImage as exc:
+                stats.skip(frame.index, stamp, exc.reason)
+                continue
+            except InferenceError as exc:  # as the node: count, carry on
+                stats.skip(frame.index, stamp, f"inference error: {exc}")
+                continue
+            except Exception as exc:  # noqa: BLE001 - a post-processing bug on one frame, as the node
+                stats.skip(frame.index, stamp, f"processing error: {type(exc).__name__}: {exc}")
+                continue
+            stats.frames_processed += 1
+            stats.forward_s.append(result.forward_s)
+            stats.host_s.append(result.host_s)
+            stats.total_s.append(result.total_s)
+            outputs.write_frame(frame, msg.header, result, pipeline, cfg.settings)
+            gt = truth.update(frame, result.class_ids) if truth is not None else None
+            if frame.index in figure_at:
+                gt_ids = truth.in_model_ids(gt) if gt is not None else None
+                outputs.figures.append((f"frame_{frame.index:05d}",
+                                        _figure(rgb, result, gt_ids, pipeline, cfg.settings.overlay_alpha)))
+    finally:
+        worker.shutdown(wait=True)
+        stats.errors.extend(stream.errors)
 
 
 def run_replay(cfg: ReplayConfig) -> dict[str, Any]:
@@ -106,178 +264,67 @@ def run_replay(cfg: ReplayConfig) -> dict[str, Any]:
     Raises ReplayError for problems found before the first frame (nothing written but
     metrics.json with the error) and after it (outputs of the frames done are kept and closed).
     """
-    from rclpy.serialization import deserialize_message, serialize_message
-    from sensor_msgs.msg import CompressedImage, Image
-
-    from casseg_msgs.msg import ClassLabel, LabelInfo
-    from casseg_ros.replay.report import write_json, write_report
-    from casseg_ros.ros.conversions import InvalidImage, numpy_to_image, to_rgb
-    from casseg_ros.ros.segment_node import scene_graph_to_msg
-    from std_msgs.msg import ColorRGBA
-
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    stats = ReplayStats()
     metrics: dict[str, Any] = {"bag": str(cfg.bag), "model": str(cfg.model_path), "status": "ok"}
-
-    def fail_early(message: str):
-        metrics.update(status="error", errors=[message])
-        write_json(out_dir / "metrics.json", metrics)
-        raise ReplayError(message)
-
     try:
-        reader = open_reader(cfg.bag)
-    except BagError as exc:
-        fail_early(str(exc))
-    try:
-        image_conn = find_connection(reader, cfg.image_topic, IMAGE_TYPES, "image")
-        label_topic = cfg.label_topic
-        if label_topic is None:
-            label_topic = _auto_label_topic(reader, image_conn.topic)
-        label_conn = find_connection(reader, label_topic, (IMAGE_TYPE,), "label") if label_topic else None
-        gt_names = _ground_truth_names(reader) if label_conn else None
-    except BagError as exc:
-        reader.close()
-        fail_early(str(exc))
-    except Exception as exc:  # noqa: BLE001 - unreadable label-info message
-        reader.close()
-        fail_early(f"cannot read bag {cfg.bag}: {type(exc).__name__}: {exc}")
-    salvage_note = getattr(reader, "damage", None)
-    if salvage_note:
+        inputs = _open_inputs(cfg)
+    except ReplayError as exc:
+        _fail_early(out_dir, metrics, exc)
+    if inputs.damage:
         metrics.setdefault("warnings", []).append(
-            f"bag {cfg.bag} is damaged ({salvage_note}); rosbags cannot open it, its readable part was "
+            f"bag {cfg.bag} is damaged ({inputs.damage}); rosbags cannot open it, its readable part was "
             f"salvaged with the mcap stream reader")
         print(f"casseg-replay: warning: {metrics['warnings'][-1]}", file=sys.stderr)
     try:
         backend = load_backend(cfg.model_path, cfg.backend, cfg.device, cfg.input_size)
-    except ReplayError as exc:
-        reader.close()
-        fail_early(str(exc))
+        pipeline = FramePipeline(backend, display_labels(backend, cfg.vocabulary_file))
+    except (ReplayError, ValueError, OSError) as exc:  # ValueError/OSError: a bad vocabulary_file
+        inputs.reader.close()
+        _fail_early(out_dir, metrics, exc)
 
-    pipeline = FramePipeline(backend, cfg.settings)
-    names = pipeline.class_names
-    lut, missing = (gt_mapping(gt_names, names) if gt_names else (None, []))
-    iou = IoUEvaluator(names, lut) if label_conn else None
-    metrics.update(image_topic=image_conn.topic, image_type=image_conn.msgtype,
-                   label_topic=label_conn.topic if label_conn else None,
-                   ground_truth_classes=gt_names, ground_truth_classes_not_in_model=missing,
-                   backend=backend.describe(), classes=names, settings=vars(cfg.settings))
-
-    total = image_conn.msgcount if cfg.max_frames is None else min(image_conn.msgcount, cfg.max_frames)
-    overlay_at = set(np.linspace(0, max(total - 1, 0), num=min(cfg.num_overlays, total), dtype=int).tolist())
-    overlays: list[tuple[str, np.ndarray]] = []
-    scene_graphs: list[dict] = []
-
-    out_bag = OutputBag(out_dir / "bag")
-    topics = {"mask": f"{NODE_NS}/mask", "overlay": f"{NODE_NS}/overlay",
-              "scene_graph": f"{NODE_NS}/scene_graph", "labels": f"{NODE_NS}/labels"}
-    out_bag.add_topic(topics["mask"], IMAGE_TYPE)
-    out_bag.add_topic(topics["overlay"], IMAGE_TYPE)
-    out_bag.add_topic(topics["scene_graph"], SCENE_GRAPH_TYPE)
-    out_bag.add_topic(topics["labels"], LABEL_INFO_TYPE)
-    msg_class = CompressedImage if image_conn.msgtype == COMPRESSED_TYPE else Image
-    stream = FrameStream(reader, image_conn, label_conn)
-    labels_written = False
-    # Inference runs on one worker thread, as in the node (its worker loop): measured on this 2-core
-    # machine, torch CPU inference issued from the main thread was 3-5x slower than from a worker
-    # thread with the same thread settings, so only this makes replay latency comparable.
-    from concurrent.futures import ThreadPoolExecutor
-
-    worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="casseg_replay_worker")
+    stats = ReplayStats()
+    names = list(pipeline.labels.names)
+    truth = _GroundTruth(names, inputs.gt_names, stats) if inputs.label_conn else None
+    metrics.update(image_topic=inputs.image_conn.topic, image_type=inputs.image_conn.msgtype,
+                   label_topic=inputs.label_conn.topic if inputs.label_conn else None,
+                   ground_truth_classes=inputs.gt_names,
+                   ground_truth_classes_not_in_model=truth.missing if truth else [],
+                   backend=backend.describe(), classes=names, settings=vars(cfg.settings),
+                   products=vars(cfg.products))
+    outputs = _Outputs(out_dir, cfg.products)
     t_start = time.perf_counter()
-    interrupted = None
     try:
-        from tqdm import tqdm
-
-        frames = tqdm(stream, total=total, unit="frame", desc="replay", disable=not cfg.progress)
-        for frame in frames:
-            if cfg.max_frames is not None and stats.frames_seen >= cfg.max_frames:
-                break
-            stats.frames_seen += 1
-            try:
-                msg = deserialize_message(frame.raw, msg_class)
-            except Exception as exc:  # noqa: BLE001 - rclpy raises RMWError for malformed CDR
-                stats.skip(frame.index, None, f"undecodable {image_conn.msgtype} message "
-                                              f"({type(exc).__name__}, {len(frame.raw)} bytes)")
-                continue
-            stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-            try:
-                rgb = to_rgb(msg)
-            except InvalidImage as exc:
-                stats.skip(frame.index, stamp, exc.reason)
-                continue
-            try:
-                res = worker.submit(pipeline.process, rgb).result()
-            except Exception as exc:  # noqa: BLE001 - as the node: count, carry on
-                stats.skip(frame.index, stamp, f"inference error: {type(exc).__name__}: {exc}")
-                continue
-            stats.frames_processed += 1
-            stats.forward_s.append(res.forward_s)
-            stats.host_s.append(res.host_s)
-            stats.total_s.append(res.total_s)
-            header = _header_msg(msg.header)
-            if not labels_written:
-                info = LabelInfo(header=header, threshold=float(cfg.settings.score_threshold))
-                for cid, name in enumerate(names):
-                    r, g, b = (float(c) / 255.0 for c in pipeline.palette[cid])
-                    info.classes.append(ClassLabel(class_id=cid, name=name, color=ColorRGBA(r=r, g=g, b=b, a=1.0)))
-                out_bag.write(topics["labels"], frame.log_time_ns, serialize_message(info))
-                labels_written = True
-            out_bag.write(topics["mask"], frame.log_time_ns,
-                          serialize_message(numpy_to_image(res.mask, res.mask_encoding, header)))
-            out_bag.write(topics["overlay"], frame.log_time_ns,
-                          serialize_message(numpy_to_image(res.overlay, "rgb8", header)))
-            out_bag.write(topics["scene_graph"], frame.log_time_ns,
-                          serialize_message(scene_graph_to_msg(res.graph, header)))
-            scene_graphs.append({"frame": frame.index, "stamp_ns": stamp, "frame_id": header.frame_id,
-                                 **res.graph.to_dict()})
-            gt = None
-            if iou is not None:
-                if frame.label_raw is None:
-                    stats.label_notes[frame.label_note or "no label"] += 1
-                else:
-                    try:
-                        gt = label_to_ids(deserialize_message(frame.label_raw, Image))
-                        iou.update(res.class_ids, gt)
-                    except InvalidLabel as exc:
-                        stats.label_notes[exc.reason] += 1
-                        gt = None
-                    except Exception as exc:  # noqa: BLE001 - malformed label CDR
-                        stats.label_notes[f"undecodable label message: {type(exc).__name__}"] += 1
-                        gt = None
-            if frame.index in overlay_at:
-                panels = [rgb, res.overlay]
-                if gt is not None:
-                    from casseg_ros.perception import make_overlay
-
-                    gt_vis = np.where(gt < 255, lut[np.clip(gt, 0, len(lut) - 1)] if lut is not None else gt, 255)
-                    panels.append(make_overlay(rgb, gt_vis.astype(np.int32), pipeline.palette, 0.7))
-                overlays.append((f"frame_{frame.index:05d}", np.concatenate(panels, axis=1)))
+        _replay_frames(cfg, inputs, pipeline, outputs, truth, stats)
     except KeyboardInterrupt:
-        interrupted = "interrupted (Ctrl-C)"
+        stats.errors.append("interrupted (Ctrl-C)")
     finally:
-        worker.shutdown(wait=True)
         stats.wall_s = time.perf_counter() - t_start
-        stats.errors.extend(stream.errors)
-        if salvage_note:
-            stats.errors.append(f"bag {cfg.bag} is truncated or corrupt ({salvage_note}): only the "
+        if inputs.damage:
+            stats.errors.append(f"bag {cfg.bag} is truncated or corrupt ({inputs.damage}): only the "
                                 f"{stats.frames_seen} frames before the damage were evaluated")
-        if interrupted:
-            stats.errors.append(interrupted)
-        bag_path = out_bag.close()
-        reader.close()
+        bag_path = outputs.bag.close()
+        inputs.reader.close()
         metrics.update(stats.summary())
         metrics["status"] = "ok" if not stats.errors else "incomplete"
-        metrics["iou"] = iou.result() if iou is not None else None
-        metrics["output_bag"] = {"path": str(bag_path), "messages": dict(out_bag.counts)}
-        write_json(out_dir / "scene_graphs.json", {"frames": scene_graphs})
+        metrics["iou"] = truth.iou.result() if truth is not None else None
+        metrics["output_bag"] = {"path": str(bag_path), "messages": dict(outputs.bag.counts)}
+        write_json(out_dir / "scene_graphs.json", {"frames": outputs.scene_graphs})
         write_json(out_dir / "metrics.json", metrics)
-        write_report(out_dir, "casseg_ros replay", metrics, overlays,
+        write_report(out_dir, "casseg_ros replay", metrics, outputs.figures,
                      {"total": stats.total_s, "forward": stats.forward_s},
-                     intro=f"Bag `{cfg.bag}`, image topic `{image_conn.topic}`, model `{cfg.model_path}` "
+                     intro=f"Bag `{cfg.bag}`, image topic `{inputs.image_conn.topic}`, model `{cfg.model_path}` "
                            f"({metrics['backend'].get('name')}/{metrics['backend'].get('device')}). "
                            f"Overlay figures: input | prediction | ground truth.")
     if stats.errors:
         raise ReplayError("; ".join(stats.errors) + f" — results of the {stats.frames_processed} frames done "
                           f"are in {out_dir}")
     return metrics
+
+
+def _fail_early(out_dir: Path, metrics: dict[str, Any], exc: Exception) -> None:
+    """Nothing could run: metrics.json records why, and the error is raised as a ReplayError."""
+    message = str(exc)
+    metrics.update(status="error", errors=[message])
+    write_json(out_dir / "metrics.json", metrics)
+    raise ReplayError(message) from exc

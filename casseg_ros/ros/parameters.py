@@ -1,0 +1,136 @@
+"""The node's parameters: declarations (type, range, description saying when a change applies),
+validation that a descriptor cannot express, and the live settings the worker reads per frame."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
+
+from casseg_ros.pipeline import PipelineSettings
+from casseg_ros.ros.conversions import DEFAULT_MAX_PIXELS
+
+BACKENDS = ("torch", "onnxruntime", "tensorrt")
+TRANSPORTS = ("raw", "compressed")
+RELIABILITIES = ("best_effort", "reliable")
+
+# Parameters applied at configure (they shape the model) and at activate (the subscription).
+MODEL_PARAMS = ("model_path", "backend", "device", "input_height", "input_width", "vocabulary_file",
+                "max_input_pixels")
+SUBSCRIPTION_PARAMS = ("input_transport", "qos_reliability")
+
+
+def _float_range(lo: float, hi: float) -> list[FloatingPointRange]:
+    return [FloatingPointRange(from_value=float(lo), to_value=float(hi), step=0.0)]
+
+
+def _int_range(lo: int, hi: int) -> list[IntegerRange]:
+    return [IntegerRange(from_value=int(lo), to_value=int(hi), step=1)]
+
+
+def param_specs() -> list[tuple[str, Any, ParameterDescriptor]]:
+    """(name, default, descriptor) of every parameter; descriptions say when a change applies."""
+    at_configure = " Changes only while unconfigured (cleanup, set, configure)."
+    at_activate = " Changes only while not active (deactivate, set, activate)."
+    live = " Changes live (next frame)."
+    D = ParameterDescriptor
+    return [
+        ("model_path", "models/casseg_demo.safetensors", D(
+            type=ParameterType.PARAMETER_STRING,
+            description="Checkpoint (.safetensors) or exported model (.onnx/.engine). A relative path is "
+                        "looked up in the casseg_ros share directory, then in the working directory." + at_configure)),
+        ("backend", "torch", D(
+            type=ParameterType.PARAMETER_STRING,
+            description=f"Inference backend, one of {', '.join(BACKENDS)}." + at_configure,
+            additional_constraints=f"one of {', '.join(BACKENDS)}")),
+        ("device", "cpu", D(
+            type=ParameterType.PARAMETER_STRING,
+            description="Inference device: cpu, cuda or cuda:N." + at_configure,
+            additional_constraints="cpu | cuda | cuda:N")),
+        ("input_height", 0, D(
+            type=ParameterType.PARAMETER_INTEGER, integer_range=_int_range(0, 4096),
+            description="Height the model runs at (images are resized on the host and the mask resized "
+                        "back). 0 together with input_width 0: every image at its own size (torch only)."
+                        + at_configure)),
+        ("input_width", 0, D(
+            type=ParameterType.PARAMETER_INTEGER, integer_range=_int_range(0, 4096),
+            description="Width the model runs at; see input_height." + at_configure)),
+        ("vocabulary_file", "", D(
+            type=ParameterType.PARAMETER_STRING,
+            description="Optional vocabulary file replacing the checkpoint's class names/palette in the "
+                        "published labels; empty: use the checkpoint's." + at_configure)),
+        ("max_input_pixels", DEFAULT_MAX_PIXELS, D(
+            type=ParameterType.PARAMETER_INTEGER, integer_range=_int_range(1, 8192 * 8192),
+            description="Images with more pixels are rejected before decoding (protects against forged "
+                        "headers)." + at_configure)),
+        ("input_transport", "raw", D(
+            type=ParameterType.PARAMETER_STRING,
+            description="raw: subscribe to 'image' (sensor_msgs/Image); compressed: to 'image/compressed' "
+                        "(sensor_msgs/CompressedImage, jpeg or png)." + at_activate,
+            additional_constraints="raw | compressed")),
+        ("qos_reliability", "best_effort", D(
+            type=ParameterType.PARAMETER_STRING,
+            description="Reliability of the image subscription (SensorData QoS, depth 1). best_effort "
+                        "matches every publisher; reliable only reliable ones." + at_activate,
+            additional_constraints="best_effort | reliable")),
+        ("score_threshold", 0.0, D(
+            type=ParameterType.PARAMETER_DOUBLE, floating_point_range=_float_range(0.0, 1.0),
+            description="Pixels whose confidence is below it get the unknown id (255, or 65535 in mono16)." + live)),
+        ("min_instance_area", 64, D(
+            type=ParameterType.PARAMETER_INTEGER, integer_range=_int_range(1, 1 << 26),
+            description="Connected regions smaller than this many pixels are not scene-graph nodes." + live)),
+        ("overlay_alpha", 0.5, D(
+            type=ParameterType.PARAMETER_DOUBLE, floating_point_range=_float_range(0.0, 1.0),
+            description="Weight of the class colour in ~/overlay." + live)),
+        ("publish_confidence", False, D(
+            type=ParameterType.PARAMETER_BOOL,
+            description="Publish ~/confidence (mono8, confidence * 255)." + live)),
+        ("marker_scale", 0.01, D(
+            type=ParameterType.PARAMETER_DOUBLE, floating_point_range=_float_range(1e-6, 10.0),
+            description="Metres per image pixel in ~/scene_graph/markers (x = column, y = row, z = 0 in the "
+                        "image's frame_id)." + live)),
+    ]
+
+
+@dataclass(frozen=True)
+class LiveSettings:
+    """Parameters the worker reads every frame; replaced as a whole so reads need no lock."""
+
+    pipeline: PipelineSettings
+    publish_confidence: bool
+    marker_scale: float
+
+    @classmethod
+    def from_values(cls, value: Callable[[str], Any]) -> "LiveSettings":
+        """`value(name)` is the parameter's current value."""
+        return cls(pipeline=PipelineSettings(score_threshold=float(value("score_threshold")),
+                                             min_instance_area=int(value("min_instance_area")),
+                                             overlay_alpha=float(value("overlay_alpha"))),
+                   publish_confidence=bool(value("publish_confidence")),
+                   marker_scale=float(value("marker_scale")))
+
+
+def validate_parameter(name: str, value: Any) -> str | None:
+    """Reason `value` is invalid for `name`, or None. Ranges are also enforced by the descriptors;
+    this covers what a descriptor cannot express (enumerations, paired values)."""
+    if name == "backend" and value not in BACKENDS:
+        return f"backend must be one of {BACKENDS}, got {value!r}"
+    if name == "device" and not (value in ("cpu", "cuda") or (
+            isinstance(value, str) and value.startswith("cuda:") and value[5:].isdigit())):
+        return f"device must be cpu, cuda or cuda:N, got {value!r}"
+    if name == "input_transport" and value not in TRANSPORTS:
+        return f"input_transport must be one of {TRANSPORTS}, got {value!r}"
+    if name == "qos_reliability" and value not in RELIABILITIES:
+        return f"qos_reliability must be one of {RELIABILITIES}, got {value!r}"
+    if name == "model_path" and not str(value).strip():
+        return "model_path must not be empty"
+    if name in ("input_height", "input_width") and 0 < int(value) < 32:
+        return f"{name} must be 0 (native size) or >= 32, got {value}"
+    return None
+
+
+def validate_input_size(height: int, width: int) -> str | None:
+    """Reason the pair is invalid: both 0 (native size) or both > 0."""
+    if (int(height) == 0) != (int(width) == 0):
+        return f"input_height and input_width must both be 0 (native size) or both > 0, got {height}x{width}"
+    return None
