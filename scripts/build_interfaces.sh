@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Build and install the casseg_msgs interface package into the Python virtual environment, so
-# that `import casseg_msgs.msg` works with no extra environment (the ROS 2 Kilted PyPI wheels
+# Build and install the casseg_msgs interface package (and, where no ROS distribution provides
+# it, the standard vision_msgs) into the Python virtual environment, so that
+# `import casseg_msgs.msg` works with no extra environment (the ROS 2 Kilted PyPI wheels
 # put their C libraries in $VENV/lib, which their .pth bootstrap adds to LD_LIBRARY_PATH, and
 # their Python packages in site-packages; the rosidl CMake install rules use the same places).
 #
@@ -33,24 +34,37 @@ if ((${#exports[@]})); then
   echo "build_interfaces: rewrote manylinux include paths in ${#exports[@]} CMake export files"
 fi
 
-build_dir="$repo_root/build/casseg_msgs"
-generator=()
-command -v ninja >/dev/null && generator=(-G Ninja)
-# A build folder configured with another generator cannot be reused.
-if [[ -f "$build_dir/CMakeCache.txt" ]] && ! grep -q "CMAKE_GENERATOR:INTERNAL=${generator[1]:-Unix Makefiles}" "$build_dir/CMakeCache.txt"; then
-  rm -rf "$build_dir"
-fi
-
 export AMENT_PREFIX_PATH="$venv${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"
 export PATH="$venv/bin:$PATH"
-cmake -S "$repo_root/interfaces/casseg_msgs" -B "$build_dir" "${generator[@]}" \
-  -DCMAKE_BUILD_TYPE=Release \
-  -DCMAKE_INSTALL_PREFIX="$venv" \
-  -DCMAKE_PREFIX_PATH="$venv" \
-  -DPython3_EXECUTABLE="$python" \
-  -DPython3_FIND_VIRTUALENV=ONLY \
-  -DBUILD_TESTING=OFF >/dev/null
-cmake --build "$build_dir" -j "${CMAKE_BUILD_PARALLEL_LEVEL:-2}"
-cmake --install "$build_dir" >/dev/null
+generator=()
+command -v ninja >/dev/null && generator=(-G Ninja)
 
-"$python" -c 'import casseg_msgs.msg as m; m.SceneGraph(); m.LabelInfo(); print("build_interfaces: casseg_msgs installed in", m.__file__.rsplit("/msg/", 1)[0])'
+# build_package NAME: configure, build and install interfaces/NAME into the venv.
+build_package() {
+  local name="$1" build_dir="$repo_root/build/$1"
+  # A build folder configured with another generator cannot be reused.
+  if [[ -f "$build_dir/CMakeCache.txt" ]] && ! grep -q "CMAKE_GENERATOR:INTERNAL=${generator[1]:-Unix Makefiles}" "$build_dir/CMakeCache.txt"; then
+    rm -rf "$build_dir"
+  fi
+  cmake -S "$repo_root/interfaces/$name" -B "$build_dir" "${generator[@]}" \
+    -DCMAKE_BUILD_TYPE=Release \
+    -DCMAKE_INSTALL_PREFIX="$venv" \
+    -DCMAKE_PREFIX_PATH="$venv" \
+    -DPython3_EXECUTABLE="$python" \
+    -DPython3_FIND_VIRTUALENV=ONLY \
+    -DBUILD_TESTING=OFF >/dev/null
+  cmake --build "$build_dir" -j "${CMAKE_BUILD_PARALLEL_LEVEL:-2}"
+  cmake --install "$build_dir" >/dev/null
+}
+
+# vision_msgs is not on PyPI: build the stand-in only where no distribution provides it (a
+# sourced ROS install has it on PYTHONPATH); our own earlier install is rebuilt incrementally.
+vision_msgs_at="$("$python" -c 'import vision_msgs, os; print(os.path.dirname(vision_msgs.__file__))' 2>/dev/null || true)"
+if [[ -z "$vision_msgs_at" || "$vision_msgs_at" == "$venv"/* ]]; then
+  build_package vision_msgs
+else
+  echo "build_interfaces: using the installed vision_msgs at $vision_msgs_at"
+fi
+build_package casseg_msgs
+
+"$python" -c 'import casseg_msgs.msg as m, vision_msgs.msg as v; m.SceneGraph(); v.LabelInfo(); print("build_interfaces: casseg_msgs installed in", m.__file__.rsplit("/msg/", 1)[0])'
