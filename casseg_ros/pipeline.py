@@ -10,6 +10,10 @@ Optional products cost host time at full resolution, so they are made only when 
 * overlay           (H,W,3) uint8, palette colour blended over the camera image
 * colour mask       (H,W,3) uint8, palette[mask] (unknown pixels black)
 * confidence image  (H,W) uint8, round(confidence * 255)
+* points            (H/s,W/s) organised labelled cloud (perception.depth.POINT_DTYPE), with depth
+
+With a registered depth image (`DepthFrame`) the scene graph also gets 3D centroids, extents and
+relation distances (perception/depth.py).
 
 Timings: `forward_s` is the backend call; `host_s` everything after it in this pipeline.
 """
@@ -20,9 +24,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from casseg_ros.perception.depth import PinholeCamera, graph_in_3d, labelled_cloud, organised_points
 from casseg_ros.perception.mask import class_mask, mask_encoding_for, unknown_id_for
 from casseg_ros.perception.overlay import colorize, make_overlay
-from casseg_ros.perception.scene_graph import SceneGraph, extract_scene_graph
+from casseg_ros.perception.scene_graph import SceneGraph, segment_instances
 from casseg_ros.runtime import Backend
 from casseg_ros.text import Vocabulary
 
@@ -67,6 +72,7 @@ class PipelineSettings:
     score_threshold: float = 0.0
     min_instance_area: int = 64
     overlay_alpha: float = 0.5
+    points_stride: int = 1  # decimation of the point cloud (and of the mask in it)
 
 
 @dataclass(frozen=True)
@@ -76,6 +82,15 @@ class Products:
     overlay: bool = False
     color_mask: bool = False
     confidence_image: bool = False
+    points: bool = False  # needs a DepthFrame
+
+
+@dataclass(frozen=True)
+class DepthFrame:
+    """The registered depth image of a frame, in metres (NaN invalid), and the camera's intrinsics."""
+
+    metres: np.ndarray  # (H,W) float32, the size of the colour image
+    camera: PinholeCamera
 
 
 @dataclass
@@ -90,6 +105,7 @@ class FrameResult:
     overlay: np.ndarray | None = None  # (H,W,3) uint8
     color_mask: np.ndarray | None = None  # (H,W,3) uint8
     confidence_image: np.ndarray | None = None  # (H,W) uint8
+    points: np.ndarray | None = None  # (H/s,W/s) POINT_DTYPE
 
     @property
     def total_s(self) -> float:
@@ -111,7 +127,7 @@ class FramePipeline:
         self.labels = labels or ClassLabels.from_vocabulary(backend.vocabulary)
 
     def process(self, rgb: np.ndarray, settings: PipelineSettings = PipelineSettings(),
-                products: Products = Products()) -> FrameResult:
+                products: Products = Products(), depth: DepthFrame | None = None) -> FrameResult:
         """One decoded (H,W,3) uint8 RGB frame. Backend failures raise InferenceError, anything else
         is a post-processing error; the caller counts either and goes on with the next frame."""
         t0, cpu0 = time.perf_counter(), time.thread_time()
@@ -131,7 +147,13 @@ class FramePipeline:
             result.color_mask = colorize(mask, labels.palette)[0]
         if products.confidence_image:
             result.confidence_image = confidence_to_mono8(confidence)
-        result.graph = extract_scene_graph(mask, list(labels.names), confidence, inferred.adjacency[0],
-                                           min_area=settings.min_instance_area, ignore_ids=(labels.unknown_id,))
+        graph, runs = segment_instances(mask, list(labels.names), confidence, inferred.adjacency[0],
+                                        min_area=settings.min_instance_area, ignore_ids=(labels.unknown_id,))
+        if depth is not None:
+            graph = graph_in_3d(graph, runs, depth.metres, depth.camera)
+            if products.points:
+                xyz = organised_points(depth.metres, depth.camera, settings.points_stride)
+                result.points = labelled_cloud(xyz, rgb, mask, confidence, settings.points_stride)
+        result.graph = graph
         result.host_s = time.perf_counter() - t1
         return result

@@ -40,7 +40,8 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-__all__ = ["Instance", "Relation", "SceneGraph", "extract_scene_graph", "PREDICATES"]
+__all__ = ["Instance", "InstanceRuns", "Relation", "SceneGraph", "extract_scene_graph", "segment_instances",
+           "PREDICATES"]
 
 PREDICATES: tuple[str, ...] = ("touches", "above", "below", "left_of", "right_of", "inside")
 
@@ -54,6 +55,9 @@ class Instance:
     bbox: tuple[int, int, int, int]  # x_min, y_min, width, height
     centroid: tuple[float, float]  # x (column), y (row)
     area: int
+    # From a registered depth image (optical frame, metres); None without depth or valid pixels.
+    centroid_3d: tuple[float, float, float] | None = None
+    extent_3d: tuple[float, float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,7 @@ class Relation:
     target: int
     predicate: str
     weight: float
+    distance_3d: float | None = None  # between the two 3D centroids, metres
 
 
 @dataclass
@@ -73,11 +78,27 @@ class SceneGraph:
         """JSON-able form (lists instead of tuples)."""
         return {
             "instances": [
-                {**asdict(inst), "bbox": list(inst.bbox), "centroid": list(inst.centroid)}
+                {**asdict(inst), "bbox": list(inst.bbox), "centroid": list(inst.centroid),
+                 "centroid_3d": None if inst.centroid_3d is None else list(inst.centroid_3d),
+                 "extent_3d": None if inst.extent_3d is None else list(inst.extent_3d)}
                 for inst in self.instances
             ],
             "relations": [asdict(rel) for rel in self.relations],
         }
+
+
+@dataclass(frozen=True)
+class InstanceRuns:
+    """Which pixels belong to which instance, as horizontal runs (cheap to keep per frame)."""
+
+    shape: tuple[int, int]
+    start: np.ndarray  # flat index of each run's first pixel
+    length: np.ndarray
+    instance: np.ndarray  # instance id of each run, -1 for pixels of no instance
+
+    def to_map(self) -> np.ndarray:
+        """(H,W) int32 instance id per pixel, -1 where no instance."""
+        return np.repeat(self.instance.astype(np.int32), self.length).reshape(self.shape)
 
 
 @dataclass
@@ -155,14 +176,28 @@ def extract_scene_graph(
     max_instances: int = 256,
 ) -> SceneGraph:
     """Instances and relations of `class_map` (see the module docstring for the exact rules)."""
+    return segment_instances(class_map, class_names, confidence, adjacency, min_area, ignore_ids, max_instances)[0]
+
+
+def segment_instances(
+    class_map: np.ndarray,
+    class_names: Sequence[str],
+    confidence: np.ndarray | None = None,
+    adjacency: np.ndarray | None = None,
+    min_area: int = 64,
+    ignore_ids: Iterable[int] = (255,),
+    max_instances: int = 256,
+) -> tuple[SceneGraph, InstanceRuns]:
+    """`extract_scene_graph`, plus the pixels of every instance (for per-object depth)."""
     class_map = np.asarray(class_map)
     confidence = None if confidence is None else np.asarray(confidence)
     adjacency = None if adjacency is None else np.asarray(adjacency, dtype=np.float64)
     k = len(class_names)
     _check_inputs(class_map, k, confidence, adjacency)
     h, w = class_map.shape
+    empty = np.zeros(0, dtype=np.int64)
     if h == 0 or w == 0 or max_instances <= 0:
-        return SceneGraph()
+        return SceneGraph(), InstanceRuns((h, w), empty, empty, empty)
 
     runs = _find_runs(class_map)
     n_runs = runs.start.shape[0]
@@ -201,8 +236,9 @@ def extract_scene_graph(
         keep = keep[order[:max_instances]]
     keep = keep[np.argsort(first[keep], kind="stable")]
     n = keep.size
+    run_length = runs.x1 - runs.x0
     if n == 0:
-        return SceneGraph()
+        return SceneGraph(), InstanceRuns((h, w), runs.start, run_length, np.full(n_runs, -1, dtype=np.int64))
     inst_of_comp = np.full(n_comp, -1, dtype=np.int64)
     inst_of_comp[keep] = np.arange(n)
 
@@ -242,7 +278,7 @@ def extract_scene_graph(
     pa, pb = pair_codes // n, pair_codes % n
 
     relations = _relations(pa, pb, n, inst_cls, cx, cy, bx0, by0, bx1, by1, adjacency)
-    return SceneGraph(instances=instances, relations=relations)
+    return SceneGraph(instances=instances, relations=relations), InstanceRuns((h, w), runs.start, run_length, run_inst)
 
 
 def _relations(pa: np.ndarray, pb: np.ndarray, n: int, inst_cls: np.ndarray, cx: np.ndarray,

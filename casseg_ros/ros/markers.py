@@ -13,14 +13,18 @@ def _color(rgb: np.ndarray, alpha: float) -> ColorRGBA:
     return ColorRGBA(r=float(rgb[0]) / 255.0, g=float(rgb[1]) / 255.0, b=float(rgb[2]) / 255.0, a=alpha)
 
 
-def scene_graph_markers(graph_msg: SceneGraph, palette: np.ndarray, scale: float) -> MarkerArray:
-    """RViz/Foxglove view of the graph, drawn in the image plane of the camera frame.
+# Sphere diameter of a node drawn at its 3D position (metres).
+NODE_SIZE_3D_M = 0.25
 
-    Frame convention: markers use the image's header (frame_id and stamp). A node sits at
-    (centroid_x * scale, centroid_y * scale, 0): image columns along +x, rows along +y, so in a
-    REP-103 optical frame (x right, y down, z forward) the diagram appears upright, overlaying the
-    picture as seen from behind the camera. It is a diagram of the 2-D graph, not a 3-D
-    localisation (the node has no depth).
+
+def scene_graph_markers(graph_msg: SceneGraph, palette: np.ndarray, scale: float) -> MarkerArray:
+    """RViz/Foxglove view of the graph in the camera's optical frame (the image's header).
+
+    With depth (any node has_3d): every node with a 3D centroid sits there (metres, REP-103
+    optical frame: x right, y down, z forward), spheres NODE_SIZE_3D_M wide; nodes without valid
+    depth are left out, and so are their edges. Without depth the graph is an image-plane diagram:
+    a node sits at (centroid_x * scale, centroid_y * scale, 0), columns along +x and rows along
+    +y, so it appears upright, overlaying the picture as seen from behind the camera.
 
     Markers: DELETEALL first (objects that left the view disappear); ns "nodes": one SPHERE_LIST
     with a sphere per node in its class colour; ns "labels": a TEXT_VIEW_FACING per node
@@ -30,7 +34,8 @@ def scene_graph_markers(graph_msg: SceneGraph, palette: np.ndarray, scale: float
     """
     header = graph_msg.header
     markers = [Marker(header=header, action=Marker.DELETEALL)]
-    node_size = max(scale * 12.0, 1e-3)
+    in_3d = any(node.has_3d for node in graph_msg.nodes)
+    node_size = NODE_SIZE_3D_M if in_3d else max(scale * 12.0, 1e-3)
     positions: dict[int, Point] = {}
     white = np.array([255, 255, 255])
     spheres = Marker(header=header, ns="nodes", id=0, type=Marker.SPHERE_LIST, action=Marker.ADD)
@@ -39,7 +44,10 @@ def scene_graph_markers(graph_msg: SceneGraph, palette: np.ndarray, scale: float
     spheres.color = ColorRGBA(r=1.0, g=1.0, b=1.0, a=1.0)
     points, colors, texts = [], [], []
     for node in graph_msg.nodes:
-        p = Point(x=node.centroid.x * scale, y=node.centroid.y * scale, z=0.0)
+        if in_3d and not node.has_3d:
+            continue
+        p = (Point(x=node.centroid_3d.x, y=node.centroid_3d.y, z=node.centroid_3d.z) if in_3d
+             else Point(x=node.centroid.x * scale, y=node.centroid.y * scale, z=0.0))
         positions[node.instance_id] = p
         cid = int(node.class_id)
         points.append(p)
@@ -47,7 +55,7 @@ def scene_graph_markers(graph_msg: SceneGraph, palette: np.ndarray, scale: float
         text = Marker(header=header, ns="labels", id=int(node.instance_id), type=Marker.TEXT_VIEW_FACING,
                       action=Marker.ADD, text=f"{node.label} {node.score:.2f}")
         text.color.r = text.color.g = text.color.b = text.color.a = 1.0
-        text.pose.position.x, text.pose.position.y = p.x, p.y - 1.5 * node_size
+        text.pose.position.x, text.pose.position.y, text.pose.position.z = p.x, p.y - 1.5 * node_size, p.z
         text.pose.orientation.w = 1.0
         text.scale.z = node_size
         texts.append(text)

@@ -51,6 +51,9 @@ class NodeStats:
         self.processing_errors = 0  # failures after inference (post-processing, publishing)
         self.last_reject_reason = ""
         self.last_error = ""
+        self.camera_info_missing = 0  # frames published without a camera_info of their stamp
+        self.depth_problems = 0  # frames with depth expected but unusable (2D outputs still published)
+        self.last_depth_problem = ""
 
     def on_received(self, publisher: bytes | None = None, sequence: int | None = None) -> None:
         """Count an arriving frame; `sequence` gaps per publisher count as lost in transport."""
@@ -62,6 +65,15 @@ class NodeStats:
                 if last is not None and sequence > last + 1:
                     self.lost_in_transport += sequence - last - 1
                 self._last_sequence[publisher] = sequence
+
+    def on_camera_info_missing(self) -> None:
+        with self._lock:
+            self.camera_info_missing += 1
+
+    def on_depth_problem(self, reason: str) -> None:
+        with self._lock:
+            self.depth_problems += 1
+            self.last_depth_problem = reason
 
     def on_dropped(self) -> None:
         with self._lock:
@@ -113,6 +125,9 @@ class NodeStats:
                 "processing_errors": self.processing_errors,
                 "last_reject_reason": self.last_reject_reason,
                 "last_error": self.last_error,
+                "camera_info_missing": self.camera_info_missing,
+                "depth_problems": self.depth_problems,
+                "last_depth_problem": self.last_depth_problem,
             }
         for name, values in (("latency", latency), ("forward", forward), ("host_overhead", host),
                              ("host_cpu", host_cpu)):

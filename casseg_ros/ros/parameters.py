@@ -17,7 +17,7 @@ RELIABILITIES = ("best_effort", "reliable")
 # Parameters applied at configure (they shape the model) and at activate (the subscription).
 MODEL_PARAMS = ("model_path", "backend", "device", "input_height", "input_width", "vocabulary_file",
                 "max_input_pixels")
-SUBSCRIPTION_PARAMS = ("input_transport", "qos_reliability")
+SUBSCRIPTION_PARAMS = ("image_transport", "input_transport", "qos_reliability")
 
 
 def _float_range(lo: float, hi: float) -> list[FloatingPointRange]:
@@ -63,15 +63,22 @@ def param_specs() -> list[tuple[str, Any, ParameterDescriptor]]:
             type=ParameterType.PARAMETER_INTEGER, integer_range=_int_range(1, 8192 * 8192),
             description="Images with more pixels are rejected before decoding (protects against forged "
                         "headers)." + at_configure)),
-        ("input_transport", "raw", D(
+        ("image_transport", "raw", D(
             type=ParameterType.PARAMETER_STRING,
-            description="raw: subscribe to 'image' (sensor_msgs/Image); compressed: to 'image/compressed' "
-                        "(sensor_msgs/CompressedImage, jpeg or png)." + at_activate,
+            description="image_transport naming of the input: raw subscribes to 'image' (sensor_msgs/Image); "
+                        "compressed to 'image/compressed' (sensor_msgs/CompressedImage, jpeg or png)." + at_activate,
             additional_constraints="raw | compressed")),
+        ("input_transport", "", D(
+            type=ParameterType.PARAMETER_STRING,
+            description="Deprecated alias of image_transport (used when set and image_transport is left at "
+                        "raw); will be removed." + at_activate,
+            additional_constraints="'' | raw | compressed")),
         ("qos_reliability", "best_effort", D(
             type=ParameterType.PARAMETER_STRING,
-            description="Reliability of the image subscription (SensorData QoS, depth 1). best_effort "
-                        "matches every publisher; reliable only reliable ones." + at_activate,
+            description="Default reliability of the image, camera_info and depth subscriptions (SensorData "
+                        "QoS, depth 1); best_effort matches every publisher, reliable only reliable ones. The "
+                        "standard qos_overrides.<topic>.subscription.<policy> parameters take precedence."
+                        + at_activate,
             additional_constraints="best_effort | reliable")),
         ("score_threshold", 0.0, D(
             type=ParameterType.PARAMETER_DOUBLE, floating_point_range=_float_range(0.0, 1.0),
@@ -87,8 +94,19 @@ def param_specs() -> list[tuple[str, Any, ParameterDescriptor]]:
             description="Publish ~/confidence (mono8, confidence * 255)." + live)),
         ("marker_scale", 0.01, D(
             type=ParameterType.PARAMETER_DOUBLE, floating_point_range=_float_range(1e-6, 10.0),
-            description="Metres per image pixel in ~/scene_graph/markers (x = column, y = row, z = 0 in the "
-                        "image's frame_id)." + live)),
+            description="Without depth: metres per image pixel in ~/scene_graph/markers (an image-plane "
+                        "diagram: x = column, y = row, z = 0 in the image's frame_id). With depth the markers "
+                        "are the objects' 3D positions and this is unused." + live)),
+        ("depth_max_range_m", 20.0, D(
+            type=ParameterType.PARAMETER_DOUBLE, floating_point_range=_float_range(0.01, 1000.0),
+            description="Depth beyond this many metres is invalid (NaN points, not used for 3D centroids)." + live)),
+        ("points_stride", 1, D(
+            type=ParameterType.PARAMETER_INTEGER, integer_range=_int_range(1, 64),
+            description="~/points keeps every n-th pixel of every n-th row (the mask decimated alike)." + live)),
+        ("sync_wait_s", 0.05, D(
+            type=ParameterType.PARAMETER_DOUBLE, floating_point_range=_float_range(0.0, 1.0),
+            description="How long a frame waits for the camera_info and depth image with its exact stamp "
+                        "(only while those topics have been received); then it is processed without them." + live)),
     ]
 
 
@@ -99,15 +117,20 @@ class LiveSettings:
     pipeline: PipelineSettings
     publish_confidence: bool
     marker_scale: float
+    depth_max_range_m: float
+    sync_wait_s: float
 
     @classmethod
     def from_values(cls, value: Callable[[str], Any]) -> "LiveSettings":
         """`value(name)` is the parameter's current value."""
         return cls(pipeline=PipelineSettings(score_threshold=float(value("score_threshold")),
                                              min_instance_area=int(value("min_instance_area")),
-                                             overlay_alpha=float(value("overlay_alpha"))),
+                                             overlay_alpha=float(value("overlay_alpha")),
+                                             points_stride=int(value("points_stride"))),
                    publish_confidence=bool(value("publish_confidence")),
-                   marker_scale=float(value("marker_scale")))
+                   marker_scale=float(value("marker_scale")),
+                   depth_max_range_m=float(value("depth_max_range_m")),
+                   sync_wait_s=float(value("sync_wait_s")))
 
 
 def validate_parameter(name: str, value: Any) -> str | None:
@@ -118,8 +141,10 @@ def validate_parameter(name: str, value: Any) -> str | None:
     if name == "device" and not (value in ("cpu", "cuda") or (
             isinstance(value, str) and value.startswith("cuda:") and value[5:].isdigit())):
         return f"device must be cpu, cuda or cuda:N, got {value!r}"
-    if name == "input_transport" and value not in TRANSPORTS:
-        return f"input_transport must be one of {TRANSPORTS}, got {value!r}"
+    if name == "image_transport" and value not in TRANSPORTS:
+        return f"image_transport must be one of {TRANSPORTS}, got {value!r}"
+    if name == "input_transport" and value not in ("",) + TRANSPORTS:
+        return f"input_transport (deprecated: use image_transport) must be '' or one of {TRANSPORTS}, got {value!r}"
     if name == "qos_reliability" and value not in RELIABILITIES:
         return f"qos_reliability must be one of {RELIABILITIES}, got {value!r}"
     if name == "model_path" and not str(value).strip():
@@ -134,3 +159,8 @@ def validate_input_size(height: int, width: int) -> str | None:
     if (int(height) == 0) != (int(width) == 0):
         return f"input_height and input_width must both be 0 (native size) or both > 0, got {height}x{width}"
     return None
+
+
+def effective_transport(image_transport: str, input_transport: str) -> str:
+    """image_transport, or the deprecated input_transport when only that one was changed."""
+    return input_transport if input_transport and image_transport == "raw" else image_transport

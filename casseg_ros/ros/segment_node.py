@@ -38,22 +38,28 @@ from rcl_interfaces.msg import ParameterDescriptor, ParameterType, SetParameters
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from sensor_msgs.msg import CompressedImage, Image
+from rclpy.qos_overriding_options import QoSOverridingOptions
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header
+from vision_msgs.msg import LabelInfo
 from visualization_msgs.msg import MarkerArray
 
-from casseg_msgs.msg import LabelInfo, SceneGraph
-from casseg_ros.pipeline import FramePipeline, InferenceError, Products, display_labels
+from casseg_msgs.msg import SceneGraph
+from casseg_ros.perception.depth import InvalidDepth, check_depth
+from casseg_ros.pipeline import DepthFrame, FramePipeline, InferenceError, Products, display_labels
 from casseg_ros.resources import resolve_data_path
+from casseg_ros.ros.camera import depth_to_metres, pinhole_from_info
 from casseg_ros.ros.conversions import DEFAULT_MAX_PIXELS, InvalidImage, to_rgb
 from casseg_ros.ros.diagnostics import diagnostic_array
 from casseg_ros.ros.latest_frame import LatestFrameSlot
 from casseg_ros.ros.markers import scene_graph_markers
-from casseg_ros.ros.messages import frame_messages, label_info_msg
+from casseg_ros.ros.messages import frame_messages, vision_label_info_msg
 from casseg_ros.ros.node_stats import NodeStats
 from casseg_ros.ros.parameters import (
-    MODEL_PARAMS, SUBSCRIPTION_PARAMS, LiveSettings, param_specs, validate_input_size, validate_parameter,
+    MODEL_PARAMS, SUBSCRIPTION_PARAMS, LiveSettings, effective_transport, param_specs, validate_input_size,
+    validate_parameter,
 )
+from casseg_ros.ros.stamp_cache import StampCache
 from casseg_ros.runtime import create_backend
 
 NODE_NAME = "casseg_ros"
@@ -93,7 +99,9 @@ class SegmentNode(LifecycleNode):
         self._pipeline: FramePipeline | None = None
         self._max_input_pixels = DEFAULT_MAX_PIXELS
         self._outputs: dict[str, Any] = {}
-        self._subscription = None
+        self._subscriptions: list[Any] = []
+        self._camera_infos: StampCache[CameraInfo] = StampCache()
+        self._depths: StampCache[Image] = StampCache()
         self._slot: LatestFrameSlot | None = None
         self._worker: threading.Thread | None = None
         self.stats = NodeStats()
@@ -170,15 +178,22 @@ class SegmentNode(LifecycleNode):
         latched_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
                                  durability=DurabilityPolicy.TRANSIENT_LOCAL)
         graph_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
-        make = self.create_lifecycle_publisher
+
+        def make(msg_type, name: str, qos: QoSProfile):
+            # qos_overrides.<topic>.publisher.<policy> parameters (the ROS convention) may change `qos`.
+            return self.create_lifecycle_publisher(
+                msg_type, f"~/{name}", qos, qos_overriding_options=QoSOverridingOptions.with_default_policies())
+
         self._outputs = {
-            "mask": make(Image, "~/mask", image_qos),
-            "mask/color": make(Image, "~/mask/color", image_qos),
-            "overlay": make(Image, "~/overlay", image_qos),
-            "confidence": make(Image, "~/confidence", image_qos),
-            "labels": make(LabelInfo, "~/labels", latched_qos),
-            "scene_graph": make(SceneGraph, "~/scene_graph", graph_qos),
-            "markers": make(MarkerArray, "~/scene_graph/markers", graph_qos),
+            "mask": make(Image, "mask", image_qos),
+            "mask/color": make(Image, "mask/color", image_qos),
+            "overlay": make(Image, "overlay", image_qos),
+            "confidence": make(Image, "confidence", image_qos),
+            "camera_info": make(CameraInfo, "camera_info", image_qos),
+            "points": make(PointCloud2, "points", image_qos),
+            "label_info": make(LabelInfo, "label_info", latched_qos),
+            "scene_graph": make(SceneGraph, "scene_graph", graph_qos),
+            "markers": make(MarkerArray, "scene_graph/markers", graph_qos),
         }
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -191,31 +206,47 @@ class SegmentNode(LifecycleNode):
             self._worker = threading.Thread(target=self._worker_loop, args=(self._slot,),
                                             name="casseg_worker", daemon=True)
             self._worker.start()
-            self._subscription = self._create_subscription()
+            self._subscriptions = self._create_subscriptions()
         except Exception as exc:  # noqa: BLE001
             self.get_logger().error(f"activate failed: {exc}")
             self._stop_worker()
             super().on_deactivate(state)  # back to inactive: publishers disabled again
             return TransitionCallbackReturn.FAILURE
         self._active = True
-        self.get_logger().info(f"active: listening on {self._subscription.topic_name}")
+        topics = ", ".join(s.topic_name for s in self._subscriptions)
+        self.get_logger().info(f"active: listening on {topics}")
         return TransitionCallbackReturn.SUCCESS
 
-    def _create_subscription(self):
-        qos = QoSProfile(
-            history=HistoryPolicy.KEEP_LAST, depth=1,
-            reliability=(ReliabilityPolicy.RELIABLE if self._param("qos_reliability") == "reliable"
-                         else ReliabilityPolicy.BEST_EFFORT),
-            durability=qos_profile_sensor_data.durability)
-        if self._param("input_transport") == "compressed":
-            return self.create_subscription(CompressedImage, "image/compressed", self._on_image, qos)
-        return self.create_subscription(Image, "image", self._on_image, qos)
+    def _create_subscriptions(self) -> list[Any]:
+        """The image (image_transport naming), its camera_info and an optional registered depth image."""
+        def qos() -> QoSProfile:
+            return QoSProfile(
+                history=HistoryPolicy.KEEP_LAST, depth=1,
+                reliability=(ReliabilityPolicy.RELIABLE if self._param("qos_reliability") == "reliable"
+                             else ReliabilityPolicy.BEST_EFFORT),
+                durability=qos_profile_sensor_data.durability)
+
+        def subscribe(msg_type, topic: str, callback):
+            return self.create_subscription(msg_type, topic, callback, qos(),
+                                            qos_overriding_options=QoSOverridingOptions.with_default_policies())
+
+        transport = effective_transport(self._param("image_transport"), self._param("input_transport"))
+        if self._param("input_transport"):
+            self.get_logger().warning("input_transport is deprecated: set image_transport instead")
+        self._camera_infos.clear()
+        self._depths.clear()
+        image = (subscribe(CompressedImage, "image/compressed", self._on_image) if transport == "compressed"
+                 else subscribe(Image, "image", self._on_image))
+        # Keeping several recent messages lets each image find its own stamp among them.
+        return [image,
+                subscribe(CameraInfo, "camera_info", lambda msg: self._camera_infos.put(_stamp_ns(msg.header), msg)),
+                subscribe(Image, "depth/image", lambda msg: self._depths.put(_stamp_ns(msg.header), msg))]
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._active = False
-        if self._subscription is not None:
-            self.destroy_subscription(self._subscription)
-            self._subscription = None
+        for subscription in self._subscriptions:
+            self.destroy_subscription(subscription)
+        self._subscriptions = []
         self._stop_worker()
         return super().on_deactivate(state)
 
@@ -278,7 +309,29 @@ class SegmentNode(LifecycleNode):
         pubs = self._outputs
         return Products(overlay=pubs["overlay"].get_subscription_count() > 0,
                         color_mask=pubs["mask/color"].get_subscription_count() > 0,
-                        confidence_image=live.publish_confidence)
+                        confidence_image=live.publish_confidence,
+                        points=pubs["points"].get_subscription_count() > 0)
+
+    def _depth_frame(self, stamp_ns: int, info: CameraInfo | None, image_shape: tuple[int, int],
+                     live: LiveSettings) -> DepthFrame | None:
+        """The registered depth of this frame, or None; a problem is counted and never stops the
+        2D outputs."""
+        depth_msg = self._depths.get(stamp_ns, live.sync_wait_s)
+        if depth_msg is None:
+            if self._depths.received:
+                self.stats.on_depth_problem("no depth image with the frame's stamp")
+            return None
+        try:
+            if info is None:
+                raise InvalidDepth("no camera_info with the frame's stamp (needed to place depth in 3D)")
+            camera = pinhole_from_info(info)
+            metres = depth_to_metres(depth_msg, live.depth_max_range_m)
+            check_depth(metres, camera, image_shape)
+        except InvalidDepth as exc:
+            self.stats.on_depth_problem(exc.reason)
+            self.get_logger().warning(f"depth not used: {exc.reason}", throttle_duration_sec=_WARN_THROTTLE_S)
+            return None
+        return DepthFrame(metres, camera)
 
     def process_frame(self, msg: Image | CompressedImage) -> None:
         """Decode, segment and publish one frame. Bad input and inference failures are counted and
@@ -293,8 +346,13 @@ class SegmentNode(LifecycleNode):
             return
         if pipeline is None:
             return
+        stamp_ns = _stamp_ns(msg.header)
+        info = self._camera_infos.get(stamp_ns, live.sync_wait_s)
+        if info is None:
+            self.stats.on_camera_info_missing()
+        depth = self._depth_frame(stamp_ns, info, rgb.shape[:2], live)
         try:
-            result = pipeline.process(rgb, live.pipeline, self._wanted_products(live))
+            result = pipeline.process(rgb, live.pipeline, self._wanted_products(live), depth)
         except InferenceError as exc:  # e.g. CUDA OOM on one frame; the next may succeed
             self.stats.on_inference_error(str(exc))
             self.get_logger().error(f"inference failed: {exc}", throttle_duration_sec=_WARN_THROTTLE_S)
@@ -303,6 +361,9 @@ class SegmentNode(LifecycleNode):
         messages = frame_messages(result, pipeline.labels, msg.header)
         for name, message in messages.items():
             pubs[name].publish(message)
+        if info is not None:  # with every mask, under the mask's header, so RViz/Foxglove can place it
+            info.header = msg.header
+            pubs["camera_info"].publish(info)
         latency_s = (self.get_clock().now().nanoseconds - _stamp_ns(msg.header)) / 1e9
         if pubs["markers"].get_subscription_count() > 0:
             pubs["markers"].publish(scene_graph_markers(messages["scene_graph"], pipeline.labels.palette,
@@ -314,8 +375,8 @@ class SegmentNode(LifecycleNode):
         self.stats.on_published(latency_s, result.forward_s, host_s, host_cpu_s)
 
     def _publish_labels(self) -> None:
-        self._outputs["labels"].publish(label_info_msg(self._pipeline.labels, self._live.pipeline.score_threshold,
-                                                       self.get_clock().now().to_msg()))
+        self._outputs["label_info"].publish(vision_label_info_msg(
+            self._pipeline.labels, self._live.pipeline.score_threshold, self.get_clock().now().to_msg()))
 
     # ------------------------------------------------------------------ diagnostics
     def lifecycle_state(self) -> str:

@@ -1,0 +1,181 @@
+"""3D from a registered depth image: organised point cloud and per-object geometry (ROS-free).
+
+Conventions (REP-103 optical frame, REP-118 depth): x right, y down, z forward, metres. A pixel
+(u, v) — column, row, integer at the pixel centre as in the camera matrix K — with depth z is the
+point ((u - cx) z / fx, (v - cy) z / fy, z). Invalid depth (0, NaN, +-inf, beyond `max_range_m`)
+gives NaN points, so the cloud stays organised and pixel-aligned with the mask.
+
+Decimation by an integer `stride` keeps pixels (s*r, s*c): cloud row r, column c is image pixel
+(u = s*c, v = s*r), and the mask is decimated the same way.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from casseg_ros.perception.scene_graph import InstanceRuns, Relation, SceneGraph
+
+DEPTH_ENCODINGS = ("16UC1", "32FC1")
+
+
+class InvalidDepth(ValueError):
+    """A depth image that cannot be used for this frame; `reason` names what is wrong."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class PinholeCamera:
+    """Intrinsics of the (rectified) image the mask is aligned with."""
+
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+    width: int
+    height: int
+
+    def __post_init__(self) -> None:
+        if not (self.fx > 0 and self.fy > 0):
+            raise ValueError(f"focal lengths must be > 0, got fx={self.fx} fy={self.fy}")
+
+    def project(self, points: np.ndarray) -> np.ndarray:
+        """(N,3) points -> (N,2) pixel coordinates (u, v)."""
+        points = np.asarray(points, dtype=np.float64)
+        return np.stack([self.fx * points[:, 0] / points[:, 2] + self.cx,
+                         self.fy * points[:, 1] / points[:, 2] + self.cy], axis=1)
+
+
+def depth_in_metres(depth: np.ndarray, encoding: str, max_range_m: float) -> np.ndarray:
+    """(H,W) 16UC1 millimetres or 32FC1 metres -> float32 metres, NaN where invalid."""
+    if encoding == "16UC1":
+        metres = depth.astype(np.float32) / np.float32(1000.0)
+    elif encoding == "32FC1":
+        metres = np.array(depth, dtype=np.float32, copy=True)
+    else:
+        raise InvalidDepth(f"depth encoding {encoding!r} is not one of {', '.join(DEPTH_ENCODINGS)} (REP-118)")
+    with np.errstate(invalid="ignore"):
+        invalid = ~np.isfinite(metres) | (metres <= 0.0) | (metres > max_range_m)
+    metres[invalid] = np.nan
+    return metres
+
+
+def check_depth(depth_m: np.ndarray, camera: PinholeCamera, image_shape: tuple[int, int]) -> None:
+    """InvalidDepth unless depth, camera_info and the colour image have one size, with some valid depth."""
+    if depth_m.shape != tuple(image_shape):
+        raise InvalidDepth(f"depth image is {depth_m.shape[1]}x{depth_m.shape[0]}, the colour image "
+                           f"{image_shape[1]}x{image_shape[0]} (a registered depth image has its size)")
+    if (camera.height, camera.width) != tuple(image_shape):
+        raise InvalidDepth(f"camera_info is for {camera.width}x{camera.height}, the image is "
+                           f"{image_shape[1]}x{image_shape[0]}")
+    if not np.isfinite(depth_m).any():
+        raise InvalidDepth("no valid depth in the image (all 0, NaN, inf or beyond max range)")
+
+
+def decimate(array: np.ndarray, stride: int) -> np.ndarray:
+    """Every `stride`-th row and column starting at 0 (a view, no copy)."""
+    return array[::stride, ::stride]
+
+
+def organised_points(depth_m: np.ndarray, camera: PinholeCamera, stride: int = 1) -> np.ndarray:
+    """(H,W) metres -> (ceil(H/s), ceil(W/s), 3) float32 xyz, NaN where the depth is invalid."""
+    if depth_m.shape != (camera.height, camera.width):
+        raise InvalidDepth(f"depth image is {depth_m.shape[1]}x{depth_m.shape[0]}, camera_info says "
+                           f"{camera.width}x{camera.height}")
+    z = decimate(depth_m, stride)
+    u = np.arange(0, camera.width, stride, dtype=np.float32)
+    v = np.arange(0, camera.height, stride, dtype=np.float32)
+    x_per_z = (u - np.float32(camera.cx)) / np.float32(camera.fx)  # (w',)
+    y_per_z = (v - np.float32(camera.cy)) / np.float32(camera.fy)  # (h',)
+    xyz = np.empty(z.shape + (3,), dtype=np.float32)
+    np.multiply(z, x_per_z[None, :], out=xyz[..., 0])
+    np.multiply(z, y_per_z[:, None], out=xyz[..., 1])
+    xyz[..., 2] = z
+    return xyz
+
+
+@dataclass(frozen=True)
+class ObjectGeometry:
+    """Where one scene-graph instance is in 3D (optical frame, metres); NaN when it has no valid depth."""
+
+    centroid: tuple[float, float, float]
+    extent: tuple[float, float, float]  # width (x), height (y), depth spread (z)
+    valid_pixels: int
+
+
+NO_GEOMETRY = ObjectGeometry((np.nan, np.nan, np.nan), (np.nan, np.nan, np.nan), 0)
+
+
+def object_geometry(instance_map: np.ndarray, num_instances: int, bboxes: np.ndarray, centroids: np.ndarray,
+                    depth_m: np.ndarray, camera: PinholeCamera) -> list[ObjectGeometry]:
+    """Robust 3D position and size of every instance from its pixels' valid depths.
+
+    `instance_map` (H,W) int: instance id per pixel, -1 elsewhere; `bboxes` (N,4) pixel
+    (x, y, w, h); `centroids` (N,2) pixel (x, y). The object's depth is the median of its valid
+    depths (robust to mixed pixels at its border), its centroid the pixel centroid back-projected
+    at that depth, its width/height the pixel box scaled to metres at that depth, and its depth
+    spread the 10th-90th percentile range of its depths.
+    """
+    valid = np.isfinite(depth_m) & (instance_map >= 0)
+    ids = instance_map[valid]
+    depths = depth_m[valid]
+    # Group depths by instance: a stable sort by a small integer key is a radix sort in numpy.
+    order = np.argsort(ids.astype(np.int16), kind="stable")
+    ids, depths = ids[order], depths[order]
+    bounds = np.searchsorted(ids, np.arange(num_instances + 1))
+    result = []
+    for i in range(num_instances):
+        own = depths[bounds[i]:bounds[i + 1]]
+        if own.size == 0:
+            result.append(NO_GEOMETRY)
+            continue
+        z10, z, z90 = (float(q) for q in np.percentile(own, (10, 50, 90)))
+        cx, cy = float(centroids[i, 0]), float(centroids[i, 1])
+        width_px, height_px = float(bboxes[i, 2]), float(bboxes[i, 3])
+        result.append(ObjectGeometry(
+            centroid=((cx - camera.cx) * z / camera.fx, (cy - camera.cy) * z / camera.fy, z),
+            extent=(width_px * z / camera.fx, height_px * z / camera.fy, z90 - z10),
+            valid_pixels=int(own.size)))
+    return result
+
+
+# One point of the organised cloud: xyz in metres, colour packed the PCL way (0x00RRGGBB in the
+# bits of a float32 field named rgb), the mask's label and the confidence. 24 bytes, 4-aligned.
+POINT_DTYPE = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("rgb", "<u4"), ("label", "<u2"),
+                        ("_pad", "<u2"), ("confidence", "<f4")])
+
+
+def labelled_cloud(xyz: np.ndarray, rgb: np.ndarray, mask: np.ndarray, confidence: np.ndarray,
+                   stride: int) -> np.ndarray:
+    """Organised (h',w') POINT_DTYPE cloud: `xyz` from `organised_points`, the other full-size
+    images decimated with the same stride, so point (r, c) carries pixel (s*r, s*c)'s values."""
+    colour = decimate(rgb, stride).astype(np.uint32)
+    cloud = np.empty(xyz.shape[:2], dtype=POINT_DTYPE)
+    cloud["x"], cloud["y"], cloud["z"] = xyz[..., 0], xyz[..., 1], xyz[..., 2]
+    cloud["rgb"] = (colour[..., 0] << 16) | (colour[..., 1] << 8) | colour[..., 2]
+    cloud["label"] = decimate(mask, stride)
+    cloud["_pad"] = 0
+    cloud["confidence"] = decimate(confidence, stride)
+    return cloud
+
+
+def graph_in_3d(graph: SceneGraph, runs: InstanceRuns, depth_m: np.ndarray, camera: PinholeCamera) -> SceneGraph:
+    """The graph with a 3D centroid and extent per instance (None without valid depth) and the
+    3D distance of every relation whose two ends have one."""
+    n = len(graph.instances)
+    if n == 0:
+        return graph
+    bboxes = np.array([inst.bbox for inst in graph.instances], dtype=np.float64)
+    centroids = np.array([inst.centroid for inst in graph.instances], dtype=np.float64)
+    geometry = object_geometry(runs.to_map(), n, bboxes, centroids, depth_m, camera)
+    instances = [replace(inst, centroid_3d=geo.centroid, extent_3d=geo.extent) if geo.valid_pixels else inst
+                 for inst, geo in zip(graph.instances, geometry)]
+    where = np.array([geo.centroid for geo in geometry], dtype=np.float64)
+    ends = np.array([(rel.source, rel.target) for rel in graph.relations], dtype=np.int64).reshape(-1, 2)
+    distance = np.linalg.norm(where[ends[:, 0]] - where[ends[:, 1]], axis=1)
+    relations = [Relation(rel.source, rel.target, rel.predicate, rel.weight, float(d) if np.isfinite(d) else None)
+                 for rel, d in zip(graph.relations, distance)]
+    return SceneGraph(instances=instances, relations=relations)

@@ -1,0 +1,38 @@
+"""Camera inputs besides the image: CameraInfo -> intrinsics, registered depth Image -> metres."""
+from __future__ import annotations
+
+import numpy as np
+from sensor_msgs.msg import CameraInfo, Image
+
+from casseg_ros.perception.depth import DEPTH_ENCODINGS, InvalidDepth, PinholeCamera, depth_in_metres
+
+_DEPTH_DTYPES = {"16UC1": np.dtype("<u2"), "32FC1": np.dtype("<f4")}
+
+
+def pinhole_from_info(info: CameraInfo) -> PinholeCamera:
+    """Intrinsics from the camera matrix K of the image the mask is aligned with."""
+    k = info.k
+    try:
+        return PinholeCamera(fx=float(k[0]), fy=float(k[4]), cx=float(k[2]), cy=float(k[5]),
+                             width=int(info.width), height=int(info.height))
+    except ValueError as exc:
+        raise InvalidDepth(f"unusable camera_info: {exc}") from exc
+
+
+def depth_to_metres(msg: Image, max_range_m: float) -> np.ndarray:
+    """REP-118 depth image (16UC1 mm or 32FC1 m, any row padding, either byte order) -> (H,W)
+    float32 metres with NaN where invalid. InvalidDepth names what is wrong."""
+    if msg.encoding not in _DEPTH_DTYPES:
+        raise InvalidDepth(f"depth encoding {msg.encoding!r} is not one of {', '.join(DEPTH_ENCODINGS)} (REP-118)")
+    dtype = _DEPTH_DTYPES[msg.encoding]
+    if msg.is_bigendian:
+        dtype = dtype.newbyteorder(">")
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    if height <= 0 or width <= 0:
+        raise InvalidDepth(f"empty depth image ({width}x{height})")
+    if step < width * dtype.itemsize or len(msg.data) < step * height:
+        raise InvalidDepth(f"depth data length {len(msg.data)} / step {step} too small for {width}x{height} "
+                           f"{msg.encoding}")
+    rows = np.frombuffer(msg.data, dtype=np.uint8, count=step * height).reshape(height, step)
+    pixels = rows[:, :width * dtype.itemsize].view(dtype)
+    return depth_in_metres(pixels, msg.encoding, max_range_m)

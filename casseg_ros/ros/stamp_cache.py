@@ -1,0 +1,49 @@
+"""Bounded, thread-safe "message by exact stamp" cache for inputs that accompany the image.
+
+Camera drivers stamp an image, its camera_info and its registered depth image identically, but
+the three arrive on separate topics in any order. The executor thread `put`s every camera_info /
+depth message; the worker, holding an image, asks for the one with the same stamp and may wait a
+little for it (`get(..., timeout)`). Only the newest `capacity` stamps are kept, so a topic nobody
+asks for cannot grow memory.
+"""
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class StampCache(Generic[T]):
+    LIVE_WINDOW_NS = 1_000_000_000
+
+    def __init__(self, capacity: int = 30) -> None:
+        self._capacity = capacity
+        self._items: OrderedDict[int, T] = OrderedDict()
+        self._cond = threading.Condition(threading.Lock())
+        self.received = 0
+
+    def put(self, stamp_ns: int, item: T) -> None:
+        with self._cond:
+            self._items[stamp_ns] = item
+            self._items.move_to_end(stamp_ns)
+            while len(self._items) > self._capacity:
+                self._items.popitem(last=False)
+            self.received += 1
+            self._cond.notify_all()
+
+    def get(self, stamp_ns: int, timeout: float = 0.0) -> T | None:
+        """The item with exactly this stamp. Waits up to `timeout` s for it only while the topic
+        is live — its newest item is older than this stamp by less than `LIVE_WINDOW_NS` — so a
+        camera without depth, or one whose depth stopped, costs no wait."""
+        with self._cond:
+            newest = next(reversed(self._items), None)
+            if timeout > 0.0 and newest is not None and 0 < stamp_ns - newest < self.LIVE_WINDOW_NS:
+                self._cond.wait_for(lambda: stamp_ns in self._items, timeout)
+            return self._items.get(stamp_ns)
+
+    def clear(self) -> None:
+        with self._cond:
+            self._items.clear()
+            self.received = 0
