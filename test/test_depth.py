@@ -161,7 +161,7 @@ def test_point_cloud_message_is_organised_labelled_and_pixel_aligned():
     np.testing.assert_array_equal(back["label"], mask[::2, ::2])
     np.testing.assert_array_equal(back["confidence"], confidence[::2, ::2])
     packed = back["rgb"]
-    np.testing.assert_array_equal(np.stack([packed >> 16, (packed >> 8) & 255, packed & 255], -1), rgb[::2, ::2])
+    np.testing.assert_array_equal(np.stack([(packed >> 16) & 255, (packed >> 8) & 255, packed & 255], -1), rgb[::2, ::2])
     valid = np.isfinite(back["z"])
     assert not valid[6, 11] and valid.sum() == np.isfinite(depth[::2, ::2]).sum()
 

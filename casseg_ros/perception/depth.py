@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+import cv2
 import numpy as np
 
 from casseg_ros.perception.scene_graph import InstanceRuns, Relation, SceneGraph
@@ -109,40 +110,54 @@ class ObjectGeometry:
 NO_GEOMETRY = ObjectGeometry((np.nan, np.nan, np.nan), (np.nan, np.nan, np.nan), 0)
 
 
+# Depth percentiles of an object come from a per-object histogram (one bincount over its pixels
+# instead of a sort): bins of DEPTH_BIN_M, so a percentile is exact to half a bin (2.5 mm).
+DEPTH_BIN_M = 0.005
+
+
+def _depth_percentiles(instance_map: np.ndarray, num_instances: int, depth_m: np.ndarray,
+                       quantiles: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """((N, Q) depth percentiles in metres, NaN for an object with no valid depth; (N,) valid pixel counts)."""
+    valid = (instance_map >= 0) & np.isfinite(depth_m)
+    ids = instance_map[valid].astype(np.int64)
+    depths = depth_m[valid]
+    top = float(depths.max()) if depths.size else 0.0
+    num_bins = int(top / DEPTH_BIN_M) + 1
+    bins = np.minimum((depths * np.float32(1.0 / DEPTH_BIN_M)).astype(np.int64), num_bins - 1)
+    histogram = np.bincount(ids * num_bins + bins, minlength=num_instances * num_bins).reshape(num_instances, num_bins)
+    cumulative = np.cumsum(histogram, axis=1)
+    counts = cumulative[:, -1]
+    result = np.full((num_instances, len(quantiles)), np.nan)
+    has = counts > 0
+    for column, q in enumerate(quantiles):
+        # The first bin whose cumulative count reaches the q-th sample (1-based rank).
+        rank = np.maximum(np.ceil(q * counts[has]), 1)
+        first = (cumulative[has] >= rank[:, None]).argmax(axis=1)
+        result[has, column] = (first + 0.5) * DEPTH_BIN_M
+    return result, counts
+
+
 def object_geometry(instance_map: np.ndarray, num_instances: int, bboxes: np.ndarray, centroids: np.ndarray,
                     depth_m: np.ndarray, camera: PinholeCamera) -> list[ObjectGeometry]:
     """Robust 3D position and size of every instance from its pixels' valid depths.
 
     `instance_map` (H,W) int: instance id per pixel, -1 elsewhere; `bboxes` (N,4) pixel
     (x, y, w, h); `centroids` (N,2) pixel (x, y). The object's depth is the median of its valid
-    depths (robust to mixed pixels at its border), its centroid the pixel centroid back-projected
-    at that depth, its width/height the pixel box scaled to metres at that depth, and its depth
-    spread the 10th-90th percentile range of its depths.
+    depths (robust to mixed pixels at its border; DEPTH_BIN_M resolution), its centroid the pixel
+    centroid back-projected at that depth, its width/height the pixel box scaled to metres at
+    that depth, and its depth spread the 10th-90th percentile range of its depths.
     """
-    valid = np.isfinite(depth_m) & (instance_map >= 0)
-    ids = instance_map[valid]
-    depths = depth_m[valid]
-    # Group depths by instance: a stable sort by a small integer key is a radix sort in numpy.
-    order = np.argsort(ids.astype(np.int16), kind="stable")
-    ids, depths = ids[order], depths[order]
-    bounds = np.searchsorted(ids, np.arange(num_instances + 1))
-    result = []
-    for i in range(num_instances):
-        own = depths[bounds[i]:bounds[i + 1]]
-        if own.size == 0:
-            result.append(NO_GEOMETRY)
-            continue
-        z10, z, z90 = (float(q) for q in np.percentile(own, (10, 50, 90)))
-        cx, cy = float(centroids[i, 0]), float(centroids[i, 1])
-        width_px, height_px = float(bboxes[i, 2]), float(bboxes[i, 3])
-        result.append(ObjectGeometry(
-            centroid=((cx - camera.cx) * z / camera.fx, (cy - camera.cy) * z / camera.fy, z),
-            extent=(width_px * z / camera.fx, height_px * z / camera.fy, z90 - z10),
-            valid_pixels=int(own.size)))
-    return result
+    percentiles, counts = _depth_percentiles(instance_map, num_instances, depth_m, (0.1, 0.5, 0.9))
+    z10, z, z90 = percentiles[:, 0], percentiles[:, 1], percentiles[:, 2]
+    x = (centroids[:, 0] - camera.cx) * z / camera.fx
+    y = (centroids[:, 1] - camera.cy) * z / camera.fy
+    width, height = bboxes[:, 2] * z / camera.fx, bboxes[:, 3] * z / camera.fy
+    return [ObjectGeometry((float(x[i]), float(y[i]), float(z[i])), (float(width[i]), float(height[i]),
+                                                                      float(z90[i] - z10[i])), int(counts[i]))
+            if counts[i] else NO_GEOMETRY for i in range(num_instances)]
 
 
-# One point of the organised cloud: xyz in metres, colour packed the PCL way (0x00RRGGBB in the
+# One point of the organised cloud: xyz in metres, colour packed the PCL way (0xAARRGGBB in the
 # bits of a float32 field named rgb), the mask's label and the confidence. 24 bytes, 4-aligned.
 POINT_DTYPE = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("rgb", "<u4"), ("label", "<u2"),
                         ("_pad", "<u2"), ("confidence", "<f4")])
@@ -152,10 +167,11 @@ def labelled_cloud(xyz: np.ndarray, rgb: np.ndarray, mask: np.ndarray, confidenc
                    stride: int) -> np.ndarray:
     """Organised (h',w') POINT_DTYPE cloud: `xyz` from `organised_points`, the other full-size
     images decimated with the same stride, so point (r, c) carries pixel (s*r, s*c)'s values."""
-    colour = decimate(rgb, stride).astype(np.uint32)
+    # B, G, R, A bytes read as a little-endian uint32 are 0xAARRGGBB: the PCL packing.
+    bgra = cv2.cvtColor(np.ascontiguousarray(decimate(rgb, stride)), cv2.COLOR_RGB2BGRA)
     cloud = np.empty(xyz.shape[:2], dtype=POINT_DTYPE)
     cloud["x"], cloud["y"], cloud["z"] = xyz[..., 0], xyz[..., 1], xyz[..., 2]
-    cloud["rgb"] = (colour[..., 0] << 16) | (colour[..., 1] << 8) | colour[..., 2]
+    cloud["rgb"] = bgra.view("<u4")[..., 0]
     cloud["label"] = decimate(mask, stride)
     cloud["_pad"] = 0
     cloud["confidence"] = decimate(confidence, stride)
