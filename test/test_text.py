@@ -105,6 +105,16 @@ def test_vocabulary_roundtrip_and_dict(tmp_path):
     assert again.names == vocab.names and again.palette.tolist() == vocab.palette.tolist()
 
 
+def test_vocabulary_bytes_codec():
+    vocab = make_vocab(descriptions=["flat grey", "a vehicle", "blue above"])
+    again = Vocabulary.from_bytes(vocab.to_bytes())
+    assert again.to_dict() == vocab.to_dict()
+    np.testing.assert_array_equal(again.embeddings, vocab.embeddings)
+    assert vocab.to_bytes() == again.to_bytes()  # deterministic bytes
+    with pytest.raises(VocabularyError, match="onnx metadata"):
+        Vocabulary.from_bytes(b"not safetensors", source="onnx metadata")
+
+
 def test_vocabulary_validation(tmp_path):
     with pytest.raises(VocabularyError, match="duplicate"):
         make_vocab(names=("a", "b", "a"))
