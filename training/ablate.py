@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.resources
 import json
 import os
 import platform
@@ -32,6 +33,7 @@ from .config import load_config
 from .train import train
 
 VARIANTS = ["baseline", "fusion", "graph", "contrastive", "full"]
+CONFIGS = importlib.resources.files("training") / "configs"  # found through the package, not a source path
 PRESETS = {
     "context-scenes": "context_scenes",
     "cityscapes": "cityscapes",
@@ -90,7 +92,7 @@ def run_ablation(preset: str, out_root: str, steps: int | None, overrides: list[
     rows = {}
     t_all = time.time()
     for v in variants:
-        cfg_path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", f"{v}_{dname}.yaml")
+        cfg_path = str(CONFIGS / f"{v}_{dname}.yaml")
         ov = list(overrides) + [f"train.out_dir={os.path.join(out_root, v)}"]
         if steps is not None:
             ov.append(f"train.steps={steps}")
