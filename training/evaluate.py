@@ -114,7 +114,8 @@ def attention_maps(model: ContextSegmentor, image: np.ndarray) -> np.ndarray | N
     """(K, h, w) cross-attention of ``model`` on one uint8 RGB image; None without fusion."""
     device = model.class_embeddings.device
     with torch.inference_mode():
-        batch = torch.from_numpy(np.array(image, dtype=np.uint8))[None].to(device)  # a copy: dataset arrays may be read-only
+        # a copy: dataset arrays may be read-only, which torch.from_numpy warns about
+        batch = torch.from_numpy(np.array(image, dtype=np.uint8))[None].to(device)
         out = model(model.normalize_uint8(batch), return_attention=True)
     return None if out.attention is None else out.attention[0].float().cpu().numpy()
 
