@@ -156,8 +156,8 @@ def evaluate(backend: Backend, dataset, max_images: int | None = None, out_dir: 
         if out_dir and attention_model is not None and sample.index < num_attention:
             attention = attention_maps(attention_model, sample.image)
             if attention is not None:
-                plot_attention(sample.image, attention, names, os.path.join(out_dir, f"attention_{sample.index:03d}.png"),
-                               pred=class_map, palette=palette)
+                path = os.path.join(out_dir, f"attention_{sample.index:03d}.png")
+                plot_attention(sample.image, attention, names, path, pred=class_map, palette=palette)
     m = metrics.compute()
     result = EvalResult(m["miou"], m["per_class_iou"], m["pixel_accuracy"], m["confusion_matrix"])
     if instances is not None and instances.active:
