@@ -42,10 +42,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from casseg_ros.fileio import atomic_write_text  # noqa: E402
-from casseg_ros.runtime import BackendUnavailable, available_backends, create_backend  # noqa: E402
+from casseg_ros.model import ContextSegmentor, ModelConfig, load_model_config  # noqa: E402
+from casseg_ros.model.checkpoint import save_checkpoint  # noqa: E402
+from casseg_ros.runtime import BackendUnavailable, InferenceResult, available_backends, create_backend  # noqa: E402
 from casseg_ros.runtime.base import physical_cpu_count, resize_images, resize_outputs  # noqa: E402
 from casseg_ros.runtime.export import make_test_pattern  # noqa: E402
 from casseg_ros.runtime.onnx_backend import resolve_onnx  # noqa: E402
+from casseg_ros.text import Vocabulary  # noqa: E402
 
 NUM_CLASSES = 19
 
@@ -53,10 +56,6 @@ NUM_CLASSES = 19
 def build_checkpoint(args, workdir: Path) -> tuple[Path, dict]:
     if args.checkpoint:
         return Path(args.checkpoint), {"checkpoint": args.checkpoint}
-    from casseg_ros.model import ContextSegmentor, ModelConfig, load_model_config
-    from casseg_ros.model.checkpoint import save_checkpoint
-    from casseg_ros.text import Vocabulary
-
     if args.config:
         cfg = load_model_config(args.config)
         cfg.backbone_weights = None
@@ -146,8 +145,6 @@ def run_group(variants, ckpt: Path, device: str, size, repeats: int, warmup: int
 
 def host_resize_ms(size, repeats: int = 20) -> float:
     """Host per-frame work when the camera frame is 720x1280 and the model runs at ``size``."""
-    from casseg_ros.runtime.base import InferenceResult
-
     frame = make_test_pattern(720, 1280)[None]
     k = NUM_CLASSES
     fake = InferenceResult(np.zeros((1, *size), np.int32), np.zeros((1, *size), np.float32),

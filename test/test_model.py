@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,7 +19,6 @@ from casseg_ros.model import (
 )
 from casseg_ros.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from casseg_ros.model.graph import ClassGraphReasoning, soft_spatial_adjacency
-from casseg_ros.model.predictor import Predictor
 from model_factory import TINY, random_vocabulary, tiny_model
 
 torch.set_num_threads(1)
@@ -42,22 +42,6 @@ def test_forward_shapes_any_size(size, switches):
         assert torch.allclose(out.attention.sum(1), torch.ones(1), atol=1e-4)  # softmax over classes
     else:
         assert out.attention is None
-
-
-@pytest.mark.parametrize("size", [(48, 80), (61, 93)])
-def test_predict_original_resolution(size):
-    model = tiny_model(num_classes=6)
-    image = np.random.default_rng(0).integers(0, 256, (*size, 3), dtype=np.uint8)
-    for input_size in (None, (64, 96)):
-        pred = Predictor(model, input_size=input_size).predict(image)
-        assert pred.class_map.shape == size and pred.class_map.dtype == np.int32
-        assert pred.class_map.min() >= 0 and pred.class_map.max() < 6
-        assert pred.confidence.shape == size and pred.confidence.dtype == np.float32
-        assert np.all((pred.confidence >= 1 / 6 - 1e-5) & (pred.confidence <= 1))
-        assert pred.class_scores.shape == (6,) and abs(pred.class_scores.sum() - 1) < 1e-4
-        assert pred.adjacency.shape == (6, 6)
-    with pytest.raises(ValueError, match="uint8"):
-        Predictor(model).predict(image.astype(np.float32))
 
 
 def test_gradients_reach_every_trainable_module():
@@ -171,6 +155,27 @@ def test_checkpoint_round_trip(tmp_path):
         assert torch.equal(model(x).logits, loaded(x).logits)
 
 
+def test_committed_demo_checkpoint_still_loads(tmp_path):
+    """models/casseg_demo.safetensors was written before the vocabulary codec (its metadata has no
+    'format'/'embedding_dim'): it must load, and re-saving it must round-trip bit for bit."""
+    import json
+
+    from safetensors import safe_open
+
+    demo = Path(__file__).resolve().parent.parent / "models" / "casseg_demo.safetensors"
+    with safe_open(str(demo), framework="pt") as handle:
+        stored = json.loads(handle.metadata()["vocabulary"])
+        embeddings = handle.get_tensor("class_embeddings")
+    model = load_checkpoint(demo)
+    assert "format" not in stored and model.class_names == stored["names"]
+    assert model.vocabulary.palette.tolist() == stored["palette"]
+    assert torch.equal(torch.from_numpy(model.vocabulary.embeddings), embeddings)
+    again = load_checkpoint(save_checkpoint(tmp_path / "again.safetensors", model))
+    assert again.vocabulary.to_dict() == model.vocabulary.to_dict()
+    for (name, a), b in zip(model.state_dict().items(), again.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
 def test_checkpoint_errors_are_clear(tmp_path):
     with pytest.raises(CheckpointError, match="not found"):
         load_checkpoint(tmp_path / "missing.safetensors")
@@ -205,11 +210,9 @@ def test_weights_never_load_through_pickle(tmp_path):
         load_checkpoint(raw)
     # a legitimate weights-only file works
     model = tiny_model(num_classes=3)
-    from casseg_ros.model.checkpoint import _vocabulary_metadata
-
     ok = tmp_path / "ok.pt"
     torch.save({"state_dict": model.state_dict(), "model_config": model.config.to_dict(),
-                "vocabulary": _vocabulary_metadata(model.vocabulary)}, ok)
+                "vocabulary": model.vocabulary.to_dict()}, ok)
     assert load_checkpoint(ok).num_classes == 3
 
 

@@ -8,8 +8,9 @@ import torch
 
 from casseg_ros.model import LogitsPipeline
 from casseg_ros.model.checkpoint import save_checkpoint
-from casseg_ros.runtime import BackendUnavailable, InferenceResult, available_backends, create_backend
-from casseg_ros.runtime.export import export_model, make_test_pattern
+from casseg_ros.runtime import BackendUnavailable, InferenceResult, TorchBackend, available_backends, create_backend
+from casseg_ros.runtime.export import make_test_pattern
+from casseg_ros.runtime.model_export import export_model
 from model_factory import tiny_model
 
 torch.set_num_threads(1)
@@ -99,6 +100,25 @@ def test_result_contract_and_host_resize(checkpoints, onnx_cache):
         assert d["name"] == name and d["device"] == "cpu" and d["input_size"] == list(SIZE)
         assert be.vocabulary.names == [f"class_{i}" for i in range(5)]
         assert be.vocabulary.palette.shape == (5, 3)
+
+
+@pytest.mark.parametrize("size", [(48, 80), (61, 93)])
+def test_in_memory_model_runs_the_checkpoint_path(checkpoints, size):
+    """TorchBackend.from_model (training, ablation, benches) == the backend loaded from the file."""
+    path, model = checkpoints["full"]
+    image = np.random.default_rng(0).integers(0, 256, (*size, 3), dtype=np.uint8)
+    threads = torch.get_num_threads()
+    for input_size in (None, (64, 96)):
+        res = TorchBackend.from_model(model, input_size=input_size).infer(image)
+        ref = create_backend("torch", path, input_size=input_size, num_threads=threads).infer(image)
+        assert res.class_ids.shape == (1, *size) and res.confidence.shape == (1, *size)
+        assert (res.class_ids == ref.class_ids).all()
+        np.testing.assert_array_equal(res.confidence, ref.confidence)
+        np.testing.assert_array_equal(res.class_scores, ref.class_scores)
+        assert np.all((res.confidence >= 1 / 5 - 1e-5) & (res.confidence <= 1))
+    # the caller's process and model are left as they were
+    assert torch.get_num_threads() == threads
+    assert all(p.is_contiguous() for p in model.parameters())
 
 
 def test_onnx_file_as_model_path_and_shape_check(checkpoints, tmp_path):
@@ -206,7 +226,7 @@ def test_provider_order_tensorrt_cuda_cpu():
 def test_torch_backend_gives_the_model_canonical_strides(checkpoints):
     """img[None] has a stride-0 batch axis in numpy; torch.compile would recompile on it."""
     path, model = checkpoints["baseline"]
-    be = create_backend("torch", path, input_size=SIZE, model=model, num_threads=1)
+    be = TorchBackend.from_model(model, input_size=SIZE, num_threads=1)
     be.load()
     seen = []
     inner = be._module

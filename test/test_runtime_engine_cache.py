@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from casseg_ros.fileio import atomic_write_bytes
 from casseg_ros.runtime.engine_cache import EngineCache, EngineCacheKey, default_cache_dir, file_sha256
-from casseg_ros.runtime.onnx_export import atomic_write_bytes
 
 REPO = Path(__file__).resolve().parent.parent
 

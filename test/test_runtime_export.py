@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from casseg_ros.model.checkpoint import save_checkpoint
-from casseg_ros.runtime.export import export_checkpoint, main, make_test_pattern, onnx_metadata
+from casseg_ros.runtime.export import main, make_test_pattern
+from casseg_ros.runtime.model_export import export_checkpoint, onnx_metadata
 from casseg_ros.runtime.onnx_export import export_onnx
 from model_factory import tiny_model
 
@@ -53,7 +54,7 @@ def test_export_is_deterministic(ckpt, tmp_path):
 def test_export_deterministic_across_processes(ckpt, tmp_path):
     here, _ = export_checkpoint(ckpt, tmp_path / "here.onnx", SIZE)
     code = ("import sys; sys.path[:0] = [%r, %r]\n"
-            "from casseg_ros.runtime.export import export_checkpoint\n"
+            "from casseg_ros.runtime.model_export import export_checkpoint\n"
             "export_checkpoint(%r, %r, (64, 128))\n") % (str(REPO), str(REPO / "test"), str(ckpt),
                                                          str(tmp_path / "there.onnx"))
     subprocess.run([sys.executable, "-c", code], check=True, timeout=300, capture_output=True)

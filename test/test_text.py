@@ -105,6 +105,16 @@ def test_vocabulary_roundtrip_and_dict(tmp_path):
     assert again.names == vocab.names and again.palette.tolist() == vocab.palette.tolist()
 
 
+def test_vocabulary_bytes_codec():
+    vocab = make_vocab(descriptions=["flat grey", "a vehicle", "blue above"])
+    again = Vocabulary.from_bytes(vocab.to_bytes())
+    assert again.to_dict() == vocab.to_dict()
+    np.testing.assert_array_equal(again.embeddings, vocab.embeddings)
+    assert vocab.to_bytes() == again.to_bytes()  # deterministic bytes
+    with pytest.raises(VocabularyError, match="onnx metadata"):
+        Vocabulary.from_bytes(b"not safetensors", source="onnx metadata")
+
+
 def test_vocabulary_validation(tmp_path):
     with pytest.raises(VocabularyError, match="duplicate"):
         make_vocab(names=("a", "b", "a"))
@@ -166,6 +176,7 @@ class FakeOpenAI:
     script: dict[str, list] = field(default_factory=dict)
     requests: list[tuple[str, dict, str]] = field(default_factory=list)
     sleep_s: float = 1.5
+    retry_after_ms: int = 10  # sent with 429 and 5xx, as the OpenAI API does
     url: str = ""
 
     def next_action(self, path: str):
@@ -205,9 +216,10 @@ def _make_handler(state: FakeOpenAI):
             if isinstance(action, int):
                 msg = {401: f"Incorrect API key provided: {API_KEY}.", 429: "Rate limit reached",
                        500: f"upstream failed for key {API_KEY}"}
+                retry = action == 429 or action >= 500
                 return self._send(action, {"error": {"message": msg.get(action, "server error"),
                                                      "type": "error", "param": None, "code": None}},
-                                  {"retry-after": "0"} if action == 429 else None)
+                                  {"retry-after-ms": str(state.retry_after_ms)} if retry else None)
             if path == "/v1/embeddings":
                 inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
                 return self._send(200, {
@@ -251,7 +263,7 @@ def fake_openai(monkeypatch):
 
 
 def provider_for(state: FakeOpenAI, **kwargs) -> OpenAIProvider:
-    opts = dict(base_url=state.url, timeout=5.0, max_attempts=3, base_delay=0.01, max_delay=0.05, seed=0)
+    opts = dict(base_url=state.url, timeout=5.0, max_attempts=3)
     opts.update(kwargs)
     return OpenAIProvider(**opts)
 
@@ -272,13 +284,15 @@ def test_openai_happy_path_with_descriptions(fake_openai):
 
 
 def test_openai_retries_429_then_succeeds(fake_openai):
+    """The openai client's retry policy: it retries 429 and 5xx and waits what the server asks."""
     fake_openai.script["/v1/embeddings"] = [429, 503]
-    sleeps: list[float] = []
-    provider = provider_for(fake_openai, sleep=sleeps.append, embedding_model="emb-x")
+    fake_openai.retry_after_ms = 300
+    provider = provider_for(fake_openai, embedding_model="emb-x")
+    t0 = time.monotonic()
     emb = provider.embed(["a photo of a car."])
+    assert time.monotonic() - t0 >= 0.6  # two waits of the server's retry-after-ms
     assert emb.shape == (1, 16)
     assert fake_openai.count("/v1/embeddings") == 3 and provider.requests_made == 3
-    assert len(sleeps) == 2 and all(0 < s <= 0.05 for s in sleeps)
     assert fake_openai.requests[-1][1]["model"] == "emb-x"
 
 
@@ -320,8 +334,7 @@ def test_openai_connection_refused_is_reported(monkeypatch):
     with socket.socket() as sock:  # a port that nothing listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    provider = OpenAIProvider(base_url=f"http://127.0.0.1:{port}/v1", timeout=2.0, max_attempts=2,
-                              base_delay=0.01, sleep=lambda s: None)
+    provider = OpenAIProvider(base_url=f"http://127.0.0.1:{port}/v1", timeout=2.0, max_attempts=2)
     with pytest.raises(EmbeddingProviderError, match="connection error") as err:
         provider.embed(["car"])
     assert err.value.attempts == 2 and API_KEY not in str(err.value)

@@ -1,27 +1,21 @@
 """Metrics: torchmetrics mIoU vs the official Cityscapes evaluator; COCOeval segm mAP; plots."""
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from casseg_ros.runtime import Backend, InferenceResult
+from training.cityscapes_official import run_cityscapes_evaluator, write_cityscapes_prediction
 from training.datasets import CityscapesSemantic, COCOPanopticSemantic, ContextScenes
 from training.datasets.cityscapes import id_to_train_id_lut
-from training.evaluate import (
-    InstanceCollector,
-    SemanticMetrics,
-    coco_segm_map,
-    evaluate_model,
-    instances_from_class_map,
-    plot_confusion_matrix,
-    plot_per_class_iou,
-    run_cityscapes_evaluator,
-    write_cityscapes_prediction,
-)
+from training.evaluate import evaluate
+from training.instances import InstanceCollector, coco_segm_map, instances_from_class_map
+from training.metrics import SemanticMetrics
+from training.plots import plot_confusion_matrix, plot_per_class_iou
 
+from model_factory import random_vocabulary, tiny_model
 from test_training_datasets import make_cityscapes, make_coco
 
 
@@ -60,27 +54,31 @@ def test_miou_matches_official_cityscapes_evaluator(tmp_path):
         assert abs(ours["miou"] - 1.0) < 1e-4
 
 
-class _ConstantModel(torch.nn.Module):
+class _ConstantBackend(Backend):
     """Predicts a fixed per-pixel class pattern (stands in for a network in the eval plumbing)."""
 
+    name = "constant"
+
     def __init__(self, k, fn):
-        super().__init__()
+        super().__init__(None, input_size=None)
         self.k, self.fn = k, fn
-        self.vocabulary = SimpleNamespace(names=[str(i) for i in range(k)], palette=None)
 
-    def forward(self, x, return_attention=False):
-        b, _, h, w = x.shape
-        cls = torch.as_tensor(self.fn(h, w), dtype=torch.long)
-        logits = torch.nn.functional.one_hot(cls, self.k).permute(2, 0, 1).float()[None].repeat(b, 1, 1, 1) * 5
-        att = torch.rand(b, self.k, h // 16 + 1, w // 16 + 1) if return_attention else None
-        return SimpleNamespace(logits=logits, attention=att)
+    def _load(self) -> None:
+        self._vocabulary = random_vocabulary(self.k)
+
+    def _run(self, images):
+        b, h, w, _ = images.shape
+        ids = np.broadcast_to(np.asarray(self.fn(h, w), np.int32), (b, h, w)).copy()
+        return InferenceResult(ids, np.full((b, h, w), 0.9, np.float32), np.full((b, self.k), 1 / self.k, np.float32),
+                               np.zeros((b, self.k, self.k), np.float32))
 
 
-def test_evaluate_model_cityscapes_end_to_end(tmp_path):
+def test_evaluate_cityscapes_end_to_end(tmp_path):
     make_cityscapes(tmp_path / "cs", h=64, w=128)
     ds = CityscapesSemantic(str(tmp_path / "cs"), "val")
-    model = _ConstantModel(19, lambda h, w: (np.arange(h * w).reshape(h, w) // 97) % 19)
-    res = evaluate_model(model, ds, out_dir=str(tmp_path / "ev"), cityscapes_results=str(tmp_path / "res"))
+    backend = _ConstantBackend(19, lambda h, w: (np.arange(h * w).reshape(h, w) // 97) % 19)
+    res = evaluate(backend, ds, out_dir=str(tmp_path / "ev"), cityscapes_results=str(tmp_path / "res"),
+                   attention_model=tiny_model(num_classes=19))
     assert abs(res.miou - res.extra["cityscapes_official_miou"]) < 1e-4
     for f in ("confusion_matrix.png", "per_class_iou.png", "metrics.json", "per_class_iou.md", "attention_000.png"):
         assert (tmp_path / "ev" / f).stat().st_size > 0, f
@@ -88,6 +86,7 @@ def test_evaluate_model_cityscapes_end_to_end(tmp_path):
     assert len(pngs) == 2
     ids = np.asarray(Image.open(pngs[0]))
     assert set(np.unique(id_to_train_id_lut()[ids])) <= set(range(19))  # only valid label ids written
+    assert not list(tmp_path.rglob(".*.tmp"))  # every file went through the atomic writer
 
 
 def _collector_with_gt():
@@ -128,27 +127,21 @@ def test_instances_from_class_map_give_perfect_map_on_ground_truth():
     assert m > 0.8
 
 
-def test_coco_fixture_map_through_evaluate_model(tmp_path):
+def test_coco_fixture_map_through_evaluate(tmp_path):
     make_coco(tmp_path)
     ds = COCOPanopticSemantic(str(tmp_path), "val")
+    calls = []
 
     def perfect(h, w):
-        _, lab = ds[perfect.i]
+        _, lab = ds[len(calls)]
+        calls.append(1)
         return np.where(lab == 255, 2, lab)
 
-    perfect.i = 0
-
-    class PerImage(_ConstantModel):
-        def forward(self, x, return_attention=False):
-            out = super().forward(x, return_attention)
-            perfect.i += 1
-            return out
-
-    res = evaluate_model(PerImage(3, perfect), ds)
+    res = evaluate(_ConstantBackend(3, perfect), ds)
+    assert len(calls) == len(ds)
     assert res.map == pytest.approx(1.0) and res.miou == pytest.approx(1.0)
-    perfect.i = 0
-    wrong = _ConstantModel(3, lambda h, w: np.full((h, w), 1))   # everything is one car
-    res2 = evaluate_model(wrong, ds)
+    wrong = _ConstantBackend(3, lambda h, w: np.full((h, w), 1))   # everything is one car
+    res2 = evaluate(wrong, ds)
     assert res2.map < 0.5 and res2.miou < 0.5
 
 

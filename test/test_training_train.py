@@ -15,6 +15,7 @@ import pytest
 import torch
 import yaml
 
+from casseg_ros.text import Vocabulary
 from training.config import load_config
 from training.train import rng_state, set_rng_state, train, vocabulary_cache_path
 
@@ -62,14 +63,9 @@ def tiny_config(tmp_path, name="tiny", **over):
 
 def seed_vocab(tmp_path, names):
     """Pre-fill the vocabulary cache (fixed random embeddings) so tests need no text model."""
-    from casseg_ros.text import Vocabulary
-
     emb = np.random.default_rng(0).normal(size=(len(names), 16)).astype(np.float32)
-    v = Vocabulary(names=list(names), embeddings=emb, provider="test")
-    path = vocabulary_cache_path(list(names), "local", str(tmp_path / "vocab"))
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    np.savez(path, names=np.asarray(names), embeddings=v.embeddings, provider=np.asarray("test"),
-             palette=np.asarray(v.palette, np.uint8))
+    Vocabulary(names=list(names), embeddings=emb, provider="test").save(
+        vocabulary_cache_path(list(names), "local", str(tmp_path / "vocab")))
 
 
 def test_rng_state_roundtrip_weights_only(tmp_path):
@@ -123,7 +119,9 @@ def test_resume_is_bit_identical_on_cpu(tmp_path):
     assert glob.glob(str(out / "tb" / "events.out.tfevents.*"))
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["step"] == 4 and 0 <= metrics["val_miou"] <= 1
-    assert (out / "config.yaml").is_file() and (out / "vocabulary.json").is_file()
+    assert (out / "config.yaml").is_file()
+    assert json.loads((out / "vocabulary.json").read_text())["provider"] == "test"  # the cache was used
+    assert not list(out.rglob(".*.tmp"))  # atomic writes left no temp file
 
 
 def _free_port() -> int:

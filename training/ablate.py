@@ -5,25 +5,35 @@
 Writes ``<out>/ablation.json`` and ``<out>/ablation.md``. Each variant trains into
 ``<out>/<variant>/`` (re-running skips finished variants and resumes unfinished ones). Latency is
 measured after training, in one process, at the same input size for every variant: the variants are
-timed interleaved (round-robin, order rotated every round) on the deployed pipeline
-(``model.export_module()``: uint8 image -> class ids, confidence, scores, adjacency), batch 1,
-and the median per variant is reported.
+timed interleaved (round-robin, order rotated every round) on the deployed path
+(``TorchBackend.from_model(model).infer``: uint8 image -> class ids, confidence, scores,
+adjacency), batch 1, and the median per variant is reported.
 """
 from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.resources
 import json
 import os
 import platform
 import statistics
 import time
+from pathlib import Path
 
+import numpy as np
 import torch
 
+from casseg_ros.fileio import atomic_write_text
+from casseg_ros.model import ContextSegmentor
+from casseg_ros.model.checkpoint import load_checkpoint
+from casseg_ros.runtime import TorchBackend
+
 from .config import load_config
+from .train import train
 
 VARIANTS = ["baseline", "fusion", "graph", "contrastive", "full"]
+CONFIGS = importlib.resources.files("training") / "configs"  # found through the package, not a source path
 PRESETS = {
     "context-scenes": "context_scenes",
     "cityscapes": "cityscapes",
@@ -31,30 +41,34 @@ PRESETS = {
 }
 
 
-def measure_latency(models: dict, input_hw: tuple[int, int], rounds: int = 30, warmup: int = 3) -> dict:
-    """Interleaved, order-rotated timing of each model's export pipeline; ms statistics per variant."""
+def measure_latency(models: dict[str, ContextSegmentor], input_hw: tuple[int, int], rounds: int = 30,
+                    warmup: int = 3) -> dict:
+    """Interleaved, order-rotated timing of ``backend.infer`` (the deployed path: uint8 frame in,
+    class ids / confidence / scores / adjacency out) per variant; ms statistics per variant."""
     h, w = input_hw
-    g = torch.Generator().manual_seed(0)
-    x = torch.randint(0, 256, (1, h, w, 3), dtype=torch.uint8, generator=g)
-    pipes = {k: m.export_module().eval() for k, m in models.items()}
-    names = list(pipes)
+    image = np.random.default_rng(0).integers(0, 256, (1, h, w, 3), dtype=np.uint8)
+    backends = {k: TorchBackend.from_model(m, "cpu", input_hw) for k, m in models.items()}
+    names = list(backends)
     times: dict[str, list[float]] = {k: [] for k in names}
-    with torch.inference_mode():
-        for _ in range(warmup):
-            for k in names:
-                pipes[k](x)
-        for r in range(rounds):
-            order = names[r % len(names):] + names[: r % len(names)]
-            for k in order:
-                t0 = time.perf_counter()
-                pipes[k](x)
-                times[k].append((time.perf_counter() - t0) * 1000.0)
+    for _ in range(warmup):
+        for k in names:
+            backends[k].infer(image)
+    for r in range(rounds):
+        order = names[r % len(names):] + names[: r % len(names)]
+        for k in order:
+            t0 = time.perf_counter()
+            backends[k].infer(image)
+            times[k].append((time.perf_counter() - t0) * 1000.0)
     out = {}
     for k, ts in times.items():
         ts_sorted = sorted(ts)
         out[k] = {"median_ms": statistics.median(ts), "p10_ms": ts_sorted[int(0.1 * (len(ts) - 1))],
                   "p90_ms": ts_sorted[int(0.9 * (len(ts) - 1))], "n": len(ts)}
     return out
+
+
+def read_json(path: str) -> dict:
+    return json.loads(Path(path).read_text())
 
 
 def pair_confusion(confmat, names, pair=("car", "boat")):
@@ -73,34 +87,30 @@ def fmt(v, scale=100.0, digits=1):
 
 def run_ablation(preset: str, out_root: str, steps: int | None, overrides: list[str], rounds: int,
                  variants: list[str] | None = None) -> dict:
-    from casseg_ros.model.checkpoint import load_checkpoint
-
-    from .train import train
-
     dname = PRESETS[preset]
     variants = variants or VARIANTS
     rows = {}
     t_all = time.time()
     for v in variants:
-        cfg_path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", f"{v}_{dname}.yaml")
+        cfg_path = str(CONFIGS / f"{v}_{dname}.yaml")
         ov = list(overrides) + [f"train.out_dir={os.path.join(out_root, v)}"]
         if steps is not None:
             ov.append(f"train.steps={steps}")
         cfg = load_config(cfg_path, ov)
         metrics_path = os.path.join(cfg.train.out_dir, "metrics.json")
         t0 = time.time()
-        done = os.path.isfile(metrics_path) and json.load(open(metrics_path)).get("step") == cfg.train.steps
+        done = os.path.isfile(metrics_path) and read_json(metrics_path).get("step") == cfg.train.steps
         if not done:
             print(f"=== {v}: training {cfg.train.steps} steps -> {cfg.train.out_dir}", flush=True)
             train(cfg, resume=True)
-        m = json.load(open(metrics_path))
+        m = read_json(metrics_path)
         rows[v] = {"config": os.path.relpath(cfg_path), "out_dir": cfg.train.out_dir, "steps": m["step"],
                    "miou": m["val_miou"], "map": m["val_map"], "per_class_iou": m["per_class_iou"],
                    "train_wall_s": None if done else round(time.time() - t0, 1),
                    "model": {k: cfg.model[k] for k in ("fusion", "graph", "contrastive")}}
         ev_path = os.path.join(cfg.train.out_dir, "eval_val", "metrics.json")
         if os.path.isfile(ev_path):
-            rows[v]["pair_confusion"] = pair_confusion(json.load(open(ev_path))["confusion_matrix"],
+            rows[v]["pair_confusion"] = pair_confusion(read_json(ev_path)["confusion_matrix"],
                                                        list(m["per_class_iou"]))
         input_hw = (cfg.data.height, cfg.data.width) if dname == "context_scenes" else tuple(cfg.data.crop_size)
         num_threads = cfg.train.num_threads
@@ -137,11 +147,8 @@ def run_ablation(preset: str, out_root: str, steps: int | None, overrides: list[
         result["goal"] = {"full_minus_baseline_miou_pts": 100 * rows["full"]["delta_miou"],
                           "full_latency_ratio": rows["full"]["latency_ratio"],
                           "met": bool(100 * rows["full"]["delta_miou"] >= 5.0 and rows["full"]["latency_ratio"] <= 1.05)}
-    os.makedirs(out_root, exist_ok=True)
-    with open(os.path.join(out_root, "ablation.json"), "w") as f:
-        json.dump(result, f, indent=1)
-    with open(os.path.join(out_root, "ablation.md"), "w") as f:
-        f.write(markdown(result))
+    atomic_write_text(os.path.join(out_root, "ablation.json"), json.dumps(result, indent=1))
+    atomic_write_text(os.path.join(out_root, "ablation.md"), markdown(result))
     return result
 
 
@@ -175,7 +182,7 @@ def markdown(res: dict) -> str:
 
 def combine(dirs: list[str], out_path: str) -> str:
     """Mean ± spread over several ablation runs (e.g. training seeds) -> markdown (+ .json)."""
-    runs = [json.load(open(os.path.join(d, "ablation.json"))) for d in dirs]
+    runs = [read_json(os.path.join(d, "ablation.json")) for d in dirs]
     variants = [v for v in runs[0]["variants"] if all(v in r["variants"] for r in runs)]
     out = {"runs": [{"dir": d, "command": r["command"]} for d, r in zip(dirs, runs)], "variants": {}}
     lines = [f"Mean over {len(runs)} runs (" + "; ".join(f"`{r['command']}`" for r in runs) + "); "
@@ -195,10 +202,8 @@ def combine(dirs: list[str], out_path: str) -> str:
                      f"{pm(agg['map'])} | {'—' if v == 'baseline' else pm(agg['delta_map'], '+')} | "
                      f"{'—' if lr is None else f'{lr[0]:.2f}'} |")
     md = "\n".join(lines) + "\n"
-    with open(out_path, "w") as f:
-        f.write(md)
-    with open(os.path.splitext(out_path)[0] + ".json", "w") as f:
-        json.dump(out, f, indent=1)
+    atomic_write_text(out_path, md)
+    atomic_write_text(os.path.splitext(out_path)[0] + ".json", json.dumps(out, indent=1))
     return md
 
 

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import yaml
+
+from casseg_ros.fileio import atomic_write_text
 
 
 @dataclass
@@ -116,8 +119,7 @@ def _set_dotted(d: dict, key: str, value: str) -> None:
 
 def load_config(path: str, overrides: list[str] | None = None) -> ExperimentConfig:
     """Load a YAML config; ``overrides`` are ``section.key=value`` strings (value parsed as YAML)."""
-    with open(path) as f:
-        d = yaml.safe_load(f) or {}
+    d = yaml.safe_load(Path(path).read_text()) or {}
     for ov in overrides or []:
         if "=" not in ov:
             raise ValueError(f"override must be key=value: {ov!r}")
@@ -134,5 +136,4 @@ def save_config(cfg: ExperimentConfig, path: str) -> None:
             return {k: plain(v) for k, v in x.items()}
         return x
 
-    with open(path, "w") as f:
-        yaml.safe_dump(plain(cfg.to_dict()), f, sort_keys=False)
+    atomic_write_text(path, yaml.safe_dump(plain(cfg.to_dict()), sort_keys=False))

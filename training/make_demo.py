@@ -9,32 +9,33 @@ Picks the variant with the highest validation mIoU in the ablation, re-saves it 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
+from pathlib import Path
+
+from casseg_ros.fileio import atomic_write_text
+from casseg_ros.model.checkpoint import load_checkpoint, save_checkpoint
+from casseg_ros.runtime.engine_cache import file_sha256
+
+from .config import load_config
 
 MAX_MB = 20.0
 
 
 def main(argv=None) -> int:
-    from casseg_ros.model.checkpoint import load_checkpoint, save_checkpoint
-
-    from .config import load_config
-
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ablation", default="out/ablation/ablation.json")
     ap.add_argument("--out", default="models")
     ap.add_argument("--variant", default=None, help="publish this variant instead of the best one")
     ap.add_argument("--note", default="", help="extra paragraph for the card (e.g. why this variant)")
     a = ap.parse_args(argv)
-    res = json.load(open(a.ablation))
+    res = json.loads(Path(a.ablation).read_text())
     rows = res["variants"]
     name = a.variant or max(rows, key=lambda v: rows[v]["miou"])
     row = rows[name]
     src = os.path.join(row["out_dir"], "model_final.safetensors")
     model = load_checkpoint(src)
     cfg = load_config(os.path.join(row["out_dir"], "config.yaml"))
-    os.makedirs(a.out, exist_ok=True)
     dst = os.path.join(a.out, "casseg_demo.safetensors")
     extra = {"source": "training.ablate --preset context-scenes", "variant": name, "val_miou": row["miou"],
              "val_map": row["map"], "steps": row["steps"], "input_size": [cfg.data.height, cfg.data.width]}
@@ -43,7 +44,7 @@ def main(argv=None) -> int:
     if size_mb > MAX_MB:
         os.remove(dst)
         raise SystemExit(f"{dst} would be {size_mb:.1f} MB > {MAX_MB} MB")
-    sha = hashlib.sha256(open(dst, "rb").read()).hexdigest()
+    sha = file_sha256(dst)
     base = rows.get("baseline")
     pc = row["per_class_iou"]
     iou_lines = "\n".join(f"| {k} | {'—' if v is None else f'{100 * v:.1f}'} |" for k, v in pc.items())
@@ -96,8 +97,7 @@ the context effect, **not** a model for real camera images. Tiny backbone, few h
 (people are a few dozen pixels) are poorly segmented. Run it at {cfg.data.height}×{cfg.data.width} (or the same aspect) for the numbers
 above. For real data train `training/configs/full_cityscapes.yaml` (see `training/README.md`).
 """
-    with open(os.path.join(a.out, "MODEL_CARD.md"), "w") as f:
-        f.write(card)
+    atomic_write_text(os.path.join(a.out, "MODEL_CARD.md"), card)
     print(f"wrote {dst} ({size_mb:.2f} MB, variant {name}, mIoU {100 * row['miou']:.1f}) and MODEL_CARD.md")
     return 0
 

@@ -7,9 +7,11 @@
 Outputs in ``train.out_dir``: ``config.yaml``, ``vocabulary.json``, ``tb/`` (TensorBoard),
 ``model_step<N>.safetensors`` + ``train_state.pt`` (+ ``rng_rank<r>.pt``) every
 ``checkpoint_every`` steps, ``model_final.safetensors``, ``model_best.safetensors`` (with
-``eval_every``) and ``metrics.json``. A run restarted with the same out_dir resumes from
-``train_state.pt`` (``--no-resume`` starts over); on CPU the resumed run is bit-identical to an
-uninterrupted one (data order, augmentation, dropout/drop-path and optimizer state are restored).
+``eval_every``) and ``metrics.json``; every file but TensorBoard's event log (an append-only
+stream) is written atomically through ``casseg_ros.fileio``. A run restarted with the same
+out_dir resumes from ``train_state.pt`` (``--no-resume`` starts over); on CPU the resumed run is
+bit-identical to an uninterrupted one (data order, augmentation, dropout/drop-path and optimizer
+state are restored).
 
 ``data.crop_size`` etc. are per-sample; ``optim.batch_size`` is the *global* batch, split evenly
 over the torchrun processes.
@@ -17,21 +19,32 @@ over the torchrun processes.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import json
 import os
 import random
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
 
-from casseg_ros.fileio import atomic_write_bytes
+from casseg_ros.fileio import atomic_write_bytes, atomic_write_text
+from casseg_ros.model import IMAGENET_MEAN, IMAGENET_STD, ContextSegmentor, LossConfig, ModelConfig, SegmentationLoss
+from casseg_ros.model.checkpoint import save_checkpoint
+from casseg_ros.text import Vocabulary, VocabularyError, build_vocabulary
 
 from .config import ExperimentConfig, load_config, save_config
+from .datasets import build_dataset
+from .evaluate import EvalResult, evaluate_model
+from .transforms import TrainDataset
 
 STATE_FILE = "train_state.pt"
 
@@ -116,39 +129,32 @@ class ResumableDistributedSampler(DistributedSampler):
         return self.num_samples - self.start_index
 
 
+# ----------------------------------------------------------------------------- model
 def vocabulary_cache_path(class_names: list[str], provider: str, cache_dir: str) -> str:
-    import hashlib
-
     key = hashlib.sha1(("\n".join(class_names) + "|" + provider).encode()).hexdigest()[:12]
-    return os.path.join(cache_dir, f"vocab_{provider}_{key}.npz")
+    return os.path.join(cache_dir, f"vocab_{provider}_{key}.safetensors")
 
 
-def vocabulary_for(class_names: list[str], provider: str, cache_dir: str):
-    """``casseg_ros.text.build_vocabulary(names, provider)``, cached as .npz in ``cache_dir``
-    (computed once: every experiment on the same classes then uses bit-identical embeddings)."""
-    from casseg_ros.text import Vocabulary, build_vocabulary
-
+def vocabulary_for(class_names: list[str], provider: str, cache_dir: str) -> Vocabulary:
+    """``casseg_ros.text.build_vocabulary(names, provider)``, cached as a vocabulary file in
+    ``cache_dir`` (computed once: every experiment on the same classes then uses bit-identical
+    embeddings)."""
     path = vocabulary_cache_path(class_names, provider, cache_dir)
     if os.path.isfile(path):
-        z = np.load(path, allow_pickle=False)
-        if list(z["names"]) == list(class_names):
-            desc = list(z["descriptions"]) if "descriptions" in z.files else None
-            return Vocabulary(names=list(class_names), embeddings=z["embeddings"].astype(np.float32),
-                              descriptions=desc, provider=str(z["provider"]), palette=z["palette"].astype(np.uint8))
+        try:
+            cached = Vocabulary.load(path)
+        except VocabularyError as exc:
+            print(f"ignoring unreadable vocabulary cache: {exc}")
+        else:
+            if cached.names == list(class_names):
+                return cached
     vocab = build_vocabulary(list(class_names), provider=provider)
-    os.makedirs(cache_dir, exist_ok=True)
-    extra = {"descriptions": np.asarray(vocab.descriptions)} if getattr(vocab, "descriptions", None) else {}
-    buffer = io.BytesIO()
-    np.savez(buffer, names=np.asarray(class_names), embeddings=np.asarray(vocab.embeddings, np.float32),
-             provider=np.asarray(vocab.provider), palette=np.asarray(vocab.palette, np.uint8), **extra)
-    atomic_write_bytes(path, buffer.getvalue())
+    vocab.save(path)
     return vocab
 
 
-def build_model(cfg: ExperimentConfig, vocab, seed: int):
+def build_model(cfg: ExperimentConfig, vocab: Vocabulary, seed: int) -> ContextSegmentor:
     """Model with a seeded init (the vocabulary is built beforehand: its provider may use RNG)."""
-    from casseg_ros.model import ContextSegmentor, ModelConfig
-
     seed_everything(seed)
     return ContextSegmentor(ModelConfig.from_dict(dict(cfg.model)), vocab)
 
@@ -169,16 +175,50 @@ def lr_lambda(cfg: ExperimentConfig):
     return f
 
 
-# ----------------------------------------------------------------------------- main loop
-def train(cfg: ExperimentConfig, resume: bool = True, progress: bool = True) -> dict:
-    from casseg_ros.model import IMAGENET_MEAN, IMAGENET_STD, LossConfig, SegmentationLoss
-    from casseg_ros.model.checkpoint import save_checkpoint
+# ----------------------------------------------------------------------------- run steps
+@dataclass
+class Placement:
+    """Where this process trains: its rank among ``world`` processes and its device."""
 
-    from .datasets import build_dataset
-    from .evaluate import evaluate_model
-    from .transforms import TrainDataset
+    world: int
+    rank: int
+    device: torch.device
 
-    t_cfg, o_cfg = cfg.train, cfg.optim
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+@dataclass
+class Optimisation:
+    loss_fn: SegmentationLoss
+    params: list
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    amp_dtype: torch.dtype | None  # None: no autocast
+
+
+@dataclass
+class Position:
+    """How far training got: what a resume restores."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    best: float = -1.0
+
+
+@dataclass
+class Batches:
+    dataset: TrainDataset
+    sampler: ResumableDistributedSampler
+    per_rank: int
+    per_epoch: int
+
+
+def place_process(cfg: ExperimentConfig) -> Placement:
+    t_cfg = cfg.train
     want_cuda = t_cfg.device == "cuda" or (t_cfg.device == "auto" and torch.cuda.is_available())
     world, rank, local = setup_distributed("cuda" if want_cuda else "cpu")
     device = torch.device(f"cuda:{local}" if want_cuda else "cpu")
@@ -188,27 +228,22 @@ def train(cfg: ExperimentConfig, resume: bool = True, progress: bool = True) -> 
         torch.set_num_threads(t_cfg.num_threads)
     if t_cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
-    out = t_cfg.out_dir
-    is_main = rank == 0
-    if is_main:
-        os.makedirs(out, exist_ok=True)
-        save_config(cfg, os.path.join(out, "config.yaml"))
-    barrier()
+    return Placement(world, rank, device)
 
-    train_set = build_dataset(cfg.data, "train")
-    class_names = list(train_set.class_names)
-    cache_dir = t_cfg.vocab_cache or os.path.join(out, "vocab_cache")
-    if is_main:  # rank 0 computes (and caches) the text embeddings, the others read the cache
-        vocab = vocabulary_for(class_names, t_cfg.vocabulary_provider, cache_dir)
+
+def shared_vocabulary(class_names: list[str], cfg: ExperimentConfig, place: Placement) -> Vocabulary:
+    """Rank 0 computes (and caches) the text embeddings, the others then read the cache."""
+    t_cfg = cfg.train
+    cache_dir = t_cfg.vocab_cache or os.path.join(t_cfg.out_dir, "vocab_cache")
+    vocab = vocabulary_for(class_names, t_cfg.vocabulary_provider, cache_dir) if place.is_main else None
     barrier()
-    if not is_main:
+    if vocab is None:
         vocab = vocabulary_for(class_names, t_cfg.vocabulary_provider, cache_dir)
-    # identical init on every rank (DDP also broadcasts rank 0's weights)
-    model = build_model(cfg, vocab, t_cfg.seed)
-    if is_main:
-        with open(os.path.join(out, "vocabulary.json"), "w") as f:
-            json.dump({"names": class_names, "provider": model.vocabulary.provider}, f, indent=1)
-    model.to(device)
+    return vocab
+
+
+def build_optimisation(cfg: ExperimentConfig, model: ContextSegmentor, device: torch.device) -> Optimisation:
+    o_cfg = cfg.optim
     loss_fn = SegmentationLoss(LossConfig(contrastive_weight=cfg.loss.contrastive_weight,
                                           temperature=cfg.loss.temperature),
                                contrastive=bool(model.config.contrastive))
@@ -216,159 +251,201 @@ def train(cfg: ExperimentConfig, resume: bool = True, progress: bool = True) -> 
     opt_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[o_cfg.name]
     optimizer = opt_cls(params, lr=o_cfg.lr, weight_decay=o_cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
-    use_amp = bool(t_cfg.amp and device.type == "cuda")
+    use_amp = bool(cfg.train.amp and device.type == "cuda")
     amp_dtype = torch.bfloat16 if (use_amp and torch.cuda.is_bf16_supported()) else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    return Optimisation(loss_fn, params, optimizer, scheduler, scaler, amp_dtype if use_amp else None)
 
-    if o_cfg.batch_size % world:
-        raise ValueError(f"optim.batch_size={o_cfg.batch_size} is not divisible by WORLD_SIZE={world}")
-    per_rank = o_cfg.batch_size // world
-    ds = TrainDataset(train_set, cfg.data, t_cfg.seed, IMAGENET_MEAN, IMAGENET_STD)
-    sampler = ResumableDistributedSampler(ds, num_replicas=world, rank=rank, shuffle=True, seed=t_cfg.seed,
-                                          drop_last=True)
-    batches_per_epoch = len(sampler) // per_rank
-    if batches_per_epoch == 0:
-        raise ValueError(f"dataset of {len(ds)} samples is smaller than one global batch {o_cfg.batch_size}")
 
-    step, epoch, batch_in_epoch, best = 0, 0, 0, -1.0
-    state_path = os.path.join(out, STATE_FILE)
-    if resume and os.path.isfile(state_path):
-        st = torch.load(state_path, map_location="cpu", weights_only=True)
-        model.load_state_dict(st["model"])
-        optimizer.load_state_dict(st["optimizer"])
-        scheduler.load_state_dict(st["scheduler"])
-        scaler.load_state_dict(st["scaler"])
-        step, epoch, best = int(st["step"]), int(st["epoch"]), float(st["best"])
-        samples_in_epoch = int(st["samples_in_epoch"])
-        if samples_in_epoch % o_cfg.batch_size:
-            raise ValueError("saved position is not a whole number of global batches")
-        batch_in_epoch = samples_in_epoch // o_cfg.batch_size
-        rng_path = os.path.join(out, f"rng_rank{rank}.pt")
-        if int(st["world_size"]) == world and os.path.isfile(rng_path):
-            set_rng_state(torch.load(rng_path, map_location="cpu", weights_only=True))
-        else:
-            print(f"[rank {rank}] world size changed or no RNG state: reseeding (resume is not bit-exact)")
-            seed_everything(t_cfg.seed * 1000 + rank + step)
-        if is_main:
-            print(f"resumed from {state_path} at step {step} (epoch {epoch}, batch {batch_in_epoch})")
+def build_batches(cfg: ExperimentConfig, train_set, place: Placement) -> Batches:
+    global_batch = cfg.optim.batch_size
+    if global_batch % place.world:
+        raise ValueError(f"optim.batch_size={global_batch} is not divisible by WORLD_SIZE={place.world}")
+    per_rank = global_batch // place.world
+    ds = TrainDataset(train_set, cfg.data, cfg.train.seed, IMAGENET_MEAN, IMAGENET_STD)
+    sampler = ResumableDistributedSampler(ds, num_replicas=place.world, rank=place.rank, shuffle=True,
+                                          seed=cfg.train.seed, drop_last=True)
+    per_epoch = len(sampler) // per_rank
+    if per_epoch == 0:
+        raise ValueError(f"dataset of {len(ds)} samples is smaller than one global batch {global_batch}")
+    return Batches(ds, sampler, per_rank, per_epoch)
+
+
+def restore_position(cfg: ExperimentConfig, place: Placement, model: ContextSegmentor, opt: Optimisation,
+                     resume: bool) -> Position:
+    """The saved training state when resuming (RNG streams included), else a fresh start."""
+    seed = cfg.train.seed
+    state_path = os.path.join(cfg.train.out_dir, STATE_FILE)
+    if not (resume and os.path.isfile(state_path)):
+        seed_everything(seed * 1000 + place.rank)  # per-rank streams for drop-path / sampling
+        return Position()
+    st = torch.load(state_path, map_location="cpu", weights_only=True)
+    model.load_state_dict(st["model"])
+    opt.optimizer.load_state_dict(st["optimizer"])
+    opt.scheduler.load_state_dict(st["scheduler"])
+    opt.scaler.load_state_dict(st["scaler"])
+    samples_in_epoch = int(st["samples_in_epoch"])
+    if samples_in_epoch % cfg.optim.batch_size:
+        raise ValueError("saved position is not a whole number of global batches")
+    pos = Position(int(st["step"]), int(st["epoch"]), samples_in_epoch // cfg.optim.batch_size, float(st["best"]))
+    rng_path = os.path.join(cfg.train.out_dir, f"rng_rank{place.rank}.pt")
+    if int(st["world_size"]) == place.world and os.path.isfile(rng_path):
+        set_rng_state(torch.load(rng_path, map_location="cpu", weights_only=True))
     else:
-        seed_everything(t_cfg.seed * 1000 + rank)  # per-rank streams for drop-path / sampling
+        print(f"[rank {place.rank}] world size changed or no RNG state: reseeding (resume is not bit-exact)")
+        seed_everything(seed * 1000 + place.rank + pos.step)
+    if place.is_main:
+        print(f"resumed from {state_path} at step {pos.step} (epoch {pos.epoch}, batch {pos.batch_in_epoch})")
+    return pos
 
-    ddp_model = model
-    if world > 1:
-        ddp_model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None,
+
+def save_position(cfg: ExperimentConfig, place: Placement, model: ContextSegmentor, opt: Optimisation,
+                  pos: Position) -> None:
+    """Training state (rank 0: weights/optimizer/position + a checkpoint; every rank: its RNG streams)."""
+    out = cfg.train.out_dir
+    barrier()
+    atomic_torch_save(rng_state(), os.path.join(out, f"rng_rank{place.rank}.pt"))
+    if place.is_main:
+        st = {"model": model.state_dict(), "optimizer": opt.optimizer.state_dict(),
+              "scheduler": opt.scheduler.state_dict(), "scaler": opt.scaler.state_dict(), "step": pos.step,
+              "epoch": pos.epoch, "samples_in_epoch": pos.batch_in_epoch * cfg.optim.batch_size, "best": pos.best,
+              "world_size": place.world}
+        atomic_torch_save(st, os.path.join(out, STATE_FILE))
+        save_checkpoint(os.path.join(out, f"model_step{pos.step}.safetensors"), model,
+                        extra={"step": pos.step, "experiment": cfg.name})
+    barrier()
+
+
+def epoch_batches(cfg: ExperimentConfig, batches: Batches, pos: Position, device: torch.device) -> Iterator:
+    """The batches of ``pos.epoch`` from ``pos.batch_in_epoch`` on (a resume starts mid-epoch)."""
+    batches.sampler.set_epoch(pos.epoch)
+    batches.sampler.set_start(pos.batch_in_epoch * batches.per_rank)
+    batches.dataset.set_epoch(pos.epoch)
+    return iter(DataLoader(batches.dataset, batch_size=batches.per_rank, sampler=batches.sampler,
+                           num_workers=cfg.data.num_workers, drop_last=True, pin_memory=device.type == "cuda",
+                           generator=torch.Generator().manual_seed(cfg.train.seed + pos.epoch),
+                           persistent_workers=False))
+
+
+def train_step(net: torch.nn.Module, opt: Optimisation, images: torch.Tensor, labels: torch.Tensor,
+               grad_clip: float) -> dict[str, torch.Tensor]:
+    """One optimiser step on one batch; returns the losses."""
+    autocast = torch.autocast("cuda", dtype=opt.amp_dtype) if opt.amp_dtype is not None else nullcontext()
+    with autocast:
+        losses = opt.loss_fn(net(images), labels)
+    opt.optimizer.zero_grad(set_to_none=True)
+    opt.scaler.scale(losses["loss"]).backward()
+    if grad_clip:
+        opt.scaler.unscale_(opt.optimizer)
+        torch.nn.utils.clip_grad_norm_(opt.params, grad_clip)
+    opt.scaler.step(opt.optimizer)
+    opt.scaler.update()
+    opt.scheduler.step()
+    return losses
+
+
+def log_step(writer: SummaryWriter, losses: dict[str, torch.Tensor], opt: Optimisation, step: int,
+             images_per_s: float) -> None:
+    for k, v in losses.items():
+        writer.add_scalar(f"train/{k}", float(v.detach()), step)
+    writer.add_scalar("train/lr", opt.scheduler.get_last_lr()[0], step)
+    writer.add_scalar("train/images_per_s", images_per_s, step)
+
+
+def validate(cfg: ExperimentConfig, model: ContextSegmentor, val_set, device: torch.device, writer: SummaryWriter,
+             pos: Position) -> None:
+    """Periodic validation (rank 0): log mIoU, keep the best weights."""
+    r = evaluate_model(model, val_set, device, cfg.data.eval_size, compute_map=False)
+    writer.add_scalar("val/miou", r.miou, pos.step)
+    if r.miou > pos.best:
+        pos.best = r.miou
+        save_checkpoint(os.path.join(cfg.train.out_dir, "model_best.safetensors"), model,
+                        extra={"step": pos.step, "val_miou": r.miou, "experiment": cfg.name})
+    model.train()
+
+
+def finish(cfg: ExperimentConfig, model: ContextSegmentor, val_set, device: torch.device, writer: SummaryWriter,
+           pos: Position) -> dict:
+    """Final evaluation (rank 0): report, final (and best) checkpoint, metrics.json."""
+    out = cfg.train.out_dir
+    model.eval()
+    r: EvalResult = evaluate_model(model, val_set, device, cfg.data.eval_size, out_dir=os.path.join(out, "eval_val"))
+    metrics = {"experiment": cfg.name, "step": pos.step, "val_miou": r.miou, "val_map": r.map,
+               "per_class_iou": r.per_class_iou}
+    writer.add_scalar("val/miou", r.miou, pos.step)
+    if r.map is not None:
+        writer.add_scalar("val/map", r.map, pos.step)
+    save_checkpoint(os.path.join(out, "model_final.safetensors"), model,
+                    extra={"step": pos.step, "val_miou": r.miou, "val_map": r.map, "experiment": cfg.name})
+    if r.miou > pos.best and cfg.train.eval_every:
+        save_checkpoint(os.path.join(out, "model_best.safetensors"), model,
+                        extra={"step": pos.step, "val_miou": r.miou, "experiment": cfg.name})
+    atomic_write_text(os.path.join(out, "metrics.json"), json.dumps(metrics, indent=1))
+    print(f"[{cfg.name}] step {pos.step}: val mIoU {100 * r.miou:.2f}"
+          + (f", mAP {100 * r.map:.2f}" if r.map is not None else ""))
+    return metrics
+
+
+# ----------------------------------------------------------------------------- main loop
+def train(cfg: ExperimentConfig, resume: bool = True, progress: bool = True) -> dict:
+    t_cfg = cfg.train
+    place = place_process(cfg)
+    out = t_cfg.out_dir
+    if place.is_main:
+        save_config(cfg, os.path.join(out, "config.yaml"))
+    barrier()
+    train_set = build_dataset(cfg.data, "train")
+    vocab = shared_vocabulary(list(train_set.class_names), cfg, place)
+    model = build_model(cfg, vocab, t_cfg.seed)  # identical init on every rank (DDP also broadcasts rank 0's)
+    if place.is_main:
+        atomic_write_text(os.path.join(out, "vocabulary.json"),
+                          json.dumps({"names": vocab.names, "provider": vocab.provider}, indent=1))
+    model.to(place.device)
+    opt = build_optimisation(cfg, model, place.device)
+    batches = build_batches(cfg, train_set, place)
+    pos = restore_position(cfg, place, model, opt, resume)
+    net = model
+    if place.world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[place.device.index] if place.device.type == "cuda" else None,
             find_unused_parameters=t_cfg.find_unused_parameters)
-
-    writer = None
-    if is_main:
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(os.path.join(out, "tb"), purge_step=step)
-
-    def make_loader():
-        sampler.set_epoch(epoch)
-        sampler.set_start(batch_in_epoch * per_rank)
-        ds.set_epoch(epoch)
-        return iter(DataLoader(ds, batch_size=per_rank, sampler=sampler, num_workers=cfg.data.num_workers,
-                               drop_last=True, pin_memory=device.type == "cuda",
-                               generator=torch.Generator().manual_seed(t_cfg.seed + epoch),
-                               persistent_workers=False))
-
-    def save_state():
-        """Training state (rank 0: weights/optimizer/position; every rank: its RNG streams)."""
-        barrier()
-        rng = rng_state()
-        atomic_torch_save(rng, os.path.join(out, f"rng_rank{rank}.pt"))
-        if is_main:
-            st = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                  "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "step": step,
-                  "epoch": epoch, "samples_in_epoch": batch_in_epoch * o_cfg.batch_size, "best": best,
-                  "world_size": world}
-            atomic_torch_save(st, state_path)
-            save_checkpoint(os.path.join(out, f"model_step{step}.safetensors"), model,
-                            extra={"step": step, "experiment": cfg.name})
-        barrier()
-
+    writer = SummaryWriter(os.path.join(out, "tb"), purge_step=pos.step) if place.is_main else None
+    pbar = tqdm(total=t_cfg.steps, initial=pos.step, desc=cfg.name, dynamic_ncols=True,
+                disable=not (place.is_main and progress))
     val_set = None
-    metrics: dict = {}
-    if step < t_cfg.steps:
-        loader = make_loader()
-        pbar = None
-        if is_main and progress:
-            from tqdm import tqdm
-
-            pbar = tqdm(total=t_cfg.steps, initial=step, desc=cfg.name, dynamic_ncols=True)
+    if pos.step < t_cfg.steps:
+        loader = epoch_batches(cfg, batches, pos, place.device)
         model.train()
         t0, seen = time.time(), 0
-        while step < t_cfg.steps:
-            if batch_in_epoch >= batches_per_epoch:
-                epoch, batch_in_epoch = epoch + 1, 0
-                loader = make_loader()
+        while pos.step < t_cfg.steps:
+            if pos.batch_in_epoch >= batches.per_epoch:
+                pos.epoch, pos.batch_in_epoch = pos.epoch + 1, 0
+                loader = epoch_batches(cfg, batches, pos, place.device)
             images, labels = next(loader)
-            images = images.to(device, non_blocking=True)
-            labels = labels.to(device, non_blocking=True)
-            ctx = torch.autocast("cuda", dtype=amp_dtype) if use_amp else nullcontext()
-            with ctx:
-                output = ddp_model(images)
-                losses = loss_fn(output, labels)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(losses["loss"]).backward()
-            if o_cfg.grad_clip:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(params, o_cfg.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            step += 1
-            batch_in_epoch += 1
-            seen += images.shape[0] * world
-            if is_main:
-                if pbar is not None:
-                    pbar.update(1)
-                    pbar.set_postfix(loss=f"{losses['loss'].item():.3f}")
-                if step % t_cfg.log_every == 0 or step == t_cfg.steps:
-                    for k, v in losses.items():
-                        writer.add_scalar(f"train/{k}", float(v.detach()), step)
-                    writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
-                    writer.add_scalar("train/images_per_s", seen / max(time.time() - t0, 1e-9), step)
-            if t_cfg.eval_every and step % t_cfg.eval_every == 0 and step < t_cfg.steps:
-                if is_main:
+            losses = train_step(net, opt, images.to(place.device, non_blocking=True),
+                                labels.to(place.device, non_blocking=True), cfg.optim.grad_clip)
+            pos.step += 1
+            pos.batch_in_epoch += 1
+            seen += images.shape[0] * place.world
+            if place.is_main:
+                pbar.update(1)
+                pbar.set_postfix(loss=f"{losses['loss'].item():.3f}")
+                if pos.step % t_cfg.log_every == 0 or pos.step == t_cfg.steps:
+                    log_step(writer, losses, opt, pos.step, seen / max(time.time() - t0, 1e-9))
+            if t_cfg.eval_every and pos.step % t_cfg.eval_every == 0 and pos.step < t_cfg.steps:
+                if place.is_main:
                     val_set = val_set or build_dataset(cfg.data, "val")
-                    r = evaluate_model(model, val_set, device, cfg.data.eval_size, compute_map=False)
-                    writer.add_scalar("val/miou", r.miou, step)
-                    if r.miou > best:
-                        best = r.miou
-                        save_checkpoint(os.path.join(out, "model_best.safetensors"), model,
-                                        extra={"step": step, "val_miou": r.miou, "experiment": cfg.name})
-                    model.train()
+                    validate(cfg, model, val_set, place.device, writer, pos)
                 barrier()
-            if t_cfg.checkpoint_every and step % t_cfg.checkpoint_every == 0:
-                save_state()
-        if pbar is not None:
-            pbar.close()
-
-    if is_main:
-        model.eval()
-        val_set = val_set or build_dataset(cfg.data, "val")
-        r = evaluate_model(model, val_set, device, cfg.data.eval_size, out_dir=os.path.join(out, "eval_val"))
-        metrics = {"experiment": cfg.name, "step": step, "val_miou": r.miou, "val_map": r.map,
-                   "per_class_iou": r.per_class_iou}
-        writer.add_scalar("val/miou", r.miou, step)
-        if r.map is not None:
-            writer.add_scalar("val/map", r.map, step)
-        save_checkpoint(os.path.join(out, "model_final.safetensors"), model,
-                        extra={"step": step, "val_miou": r.miou, "val_map": r.map, "experiment": cfg.name})
-        if r.miou > best and t_cfg.eval_every:
-            save_checkpoint(os.path.join(out, "model_best.safetensors"), model,
-                            extra={"step": step, "val_miou": r.miou, "experiment": cfg.name})
-        with open(os.path.join(out, "metrics.json"), "w") as f:
-            json.dump(metrics, f, indent=1)
+            if t_cfg.checkpoint_every and pos.step % t_cfg.checkpoint_every == 0:
+                save_position(cfg, place, model, opt, pos)
+    pbar.close()
+    metrics: dict = {}
+    if place.is_main:
+        metrics = finish(cfg, model, val_set or build_dataset(cfg.data, "val"), place.device, writer, pos)
         writer.close()
-        print(f"[{cfg.name}] step {step}: val mIoU {100 * r.miou:.2f}"
-              + (f", mAP {100 * r.map:.2f}" if r.map is not None else ""))
     barrier()
-    if world > 1 and dist.is_initialized():
+    if place.world > 1 and dist.is_initialized():
         dist.destroy_process_group()
     return metrics
 

@@ -7,6 +7,8 @@ from typing import Optional, Sequence
 import timm
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
+from timm.models.swin_transformer import checkpoint_filter_fn
 from torch import nn
 
 # Small variants keep the Swin architecture (patch 4, window 7, 4 stages) with fewer channels and
@@ -58,9 +60,6 @@ class SwinBackbone(nn.Module):
 
     def load_pretrained(self, path: str, arch: str, spec: dict) -> None:
         """Load timm/Microsoft Swin weights from a local safetensors file (classifier head dropped)."""
-        from safetensors.torch import load_file
-        from timm.models.swin_transformer import checkpoint_filter_fn
-
         file = Path(path)
         if not file.is_file():
             raise BackboneWeightsError(f"backbone weights file not found: {file}")

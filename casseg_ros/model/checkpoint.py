@@ -9,10 +9,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+import safetensors.torch
 import torch
+from safetensors import safe_open
 
-from ..fileio import atomic_write_bytes
+from casseg_ros.fileio import atomic_write_bytes
+from casseg_ros.text.vocabulary import Vocabulary, VocabularyError
+
 from .config import ModelConfig
 from .segmentor import ContextSegmentor
 
@@ -23,42 +26,17 @@ class CheckpointError(RuntimeError):
     """A checkpoint is missing, corrupt, of the wrong kind, or does not match its config."""
 
 
-def _vocabulary_metadata(vocabulary: Any) -> dict[str, Any]:
-    palette = getattr(vocabulary, "palette", None)
-    return {
-        "names": list(vocabulary.names),
-        "descriptions": list(vocabulary.descriptions) if getattr(vocabulary, "descriptions", None) else None,
-        "provider": getattr(vocabulary, "provider", "unknown"),
-        "palette": np.asarray(palette).astype(int).tolist() if palette is not None else None,
-    }
-
-
 def save_checkpoint(path: str | Path, model: ContextSegmentor, extra: dict[str, Any] | None = None) -> Path:
-    from safetensors.torch import save
-
-    path = Path(path)
+    """Weights + config + vocabulary metadata (``Vocabulary.to_dict``; its embeddings are the
+    ``class_embeddings`` tensor) in one safetensors file, written atomically."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     metadata = {
         "format": FORMAT,
         "model_config": json.dumps(model.config.to_dict(), sort_keys=True),
-        "vocabulary": json.dumps(_vocabulary_metadata(model.vocabulary), sort_keys=True),
+        "vocabulary": json.dumps(model.vocabulary.to_dict(), sort_keys=True),
         "extra": json.dumps(extra or {}, sort_keys=True),
     }
-    return atomic_write_bytes(path, save(tensors, metadata=metadata))
-
-
-def _build_vocabulary(meta: dict[str, Any], embeddings: torch.Tensor):
-    from casseg_ros.text import Vocabulary
-
-    kwargs = dict(
-        names=list(meta["names"]),
-        embeddings=embeddings.numpy().astype(np.float32),
-        descriptions=meta.get("descriptions"),
-        provider=meta.get("provider") or "checkpoint",
-    )
-    if meta.get("palette") is not None:
-        kwargs["palette"] = np.asarray(meta["palette"], dtype=np.uint8)
-    return Vocabulary(**kwargs)
+    return atomic_write_bytes(path, safetensors.torch.save(tensors, metadata=metadata))
 
 
 def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -67,8 +45,6 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     if path.suffix == ".safetensors":
-        from safetensors import safe_open
-
         try:
             with safe_open(str(path), framework="pt") as handle:
                 raw_meta = handle.metadata() or {}
@@ -103,7 +79,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"checkpoint {path} has an invalid model config: {exc}") from exc
     if "class_embeddings" not in state:
         raise CheckpointError(f"checkpoint {path} has no 'class_embeddings' tensor")
-    model = ContextSegmentor(config, _build_vocabulary(meta["vocabulary"], state["class_embeddings"]))
+    try:
+        vocabulary = Vocabulary.from_dict(meta["vocabulary"], state["class_embeddings"].numpy())
+    except VocabularyError as exc:
+        raise CheckpointError(f"checkpoint {path} has an invalid vocabulary: {exc}") from exc
+    model = ContextSegmentor(config, vocabulary)
     result = model.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise CheckpointError(

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from casseg_ros.text.vocabulary import Vocabulary
 
 from .backbone import SIZE_MULTIPLE, SwinBackbone, pad_to_multiple
 from .config import ModelConfig
@@ -46,11 +48,12 @@ def scene_adjacency(probs: torch.Tensor) -> torch.Tensor:
 class ContextSegmentor(nn.Module):
     """The seed paper's model; every context module can be switched off for ablations.
 
-    ``vocabulary`` is any object with ``names`` and ``embeddings`` (K,E); the embeddings are a
-    buffer of the model, so checkpoints carry them and the forward pass never calls a provider.
+    ``vocabulary`` is a ``casseg_ros.text.Vocabulary`` (names, (K,E) embeddings, palette); the
+    embeddings are a buffer of the model, so checkpoints carry them and the forward pass never
+    calls a provider.
     """
 
-    def __init__(self, config: ModelConfig, vocabulary: Any) -> None:
+    def __init__(self, config: ModelConfig, vocabulary: Vocabulary) -> None:
         super().__init__()
         self.config = config
         self.vocabulary = vocabulary

@@ -10,65 +10,58 @@ device or precision cannot run on this machine; it never imports TensorRT unless
 """
 from __future__ import annotations
 
+import importlib.util
 from typing import Any, Sequence
 
+import torch
+
 from .base import PRECISIONS, Backend, BackendUnavailable, InferenceResult
+from .onnx_backend import OnnxRuntimeBackend
+from .tensorrt_backend import TensorRTBackend, tensorrt_missing
+from .torch_backend import TorchBackend
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 _ALIASES = {"ort": "onnxruntime", "onnx": "onnxruntime", "trt": "tensorrt", "pytorch": "torch"}
 
-__all__ = ["BACKENDS", "PRECISIONS", "Backend", "BackendUnavailable", "InferenceResult", "create_backend",
-           "available_backends"]
+__all__ = ["BACKENDS", "PRECISIONS", "Backend", "BackendUnavailable", "InferenceResult", "OnnxRuntimeBackend",
+           "TensorRTBackend", "TorchBackend", "available_backends", "create_backend"]
 
 
 def create_backend(name: str, model_path, device: str = "cpu", input_size: Sequence[int] | None = (512, 1024),
                    precision: str | None = None, **opts: Any) -> Backend:
     """Construct (not load) a backend. ``precision`` None = the backend's default (fp32 for torch
     and onnxruntime, fp16 for tensorrt). ``opts`` are backend-specific (see each backend's module):
-    torch: compile, compile_mode, channels_last, num_threads, model; onnxruntime: num_threads,
+    torch: compile, compile_mode, channels_last, num_threads (an in-memory model: ``TorchBackend.from_model``);
+    onnxruntime: num_threads,
     providers, optimized_cache, onnx_cache_dir, batch_size; tensorrt: engine_cache_dir,
     workspace_bytes, onnx_cache_dir, batch_size."""
     key = _ALIASES.get(str(name).lower(), str(name).lower())
     if key == "torch":
-        from .torch_backend import TorchBackend
-
         return TorchBackend(model_path, device, input_size, precision or "fp32", **opts)
     if key == "onnxruntime":
-        try:
-            import onnxruntime  # noqa: F401
-        except ImportError as exc:
+        if importlib.util.find_spec("onnxruntime") is None:
             raise BackendUnavailable(
                 "backend 'onnxruntime' needs the Python package 'onnxruntime' (not installed; pip install "
-                f"onnxruntime, or onnxruntime-gpu for CUDA): {exc}") from None
-        from .onnx_backend import OnnxRuntimeBackend
-
+                "onnxruntime, or onnxruntime-gpu for CUDA)")
         return OnnxRuntimeBackend(model_path, device, input_size, precision or "fp32", **opts)
     if key == "tensorrt":
-        from .tensorrt_backend import TensorRTBackend
-
         return TensorRTBackend(model_path, device, input_size, precision or "fp16", **opts)
     raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
 
 
 def available_backends() -> dict[str, dict[str, str | None]]:
     """{backend: {device: None if it can run here else the reason}} — for diagnostics and benches."""
-    import importlib.util
-
-    import torch
-
     out: dict[str, dict[str, str | None]] = {}
     cuda = None if torch.cuda.is_available() else "a CUDA GPU (torch.cuda.is_available() is False)"
     out["torch"] = {"cpu": None, "cuda": cuda}
     if importlib.util.find_spec("onnxruntime") is None:
         out["onnxruntime"] = {"cpu": "the Python package 'onnxruntime'", "cuda": "the Python package 'onnxruntime-gpu'"}
     else:
-        import onnxruntime as ort
+        import onnxruntime as ort  # optional dependency: only when installed (checked just above)
 
         prov = ort.get_available_providers()
         gpu = {"CUDAExecutionProvider", "TensorrtExecutionProvider"} & set(prov)
         out["onnxruntime"] = {"cpu": None, "cuda": None if gpu and not cuda else
                               ("the CUDA/TensorRT execution provider (onnxruntime-gpu)" if not gpu else cuda)}
-    from .tensorrt_backend import tensorrt_missing
-
     out["tensorrt"] = {"cpu": "device 'cuda' (TensorRT runs on GPUs only)", "cuda": tensorrt_missing()}
     return out

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+import cv2
 import numpy as np
+import psutil
 
 __all__ = [
     "Backend",
@@ -64,13 +66,7 @@ def physical_cpu_count() -> int:
         logical = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - non-Linux
         logical = os.cpu_count() or 1
-    physical = None
-    try:
-        import psutil
-
-        physical = psutil.cpu_count(logical=False)
-    except Exception:  # noqa: BLE001 - psutil is optional
-        physical = None
+    physical = psutil.cpu_count(logical=False)  # None where the platform cannot tell
     if not physical:
         return max(1, logical)
     return max(1, min(physical, logical))
@@ -93,8 +89,6 @@ def resize_images(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     h, w = size
     if images.shape[1:3] == (h, w):
         return images
-    import cv2
-
     out = np.empty((images.shape[0], h, w, 3), dtype=np.uint8)
     for i in range(images.shape[0]):
         out[i] = cv2.resize(images[i], (w, h), interpolation=cv2.INTER_LINEAR)
@@ -106,8 +100,6 @@ def resize_outputs(result: InferenceResult, size: tuple[int, int]) -> InferenceR
     h, w = size
     if result.class_ids.shape[1:3] == (h, w):
         return result
-    import cv2
-
     b = result.class_ids.shape[0]
     ids = np.empty((b, h, w), dtype=np.int32)
     conf = np.empty((b, h, w), dtype=np.float32)
@@ -121,20 +113,20 @@ class Backend(abc.ABC):
     """One inference backend. Subclasses implement ``_load`` and ``_run`` (fixed-size batch).
 
     ``model_path``: a checkpoint (``.safetensors``) or, for onnxruntime/tensorrt, an exported
-    ``.onnx``. ``input_size``: (H, W) the model runs at; images of another size are resized on the
+    ``.onnx`` (None only for ``TorchBackend.from_model``, an in-memory model). ``input_size``: (H, W) the model runs at; images of another size are resized on the
     host. ``None``: torch runs every image at its own size; the static-shape backends (onnxruntime,
     tensorrt) use the .onnx's input shape or the checkpoint's ``model_config.img_size``.
     """
 
     name: str = "base"
 
-    def __init__(self, model_path: str | os.PathLike, device: str = "cpu",
+    def __init__(self, model_path: str | os.PathLike | None, device: str = "cpu",
                  input_size: Sequence[int] | None = (512, 1024), precision: str = "fp32", **opts: Any):
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         if device not in ("cpu", "cuda") and not str(device).startswith("cuda:"):
             raise ValueError(f"device must be 'cpu' or 'cuda' (or 'cuda:N'), got {device!r}")
-        self.model_path = Path(model_path)
+        self.model_path = None if model_path is None else Path(model_path)  # None: in-memory model
         self.device = str(device)
         self.input_size = None if input_size is None else (int(input_size[0]), int(input_size[1]))
         self.precision = precision

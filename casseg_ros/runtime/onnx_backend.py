@@ -18,9 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
+import torch
+from safetensors import safe_open
+
+from casseg_ros.text.vocabulary import Vocabulary
 
 from .base import INPUT_NAME, OUTPUT_NAMES, Backend, BackendUnavailable, InferenceResult, physical_cpu_count
 from .engine_cache import file_sha256
+from .model_export import EXPORT_VERSION, META_KIND, export_checkpoint, onnx_metadata, onnx_vocabulary
 
 DEFAULT_OPSET = 17
 
@@ -31,8 +37,6 @@ def default_onnx_cache_dir() -> Path:
 
 
 def onnx_input_shape(path: str | os.PathLike) -> list[int]:
-    import onnx
-
     proto = onnx.load(str(path), load_external_data=False)
     dims = proto.graph.input[0].type.tensor_type.shape.dim
     return [d.dim_value if d.HasField("dim_value") else -1 for d in dims]
@@ -50,8 +54,6 @@ def default_static_size(model_path: str | os.PathLike) -> tuple[int, int]:
             return int(shape[1]), int(shape[2])
         raise ValueError(f"{model_path} has no static (B,H,W,3) input shape: {shape}")
     if model_path.suffix == ".safetensors":
-        from safetensors import safe_open
-
         with safe_open(str(model_path), framework="np") as handle:
             meta = handle.metadata() or {}
         try:
@@ -63,16 +65,13 @@ def default_static_size(model_path: str | os.PathLike) -> tuple[int, int]:
 
 
 def resolve_onnx(model_path: str | os.PathLike, input_size, batch_size: int = 1,
-                 cache_dir: str | os.PathLike | None = None, opset: int = DEFAULT_OPSET):
+                 cache_dir: str | os.PathLike | None = None,
+                 opset: int = DEFAULT_OPSET) -> tuple[Path, Vocabulary | None]:
     """(path of a static-shape segmentation ONNX for ``input_size``, Vocabulary).
 
     An ``.onnx`` is used as it is (its input shape must be (batch_size, H, W, 3)); a checkpoint is
     exported into the cache unless an export for the same key is already there.
     """
-    import torch
-
-    from .export import EXPORT_VERSION, META_KIND, META_VOCAB, export_checkpoint, onnx_metadata, vocabulary_from_json
-
     model_path = Path(model_path)
     if not model_path.is_file():
         raise FileNotFoundError(f"model file not found: {model_path}")
@@ -95,8 +94,7 @@ def resolve_onnx(model_path: str | os.PathLike, input_size, batch_size: int = 1,
     meta = onnx_metadata(onnx_path)
     if meta.get(META_KIND, "segmentation") != "segmentation":
         raise ValueError(f"{onnx_path} is a {meta.get(META_KIND)!r} export, not a segmentation export")
-    vocab = vocabulary_from_json(meta[META_VOCAB]) if META_VOCAB in meta else None
-    return onnx_path, vocab
+    return onnx_path, onnx_vocabulary(meta, str(onnx_path))
 
 
 def select_providers(device: str, precision: str = "fp32", available: list[str] | None = None,
@@ -105,7 +103,7 @@ def select_providers(device: str, precision: str = "fp32", available: list[str] 
     this onnxruntime build offers; CPU only for device 'cpu'. Raises BackendUnavailable when a CUDA
     device is requested but no GPU provider exists."""
     if available is None:
-        import onnxruntime as ort
+        import onnxruntime as ort  # optional dependency: create_backend reports it missing
 
         available = ort.get_available_providers()
     if device == "cpu":
@@ -147,7 +145,7 @@ class OnnxRuntimeBackend(Backend):
         return self._batch
 
     def session_options(self):
-        import onnxruntime as ort
+        import onnxruntime as ort  # optional dependency: create_backend reports it missing
 
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -163,7 +161,7 @@ class OnnxRuntimeBackend(Backend):
         return so
 
     def _load(self) -> None:
-        import onnxruntime as ort
+        import onnxruntime as ort  # optional dependency: create_backend reports it missing
 
         if self.input_size is None:  # static graph: the model's own size (.onnx shape / config img_size)
             self.input_size = default_static_size(self.model_path)

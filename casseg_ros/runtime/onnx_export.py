@@ -21,18 +21,18 @@ import io
 import os
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
+
+import onnx
+import torch
+from torch import nn
 
 from casseg_ros.fileio import atomic_write_bytes
-
-if TYPE_CHECKING:  # torch is imported lazily so that the cache/file helpers stay light
-    import torch
-    from torch import nn
 
 PRODUCER_NAME = "casseg_ros"
 PRODUCER_VERSION = "0.1.0"
 
-__all__ = ["export_onnx", "canonicalize_onnx", "atomic_write_bytes", "PRODUCER_NAME"]
+__all__ = ["export_onnx", "canonicalize_onnx", "PRODUCER_NAME"]
 
 
 def _strip_doc_strings(graph) -> None:
@@ -119,9 +119,6 @@ def canonicalize_onnx(model, keep_names: Sequence[str] = ()):
 
 def _export_to_proto(module: nn.Module, example_inputs: tuple, input_names, output_names, opset: int,
                      exporter: str):
-    import onnx
-    import torch
-
     if exporter == "torchscript":
         buf = io.BytesIO()
         with warnings.catch_warnings():
@@ -160,9 +157,6 @@ def export_onnx(
     falling back to dynamo if it raises). The module is put in eval mode for the export and every
     submodule's previous mode is restored afterwards. Returns ``Path(path)``.
     """
-    import onnx
-    import torch
-
     if opset < 17:
         raise ValueError(f"opset must be >= 17 (got {opset})")
     if not isinstance(example_inputs, tuple):

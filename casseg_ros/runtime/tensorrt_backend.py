@@ -16,9 +16,11 @@ import importlib.util
 from typing import Any
 
 import numpy as np
+import torch
 
 from .base import INPUT_NAME, OUTPUT_NAMES, Backend, BackendUnavailable, InferenceResult
 from .engine_cache import EngineCache, EngineCacheKey
+from .onnx_backend import default_static_size, resolve_onnx
 
 DEFAULT_WORKSPACE = 4 << 30  # 4 GiB
 
@@ -28,13 +30,8 @@ def tensorrt_missing() -> str | None:
     missing = []
     if importlib.util.find_spec("tensorrt") is None:
         missing.append("the Python package 'tensorrt' (not installed; pip install tensorrt)")
-    try:
-        import torch
-
-        if not torch.cuda.is_available():
-            missing.append("a CUDA GPU (torch.cuda.is_available() is False)")
-    except ImportError:  # pragma: no cover - torch is a hard dependency
-        missing.append("PyTorch with CUDA (torch not importable)")
+    if not torch.cuda.is_available():
+        missing.append("a CUDA GPU (torch.cuda.is_available() is False)")
     if not missing:
         return None
     return "backend 'tensorrt' needs " + " and ".join(missing)
@@ -43,7 +40,7 @@ def tensorrt_missing() -> str | None:
 def build_engine(onnx_bytes: bytes, precision: str = "fp16", workspace_bytes: int = DEFAULT_WORKSPACE,
                  logger=None) -> bytes:
     """Parse an ONNX model and build a serialized TensorRT engine (static shapes)."""
-    import tensorrt as trt
+    import tensorrt as trt  # optional dependency (GPU machines only): tensorrt_missing() names it
 
     logger = logger or trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
@@ -89,10 +86,7 @@ class TensorRTBackend(Backend):
         return self._batch
 
     def _load(self) -> None:
-        import tensorrt as trt
-        import torch
-
-        from .onnx_backend import default_static_size, resolve_onnx
+        import tensorrt as trt  # optional dependency (GPU machines only): tensorrt_missing() names it
 
         if self.input_size is None:  # static engine: the model's own size (.onnx shape / config img_size)
             self.input_size = default_static_size(self.model_path)
@@ -141,8 +135,6 @@ class TensorRTBackend(Backend):
                           for n in OUTPUT_NAMES}
 
     def _run(self, images: np.ndarray) -> InferenceResult:
-        import torch
-
         self._host_in.numpy()[...] = images
         with torch.cuda.stream(self._stream):
             self._buffers[INPUT_NAME].copy_(self._host_in, non_blocking=True)

@@ -6,19 +6,24 @@ buffers with non-blocking copies. ``compile=True`` wraps the module in ``torch.c
 (static shapes, inductor freezing on unless ``compile_freezing=False``; opt-in: the first call
 compiles for minutes on a small CPU, and on the 2-core build machine it was only ~1.1x faster than
 eager — measure with bench/backends.py before turning it on).
+
+``TorchBackend.from_model(model, device, input_size)`` runs an in-memory ``ContextSegmentor``
+(training's evaluation, the ablation, benchmarks, tests) through the same path as a checkpoint.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
+import torch
+
+from casseg_ros.model import ContextSegmentor
+from casseg_ros.model.checkpoint import load_checkpoint
 
 from .base import Backend, BackendUnavailable, InferenceResult, physical_cpu_count
 
 
 def cuda_missing(backend: str, device: str) -> str | None:
-    import torch
-
     if torch.cuda.is_available():
         return None
     built = torch.version.cuda
@@ -44,14 +49,22 @@ class TorchBackend(Backend):
         self.compile_freezing = bool(opts.get("compile_freezing", True))
         self.channels_last = bool(opts.get("channels_last", self.device.startswith("cuda")))
         self.num_threads = int(opts.get("num_threads") or physical_cpu_count())
-        self.model = opts.get("model")  # an already-built ContextSegmentor (tests, training) instead of a file
+        self.model: ContextSegmentor | None = None
+
+    @classmethod
+    def from_model(cls, model: ContextSegmentor, device: str = "cpu", input_size: Sequence[int] | None = None,
+                   precision: str = "fp32", **opts: Any) -> "TorchBackend":
+        """A backend over an already-built model (no file). The model stays the caller's: unless
+        asked otherwise, its weights keep their memory format (``channels_last=False``) and the
+        process keeps its torch thread count (``num_threads=torch.get_num_threads()``)."""
+        opts.setdefault("channels_last", False)
+        opts.setdefault("num_threads", torch.get_num_threads())
+        backend = cls(None, device, input_size, precision, **opts)
+        backend.model = model
+        return backend
 
     def _load(self) -> None:
-        import torch
-
         if self.model is None:
-            from casseg_ros.model.checkpoint import load_checkpoint
-
             self.model = load_checkpoint(self.model_path)
         self._vocabulary = self.model.vocabulary
         if self.device == "cpu":
@@ -63,7 +76,8 @@ class TorchBackend(Backend):
         if self.compile:
             if self.compile_freezing:
                 # constant-fold the (inference-only) weights into the graph; lets inductor pre-pack
-                # conv/linear weights on the CPU. Process-global inductor setting.
+                # conv/linear weights on the CPU. Process-global inductor setting. Imported only
+                # here: loading inductor costs seconds and only torch.compile needs it.
                 import torch._inductor.config as inductor_config
 
                 inductor_config.freezing = True
@@ -73,8 +87,6 @@ class TorchBackend(Backend):
         self._cuda = self._device.type == "cuda"
 
     def _run(self, images: np.ndarray) -> InferenceResult:
-        import torch
-
         x = torch.from_numpy(images)
         if x.stride() != self._canonical_strides(x.shape):
             # numpy gives inserted size-1 axes (img[None]) stride 0; same memory, but torch.compile

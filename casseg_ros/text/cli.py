@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+import yaml
+
 from casseg_ros.text.build import DEFAULT_DESCRIPTION_TEMPLATE, DEFAULT_TEMPLATE, build_vocabulary
 from casseg_ros.text.providers import (
     DEFAULT_CHAT_MODEL,
@@ -63,8 +65,6 @@ def load_class_names(spec: str) -> tuple[list[str], list[str] | None]:
     if spec.endswith((".yaml", ".yml")) or path.is_file():
         if not path.is_file():
             raise ValueError(f"class file not found: {path}")
-        import yaml
-
         with path.open("r", encoding="utf-8") as handle:
             return _parse_entries(yaml.safe_load(handle), str(path))
     names = [n.strip() for n in spec.split(",") if n.strip()]

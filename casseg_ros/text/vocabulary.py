@@ -1,8 +1,10 @@
 """Class vocabulary: names, language embeddings, optional descriptions and display palette.
 
-A vocabulary is built once offline (see `casseg_ros.text.build_vocabulary` / `casseg-vocab`) and
-stored as a safetensors file: tensor `embeddings` plus JSON metadata, so it can be inspected and
-loaded without pickle and without any embedding model installed.
+A vocabulary is built once offline (see `casseg_ros.text.build_vocabulary` / `casseg-vocab`).
+This module is its one codec: `to_dict`/`from_dict` (JSON-able metadata; the embeddings travel
+next to it) and `to_bytes`/`from_bytes` (safetensors: tensor `embeddings` plus that metadata as
+JSON), used by vocabulary files, checkpoints, exported ONNX models and the training cache. It can
+be inspected and loaded without pickle and without any embedding model installed.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import safetensors.numpy
 
 from casseg_ros.fileio import atomic_write_bytes
 from casseg_ros.perception.palette import default_palette
@@ -119,17 +122,38 @@ class Vocabulary:
         )
 
     def to_bytes(self) -> bytes:
-        """The safetensors file contents."""
-        from safetensors.numpy import save
+        """The codec's self-contained form: safetensors bytes (tensor `embeddings`, metadata JSON).
 
-        metadata = {METADATA_KEY: json.dumps(self.to_dict()), "format": FORMAT_NAME}
-        return save({"embeddings": np.ascontiguousarray(self.embeddings)}, metadata=metadata)
+        The same bytes are a vocabulary file (`save`) and the vocabulary inside an exported ONNX
+        (`casseg_ros.runtime.model_export`); checkpoints store `to_dict()` next to their own
+        `class_embeddings` tensor instead, so the embeddings are not written twice.
+        """
+        # One metadata entry only: safetensors orders several entries at random, and these bytes
+        # must be deterministic (they are part of an exported ONNX, whose hash keys engine caches).
+        metadata = {METADATA_KEY: json.dumps(self.to_dict(), sort_keys=True)}
+        return safetensors.numpy.save({"embeddings": np.ascontiguousarray(self.embeddings)}, metadata=metadata)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, source: str = "vocabulary bytes") -> "Vocabulary":
+        """Inverse of `to_bytes`; raises VocabularyError naming `source` on any problem."""
+        try:
+            tensors = safetensors.numpy.load(bytes(data))
+            metadata = _safetensors_metadata(data)
+        except Exception as exc:  # safetensors raises its own error types for corrupt headers
+            raise VocabularyError(f"{source}: cannot read safetensors data: {exc}") from None
+        if "embeddings" not in tensors:
+            raise VocabularyError(f"{source}: no 'embeddings' tensor (not a vocabulary file?)")
+        if METADATA_KEY not in metadata:
+            raise VocabularyError(f"{source}: no '{METADATA_KEY}' metadata (not a vocabulary file?)")
+        try:
+            meta = json.loads(metadata[METADATA_KEY])
+        except json.JSONDecodeError as exc:
+            raise VocabularyError(f"{source}: invalid vocabulary metadata JSON: {exc}") from None
+        return cls.from_dict(meta, tensors["embeddings"])
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write atomically: a temp file in the target directory, fsync, then `os.replace`.
-
-        A crash or error mid-write leaves any previous file untouched and no temp file behind.
-        """
+        """Write `to_bytes()` atomically (casseg_ros.fileio): a crash or error mid-write leaves any
+        previous file untouched and no temp file behind."""
         return atomic_write_bytes(path, self.to_bytes())
 
     @classmethod
@@ -138,22 +162,12 @@ class Vocabulary:
         path = Path(path)
         if not path.is_file():
             raise VocabularyError(f"vocabulary file not found: {path}")
-        try:
-            from safetensors import safe_open
+        return cls.from_bytes(path.read_bytes(), source=str(path))
 
-            with safe_open(str(path), framework="numpy") as handle:
-                metadata = handle.metadata() or {}
-                if "embeddings" not in handle.keys():
-                    raise VocabularyError(f"{path}: no 'embeddings' tensor (not a vocabulary file?)")
-                embeddings = handle.get_tensor("embeddings")
-        except VocabularyError:
-            raise
-        except Exception as exc:  # safetensors raises its own error types for corrupt headers
-            raise VocabularyError(f"{path}: cannot read safetensors file: {exc}") from None
-        if METADATA_KEY not in metadata:
-            raise VocabularyError(f"{path}: no '{METADATA_KEY}' metadata (not a vocabulary file?)")
-        try:
-            data = json.loads(metadata[METADATA_KEY])
-        except json.JSONDecodeError as exc:
-            raise VocabularyError(f"{path}: invalid vocabulary metadata JSON: {exc}") from None
-        return cls.from_dict(data, embeddings)
+
+def _safetensors_metadata(data: bytes) -> dict[str, str]:
+    """The `__metadata__` of safetensors bytes (the library reads it only from files): the format
+    is an 8-byte little-endian header length, then the JSON header."""
+    header_len = int.from_bytes(bytes(data[:8]), "little")
+    header = json.loads(bytes(data[8 : 8 + header_len]))
+    return dict(header.get("__metadata__") or {})

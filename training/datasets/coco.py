@@ -12,11 +12,14 @@ ascending category-id order; pixels of no segment (id 0) and crowd segments are 
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 
 import numpy as np
 from PIL import Image
+from pycocotools.coco import COCO
 
 
 def rgb2id(color: np.ndarray) -> np.ndarray:
@@ -71,13 +74,8 @@ class COCOPanopticSemantic:
     def image_id(self, idx: int) -> int:
         return int(self.samples[idx][0]["id"])
 
-    def instance_gt(self):
+    def instance_gt(self) -> COCO:
         """pycocotools ``COCO`` object of the instance annotations (for COCOeval segm)."""
-        import contextlib
-        import io
-
-        from pycocotools.coco import COCO
-
         if not os.path.isfile(self.instances_json):
             raise FileNotFoundError(f"instance annotations not found: {self.instances_json}")
         with contextlib.redirect_stdout(io.StringIO()):

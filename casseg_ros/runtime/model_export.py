@@ -1,0 +1,86 @@
+"""Segmentation model -> static-shape ONNX that carries what a backend needs to run from it alone.
+
+The graph is ``model.export_module()`` (uint8 NHWC in; class ids, confidence, class scores,
+adjacency out; pre/post-processing inside), written by ``onnx_export.export_onnx`` (deterministic
+bytes, atomic write). ``metadata_props`` carry the vocabulary (``Vocabulary.to_bytes``, base64:
+the one vocabulary codec), the model config, the input shape and the source checkpoint's sha256.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+from pathlib import Path
+from typing import Sequence
+
+import onnx
+import torch
+
+from casseg_ros.model import ContextSegmentor, LogitsPipeline
+from casseg_ros.model.checkpoint import load_checkpoint
+from casseg_ros.text.vocabulary import Vocabulary, VocabularyError
+
+from .base import INPUT_NAME, OUTPUT_NAMES
+from .engine_cache import file_sha256
+from .onnx_export import export_onnx
+
+__all__ = ["EXPORT_VERSION", "META_CHECKPOINT", "META_CONFIG", "META_INPUT", "META_KIND", "META_VOCAB",
+           "export_checkpoint", "export_model", "onnx_metadata", "onnx_vocabulary"]
+
+EXPORT_VERSION = "2"  # bump when the exported graph or its metadata layout changes (cache key)
+META_VOCAB = "casseg.vocabulary"
+META_CONFIG = "casseg.model_config"
+META_CHECKPOINT = "casseg.checkpoint_sha256"
+META_INPUT = "casseg.input_shape"
+META_KIND = "casseg.kind"
+
+
+def onnx_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The ``metadata_props`` of an ONNX file (weights not loaded)."""
+    proto = onnx.load(str(path), load_external_data=False)
+    return {p.key: p.value for p in proto.metadata_props}
+
+
+def onnx_vocabulary(metadata: dict[str, str], source: str) -> Vocabulary | None:
+    """The vocabulary stored by ``export_model``, or None when the ONNX carries none."""
+    if META_VOCAB not in metadata:
+        return None
+    try:
+        return Vocabulary.from_bytes(base64.b64decode(metadata[META_VOCAB], validate=True), source=source)
+    except (binascii.Error, VocabularyError) as exc:
+        raise ValueError(f"{source}: unreadable '{META_VOCAB}' metadata (exported by another casseg-export "
+                         f"version? export it again): {exc}") from None
+
+
+def export_model(model: ContextSegmentor, output: str | os.PathLike, input_size: Sequence[int] = (512, 1024),
+                 batch_size: int = 1, opset: int = 17, exporter: str = "auto", logits: bool = False,
+                 checkpoint_sha256: str | None = None) -> Path:
+    """Export a ``ContextSegmentor`` (static shape (B,H,W,3) uint8) to ``output``; returns the path.
+
+    ``logits=True`` exports the ``LogitsPipeline`` (raw logits output) used for parity checks.
+    """
+    h, w = int(input_size[0]), int(input_size[1])
+    module = LogitsPipeline(model) if logits else model.export_module()
+    outputs = ["logits"] if logits else list(OUTPUT_NAMES)
+    example = torch.zeros((int(batch_size), h, w, 3), dtype=torch.uint8)
+    metadata = {
+        META_VOCAB: base64.b64encode(model.vocabulary.to_bytes()).decode("ascii"),
+        META_CONFIG: json.dumps(model.config.to_dict(), sort_keys=True),
+        META_INPUT: json.dumps([int(batch_size), h, w, 3]),
+        META_KIND: "logits" if logits else "segmentation",
+    }
+    if checkpoint_sha256:
+        metadata[META_CHECKPOINT] = checkpoint_sha256
+    return export_onnx(module, (example,), output, [INPUT_NAME], outputs, opset=opset, exporter=exporter,
+                       metadata=metadata)
+
+
+def export_checkpoint(checkpoint: str | os.PathLike, output: str | os.PathLike, input_size=(512, 1024),
+                      batch_size: int = 1, opset: int = 17, exporter: str = "auto",
+                      logits: bool = False) -> tuple[Path, ContextSegmentor]:
+    """Load ``checkpoint`` and export it; returns (onnx path, model)."""
+    model = load_checkpoint(checkpoint)
+    path = export_model(model, output, input_size, batch_size, opset, exporter, logits,
+                        checkpoint_sha256=file_sha256(checkpoint))
+    return path, model
