@@ -61,6 +61,7 @@ class ChildProcess:
                  cwd: Path | None = None):
         self.name = name
         self.argv = [str(a) for a in argv]
+        self.stopped = False  # stop() was called: its exit is expected
         self.log_path = Path(log_path)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log: IO[bytes] | None = open(self.log_path, "ab")  # closed in stop()
@@ -97,14 +98,15 @@ class ChildProcess:
         return "\n".join(self.output().splitlines()[-lines:])
 
     def check_alive(self) -> None:
-        """RuntimeError naming the child and the end of its log if it has exited."""
-        if self.proc.poll() is not None:
+        """RuntimeError naming the child and the end of its log if it has exited (unless stopped)."""
+        if self.proc.poll() is not None and not self.stopped:
             raise RuntimeError(f"{self.name} process exited with status {self.proc.returncode}; "
                                f"last log lines:\n{self.log_tail()}")
 
     def stop(self, timeout: float = 10.0, grace: float = 5.0) -> int | None:
         """SIGINT and `timeout` s to exit cleanly, then SIGTERM, then SIGKILL (to its whole
         session), `grace` s each, until it has exited."""
+        self.stopped = True
         for sig, wait in zip(STOP_SEQUENCE, (timeout, grace, grace)):
             if self.proc.poll() is not None:
                 break
