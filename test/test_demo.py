@@ -18,7 +18,7 @@ from replay_helpers import make_demo_bag_module, tiny_context_checkpoint
 
 from casseg_ros import demo
 from casseg_ros.replay.recording import read_recording
-from casseg_ros.replay.session import start_node
+from casseg_ros.replay.session import play_and_record, start_node
 from casseg_ros.ros.processes import ChildProcesses, node_command, player_command, recorder_command
 from casseg_ros.ros.readiness import GraphWatcher, wait_for
 
@@ -110,6 +110,23 @@ def test_camera_killed_mid_stream_and_restarted_node_recovers(tmp_path, tiny_ckp
     assert before >= 10, before
     assert after >= 10, f"node did not resume after the camera restart ({after} masks)"
     assert rec.last_diagnostics.get("inference_errors") == "0"
+
+
+def test_paced_player_gets_one_output_per_frame_with_the_recorded_stamps(tmp_path, tiny_ckpt, demo_bag, ros_env):
+    """Back to back, the next frame only after the previous output: nothing dropped, every output
+    carries its frame's recorded header (what a node-vs-replay comparison needs)."""
+    recorded = sorted(demo._read_input_bag(demo_bag)[0])
+    with ChildProcesses(tmp_path / "logs", ros_env.env) as children, \
+            GraphWatcher(ros_env.domain_id, ros_env.env) as graph:
+        start_node(children, graph, node_command(tiny_ckpt, "/camera/image_raw", params={
+            "qos_reliability": "reliable"}), "/casseg_ros", timeout=90)
+        run = play_and_record(children, graph, "/casseg_ros", "/camera/image_raw", demo_bag, tmp_path / "run",
+                              ["--paced-by", "/casseg_ros/scene_graph", "--keep-stamps", "--reliability", "reliable"],
+                              overlay=False, name="paced", timeout=120)
+    assert run.last_output_arrived and run.info["published"] == 20 and run.info["frames_without_output"] == 0
+    rec = read_recording(run.recording)
+    assert sorted(rec.mask_stamps_ns.tolist()) == recorded  # one mask per frame, none dropped, none twice
+    assert rec.last_diagnostics["dropped_in_node"] == "0"
 
 
 def test_realtime_mode_measures_the_live_node(tmp_path, tiny_ckpt, demo_bag):
