@@ -6,8 +6,6 @@ Each test leaves the node active on the raw transport with reliable QoS.
 """
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 import rclpy

@@ -173,7 +173,8 @@ class GraphWatcher:
             except ReadinessTimeout:
                 return False
 
-        return wait_for(reached, timeout, f"{node} to be {state}", alive) and state
+        wait_for(reached, timeout, f"{node} to be {state}", alive)
+        return state
 
     # ------------------------------------------------------------------ outputs
     def stamp_log(self, topic: str, msg_type: Any) -> StampLog:
