@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Soak test of the live node: N frames from a recording through casseg_ros over loopback DDS.
 
-Processes: the node and a player (`casseg_ros.replay.live player`, looping the bag) are children;
+Processes: the node and a player (`casseg_ros.replay.player`, looping the bag) are children,
+started, made ready (node active, mask matched) and stopped with casseg_ros.ros.processes/readiness;
 this process subscribes to the node's ~/mask and /diagnostics and samples the node's RSS (psutil,
 whole process tree) once a second. Reports RSS at start (first mask) and end (last mask), growth %,
 RSS after the first 10 % of frames (allocator/cache warm-up done) to end, drops (published - masks
@@ -20,18 +21,25 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image
+
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO))  # this checkout's casseg_ros, also without an install
 
 from casseg_ros.fileio import atomic_write_text  # noqa: E402
-from casseg_ros.replay.live import (  # noqa: E402
-    ChildProcesses, loopback_env, node_command, random_domain_id,
-)
+from casseg_ros.replay.session import start_node  # noqa: E402
+from casseg_ros.ros.processes import ChildProcesses, loopback_env, node_command, player_command, \
+    random_domain_id  # noqa: E402
+from casseg_ros.ros.readiness import GraphWatcher, wait_for_matched_publishers  # noqa: E402
+
+NODE = "/casseg_ros"
+SAMPLE_S = 1.0  # RSS sampling period
 
 
 def tree_rss(pid: int) -> int:
-    import psutil
-
     proc = psutil.Process(pid)
     total = proc.memory_info().rss
     for child in proc.children(recursive=True):
@@ -55,17 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
     domain = random_domain_id()
-    env = loopback_env(domain)
-    # This process joins the same private loopback domain before rclpy starts.
-    os.environ.update({k: env[k] for k in ("FASTDDS_DEFAULT_PROFILES_FILE", "ROS_DOMAIN_ID", "RMW_IMPLEMENTATION")})
-    import rclpy
-    from diagnostic_msgs.msg import DiagnosticArray
-    from rclpy.executors import SingleThreadedExecutor
-    from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
-    from sensor_msgs.msg import Image
-
-    rclpy.init()
-    monitor = rclpy.create_node("casseg_soak_monitor")
+    env = loopback_env(domain, {"PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)})
     lock = threading.Lock()
     state = {"masks": 0, "first_mask_t": None, "last_mask_t": None, "diag": {}}
 
@@ -78,32 +76,29 @@ def main(argv: list[str] | None = None) -> int:
 
     def on_diag(msg: DiagnosticArray) -> None:
         for status in msg.status:
-            if status.name.startswith("/casseg_ros"):
+            if status.name.startswith(NODE):
                 with lock:
                     state["diag"] = {kv.key: kv.value for kv in status.values}
-
-    qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=50, reliability=ReliabilityPolicy.RELIABLE)
-    monitor.create_subscription(Image, "/casseg_ros/mask", on_mask, qos, raw=True)
-    monitor.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
-    executor = SingleThreadedExecutor()
-    executor.add_node(monitor)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
 
     work = a.out.parent / "soak_work"
     result: dict = {"frames_requested": a.frames, "rate_hz": a.rate, "model": str(a.model), "bag": str(a.bag)}
     samples: list[tuple[float, int, int]] = []  # (t, masks so far, rss bytes)
     t0 = time.monotonic()
+    info_file = work / "player.json"
+    info_file.unlink(missing_ok=True)
     try:
-        with ChildProcesses(work / "logs", env) as children:
-            node = children.start("node", node_command(a.model, "/camera/image_raw"))
-            info_file = work / "player.json"
-            info_file.unlink(missing_ok=True)
+        # This process watches from the same private loopback domain (its own rclpy context).
+        with ChildProcesses(work / "logs", env) as children, GraphWatcher(domain, env, "casseg_soak_monitor") as graph:
+            qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=50, reliability=ReliabilityPolicy.RELIABLE)
+            masks_sub = graph.node.create_subscription(Image, f"{NODE}/mask", on_mask, qos, raw=True)
+            graph.node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
+            node = start_node(children, graph, node_command(a.model, "/camera/image_raw"), NODE, timeout=120)
+            wait_for_matched_publishers(masks_sub, 60, alive=node.check_alive)
+            last_mask = graph.stamp_log(f"{NODE}/mask", Image)
             # The bag is recorded at 10 Hz; rate-scale re-times it to --rate.
-            player = children.start("player", [
-                sys.executable, "-m", "casseg_ros.replay.live", "player", "--bag", str(a.bag),
-                "--topic", "/camera/image_raw", "--loop-frames", str(a.frames), "--rate-scale", str(a.rate / 10.0),
-                "--offset-file", str(info_file), "--wait-subscribers", "/casseg_ros/mask", "--wait-timeout", "120"])
+            player = children.start("player", player_command(
+                a.bag, "/camera/image_raw", "--loop-frames", str(a.frames), "--rate-scale", str(a.rate / 10.0),
+                "--info-file", str(info_file), "--wait-timeout", "120"))
             while player.poll() is None:
                 children.check_alive("node")
                 with lock:
@@ -112,23 +107,20 @@ def main(argv: list[str] | None = None) -> int:
                     samples.append((time.monotonic() - t0, masks, tree_rss(node.pid)))
                     if len(samples) % 30 == 0:
                         print(f"soak: {masks} masks, node RSS {samples[-1][2] / 2**20:.1f} MiB", flush=True)
-                time.sleep(1.0)
-            time.sleep(2.0)
+                time.sleep(SAMPLE_S)
+            if player.returncode != 0:
+                raise RuntimeError(f"player failed: {player.log_tail()}")
+            info = json.loads(info_file.read_text())
+            if info.get("last_stamp_ns"):  # latest-frame-wins always processes the last frame
+                last_mask.wait_for_stamp(int(info["last_stamp_ns"]), 30.0)
             children.check_alive("node")
             samples.append((time.monotonic() - t0, state["masks"], tree_rss(node.pid)))
-            result["node_alive_at_end"] = node.poll() is None
-            info = json.loads(info_file.read_text()) if info_file.exists() else {}
-            if player.returncode != 0:
-                raise RuntimeError(f"player failed: {children.log_tail('player')}")
-    except RuntimeError as exc:
+            result["node_alive_at_end"] = node.running()
+    except (RuntimeError, TimeoutError) as exc:
         result.update(status="error", error=str(exc))
         atomic_write_text(a.out, json.dumps(result, indent=2) + "\n")
         print(f"soak: error: {exc}", file=sys.stderr)
         return 1
-    finally:
-        executor.shutdown()
-        monitor.destroy_node()
-        rclpy.try_shutdown()
 
     published = int(info.get("published", 0))
     masks = state["masks"]

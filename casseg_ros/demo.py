@@ -2,21 +2,23 @@
 
     python -m casseg_ros.demo --out out/demo        (what `make demo` runs)
 
-Three processes in a private DDS domain on loopback (config/fastdds_loopback.xml):
+Three processes in a private DDS domain on loopback (config/fastdds_loopback.xml), started and
+stopped with casseg_ros.ros.processes, ready when the ROS graph says so (casseg_ros.replay.session):
   player    data/demo.mcap's camera frames on /camera/image_raw at the recorded rate
   node      casseg_ros (python -m casseg_ros.ros.segment_node) with models/casseg_demo.safetensors
   recorder  the node's mask, overlay, scene graph, labels and /diagnostics -> an mcap bag
 Then the recording is evaluated against the bag's ground-truth labels and out/demo/ gets:
   report.md            open this first (latency, mIoU, per-class IoU, overlays)
   overlays/*.png       the node's ~/overlay output | ground truth, for sample frames
-  scene_graphs.json    every frame's scene graph as the node published it
+  scene_graphs.json    every frame's scene graph as the node published it (replay's schema:
+                       `{"frames": [scene_graph_record(...)]}`, stamps as recorded in the bag)
   metrics.json         all numbers;   recording/ the node's outputs (rosbag2, mcap);   logs/
+  player.json          the player's stamp offset and counts
 Every child process is stopped on success, error and Ctrl-C; failures exit non-zero with the reason.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import signal
 import sys
@@ -25,14 +27,24 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rosbags.rosbag2 import Reader
 
+from casseg_ros.perception import make_overlay
+from casseg_ros.perception.scene_graph import scene_graph_record
 from casseg_ros.replay.bag import IMAGE_TYPE, IMAGE_TYPES, LABEL_INFO_TYPE, SCENE_GRAPH_TYPE, BagError, \
     find_connection, open_reader, stamp_ns, typestore
-from casseg_ros.replay.live import ChildProcesses, loopback_env, node_command, random_domain_id, read_recording
+from casseg_ros.replay.metrics import IoUEvaluator
+from casseg_ros.replay.offline import gt_mapping
+from casseg_ros.replay.recording import live_metrics, read_recording
+from casseg_ros.replay.report import save_png, scene_graph_markdown, write_json, write_report
+from casseg_ros.replay.session import PlayedRun, play_and_record, start_node
+from casseg_ros.resources import resolve_data_path
+from casseg_ros.ros.messages import scene_graph_from_msg
+from casseg_ros.ros.processes import ChildProcesses, loopback_env, node_command, random_domain_id
+from casseg_ros.ros.readiness import GraphWatcher, ReadinessTimeout
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_BAG = REPO_ROOT / "data" / "demo.mcap"
-DEFAULT_MODEL = REPO_ROOT / "models" / "casseg_demo.safetensors"
+DEFAULT_BAG = "data/demo.mcap"
+DEFAULT_MODEL = "models/casseg_demo.safetensors"
 CAMERA_TOPIC = "/camera/image_raw"
 NODE = "/casseg_ros"
 
@@ -73,64 +85,47 @@ def _read_input_bag(bag: Path) -> tuple[dict[int, np.ndarray], dict[int, np.ndar
     return images, labels, names
 
 
-def run_live(bag: Path, model: Path, out: Path, timeout_s: float) -> tuple[Path, dict[str, Any]]:
-    """Node + recorder + player; returns the recording and the player's info (offset, counts)."""
-    work = out / "recording"
-    shutil.rmtree(work, ignore_errors=True)
+def run_live(bag: Path, model: Path, out: Path, timeout_s: float) -> PlayedRun:
+    """Node, then recorder, then player at the recorded rate; the recording is `out/recording/`,
+    the player's info (stamp offset, counts) `out/player.json`."""
     logs = out / "logs"
     shutil.rmtree(logs, ignore_errors=True)
-    player_info = out / "logs" / "player.json"
-    py = sys.executable
     domain = random_domain_id()
+    env = loopback_env(domain)
     print(f"demo: starting node, recorder and player (loopback DDS, ROS_DOMAIN_ID={domain}); logs in {logs}",
           flush=True)
     deadline = time.monotonic() + timeout_s
-    with ChildProcesses(logs, loopback_env(domain)) as children:
-        children.start("node", node_command(model, CAMERA_TOPIC, NODE.strip("/")))
-        children.start("recorder", [py, "-m", "casseg_ros.replay.live", "recorder", "--out", str(work), "--node", NODE])
-        player = children.start("player", [
-            py, "-m", "casseg_ros.replay.live", "player", "--bag", str(bag), "--topic", CAMERA_TOPIC,
-            "--offset-file", str(player_info), "--wait-subscribers", f"{NODE}/mask,{NODE}/overlay",
-            "--wait-timeout", str(max(10.0, timeout_s - 30.0))])
-        announced = False
-        while player.poll() is None:
-            try:
-                children.check_alive("node", "recorder")
-            except RuntimeError as exc:
-                raise DemoError(str(exc)) from None
-            if not announced and player_info.exists():
-                print("demo: node is up, playing the recording at its recorded rate", flush=True)
-                announced = True
-            if time.monotonic() > deadline:
-                raise DemoError(f"timed out after {timeout_s:.0f} s; node log:\n{children.log_tail('node')}")
-            time.sleep(0.2)
-        if player.returncode != 0:
-            raise DemoError(f"player failed (exit {player.returncode}):\n{children.log_tail('player')}\n"
-                            f"node log:\n{children.log_tail('node')}")
-        time.sleep(2.0)  # the last frames' outputs are still being computed/delivered
-        children.check_alive("node")
-        if children.stop("recorder") != 0:
-            raise DemoError(f"recorder failed:\n{children.log_tail('recorder')}")
-    return work, json.loads(player_info.read_text())
+
+    def left() -> float:
+        return max(deadline - time.monotonic(), 1.0)
+
+    with ChildProcesses(logs, env) as children, GraphWatcher(domain, env, name="casseg_demo") as graph:
+        try:
+            start_node(children, graph, node_command(model, CAMERA_TOPIC, NODE.strip("/")), NODE, left())
+            print("demo: node is up, playing the recording at its recorded rate", flush=True)
+            return play_and_record(children, graph, NODE, CAMERA_TOPIC, bag, out, name="demo", timeout=left(),
+                                   start_timeout=left())
+        except ReadinessTimeout as exc:
+            raise DemoError(f"{exc} (limit {timeout_s:.0f} s); node log:\n{children.log_tail('node')}") from None
+        except RuntimeError as exc:
+            raise DemoError(str(exc)) from None
 
 
-def evaluate(bag: Path, recording: Path, player: dict[str, Any], out: Path, num_overlays: int = 8) -> dict[str, Any]:
-    from casseg_ros.perception import make_overlay
-    from casseg_ros.replay.live import live_metrics
-    from casseg_ros.replay.metrics import IoUEvaluator
-    from casseg_ros.replay.offline import gt_mapping
-    from casseg_ros.replay.report import save_png, write_json, write_report
+def _frame_index(stamps: list[int]) -> dict[int, int]:
+    """Recorded stamp -> index of the frame in the recording."""
+    return {stamp: i for i, stamp in enumerate(sorted(stamps))}
 
+
+def evaluate(bag: Path, run: PlayedRun, out: Path, num_overlays: int = 8) -> dict[str, Any]:
     images, labels, gt_names = _read_input_bag(bag)
+    index_of = _frame_index(list(images))
     store = typestore()
-    rec = read_recording(recording, NODE)
-    offset = int(player["offset_ns"])
-    metrics = live_metrics(rec, int(player["published"]), float(player["elapsed_s"]), offset + int(player["first_stamp_ns"]))
+    rec = read_recording(run.recording, NODE)
+    offset, first = int(run.info["offset_ns"]), int(run.info["first_stamp_ns"])
+    metrics = live_metrics(rec, int(run.info["published"]), float(run.info["elapsed_s"]), offset + first)
 
     masks, overlays, graphs, names, palette = {}, {}, [], None, None
-    from rosbags.rosbag2 import Reader
-
-    with Reader(recording) as reader:
+    with Reader(run.recording) as reader:
         for conn, _, raw in reader.messages():
             if conn.topic == f"{NODE}/labels":
                 msg = store.deserialize_cdr(raw, LABEL_INFO_TYPE)
@@ -145,18 +140,10 @@ def evaluate(bag: Path, recording: Path, player: dict[str, Any], out: Path, num_
                 overlays[stamp_ns(msg.header) - offset] = _image_array(msg)
             elif conn.topic == f"{NODE}/scene_graph":
                 msg = store.deserialize_cdr(raw, SCENE_GRAPH_TYPE)
-                if stamp_ns(msg.header) - offset < int(player["first_stamp_ns"]):
-                    continue  # not one of our frames
-                graphs.append({
-                    "stamp_ns": stamp_ns(msg.header), "recorded_stamp_ns": stamp_ns(msg.header) - offset,
-                    "frame_id": msg.header.frame_id,
-                    "nodes": [{"instance_id": n.instance_id, "class_id": n.class_id, "label": n.label,
-                               "score": round(float(n.score), 4),
-                               "bbox": [n.bbox.x_offset, n.bbox.y_offset, n.bbox.width, n.bbox.height],
-                               "centroid": [round(n.centroid.x, 2), round(n.centroid.y, 2)], "area": n.area}
-                              for n in msg.nodes],
-                    "edges": [{"source": e.source, "target": e.target, "predicate": e.predicate,
-                               "weight": round(float(e.weight), 4)} for e in msg.edges]})
+                recorded = stamp_ns(msg.header) - offset
+                if recorded in index_of:  # one of our frames (not another publisher's)
+                    graphs.append(scene_graph_record(index_of[recorded], recorded, msg.header.frame_id,
+                                                     scene_graph_from_msg(msg)))
     if names is None:
         raise DemoError("the node's ~/labels (LabelInfo) never arrived in the recording")
     palette = palette.clip(0, 255).astype(np.uint8)
@@ -164,7 +151,7 @@ def evaluate(bag: Path, recording: Path, player: dict[str, Any], out: Path, num_
     iou = IoUEvaluator(names, lut)
     unmatched = 0
     for stamp, mask in sorted(masks.items()):
-        if stamp < int(player["first_stamp_ns"]):
+        if stamp < first:
             continue  # not one of our frames
         if stamp not in labels:
             unmatched += 1
@@ -173,16 +160,15 @@ def evaluate(bag: Path, recording: Path, player: dict[str, Any], out: Path, num_
     metrics["iou"] = iou.result()
     metrics["masks_without_ground_truth"] = unmatched
     metrics["ground_truth_classes_not_in_model"] = missing
+    metrics["stamp_offset_ns"] = offset
 
     shutil.rmtree(out / "overlays", ignore_errors=True)
     shutil.rmtree(out / "figures", ignore_errors=True)
     stamps = sorted(s for s in overlays if s in images)
     picks = [stamps[i] for i in np.linspace(0, len(stamps) - 1, num=min(num_overlays, len(stamps)), dtype=int)] if stamps else []
-    first = min(images) if images else 0
-    period = (np.median(np.diff(sorted(images))) if len(images) > 1 else 1)
     panels = []
     for stamp in picks:
-        index = int(round((stamp - first) / period))
+        index = index_of[stamp]
         save_png(out / "overlays" / f"frame_{index:04d}.png", overlays[stamp])
         row = [images[stamp], overlays[stamp]]
         if stamp in labels:
@@ -190,23 +176,20 @@ def evaluate(bag: Path, recording: Path, player: dict[str, Any], out: Path, num_
             gt_ids = np.where(gt < len(lut), lut[np.clip(gt, 0, len(lut) - 1)], 255) if lut is not None else gt
             row.append(make_overlay(images[stamp], gt_ids.astype(np.int32), palette, 0.7))
         panels.append((f"frame_{index:04d}", np.concatenate(row, axis=1)))
-    write_json(out / "scene_graphs.json", {"node": NODE, "frames": graphs})
-    metrics.update(status="ok", bag=str(bag), recording=str(recording), classes=names)
+    graphs.sort(key=lambda g: g["frame"])
+    write_json(out / "scene_graphs.json", {"frames": graphs})
+    metrics.update(status="ok", bag=str(bag), recording=str(run.recording), classes=names)
     metrics["latency_ms"] = {"e2e (camera stamp -> mask received)": metrics.pop("latency_ms")}
     write_json(out / "metrics.json", metrics)
-    ours = rec.mask_stamps_ns >= offset + int(player["first_stamp_ns"])
-    lat = ((rec.mask_receive_ns[ours] - rec.mask_stamps_ns[ours]) / 1e9).tolist()
     extra = []
     if picks and graphs:
-        from casseg_ros.replay.report import scene_graph_markdown
-
-        middle = picks[len(picks) // 2]
-        graph = next((g for g in graphs if g["recorded_stamp_ns"] == middle), None)
+        middle = index_of[picks[len(picks) // 2]]
+        graph = next((g for g in graphs if g["frame"] == middle), None)
         if graph is not None:
-            index = int(round((middle - first) / period))
-            extra = scene_graph_markdown(f"Scene graph of frame {index} (as published on `{NODE}/scene_graph`)",
-                                         graph["nodes"], graph["edges"])
-    write_report(out, "casseg_ros demo", metrics, panels, {"camera stamp -> mask received": lat}, extra_sections=extra,
+            extra = scene_graph_markdown(f"Scene graph of frame {middle} (as published on `{NODE}/scene_graph`)",
+                                         graph["instances"], graph["relations"])
+    write_report(out, "casseg_ros demo", metrics, panels,
+                 {"camera stamp -> mask received": rec.since(offset + first).latencies_s()}, extra_sections=extra,
                  intro=f"The real `casseg_ros` node (separate process, loopback DDS) segmented `{bag.name}` played at "
                        f"its recorded rate; a recorder process captured its outputs into `recording/`. "
                        f"Figures: camera | node overlay (`{NODE}/overlay`) | ground truth. "
@@ -214,11 +197,30 @@ def evaluate(bag: Path, recording: Path, player: dict[str, Any], out: Path, num_
     return metrics
 
 
+def _inputs(bag: Path | None, model: Path | None) -> tuple[Path, Path]:
+    """The recording and the weights, absolute: given paths as they are, defaults from the
+    installed package data (or the working directory of a checkout)."""
+    try:
+        bag = bag if bag is not None else resolve_data_path(DEFAULT_BAG, "demo recording")
+        model = model if model is not None else resolve_data_path(DEFAULT_MODEL, "demo weights")
+    except FileNotFoundError as exc:
+        raise DemoError(f"{exc} (pass --bag / --model)") from None
+    if not bag.is_file() and not bag.is_dir():
+        raise DemoError(f"demo recording {bag} not found (generate it: python scripts/make_demo_bag.py)")
+    if not model.is_file():
+        raise DemoError(f"model {model} not found (the demo weights ship in models/; or pass --model)")
+    try:
+        open_reader(bag).close()
+    except BagError as exc:
+        raise DemoError(str(exc)) from None
+    return bag.resolve(), model.resolve()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m casseg_ros.demo", description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=Path("out/demo"))
-    p.add_argument("--bag", type=Path, default=DEFAULT_BAG)
-    p.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    p.add_argument("--bag", type=Path, default=None, help=f"default: the installed {DEFAULT_BAG}")
+    p.add_argument("--model", type=Path, default=None, help=f"default: the installed {DEFAULT_MODEL}")
     p.add_argument("--timeout", type=float, default=170.0, help="seconds for the live part")
     a = p.parse_args(argv)
     t0 = time.monotonic()
@@ -228,19 +230,11 @@ def main(argv: list[str] | None = None) -> int:
 
     previous = signal.signal(signal.SIGTERM, terminate)
     try:
-        if not a.bag.is_file() and not a.bag.is_dir():
-            raise DemoError(f"demo recording {a.bag} not found (generate it: python scripts/make_demo_bag.py)")
-        if not a.model.is_file():
-            raise DemoError(f"model {a.model} not found (the demo weights ship in models/; or pass --model)")
-        try:
-            reader = open_reader(a.bag)
-            reader.close()
-        except BagError as exc:
-            raise DemoError(str(exc)) from None
+        bag, model = _inputs(a.bag, a.model)
         a.out.mkdir(parents=True, exist_ok=True)
-        recording, player = run_live(a.bag.resolve(), a.model.resolve(), a.out, a.timeout)
+        run = run_live(bag, model, a.out, a.timeout)
         print("demo: evaluating the recording against the ground-truth labels", flush=True)
-        metrics = evaluate(a.bag.resolve(), recording, player, a.out)
+        metrics = evaluate(bag, run, a.out)
     except KeyboardInterrupt:
         print("demo: interrupted; all child processes stopped", file=sys.stderr)
         return 130

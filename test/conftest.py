@@ -6,13 +6,15 @@
   shards) do not see each other's topics. The session gets one at start; the `ros_env` fixture
   gives each test its own, for in-process rclpy (set before `rclpy.init`) and for subprocesses
   (`ros_env.env`).
+- Children import this checkout's packages (casseg_ros, test helpers) without an install: the
+  repo root is on their PYTHONPATH (also for children that in-process launchers start).
+The environment itself comes from the package's process toolkit (`casseg_ros.ros.processes`).
 ROS_AUTOMATIC_DISCOVERY_RANGE is deliberately left alone: the profile already restricts the
 transports, and the variable changes discovery in ways that differ between RMWs.
 """
 from __future__ import annotations
 
 import os
-import random
 import sys
 import uuid
 from dataclasses import dataclass
@@ -20,32 +22,14 @@ from pathlib import Path
 
 import pytest
 
+from casseg_ros.resources import loopback_profile
+from casseg_ros.ros.processes import loopback_env, random_domain_id
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-FASTDDS_PROFILE = REPO_ROOT / "config" / "fastdds_loopback.xml"
-
-# Fast DDS computes ports from the domain id; ids above 232 overflow the port range.
-_DOMAIN_ID_RANGE = (1, 232)
-_rng = random.SystemRandom()
 
 
-def random_domain_id() -> int:
-    return _rng.randint(*_DOMAIN_ID_RANGE)
-
-
-def ros_subprocess_env(domain_id: int, extra: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment for a child process that starts rclpy: loopback profile + the given domain."""
-    env = dict(os.environ)
-    env.update(
-        FASTDDS_DEFAULT_PROFILES_FILE=str(FASTDDS_PROFILE),
-        ROS_DOMAIN_ID=str(domain_id),
-        RMW_IMPLEMENTATION="rmw_fastrtps_cpp",
-        PYTHONUNBUFFERED="1",
-        # Children import the repo's packages (casseg_ros, test helpers) without an install.
-        PYTHONPATH=os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p),
-    )
-    if extra:
-        env.update(extra)
-    return env
+def _repo_pythonpath(current: str | None) -> str:
+    return os.pathsep.join(p for p in (str(REPO_ROOT), current or "") if p)
 
 
 @dataclass(frozen=True)
@@ -63,11 +47,12 @@ class RosEnv:
 
 @pytest.fixture(autouse=True, scope="session")
 def _ros_loopback_session():
-    assert FASTDDS_PROFILE.is_file(), f"missing Fast DDS profile {FASTDDS_PROFILE}"
-    saved = {k: os.environ.get(k) for k in ("FASTDDS_DEFAULT_PROFILES_FILE", "ROS_DOMAIN_ID", "RMW_IMPLEMENTATION")}
-    os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(FASTDDS_PROFILE)
+    keys = ("FASTDDS_DEFAULT_PROFILES_FILE", "ROS_DOMAIN_ID", "RMW_IMPLEMENTATION", "PYTHONPATH")
+    saved = {k: os.environ.get(k) for k in keys}
+    os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(loopback_profile())
     os.environ["ROS_DOMAIN_ID"] = str(random_domain_id())
     os.environ["RMW_IMPLEMENTATION"] = "rmw_fastrtps_cpp"
+    os.environ["PYTHONPATH"] = _repo_pythonpath(saved["PYTHONPATH"])
     yield
     for key, value in saved.items():
         if value is None:
@@ -78,7 +63,8 @@ def _ros_loopback_session():
 
 def make_ros_env() -> RosEnv:
     domain_id = random_domain_id()
-    return RosEnv(domain_id=domain_id, env=ros_subprocess_env(domain_id),
+    # os.environ already has the session's PYTHONPATH (the autouse session fixture runs first).
+    return RosEnv(domain_id=domain_id, env=loopback_env(domain_id),
                   namespace=f"/t{uuid.uuid4().hex[:10]}")
 
 

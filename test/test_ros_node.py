@@ -6,8 +6,6 @@ Each test leaves the node active on the raw transport with reliable QoS.
 """
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 import rclpy
@@ -15,7 +13,7 @@ import rclpy
 from casseg_ros.model.checkpoint import save_checkpoint
 from casseg_ros.perception.scene_graph import extract_scene_graph
 from model_factory import tiny_model
-from ros_helpers.harness import Probe, header_key, start_camera, start_node
+from ros_helpers.harness import Probe, header_key, sent_headers, start_camera, start_node
 
 NUM_CLASSES = 5
 CLASS_NAMES = [f"class_{i}" for i in range(NUM_CLASSES)]
@@ -41,7 +39,7 @@ def system(ros_env_module, checkpoint):
     rclpy.init()
     probe = Probe(f"{ns}/casseg_ros")
     try:
-        assert node.wait_for_output("active: listening", STARTUP_TIMEOUT), node.output()
+        probe.wait_for_state("active", STARTUP_TIMEOUT, alive=node.check_alive)
         yield env, camera_topic, probe, node
     finally:
         probe.close()
@@ -52,7 +50,7 @@ def system(ros_env_module, checkpoint):
 def run_camera(env, topic, *args, timeout=90.0):
     camera = start_camera(env.env, topic, *args)
     assert camera.wait(timeout) == 0, camera.output()
-    return camera.sent_headers()
+    return sent_headers(camera)
 
 
 def mask_array(msg) -> np.ndarray:

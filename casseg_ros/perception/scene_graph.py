@@ -40,8 +40,8 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-__all__ = ["Instance", "InstanceRuns", "Relation", "SceneGraph", "extract_scene_graph", "segment_instances",
-           "PREDICATES"]
+__all__ = ["Instance", "InstanceRuns", "Relation", "SceneGraph", "extract_scene_graph", "scene_graph_record",
+           "segment_instances", "PREDICATES"]
 
 PREDICATES: tuple[str, ...] = ("touches", "above", "below", "left_of", "right_of", "inside")
 
@@ -99,6 +99,13 @@ class InstanceRuns:
     def to_map(self) -> np.ndarray:
         """(H,W) int32 instance id per pixel, -1 where no instance."""
         return np.repeat(self.instance.astype(np.int32), self.length).reshape(self.shape)
+
+
+def scene_graph_record(frame_index: int, stamp_ns: int, frame_id: str, graph: SceneGraph) -> dict:
+    """One frame's entry in a `scene_graphs.json` (`{"frames": [record, ...]}`), the one schema
+    wherever a graph is written: the frame's index in its recording, its header stamp (ns) and
+    frame_id, then `SceneGraph.to_dict()` (`instances`, `relations`)."""
+    return {"frame": int(frame_index), "stamp_ns": int(stamp_ns), "frame_id": str(frame_id), **graph.to_dict()}
 
 
 @dataclass

@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = PipelineSettings(score_threshold=args.score_threshold, min_instance_area=args.min_instance_area,
                                 overlay_alpha=args.overlay_alpha)
     if args.realtime:
-        from casseg_ros.replay.live import RealtimeConfig, run_realtime
+        from casseg_ros.replay.realtime import RealtimeConfig, run_realtime
         from casseg_ros.replay.offline import ReplayError
 
         cfg = RealtimeConfig(bag=args.bag, out_dir=args.out, image_topic=args.image_topic, node=args.node,

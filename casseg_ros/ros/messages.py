@@ -7,6 +7,8 @@ written by replay are byte-identical for the same input frame.
 from __future__ import annotations
 
 import array
+import math
+from typing import Any
 
 import numpy as np
 from builtin_interfaces.msg import Time
@@ -16,6 +18,7 @@ from vision_msgs.msg import LabelInfo as VisionLabelInfo
 from vision_msgs.msg import VisionClass
 
 from casseg_msgs.msg import ClassLabel, LabelInfo, SceneEdge, SceneGraph, SceneNode
+from casseg_ros.perception.scene_graph import Instance, Relation
 from casseg_ros.perception.scene_graph import SceneGraph as Graph
 from casseg_ros.pipeline import ClassLabels, FrameResult
 from casseg_ros.ros.conversions import numpy_to_image
@@ -72,6 +75,27 @@ def scene_graph_to_msg(graph: Graph, header: Header) -> SceneGraph:
                            distance_3d=_NAN if rel.distance_3d is None else float(rel.distance_3d))
                  for rel in graph.relations]
     return msg
+
+
+def scene_graph_from_msg(msg: Any) -> Graph:
+    """casseg_msgs/SceneGraph -> perception SceneGraph (the inverse of `scene_graph_to_msg`).
+
+    Reads fields only, so it takes an rclpy message and a rosbags-deserialised one alike. Scores,
+    weights and 3D values are float32 in the message, so they come back rounded to float32."""
+    instances = [Instance(instance_id=int(n.instance_id), class_id=int(n.class_id), label=str(n.label),
+                          score=float(n.score),
+                          bbox=(int(n.bbox.x_offset), int(n.bbox.y_offset), int(n.bbox.width), int(n.bbox.height)),
+                          centroid=(float(n.centroid.x), float(n.centroid.y)), area=int(n.area),
+                          centroid_3d=(float(n.centroid_3d.x), float(n.centroid_3d.y), float(n.centroid_3d.z))
+                          if n.has_3d else None,
+                          extent_3d=(float(n.extent_3d.x), float(n.extent_3d.y), float(n.extent_3d.z))
+                          if n.has_3d else None)
+                 for n in msg.nodes]
+    relations = [Relation(source=int(e.source), target=int(e.target), predicate=str(e.predicate),
+                          weight=float(e.weight),
+                          distance_3d=None if math.isnan(e.distance_3d) else float(e.distance_3d))
+                 for e in msg.edges]
+    return Graph(instances=instances, relations=relations)
 
 
 def point_cloud_msg(cloud: np.ndarray, header: Header) -> PointCloud2:

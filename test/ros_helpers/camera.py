@@ -22,8 +22,11 @@ import time
 import cv2
 import numpy as np
 import rclpy
+from rclpy.duration import Duration
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
+
+from casseg_ros.ros.readiness import ReadinessTimeout, wait_for_matched_subscriptions
 
 
 def synthetic_scene(height: int, width: int, index: int) -> np.ndarray:
@@ -128,13 +131,11 @@ def main(argv: list[str] | None = None) -> int:
     raw_pub = node.create_publisher(Image, args.topic, qos)
     compressed_pub = node.create_publisher(CompressedImage, args.topic + "/compressed", qos)
     want = compressed_pub if (args.compressed or args.bad == "compressed") else raw_pub
-    deadline = time.monotonic() + args.wait_subscribers
-    while want.get_subscription_count() == 0 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if want.get_subscription_count() == 0:
+    try:  # a reader matched to our writer: what we publish from now on reaches it
+        wait_for_matched_subscriptions(want, args.wait_subscribers)
+    except ReadinessTimeout:
         print("NO_SUBSCRIBER", flush=True)
         return 3
-    time.sleep(0.3)  # let the match complete in both directions before the first frame
     period = 1.0 / args.rate
     index = 0
 
@@ -184,7 +185,9 @@ def main(argv: list[str] | None = None) -> int:
             send(frames[index % len(frames)], "raw", "cam_stream")
             index += 1
             pace(period)
-    time.sleep(0.5)  # reliable delivery of the last frames before the participant goes away
+    if args.reliability == "reliable":  # the last frames are delivered before the participant goes away
+        raw_pub.wait_for_all_acked(Duration(seconds=5))
+        compressed_pub.wait_for_all_acked(Duration(seconds=5))
     node.destroy_node()
     rclpy.shutdown()
     print("DONE", flush=True)

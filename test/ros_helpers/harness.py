@@ -1,14 +1,13 @@
 """Test-side pieces for multi-process ROS tests: start processes, observe the node's outputs.
 
-`NodeProcess` / `CameraProcess` are real child processes (their own DDS participants); `Probe` is
-an rclpy node in the test process that records what the segmentation node publishes and talks
-to its lifecycle and parameter services. Everything goes over DDS on the loopback profile.
+`start_node` / `start_camera` start real child processes (their own DDS participants) with the
+package's process toolkit (`casseg_ros.ros.processes.ChildProcess`: own session, log file, stop by
+SIGINT -> SIGTERM -> SIGKILL); `Probe` is an rclpy node in the test process that records what the
+segmentation node publishes and talks to its lifecycle and parameter services. Everything goes
+over DDS on the loopback profile.
 """
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -29,79 +28,49 @@ from sensor_msgs.msg import Image
 from visualization_msgs.msg import MarkerArray
 
 from casseg_msgs.msg import LabelInfo, SceneGraph
+from casseg_ros.ros.processes import ChildProcess, node_command
+from casseg_ros.ros.readiness import ReadinessTimeout, wait_for
 
 HELPERS = Path(__file__).resolve().parent
 REPO = HELPERS.parent.parent
 
 
-
-def wait_until(predicate: Callable[[], bool], timeout: float, poll_s: float = 0.05) -> bool:
-    """Poll ``predicate`` until it holds or ``timeout`` seconds pass; its last value."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(poll_s)
-    return predicate()
-
-class ChildProcess:
-    """A child process whose combined output goes to a temp file (no pipe can fill up)."""
-
-    def __init__(self, args: list[str], env: dict[str, str], name: str):
-        self.name = name
-        self.log = tempfile.NamedTemporaryFile(prefix=f"{name}_", suffix=".log", delete=False)
-        self.proc = subprocess.Popen(args, env=env, cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-
-    def output(self) -> str:
-        return Path(self.log.name).read_text(errors="replace")
-
-    def wait_for_output(self, text: str, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if text in self.output():
-                return True
-            if self.proc.poll() is not None:
-                return text in self.output()
-            time.sleep(0.1)
+def wait_until(predicate: Callable[[], Any], timeout: float, poll_s: float = 0.05) -> bool:
+    """Poll ``predicate`` until it holds or ``timeout`` seconds pass (the toolkit's `wait_for`,
+    as a bool for asserts)."""
+    try:
+        wait_for(predicate, timeout, "a test condition", poll_s=poll_s)
+    except ReadinessTimeout:
         return False
+    return True
 
-    def wait(self, timeout: float) -> int:
-        return self.proc.wait(timeout=timeout)
 
-    def stop(self, timeout: float = 10.0) -> int | None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)  # our own process group, started above
-                self.proc.wait(timeout=5)
-        return self.proc.returncode
-
-    def sent_headers(self) -> list[tuple[str, str, int, int]]:
-        """Camera only: (kind, frame_id, sec, nanosec) of every frame it published."""
-        out = []
-        for line in self.output().splitlines():
-            if line.startswith("SENT "):
-                _, kind, frame_id, sec, nsec = line.split()
-                out.append((kind, frame_id, int(sec), int(nsec)))
-        return out
+def _log_path(name: str) -> Path:
+    return Path(tempfile.mkdtemp(prefix="casseg_test_")) / f"{name}.log"
 
 
 def start_node(env: dict[str, str], namespace: str, camera_topic: str, params: dict[str, Any],
                extra_args: tuple[str, ...] = ()) -> ChildProcess:
-    ros_args = ["--ros-args", "-r", f"__ns:={namespace}", "-r", f"image:={camera_topic}",
-                "-r", f"image/compressed:={camera_topic}/compressed"]
-    for key, value in params.items():
-        value = str(value).lower() if isinstance(value, bool) else value
-        ros_args += ["-p", f"{key}:={value}"]
-    args = [sys.executable, "-m", "casseg_ros.ros.segment_node", *extra_args, *ros_args]
-    return ChildProcess(args, env, "segment_node")
+    """The segmentation node (`casseg_ros` in `namespace`), from the package's process toolkit."""
+    params = dict(params)
+    argv = node_command(params.pop("model_path"), camera_topic, namespace=namespace, params=params,
+                        node_args=extra_args)
+    return ChildProcess("segment_node", argv, env, _log_path("segment_node"), cwd=REPO)
 
 
 def start_camera(env: dict[str, str], topic: str, *args: str) -> ChildProcess:
-    return ChildProcess([sys.executable, str(HELPERS / "camera.py"), "--topic", topic, *args], env, "camera")
+    argv = [sys.executable, str(HELPERS / "camera.py"), "--topic", topic, *args]
+    return ChildProcess("camera", argv, env, _log_path("camera"), cwd=REPO)
+
+
+def sent_headers(camera: ChildProcess) -> list[tuple[str, str, int, int]]:
+    """(kind, frame_id, sec, nanosec) of every frame the fake camera published (its SENT lines)."""
+    out = []
+    for line in camera.output().splitlines():
+        if line.startswith("SENT "):
+            _, kind, frame_id, sec, nsec = line.split()
+            out.append((kind, frame_id, int(sec), int(nsec)))
+    return out
 
 
 def header_key(header) -> tuple[str, int, int]:
@@ -171,8 +140,17 @@ class Probe:
         finally:
             self.node.destroy_client(client)
 
-    def lifecycle_state(self) -> str:
-        return self._call(GetState, "get_state", GetState.Request()).current_state.label
+    def lifecycle_state(self, timeout: float = 30.0) -> str:
+        return self._call(GetState, "get_state", GetState.Request(), timeout).current_state.label
+
+    def wait_for_state(self, state: str, timeout: float, alive: Callable[[], None] | None = None) -> None:
+        """Until the node's ~/get_state says `state`; `alive()` raises if its process exited."""
+        def reached() -> bool:
+            try:
+                return self.lifecycle_state(timeout=2.0) == state
+            except TimeoutError:  # service not there yet
+                return False
+        wait_for(reached, timeout, f"{self.fqn} to be {state}", alive)
 
     def change_state(self, transition_label: str, timeout: float = 60.0) -> bool:
         ids = {"configure": Transition.TRANSITION_CONFIGURE, "activate": Transition.TRANSITION_ACTIVATE,
@@ -191,4 +169,4 @@ class Probe:
         self.node.destroy_node()
 
 
-__all__ = ["ChildProcess", "Probe", "start_node", "start_camera", "header_key"]
+__all__ = ["ChildProcess", "Probe", "start_node", "start_camera", "sent_headers", "header_key", "wait_until"]
