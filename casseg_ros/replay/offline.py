@@ -22,6 +22,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from tqdm import tqdm
 
 from casseg_ros.perception.overlay import make_overlay
+from casseg_ros.perception.scene_graph import scene_graph_record
 from casseg_ros.pipeline import FramePipeline, FrameResult, InferenceError, PipelineSettings, Products, display_labels
 from casseg_ros.replay.bag import (
     COMPRESSED_TYPE, IMAGE_TYPE, IMAGE_TYPES, LABEL_INFO_TYPE, SCENE_GRAPH_TYPE, BagError, BagFrame, FrameStream,
@@ -194,8 +195,7 @@ class _Outputs:
         for name, message in frame_messages(result, pipeline.labels, header).items():
             self.bag.write(f"{NODE_NS}/{name}", frame.log_time_ns, serialize_message(message))
         stamp = header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
-        self.scene_graphs.append({"frame": frame.index, "stamp_ns": stamp, "frame_id": header.frame_id,
-                                  **result.graph.to_dict()})
+        self.scene_graphs.append(scene_graph_record(frame.index, stamp, header.frame_id, result.graph))
 
 
 def _figure(rgb: np.ndarray, result: FrameResult, gt_ids: np.ndarray | None, pipeline: FramePipeline,
