@@ -15,6 +15,8 @@ from replay_helpers import make_demo_bag_module, tiny_context_checkpoint
 from casseg_ros import demo
 from casseg_ros.replay.live import ChildProcesses, node_command, read_recording
 
+pytestmark = [pytest.mark.ros, pytest.mark.slow]  # node, player, recorder processes
+
 
 @pytest.fixture(scope="module")
 def tiny_ckpt(tmp_path_factory) -> Path:

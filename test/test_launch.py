@@ -13,6 +13,8 @@ import os
 import pytest
 from ament_index_python.packages import PackageNotFoundError, get_package_prefix
 
+pytestmark = [pytest.mark.ros, pytest.mark.slow]  # launches the node process
+
 launch_pytest = pytest.importorskip("launch_pytest")
 pytest.importorskip("launch_ros")
 

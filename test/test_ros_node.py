@@ -17,6 +17,8 @@ from casseg_ros.perception.scene_graph import extract_scene_graph
 from model_factory import tiny_model
 from ros_helpers.harness import Probe, header_key, start_camera, start_node
 
+pytestmark = [pytest.mark.ros, pytest.mark.slow]  # node and camera processes
+
 NUM_CLASSES = 5
 CLASS_NAMES = [f"class_{i}" for i in range(NUM_CLASSES)]
 HEIGHT, WIDTH = 64, 128
