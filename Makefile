@@ -8,7 +8,7 @@ export FASTDDS_DEFAULT_PROFILES_FILE := $(CURDIR)/config/fastdds_loopback.xml
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup test demo bench clean
+.PHONY: setup test test-fast test-fast-reversed demo bench clean
 
 setup: $(STAMP)
 
@@ -19,8 +19,21 @@ $(STAMP): requirements.txt constraints.txt setup.py scripts/build_interfaces.sh 
 	bash scripts/build_interfaces.sh $(VENV)
 	touch $(STAMP)
 
+# Test tiers: markers in pytest.ini. `test` is the whole suite (what CI runs); `test-fast` leaves out
+# the tests that create a DDS participant (`ros`) or take more than ~10 s (`slow`).
+FAST := -m "not ros and not slow"
+
 test: setup
 	$(PY) -m pytest -q -p no:cacheprovider test
+
+test-fast: setup
+	$(PY) -m pytest -q -p no:cacheprovider $(FAST) test
+
+# The fast tier run back to front: passes only if no test depends on state left by an earlier one.
+test-fast-reversed: setup
+	mkdir -p build
+	$(PY) -m pytest -q -p no:cacheprovider $(FAST) --collect-only test | grep '::' | tac > build/fast-reversed.args
+	$(PY) -m pytest -q -p no:cacheprovider @build/fast-reversed.args
 
 demo: setup
 	$(PY) -m casseg_ros.demo --out out/demo

@@ -27,7 +27,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
+from rosbags.rosbag2 import Writer  # noqa: E402
+from rosbags.rosbag2.enums import CompressionFormat, CompressionMode, StoragePlugin  # noqa: E402
 
+from casseg_ros.perception import default_palette  # noqa: E402
 from casseg_ros.replay.bag import IMAGE_TYPE, LABEL_INFO_TYPE, typestore  # noqa: E402
 from training.datasets.context_scenes import CONTEXT_CLASSES, ContextScenes  # noqa: E402
 
@@ -40,11 +43,6 @@ FRAME_ID = "camera_optical_frame"
 
 
 def build(out: Path, frames: int, height: int, width: int, rate_hz: float) -> Path:
-    from rosbags.rosbag2 import Writer
-    from rosbags.rosbag2.enums import CompressionFormat, CompressionMode, StoragePlugin
-
-    from casseg_ros.perception import default_palette
-
     store = typestore()
     T = store.types
     Header, Time = T["std_msgs/msg/Header"], T["builtin_interfaces/msg/Time"]

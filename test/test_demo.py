@@ -22,6 +22,8 @@ from casseg_ros.replay.session import play_and_record, start_node
 from casseg_ros.ros.processes import ChildProcesses, node_command, player_command, recorder_command
 from casseg_ros.ros.readiness import GraphWatcher, wait_for
 
+pytestmark = [pytest.mark.ros, pytest.mark.slow]  # node, player, recorder processes
+
 
 @pytest.fixture(scope="module")
 def tiny_ckpt(tmp_path_factory) -> Path:

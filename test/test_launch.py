@@ -1,15 +1,39 @@
 """launch/segment.launch.py through the real launch / launch_ros / launch_pytest stack.
 
-Needs ROS 2 launch (launch, launch_ros, launch_pytest) and an installed casseg_ros (a colcon
-workspace: the launch file starts the `casseg_ros` executable of the package). Where launch is not
-installed — e.g. a pip-only Kilted environment — the module is skipped, and reported as skipped.
+Needs ROS 2 launch (launch, launch_ros, launch_pytest) and an installed casseg_ros (a sourced
+colcon workspace: the launch file starts the `casseg_ros` executable of the package, found through
+the ament index). Where either is missing — e.g. a pip-only Kilted environment, or an editable
+install, which has no ament index entry — the module is skipped with the reason before anything
+is launched (launch would otherwise wait forever for a process it cannot start).
 """
 from __future__ import annotations
 
+import os
+
 import pytest
+from ament_index_python.packages import PackageNotFoundError, get_package_prefix
+
+pytestmark = [pytest.mark.ros, pytest.mark.slow]  # launches the node process
 
 launch_pytest = pytest.importorskip("launch_pytest")
 pytest.importorskip("launch_ros")
+
+
+def installed_executable_problem(package: str = "casseg_ros", executable: str = "casseg_ros") -> str | None:
+    """Why launch_ros cannot start `package`'s `executable`, or None when it can."""
+    try:
+        prefix = get_package_prefix(package)
+    except (PackageNotFoundError, OSError) as exc:  # not indexed / AMENT_PREFIX_PATH unset
+        return f"{package} is not in the ament index ({exc}); build and source a colcon workspace"
+    path = os.path.join(prefix, "lib", package, executable)
+    if not os.access(path, os.X_OK):
+        return f"{path} is missing or not executable (the ament index names {prefix})"
+    return None
+
+
+_problem = installed_executable_problem()
+if _problem is not None:
+    pytest.skip(_problem, allow_module_level=True)
 
 from pathlib import Path  # noqa: E402
 

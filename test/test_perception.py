@@ -15,7 +15,7 @@ from casseg_ros.perception import (
     extract_scene_graph,
     make_overlay,
 )
-from casseg_ros.perception.overlay import colorize
+from casseg_ros.perception.overlay import _as_uint8_ids, colorize
 
 ROAD, SKY, CAR, BUILDING, PERSON = range(5)
 NAMES = ["road", "sky", "car", "building", "person"]
@@ -74,10 +74,15 @@ def test_overlay_large_ids_use_the_same_rules(overlay_case):
     wide[4, 4] = -3
     out = make_overlay(image, wide, palette, 1.0)
     assert tuple(out[3, 3]) == tuple(image[3, 3]) and tuple(out[4, 4]) == tuple(image[4, 4])
-    colors_fast, known_fast = colorize(class_map, palette)
-    colors_slow, known_slow = colorize(class_map.astype(np.int64) + 0 * wide, palette)
+    # The same map with the out-of-range ids written as 255 (also unknown) fits uint8: the fast
+    # (cv2.LUT) path; `wide` does not: the table path. Both paths must agree pixel for pixel.
+    narrow = np.where((wide < 0) | (wide > 255), 255, wide).astype(np.int32)
+    assert _as_uint8_ids(narrow) is not None and _as_uint8_ids(wide) is None  # each path really taken
+    colors_fast, known_fast = colorize(narrow, palette)
+    colors_slow, known_slow = colorize(wide, palette)
     np.testing.assert_array_equal(colors_fast, colors_slow)
     np.testing.assert_array_equal(known_fast, known_slow)
+    assert known_slow.sum() == known_slow.size - 4  # 255, 7, 70000 and -3 are unknown
 
 
 def test_overlay_rejects_bad_inputs(overlay_case):

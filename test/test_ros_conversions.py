@@ -1,9 +1,11 @@
 """Image/CompressedImage <-> numpy conversions, including every malformed input the node rejects."""
 import array
+import io
 
 import cv2
 import numpy as np
 import pytest
+from PIL import Image as PILImage
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
@@ -110,6 +112,45 @@ def test_jpeg_decodes_to_rgb():
     assert out.shape == (48, 64, 3)
     # Lossy, but colour order must be right: channel means agree closely.
     np.testing.assert_allclose(out.reshape(-1, 3).mean(0), SMOOTH.reshape(-1, 3).mean(0), atol=4)
+
+
+EXIF_ORIENTATION_TAG = 0x0112
+
+
+def with_exif_orientation(pixels_rgb: np.ndarray, fmt: str, orientation: int | None) -> CompressedImage:
+    """PIL-encoded JPEG/PNG whose EXIF (JPEG APP1 / PNG eXIf) carries `orientation` (None: no EXIF)."""
+    buf = io.BytesIO()
+    options = {"quality": 95} if fmt == "JPEG" else {}
+    if orientation is not None:
+        exif = PILImage.Exif()
+        exif[EXIF_ORIENTATION_TAG] = orientation
+        options["exif"] = exif.tobytes()
+    PILImage.fromarray(pixels_rgb).save(buf, fmt, **options)
+    msg = CompressedImage(format=fmt.lower())
+    msg.data = array.array("B", buf.getvalue())
+    return msg
+
+
+# np.rot90 turns (k) that a decoder applying the EXIF orientation tag makes: 6 = 90° clockwise.
+EXIF_ROT90_TURNS = {1: 0, 3: 2, 6: -1, 8: 1}
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+@pytest.mark.parametrize("orientation", [1, 3, 6, 8])
+def test_exif_orientation_is_ignored(fmt, orientation):
+    """The stored pixels as they are: a camera (and image_transport) never rotates by EXIF."""
+    msg = with_exif_orientation(SMOOTH, fmt, orientation)
+    untagged = compressed_to_rgb(with_exif_orientation(SMOOTH, fmt, None))
+    # The tag is really there: OpenCV's default decode turns the image by it.
+    applied = cv2.cvtColor(cv2.imdecode(np.frombuffer(msg.data, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    np.testing.assert_array_equal(applied, np.rot90(untagged, EXIF_ROT90_TURNS[orientation]))
+    out = compressed_to_rgb(msg)
+    # Same pixels as the same encoding without EXIF (bit-exact: the compressed scan is identical).
+    np.testing.assert_array_equal(out, untagged)
+    if fmt == "PNG":
+        np.testing.assert_array_equal(out, SMOOTH)
+    else:
+        assert np.abs(out.astype(int) - SMOOTH).mean() < 4
 
 
 def test_grey_16bit_png_decodes_to_rgb8():

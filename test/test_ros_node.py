@@ -15,6 +15,8 @@ from casseg_ros.perception.scene_graph import extract_scene_graph
 from model_factory import tiny_model
 from ros_helpers.harness import Probe, header_key, sent_headers, start_camera, start_node
 
+pytestmark = [pytest.mark.ros, pytest.mark.slow]  # node and camera processes
+
 NUM_CLASSES = 5
 CLASS_NAMES = [f"class_{i}" for i in range(NUM_CLASSES)]
 HEIGHT, WIDTH = 64, 128

@@ -128,6 +128,7 @@ def test_missing_model_path_error_names_every_tried_path(tmp_path, monkeypatch):
     assert resolve_data_path("models/casseg_demo.safetensors") == tmp_path / "models" / "casseg_demo.safetensors"
 
 
+@pytest.mark.ros
 def test_executable_with_shipped_config_and_no_model_exits_with_the_path(ros_env, tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "casseg_ros.ros.segment_node", "--ros-args", "-r", f"__ns:={ros_env.namespace}",
@@ -183,6 +184,7 @@ def in_process(ros_env):
     rclpy.shutdown()
 
 
+@pytest.mark.ros
 def test_more_than_255_classes_publish_mono16_with_65535_unknown(in_process, tmp_path):
     checkpoint = str(save_checkpoint(tmp_path / "wide.safetensors", tiny_model(300, img_size=(32, 64))))
     node = in_process(checkpoint, score_threshold=0.5, publish_confidence=True)
@@ -205,6 +207,7 @@ def test_more_than_255_classes_publish_mono16_with_65535_unknown(in_process, tmp
         probe.close()
 
 
+@pytest.mark.ros
 def test_subscription_callback_never_waits_for_a_slow_model(in_process, tmp_path):
     checkpoint = str(save_checkpoint(tmp_path / "tiny.safetensors", tiny_model(5, img_size=(32, 64))))
     node = in_process(checkpoint)
@@ -236,6 +239,7 @@ def test_subscription_callback_never_waits_for_a_slow_model(in_process, tmp_path
     assert snap["dropped_in_node"] == 20 - len(calls)
 
 
+@pytest.mark.ros
 def test_vocabulary_file_renames_labels_and_must_match_the_class_count(in_process, tmp_path):
     from casseg_ros.text import Vocabulary
 
@@ -254,6 +258,7 @@ def test_vocabulary_file_renames_labels_and_must_match_the_class_count(in_proces
     assert list(node._pipeline.labels.names) == names
 
 
+@pytest.mark.ros
 def test_worker_survives_failures_and_processes_the_next_frame(in_process, tmp_path, monkeypatch):
     checkpoint = str(save_checkpoint(tmp_path / "tiny.safetensors", tiny_model(5, img_size=(32, 64))))
     node = in_process(checkpoint)

@@ -51,6 +51,7 @@ def test_export_is_deterministic(ckpt, tmp_path):
     assert not list(tmp_path.glob(".*.tmp"))  # atomic write left no temp files
 
 
+@pytest.mark.slow
 def test_export_deterministic_across_processes(ckpt, tmp_path):
     here, _ = export_checkpoint(ckpt, tmp_path / "here.onnx", SIZE)
     code = ("import sys; sys.path[:0] = [%r, %r]\n"

@@ -130,6 +130,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_ddp_two_cpu_processes_gloo(tmp_path):
     from training.datasets import CONTEXT_CLASSES
 

@@ -16,11 +16,15 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Iterator
 
+from mcap.records import Channel, Message, Schema
+from mcap.stream_reader import StreamReader
 from rosbags.rosbag2 import Reader, Writer
 from rosbags.rosbag2.enums import CompressionFormat, CompressionMode, StoragePlugin
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from casseg_ros.resources import share_directories
+
+MSG_PACKAGE = "casseg_msgs"
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
 LABEL_INFO_TYPE = "casseg_msgs/msg/LabelInfo"
@@ -32,28 +36,26 @@ class BagError(RuntimeError):
     """A bag that cannot be used as asked (missing, unreadable, missing topic, wrong type)."""
 
 
-def _msg_dirs() -> list[Path]:
-    """Where the casseg_msgs .msg files are: the source tree, else the installed share dir."""
-    dirs = [REPO_ROOT / "interfaces" / "casseg_msgs" / "msg"]
-    try:
-        from ament_index_python.packages import get_package_share_directory
-
-        dirs.append(Path(get_package_share_directory("casseg_msgs")) / "msg")
-    except Exception:  # noqa: BLE001 - ament index absent or package not installed
-        pass
-    return [d for d in dirs if d.is_dir()]
+def msg_definitions_dir() -> Path:
+    """The installed casseg_msgs `.msg` files: `share/casseg_msgs/msg` found through the ament index,
+    else the Python prefix (`make setup` builds the package into the venv), as for any installed
+    ROS package — the same definitions the node's message classes were generated from."""
+    candidates = [share / "msg" for share in share_directories(MSG_PACKAGE)]
+    for directory in candidates:
+        if any(directory.glob("*.msg")):
+            return directory
+    tried = ", ".join(str(c) for c in candidates) or "no share/casseg_msgs in the ament index or sys.prefix"
+    raise BagError(f"{MSG_PACKAGE} message definitions not found (tried: {tried}); build the interface "
+                   f"package first (make setup, or scripts/build_interfaces.sh)")
 
 
 @lru_cache(maxsize=1)
 def typestore():
     """Kilted typestore + casseg_msgs, so output bags carry full message definitions."""
     store = get_typestore(Stores.ROS2_KILTED)
-    dirs = _msg_dirs()
-    if not dirs:
-        raise BagError("casseg_msgs message definitions not found (interfaces/casseg_msgs/msg)")
     types: dict = {}
-    for path in sorted(dirs[0].glob("*.msg")):
-        types.update(get_types_from_msg(path.read_text(), f"casseg_msgs/msg/{path.stem}"))
+    for path in sorted(msg_definitions_dir().glob("*.msg")):
+        types.update(get_types_from_msg(path.read_text(), f"{MSG_PACKAGE}/msg/{path.stem}"))
     store.register(types)
     return store
 
@@ -79,8 +81,6 @@ class SalvagedMcap:
     """
 
     def __init__(self, path: Path):
-        from mcap.records import Channel, Message, Schema
-
         self.path = Path(path)
         self.damage: str | None = None
         schemas: dict[int, str] = {}
@@ -102,8 +102,6 @@ class SalvagedMcap:
                             for cid, (topic, sid) in sorted(channels.items())]
 
     def _records(self):
-        from mcap.stream_reader import StreamReader
-
         with open(self.path, "rb") as handle:
             try:
                 for rec in StreamReader(handle).records:
@@ -116,8 +114,6 @@ class SalvagedMcap:
         return 0 if self._start is None else self._end - self._start + 1
 
     def messages(self, connections=()):
-        from mcap.records import Message
-
         by_id = {c.id: c for c in (connections or self.connections)}
         for rec in self._records():
             if isinstance(rec, Message) and rec.channel_id in by_id:

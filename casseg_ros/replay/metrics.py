@@ -1,13 +1,18 @@
-"""Replay metrics: latency percentiles, throughput, per-class IoU (torchmetrics), skipped frames."""
+"""Replay metrics: latency percentiles, throughput, per-class IoU (torchmetrics), skipped frames.
+
+Numbers are kept at full precision (metrics.json is data for scripts and comparisons); only the
+human-readable report.md rounds them.
+"""
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
+from torchmetrics.classification import MulticlassJaccardIndex
 
 IGNORE_INDEX = 255
 
@@ -44,9 +49,9 @@ def percentiles_ms(seconds: list[float]) -> dict[str, float | None]:
     if not seconds:
         return {"p50": None, "p90": None, "p99": None, "mean": None, "max": None, "count": 0}
     ms = np.asarray(seconds, dtype=np.float64) * 1000.0
-    return {"p50": round(float(np.percentile(ms, 50)), 3), "p90": round(float(np.percentile(ms, 90)), 3),
-            "p99": round(float(np.percentile(ms, 99)), 3), "mean": round(float(ms.mean()), 3),
-            "max": round(float(ms.max()), 3), "count": int(ms.size)}
+    return {"p50": float(np.percentile(ms, 50)), "p90": float(np.percentile(ms, 90)),
+            "p99": float(np.percentile(ms, 99)), "mean": float(ms.mean()), "max": float(ms.max()),
+            "count": int(ms.size)}
 
 
 class IoUEvaluator:
@@ -60,8 +65,6 @@ class IoUEvaluator:
     """
 
     def __init__(self, class_names: list[str], gt_to_model: np.ndarray | None = None):
-        from torchmetrics.classification import MulticlassJaccardIndex
-
         self.class_names = list(class_names)
         self.metric = MulticlassJaccardIndex(num_classes=len(class_names) + 1, ignore_index=IGNORE_INDEX,
                                              average=None, zero_division=float("nan"))
@@ -70,8 +73,6 @@ class IoUEvaluator:
         self.gt_pixels = np.zeros(len(class_names), dtype=np.int64)
 
     def update(self, predicted_ids: np.ndarray, gt_ids: np.ndarray) -> None:
-        import torch
-
         if predicted_ids.shape != gt_ids.shape:
             raise InvalidLabel(f"label size {gt_ids.shape[1]}x{gt_ids.shape[0]} != image size "
                                f"{predicted_ids.shape[1]}x{predicted_ids.shape[0]}")
@@ -91,10 +92,10 @@ class IoUEvaluator:
         if self.frames == 0:
             return {"frames": 0, "per_class_iou": {}, "miou": None}
         iou = self.metric.compute().numpy().astype(np.float64)[: len(self.class_names)]
-        per_class = {name: (None if math.isnan(v) else round(float(v), 4)) for name, v in zip(self.class_names, iou)}
+        per_class = {name: (None if math.isnan(v) else float(v)) for name, v in zip(self.class_names, iou)}
         valid = iou[~np.isnan(iou)]
         return {"frames": self.frames, "per_class_iou": per_class,
-                "miou": round(float(valid.mean()), 4) if valid.size else None,
+                "miou": float(valid.mean()) if valid.size else None,
                 "gt_pixels": {n: int(c) for n, c in zip(self.class_names, self.gt_pixels)},
                 "ignore_index": IGNORE_INDEX}
 
@@ -130,12 +131,8 @@ class ReplayStats:
                            "host": percentiles_ms(self.host_s)},
             # Pipeline FPS: frames per second of pipeline time (decode excluded); wall FPS includes
             # bag reading, decoding and writing outputs.
-            "fps_pipeline": round(self.frames_processed / busy, 3) if busy > 0 else None,
-            "fps_wall": round(self.frames_processed / self.wall_s, 3) if self.wall_s > 0 else None,
-            "wall_s": round(self.wall_s, 3),
+            "fps_pipeline": self.frames_processed / busy if busy > 0 else None,
+            "fps_wall": self.frames_processed / self.wall_s if self.wall_s > 0 else None,
+            "wall_s": self.wall_s,
             "errors": self.errors,
         }
-
-
-def to_json(data: dict) -> str:
-    return json.dumps(data, indent=2, sort_keys=False, allow_nan=False, default=str) + "\n"

@@ -1,7 +1,10 @@
-"""Markdown report with PNG figures (matplotlib Agg): sample overlays, per-class IoU, latency histogram.
+"""Markdown report with PNG figures (matplotlib): sample overlays, per-class IoU, latency histogram.
 
 Every file goes through `casseg_ros.fileio` (temp file + os.replace), so a report directory never
-holds a half-written figure.
+holds a half-written figure. Figures are `matplotlib.figure.Figure` objects rendered by Agg, never
+pyplot: no global backend switch, no figure registry to leak into.
+
+metrics.json keeps full precision; report.md is for people and rounds (`_fmt`).
 """
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from typing import Any, Sequence
 
 import cv2
 import numpy as np
+from matplotlib.figure import Figure
 
 from casseg_ros.fileio import atomic_write_bytes, atomic_write_text
 
@@ -23,26 +27,19 @@ def save_png(path: Path, rgb: np.ndarray) -> Path:
     return atomic_write_bytes(path, buf.tobytes())
 
 
-def _save_figure(fig, path: Path) -> Path:
+def _save_figure(fig: Figure, path: Path) -> Path:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
     return atomic_write_bytes(path, buf.getvalue())
 
 
 def iou_figure(per_class: dict[str, float | None], path: Path, title: str) -> Path | None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     items = [(n, v) for n, v in per_class.items() if v is not None]
     if not items:
         return None
     names, values = zip(*items)
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.6 * len(names) + 1.5), 3.2))
+    fig = Figure(figsize=(max(4.0, 0.6 * len(names) + 1.5), 3.2))
+    ax = fig.subplots()
     ax.bar(range(len(names)), values, color="#4477aa")
     ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
     ax.set_ylim(0, 1)
@@ -55,15 +52,11 @@ def iou_figure(per_class: dict[str, float | None], path: Path, title: str) -> Pa
 
 def latency_figure(series: dict[str, Sequence[float]], path: Path, title: str) -> Path | None:
     """Histogram of one or more latency series given in seconds."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     series = {k: np.asarray(v, dtype=np.float64) * 1000.0 for k, v in series.items() if len(v)}
     if not series:
         return None
-    fig, ax = plt.subplots(figsize=(6, 3.2))
+    fig = Figure(figsize=(6, 3.2))
+    ax = fig.subplots()
     for label, ms in series.items():
         ax.hist(ms, bins=min(40, max(5, ms.size // 3)), alpha=0.6, label=f"{label} (p50 {np.median(ms):.1f} ms)")
     ax.set_xlabel("latency [ms]")
@@ -74,6 +67,7 @@ def latency_figure(series: dict[str, Sequence[float]], path: Path, title: str) -
 
 
 def _fmt(v: Any) -> str:
+    """A metric for report.md: floats to 3 decimals (metrics.json has them unrounded)."""
     return "–" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
 
 

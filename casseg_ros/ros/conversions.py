@@ -54,6 +54,11 @@ _JPEG_SOI = b"\xff\xd8"
 _JPEG_EOI = b"\xff\xd9"
 # Start-of-frame markers carry the image size; C4 (DHT), C8 (JPG) and CC (DAC) share the range.
 _JPEG_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+# IMREAD_COLOR: grey and 16-bit PNGs come back as 8-bit 3-channel BGR, alpha dropped.
+# IMREAD_IGNORE_ORIENTATION: the stored pixels as they are. OpenCV would otherwise apply an EXIF
+# orientation tag (JPEG APP1, PNG eXIf) and rotate the frame, which ROS decoders (image_transport's
+# compressed plugin) and the camera's own geometry (frame_id, CameraInfo) do not.
+_IMDECODE_FLAGS = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
 
 
 def _check_size(height: int, width: int, max_pixels: int) -> None:
@@ -145,8 +150,7 @@ def compressed_to_rgb(msg: CompressedImage, max_pixels: int = DEFAULT_MAX_PIXELS
         raise InvalidImage("empty compressed image")
     kind, height, width = _compressed_size(data)
     _check_size(height, width, max_pixels)
-    # IMREAD_COLOR: grey and 16-bit PNGs come back as 8-bit 3-channel BGR, alpha dropped.
-    decoded = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    decoded = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), _IMDECODE_FLAGS)
     if decoded is None:
         raise InvalidImage(f"corrupt {kind} data ({len(data)} bytes) could not be decoded")
     if decoded.shape[:2] != (height, width):
