@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 from rosbags.rosbag2 import Reader
 
+from casseg_ros.model.checkpoint import read_vocabulary
 from casseg_ros.perception import make_overlay
 from casseg_ros.perception.scene_graph import scene_graph_record
 from casseg_ros.replay.bag import IMAGE_TYPE, IMAGE_TYPES, LABEL_INFO_TYPE, SCENE_GRAPH_TYPE, BagError, \
@@ -75,7 +76,7 @@ def _read_input_bag(bag: Path) -> tuple[dict[int, np.ndarray], dict[int, np.ndar
         for conn, _, raw in reader.messages(connections=[image_conn, *label_conns, *info_conns]):
             msg = store.deserialize_cdr(raw, conn.msgtype)
             if conn.msgtype == LABEL_INFO_TYPE:
-                names = [c.name for c in sorted(msg.classes, key=lambda c: c.class_id)]
+                names = [c.class_name for c in sorted(msg.class_map, key=lambda c: c.class_id)]
             elif conn.id == image_conn.id:
                 images[stamp_ns(msg.header)] = _image_array(msg)
             else:
@@ -116,7 +117,7 @@ def _frame_index(stamps: list[int]) -> dict[int, int]:
     return {stamp: i for i, stamp in enumerate(sorted(stamps))}
 
 
-def evaluate(bag: Path, run: PlayedRun, out: Path, num_overlays: int = 8) -> dict[str, Any]:
+def evaluate(bag: Path, model: Path, run: PlayedRun, out: Path, num_overlays: int = 8) -> dict[str, Any]:
     images, labels, gt_names = _read_input_bag(bag)
     index_of = _frame_index(list(images))
     store = typestore()
@@ -124,14 +125,13 @@ def evaluate(bag: Path, run: PlayedRun, out: Path, num_overlays: int = 8) -> dic
     offset, first = int(run.info["offset_ns"]), int(run.info["first_stamp_ns"])
     metrics = live_metrics(rec, int(run.info["published"]), float(run.info["elapsed_s"]), offset + first)
 
-    masks, overlays, graphs, names, palette = {}, {}, [], None, None
+    masks, overlays, graphs, names = {}, {}, [], None
+    palette = read_vocabulary(model).palette  # the colours of the node's ~/mask/color and ~/overlay
     with Reader(run.recording) as reader:
         for conn, _, raw in reader.messages():
-            if conn.topic == f"{NODE}/labels":
+            if conn.topic == f"{NODE}/label_info":
                 msg = store.deserialize_cdr(raw, LABEL_INFO_TYPE)
-                classes = sorted(msg.classes, key=lambda c: c.class_id)
-                names = [c.name for c in classes]
-                palette = np.array([[c.color.r, c.color.g, c.color.b] for c in classes]) * 255.0 + 0.5
+                names = [c.class_name for c in sorted(msg.class_map, key=lambda c: c.class_id)]
             elif conn.topic == f"{NODE}/mask":
                 msg = store.deserialize_cdr(raw, IMAGE_TYPE)
                 masks[stamp_ns(msg.header) - offset] = _image_array(msg)
@@ -145,8 +145,7 @@ def evaluate(bag: Path, run: PlayedRun, out: Path, num_overlays: int = 8) -> dic
                     graphs.append(scene_graph_record(index_of[recorded], recorded, msg.header.frame_id,
                                                      scene_graph_from_msg(msg)))
     if names is None:
-        raise DemoError("the node's ~/labels (LabelInfo) never arrived in the recording")
-    palette = palette.clip(0, 255).astype(np.uint8)
+        raise DemoError("the node's ~/label_info (vision_msgs/LabelInfo) never arrived in the recording")
     lut, missing = gt_mapping(gt_names, names) if gt_names else (None, [])
     iou = IoUEvaluator(names, lut)
     unmatched = 0
@@ -234,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         a.out.mkdir(parents=True, exist_ok=True)
         run = run_live(bag, model, a.out, a.timeout)
         print("demo: evaluating the recording against the ground-truth labels", flush=True)
-        metrics = evaluate(bag, run, a.out)
+        metrics = evaluate(bag, model, run, a.out)
     except KeyboardInterrupt:
         print("demo: interrupted; all child processes stopped", file=sys.stderr)
         return 130
@@ -245,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, previous)
     lat, iou = metrics["latency_ms"]["e2e (camera stamp -> mask received)"], metrics["iou"]
     print(f"demo: {metrics['frames_received']}/{metrics['frames_published']} frames segmented by the node, "
-          f"latency p50 {lat['p50']} ms p99 {lat['p99']} ms, mIoU {iou['miou']} "
+          f"latency p50 {lat['p50']:.1f} ms p99 {lat['p99']:.1f} ms, mIoU {iou['miou']:.3f} "
           f"({time.monotonic() - t0:.0f} s). Open {a.out / 'report.md'}")
     return 0
 

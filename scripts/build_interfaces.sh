@@ -36,6 +36,7 @@ fi
 
 export AMENT_PREFIX_PATH="$venv${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"
 export PATH="$venv/bin:$PATH"
+site_packages="$("$python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 generator=()
 command -v ninja >/dev/null && generator=(-G Ninja)
 
@@ -54,6 +55,8 @@ build_package() {
     -DPython3_FIND_VIRTUALENV=ONLY \
     -DBUILD_TESTING=OFF >/dev/null
   cmake --build "$build_dir" -j "${CMAKE_BUILD_PARALLEL_LEVEL:-2}"
+  # An install only adds files: clear the previous one so a removed message does not linger.
+  rm -rf "$venv/share/$name/msg" "$venv/share/$name/srv" "$site_packages/$name"
   cmake --install "$build_dir" >/dev/null
 }
 

@@ -9,7 +9,7 @@ evaluates the model on frames it was not trained on.
 Topics (all stamped with one header per frame, 10 Hz):
   /camera/image_raw   sensor_msgs/Image rgb8       the camera
   /camera/labels      sensor_msgs/Image mono8      ground-truth class ids (255 = ignore)
-  /camera/label_info  casseg_msgs/LabelInfo        names/colours of those ids (one message, first)
+  /camera/label_info  vision_msgs/LabelInfo        names of those ids (one message, first)
 
 Usage: python scripts/make_demo_bag.py [--out data/demo.mcap] [--frames 100] [--height 128 --width 256]
 """
@@ -30,7 +30,6 @@ import numpy as np  # noqa: E402
 from rosbags.rosbag2 import Writer  # noqa: E402
 from rosbags.rosbag2.enums import CompressionFormat, CompressionMode, StoragePlugin  # noqa: E402
 
-from casseg_ros.perception import default_palette  # noqa: E402
 from casseg_ros.replay.bag import IMAGE_TYPE, LABEL_INFO_TYPE, typestore  # noqa: E402
 from training.datasets.context_scenes import CONTEXT_CLASSES, ContextScenes  # noqa: E402
 
@@ -46,10 +45,8 @@ def build(out: Path, frames: int, height: int, width: int, rate_hz: float) -> Pa
     store = typestore()
     T = store.types
     Header, Time = T["std_msgs/msg/Header"], T["builtin_interfaces/msg/Time"]
-    Image, LabelInfo = T[IMAGE_TYPE], T[LABEL_INFO_TYPE]
-    ClassLabel, ColorRGBA = T["casseg_msgs/msg/ClassLabel"], T["std_msgs/msg/ColorRGBA"]
+    Image, LabelInfo, VisionClass = T[IMAGE_TYPE], T[LABEL_INFO_TYPE], T["vision_msgs/msg/VisionClass"]
     dataset = ContextScenes(num_samples=frames, height=height, width=width, seed=DEMO_SEED)
-    palette = default_palette(len(CONTEXT_CLASSES))
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmpdir = Path(tempfile.mkdtemp(prefix=".demo_bag.", dir=out.parent))
@@ -66,10 +63,8 @@ def build(out: Path, frames: int, height: int, width: int, rate_hz: float) -> Pa
             def header(t_ns: int):
                 return Header(stamp=Time(sec=t_ns // 1_000_000_000, nanosec=t_ns % 1_000_000_000), frame_id=FRAME_ID)
 
-            classes = [ClassLabel(class_id=i, name=n, color=ColorRGBA(r=float(c[0]) / 255, g=float(c[1]) / 255,
-                                                                      b=float(c[2]) / 255, a=1.0))
-                       for i, (n, c) in enumerate(zip(CONTEXT_CLASSES, palette))]
-            info = LabelInfo(header=header(START_STAMP_NS), classes=classes, threshold=0.0)
+            class_map = [VisionClass(class_id=i, class_name=n) for i, n in enumerate(CONTEXT_CLASSES)]
+            info = LabelInfo(header=header(START_STAMP_NS), class_map=class_map, threshold=0.0)
             writer.write(info_conn, START_STAMP_NS, store.serialize_cdr(info, LABEL_INFO_TYPE))
             for i in range(frames):
                 scene = dataset.generate(i)

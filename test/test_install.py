@@ -61,7 +61,7 @@ def test_installed_package_and_data_come_from_the_prefix(installed):
         "                  'bag': str(resolve_data_path('data/demo.mcap')),\n"
         "                  'model': str(resolve_data_path('models/casseg_demo.safetensors')),\n"
         "                  'launch': str(resolve_data_path('launch/segment.launch.py')),\n"
-        "                  'msgs': str(msg_definitions_dir())}))\n")]).stdout
+        "                  'msgs': str(msg_definitions_dir('casseg_msgs'))}))\n")]).stdout
     found = json.loads(out.strip().splitlines()[-1])
     assert Path(found["package"]).is_relative_to(installed["site"]), found  # not the checkout's casseg_ros
     for key, relative in (("bag", "data/demo.mcap"), ("model", "models/casseg_demo.safetensors"),

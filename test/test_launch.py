@@ -82,8 +82,8 @@ def test_launched_node_becomes_active_and_segments_the_remapped_camera(ros_env_m
     rclpy.init()
     probe = Probe(f"/{NAMESPACE}/casseg_ros", name="launch_probe")
     try:
-        probe.subscribe_labels()
-        assert probe.wait_until(lambda: probe.get("labels"), 120.0), "launched node never activated"
+        probe.subscribe_label_info()
+        assert probe.wait_until(lambda: probe.get("label_info"), 120.0), "launched node never activated"
         assert probe.lifecycle_state() == "active"
         camera = start_camera(ros_env_module.env, CAMERA_TOPIC, "--encodings", "bgr8", "--frames-per-encoding", "20")
         assert camera.wait(60) == 0, camera.output()

@@ -11,6 +11,7 @@ from replay_helpers import (
     jpeg, make_demo_bag_module, png, ros_compressed, ros_image, scene_pixels, tiny_context_checkpoint, write_bag,
 )
 
+from casseg_ros.model.checkpoint import read_vocabulary
 from casseg_ros.replay.bag import typestore
 from casseg_ros.replay.cli import main as replay_main
 from casseg_ros.replay.metrics import IoUEvaluator, label_to_ids
@@ -63,11 +64,10 @@ def test_offline_replay_writes_bag_metrics_and_report(tmp_path, tiny_ckpt, small
         assert (mask.height, mask.width, mask.encoding) == (48, 96, "mono8")
         assert int(np.asarray(mask.data).max()) < 9
     assert type(graphs[0]).__msgtype__ == "casseg_msgs/msg/SceneGraph"
-    labels = [m for topic, _, m in outputs if topic == "/casseg_ros/labels"]
-    assert [c.name for c in labels[0].classes] == metrics["classes"]
+    label_info = [m for topic, _, m in outputs if topic == "/casseg_ros/label_info"]
+    assert [c.class_name for c in label_info[0].class_map] == metrics["classes"]
     # Requested products: colour mask = palette[mask], one per frame like the mask.
-    palette = np.array([[round(c.color.r * 255), round(c.color.g * 255), round(c.color.b * 255)]
-                        for c in labels[0].classes], np.uint8)
+    palette = read_vocabulary(tiny_ckpt).palette
     colors = [m for topic, _, m in outputs if topic == "/casseg_ros/mask/color"]
     assert len(colors) == 12 and len([1 for topic, _, _ in outputs if topic == "/casseg_ros/confidence"]) == 12
     for (_, mask), color in zip(masks, colors):
@@ -97,7 +97,7 @@ def test_optional_products_are_not_made_unless_asked(tmp_path, tiny_ckpt, small_
     assert replay_main([str(small_bag), "--model", str(tiny_ckpt), "--out", str(out), "--no-progress",
                         "--max-frames", "2", "--overlays", "0"]) == 0
     counts = json.loads((out / "metrics.json").read_text())["output_bag"]["messages"]
-    assert counts == {"/casseg_ros/mask": 2, "/casseg_ros/scene_graph": 2, "/casseg_ros/labels": 1}
+    assert counts == {"/casseg_ros/mask": 2, "/casseg_ros/scene_graph": 2, "/casseg_ros/label_info": 1}
 
 
 def test_bad_inputs_in_a_bag_are_skipped_with_reasons(tmp_path, tiny_ckpt):

@@ -147,11 +147,10 @@ def test_every_raw_encoding_is_segmented_with_header_kept(system):
     assert diag["backend"] == "torch" and diag["device"] == "cpu" and diag["lifecycle_state"] == "active"
 
     # A subscriber joining late still gets the labels (transient local).
-    probe.subscribe_labels()
-    assert probe.wait_until(lambda: probe.get("labels"), 10.0), "late subscriber got no LabelInfo"
-    labels = probe.get("labels")[-1]
-    assert [(c.class_id, c.name) for c in labels.classes] == list(enumerate(CLASS_NAMES))
-    assert all(c.color.a == 1.0 for c in labels.classes)
+    probe.subscribe_label_info()
+    assert probe.wait_until(lambda: probe.get("label_info"), 10.0), "late subscriber got no LabelInfo"
+    label_info = probe.get("label_info")[-1]
+    assert [(c.class_id, c.class_name) for c in label_info.class_map] == list(enumerate(CLASS_NAMES))
 
 
 def test_bad_raw_inputs_are_counted_and_the_next_good_frame_is_processed(system):
@@ -181,7 +180,7 @@ def test_lifecycle_transitions_and_parameter_validation(system, checkpoint):
     (ok, reason), = probe.set_parameters(input_height=16)
     assert not ok and ">= 32" in reason
     # Valid, but not while active / configured.
-    (ok, reason), = probe.set_parameters(input_transport="compressed")
+    (ok, reason), = probe.set_parameters(image_transport="compressed")
     assert not ok and "deactivate" in reason
     (ok, reason), = probe.set_parameters(model_path="/nonexistent/model.safetensors")
     assert not ok and "cleanup" in reason
@@ -209,7 +208,7 @@ def test_lifecycle_transitions_and_parameter_validation(system, checkpoint):
 def test_compressed_transport_and_bad_compressed_inputs(system):
     env, topic, probe, node = system
     assert probe.change_state("deactivate")
-    assert probe.set_parameters(input_transport="compressed", qos_reliability="best_effort") == [(True, ""), (True, "")]
+    assert probe.set_parameters(image_transport="compressed", qos_reliability="best_effort") == [(True, ""), (True, "")]
     assert probe.change_state("activate")
     try:
         probe.clear()
@@ -230,19 +229,20 @@ def test_compressed_transport_and_bad_compressed_inputs(system):
         assert set(good) <= got, f"missing masks after bad input: {set(good) - got}\n{node.output()}"
         assert probe.wait_until(
             lambda: int(last_diagnostics(probe)["inputs_rejected"]) - rejected_before == len(bad), 5.0)
-    finally:
-        assert probe.change_state("deactivate")
-        assert probe.set_parameters(input_transport="raw", qos_reliability="reliable") == [(True, ""), (True, "")]
-        assert probe.change_state("activate")
+    finally:  # restore the module's node for the next tests; a failure above still reports first
+        restored = (probe.change_state("deactivate")
+                    and probe.set_parameters(image_transport="raw", qos_reliability="reliable") == [(True, ""), (True, "")]
+                    and probe.change_state("activate"))
+    assert restored, "could not restore the raw transport for the next tests"
 
 
 def test_live_parameter_change_applies_to_the_next_frames(system):
     env, topic, probe, node = system
-    probe.subscribe_labels()
+    probe.subscribe_label_info()
     # No confidence reaches 1.0 from a softmax over 5 classes: threshold 1.0 makes every pixel unknown.
     assert probe.set_parameters(score_threshold=1.0, overlay_alpha=0.0) == [(True, ""), (True, "")]
     try:
-        assert probe.wait_until(lambda: any(abs(m.threshold - 1.0) < 1e-6 for m in probe.get("labels")), 10.0)
+        assert probe.wait_until(lambda: any(abs(m.threshold - 1.0) < 1e-6 for m in probe.get("label_info")), 10.0)
         probe.clear()
         run_camera(env, topic, "--encodings", "rgb8", "--frames-per-encoding", "15")
         assert probe.wait_until(lambda: probe.get("mask") and probe.get("overlay"), 20.0), node.output()

@@ -21,7 +21,7 @@ from casseg_ros.ros.node_stats import NodeStats, SlidingRate
 from casseg_ros import pipeline as frame_pipeline
 from casseg_ros.resources import resolve_data_path
 from casseg_ros.ros.markers import scene_graph_markers
-from casseg_ros.ros.parameters import param_specs, validate_parameter
+from casseg_ros.ros.parameters import effective_transport, param_specs, validate_parameter
 from casseg_ros.ros.segment_node import SegmentNode
 from model_factory import tiny_model
 from ros_helpers.camera import encode_raw, synthetic_scene
@@ -96,7 +96,8 @@ def test_sliding_rate_forgets_old_events():
     ("backend", "caffe", "backend must be one of"),
     ("device", "tpu", "device must be"),
     ("device", "cuda:x", "device must be"),
-    ("input_transport", "theora", "input_transport"),
+    ("image_transport", "theora", "image_transport"),
+    ("input_transport", "theora", "deprecated: use image_transport"),
     ("qos_reliability", "sometimes", "qos_reliability"),
     ("model_path", "  ", "must not be empty"),
     ("input_height", 8, ">= 32"),
@@ -106,9 +107,20 @@ def test_invalid_parameter_values_have_a_reason(name, value, fragment):
 
 
 @pytest.mark.parametrize("name,value", [("backend", "tensorrt"), ("device", "cuda:1"), ("input_height", 0),
-                                        ("input_width", 64), ("input_transport", "compressed")])
+                                        ("input_width", 64), ("image_transport", "compressed"),
+                                        ("input_transport", ""), ("input_transport", "compressed")])
 def test_valid_parameter_values_pass(name, value):
     assert validate_parameter(name, value) is None
+
+
+@pytest.mark.parametrize("image_transport,input_transport,used", [
+    ("raw", "", "raw"), ("compressed", "", "compressed"),
+    ("raw", "compressed", "compressed"),  # only the deprecated one was changed: honoured
+    ("compressed", "raw", "compressed"),  # the new one wins when both are set
+])
+def test_deprecated_input_transport_is_honoured_only_while_image_transport_is_default(
+        image_transport, input_transport, used):
+    assert effective_transport(image_transport, input_transport) == used
 
 
 def test_shipped_yaml_sets_every_parameter_with_the_declared_type_and_default():

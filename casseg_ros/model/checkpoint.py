@@ -70,6 +70,21 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     raise CheckpointError(f"unsupported checkpoint type {path.suffix!r} (use .safetensors, or .pt loaded weights-only)")
 
 
+def _vocabulary(path: str | Path, state: dict[str, torch.Tensor], meta: dict[str, Any]) -> Vocabulary:
+    if "class_embeddings" not in state:
+        raise CheckpointError(f"checkpoint {path} has no 'class_embeddings' tensor")
+    try:
+        return Vocabulary.from_dict(meta["vocabulary"], state["class_embeddings"].numpy())
+    except VocabularyError as exc:
+        raise CheckpointError(f"checkpoint {path} has an invalid vocabulary: {exc}") from exc
+
+
+def read_vocabulary(path: str | Path) -> Vocabulary:
+    """The class vocabulary (names, palette, text embeddings) stored in a checkpoint."""
+    state, meta = read_checkpoint(path)
+    return _vocabulary(path, state, meta)
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> ContextSegmentor:
     """Rebuild the model from a checkpoint, in eval mode. Mismatches name the offending keys."""
     state, meta = read_checkpoint(path)
@@ -77,12 +92,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         config = ModelConfig.from_dict(dict(meta["model_config"], backbone_weights=None))
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"checkpoint {path} has an invalid model config: {exc}") from exc
-    if "class_embeddings" not in state:
-        raise CheckpointError(f"checkpoint {path} has no 'class_embeddings' tensor")
-    try:
-        vocabulary = Vocabulary.from_dict(meta["vocabulary"], state["class_embeddings"].numpy())
-    except VocabularyError as exc:
-        raise CheckpointError(f"checkpoint {path} has an invalid vocabulary: {exc}") from exc
+    vocabulary = _vocabulary(path, state, meta)
     model = ContextSegmentor(config, vocabulary)
     result = model.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:

@@ -24,11 +24,15 @@ from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
 from casseg_ros.resources import share_directories
 
-MSG_PACKAGE = "casseg_msgs"
+# Interface packages the Kilted typestore lacks: registered from their installed definitions.
+MSG_PACKAGES = ("vision_msgs", "casseg_msgs")
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
-LABEL_INFO_TYPE = "casseg_msgs/msg/LabelInfo"
+CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
+POINT_CLOUD_TYPE = "sensor_msgs/msg/PointCloud2"
+LABEL_INFO_TYPE = "vision_msgs/msg/LabelInfo"
 SCENE_GRAPH_TYPE = "casseg_msgs/msg/SceneGraph"
+DIAGNOSTICS_TYPE = "diagnostic_msgs/msg/DiagnosticArray"
 IMAGE_TYPES = (IMAGE_TYPE, COMPRESSED_TYPE)
 
 
@@ -36,26 +40,27 @@ class BagError(RuntimeError):
     """A bag that cannot be used as asked (missing, unreadable, missing topic, wrong type)."""
 
 
-def msg_definitions_dir() -> Path:
-    """The installed casseg_msgs `.msg` files: `share/casseg_msgs/msg` found through the ament index,
-    else the Python prefix (`make setup` builds the package into the venv), as for any installed
+def msg_definitions_dir(package: str) -> Path:
+    """An installed interface package's `.msg` files: `share/<package>/msg` found through the ament
+    index, else the Python prefix (`make setup` builds them into the venv), as for any installed
     ROS package — the same definitions the node's message classes were generated from."""
-    candidates = [share / "msg" for share in share_directories(MSG_PACKAGE)]
+    candidates = [share / "msg" for share in share_directories(package)]
     for directory in candidates:
         if any(directory.glob("*.msg")):
             return directory
-    tried = ", ".join(str(c) for c in candidates) or "no share/casseg_msgs in the ament index or sys.prefix"
-    raise BagError(f"{MSG_PACKAGE} message definitions not found (tried: {tried}); build the interface "
-                   f"package first (make setup, or scripts/build_interfaces.sh)")
+    tried = ", ".join(str(c) for c in candidates) or f"no share/{package} in the ament index or sys.prefix"
+    raise BagError(f"{package} message definitions not found (tried: {tried}); build the interface "
+                   f"packages first (make setup, or scripts/build_interfaces.sh)")
 
 
 @lru_cache(maxsize=1)
 def typestore():
-    """Kilted typestore + casseg_msgs, so output bags carry full message definitions."""
+    """Kilted typestore + vision_msgs + casseg_msgs, so output bags carry full message definitions."""
     store = get_typestore(Stores.ROS2_KILTED)
     types: dict = {}
-    for path in sorted(msg_definitions_dir().glob("*.msg")):
-        types.update(get_types_from_msg(path.read_text(), f"{MSG_PACKAGE}/msg/{path.stem}"))
+    for package in MSG_PACKAGES:
+        for path in sorted(msg_definitions_dir(package).glob("*.msg")):
+            types.update(get_types_from_msg(path.read_text(), f"{package}/msg/{path.stem}"))
     store.register(types)
     return store
 

@@ -84,13 +84,13 @@ def _auto_label_topic(reader, image_topic: str) -> str | None:
 
 
 def _ground_truth_names(reader) -> list[str] | None:
-    """Class names of the ground truth from a casseg_msgs/LabelInfo topic in the bag, if one exists."""
+    """Class names of the ground truth from a vision_msgs/LabelInfo topic in the bag, if one exists."""
     conns = [c for c in reader.connections if c.msgtype == LABEL_INFO_TYPE]
     if len(conns) != 1:
         return None
     for _, _, raw in reader.messages(connections=conns):
         msg = typestore().deserialize_cdr(raw, LABEL_INFO_TYPE)
-        by_id = {int(c.class_id): str(c.name) for c in msg.classes}
+        by_id = {int(c.class_id): str(c.class_name) for c in msg.class_map}
         return [by_id.get(i, f"<unnamed {i}>") for i in range(max(by_id) + 1)] if by_id else None
     return None
 
@@ -181,7 +181,7 @@ class _Outputs:
             ("confidence", products.confidence_image)) if wanted]
         for name in self.names:
             self.bag.add_topic(f"{NODE_NS}/{name}", OUTPUT_TYPES[name])
-        self.bag.add_topic(f"{NODE_NS}/labels", LABEL_INFO_TYPE)
+        self.bag.add_topic(f"{NODE_NS}/label_info", LABEL_INFO_TYPE)
         self.labels_written = False
         self.scene_graphs: list[dict] = []
         self.figures: list[tuple[str, np.ndarray]] = []
@@ -190,7 +190,7 @@ class _Outputs:
                     settings: PipelineSettings) -> None:
         if not self.labels_written:  # transient-local on the node: once, before the first mask
             info = label_info_msg(pipeline.labels, settings.score_threshold, header.stamp)
-            self.bag.write(f"{NODE_NS}/labels", frame.log_time_ns, serialize_message(info))
+            self.bag.write(f"{NODE_NS}/label_info", frame.log_time_ns, serialize_message(info))
             self.labels_written = True
         for name, message in frame_messages(result, pipeline.labels, header).items():
             self.bag.write(f"{NODE_NS}/{name}", frame.log_time_ns, serialize_message(message))

@@ -2,7 +2,7 @@
 
     python -m casseg_ros.replay.recorder --out OUT_BAG [--node /casseg_ros] [--name NAME] [--no-overlay]
 
-Subscribes to the node's mask, overlay, scene graph, labels (transient local) and /diagnostics as
+Subscribes to the node's mask, overlay, scene graph, label_info (transient local) and /diagnostics as
 serialised messages and writes them, stamped with their receive time, into OUT_BAG (rosbags).
 On SIGINT/SIGTERM it takes what has already arrived, closes the bag and moves it into place.
 Whether it is ready is read from the graph: its node (--name) subscribes to `<node>/mask`
@@ -21,10 +21,10 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
+from vision_msgs.msg import LabelInfo
 
-from casseg_msgs.msg import LabelInfo, SceneGraph
-from casseg_ros.replay.bag import IMAGE_TYPE, LABEL_INFO_TYPE, SCENE_GRAPH_TYPE, OutputBag
-from casseg_ros.replay.recording import DIAGNOSTICS_TYPE
+from casseg_msgs.msg import SceneGraph
+from casseg_ros.replay.bag import DIAGNOSTICS_TYPE, IMAGE_TYPE, LABEL_INFO_TYPE, SCENE_GRAPH_TYPE, OutputBag
 from casseg_ros.ros.processes import StopFlag, init_child_rclpy
 
 SPIN_S = 0.1
@@ -49,7 +49,7 @@ def output_topics(node: str, overlay: bool = True) -> list[tuple[str, type, str,
                          durability=DurabilityPolicy.TRANSIENT_LOCAL)
     ns = node.rstrip("/")
     topics = [(f"{ns}/mask", Image, IMAGE_TYPE, reliable), (f"{ns}/scene_graph", SceneGraph, SCENE_GRAPH_TYPE, reliable),
-              (f"{ns}/labels", LabelInfo, LABEL_INFO_TYPE, latched),
+              (f"{ns}/label_info", LabelInfo, LABEL_INFO_TYPE, latched),
               ("/diagnostics", DiagnosticArray, DIAGNOSTICS_TYPE, reliable)]
     if overlay:
         topics.insert(1, (f"{ns}/overlay", Image, IMAGE_TYPE, reliable))

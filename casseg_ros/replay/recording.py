@@ -9,10 +9,8 @@ from typing import Any
 import numpy as np
 from rosbags.rosbag2 import Reader
 
-from casseg_ros.replay.bag import IMAGE_TYPE, header_stamp_of, typestore
+from casseg_ros.replay.bag import DIAGNOSTICS_TYPE, IMAGE_TYPE, header_stamp_of, typestore
 from casseg_ros.replay.metrics import percentiles_ms
-
-DIAGNOSTICS_TYPE = "diagnostic_msgs/msg/DiagnosticArray"
 
 NODE_DIAGNOSTICS = ("frames_received", "frames_processed", "dropped_in_node", "lost_in_transport", "inputs_rejected",
                     "inference_errors", "processing_errors", "last_reject_reason", "last_error", "forward_p50_ms",

@@ -13,11 +13,11 @@ from typing import Any
 import numpy as np
 from builtin_interfaces.msg import Time
 from sensor_msgs.msg import Image, PointCloud2, PointField
-from std_msgs.msg import ColorRGBA, Header
+from std_msgs.msg import Header
 from vision_msgs.msg import LabelInfo as VisionLabelInfo
 from vision_msgs.msg import VisionClass
 
-from casseg_msgs.msg import ClassLabel, LabelInfo, SceneEdge, SceneGraph, SceneNode
+from casseg_msgs.msg import SceneEdge, SceneGraph, SceneNode
 from casseg_ros.perception.scene_graph import Instance, Relation
 from casseg_ros.perception.scene_graph import SceneGraph as Graph
 from casseg_ros.pipeline import ClassLabels, FrameResult
@@ -30,23 +30,11 @@ _POINT_FIELD_TYPES = {("f", 4): PointField.FLOAT32, ("u", 4): PointField.UINT32,
                       ("f", 8): PointField.FLOAT64, ("u", 1): PointField.UINT8}
 
 
-def vision_label_info_msg(labels: ClassLabels, threshold: float, stamp: Time) -> VisionLabelInfo:
+def label_info_msg(labels: ClassLabels, threshold: float, stamp: Time) -> VisionLabelInfo:
     """vision_msgs/LabelInfo (the ROS convention, read by Nav2's semantic segmentation layer)."""
     msg = VisionLabelInfo(threshold=float(threshold))
     msg.header.stamp = stamp
     msg.class_map = [VisionClass(class_id=class_id, class_name=str(name)) for class_id, name in enumerate(labels.names)]
-    return msg
-
-
-def label_info_msg(labels: ClassLabels, threshold: float, stamp: Time) -> LabelInfo:
-    """casseg_msgs/LabelInfo: id -> name and colour of every class, and the mask's threshold."""
-    msg = LabelInfo(threshold=float(threshold))
-    msg.header.stamp = stamp
-    classes = []
-    for class_id, name in enumerate(labels.names):
-        r, g, b = (float(c) / 255.0 for c in labels.palette[class_id])
-        classes.append(ClassLabel(class_id=class_id, name=str(name), color=ColorRGBA(r=r, g=g, b=b, a=1.0)))
-    msg.classes = classes
     return msg
 
 

@@ -13,7 +13,7 @@ a backlog — frames it could not keep up with are dropped and counted.
 Lifecycle:
   configure  -> validate parameters, resolve model_path, create + load + warm up the backend,
                 create the publishers
-  activate   -> publish ~/labels (transient local), start the worker, create the subscription
+  activate   -> publish ~/label_info (transient local), start the worker, create the subscription
   deactivate -> destroy the subscription, stop the worker (the frame in flight finishes)
   cleanup    -> destroy publishers, free the backend
 Parameters that shape the model (model_path, backend, device, input size, vocabulary_file,
@@ -53,7 +53,7 @@ from casseg_ros.ros.conversions import DEFAULT_MAX_PIXELS, InvalidImage, to_rgb
 from casseg_ros.ros.diagnostics import diagnostic_array
 from casseg_ros.ros.latest_frame import LatestFrameSlot
 from casseg_ros.ros.markers import scene_graph_markers
-from casseg_ros.ros.messages import frame_messages, vision_label_info_msg
+from casseg_ros.ros.messages import frame_messages, label_info_msg
 from casseg_ros.ros.node_stats import NodeStats
 from casseg_ros.ros.parameters import (
     MODEL_PARAMS, SUBSCRIPTION_PARAMS, LiveSettings, effective_transport, param_specs, validate_input_size,
@@ -375,7 +375,7 @@ class SegmentNode(LifecycleNode):
         self.stats.on_published(latency_s, result.forward_s, host_s, host_cpu_s)
 
     def _publish_labels(self) -> None:
-        self._outputs["label_info"].publish(vision_label_info_msg(
+        self._outputs["label_info"].publish(label_info_msg(
             self._pipeline.labels, self._live.pipeline.score_threshold, self.get_clock().now().to_msg()))
 
     # ------------------------------------------------------------------ diagnostics

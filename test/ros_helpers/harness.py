@@ -27,7 +27,9 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from sensor_msgs.msg import Image
 from visualization_msgs.msg import MarkerArray
 
-from casseg_msgs.msg import LabelInfo, SceneGraph
+from vision_msgs.msg import LabelInfo
+
+from casseg_msgs.msg import SceneGraph
 from casseg_ros.ros.processes import ChildProcess, node_command
 from casseg_ros.ros.readiness import ReadinessTimeout, wait_for
 
@@ -119,10 +121,11 @@ class Probe:
     def wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
         return wait_until(predicate, timeout)
 
-    def subscribe_labels(self) -> None:
+    def subscribe_label_info(self) -> None:
+        """~/label_info as Nav2's semantic layer subscribes to it: reliable, transient local."""
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
                          durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self.node.create_subscription(LabelInfo, f"{self.fqn}/labels", self._recorder("labels"), qos)
+        self.node.create_subscription(LabelInfo, f"{self.fqn}/label_info", self._recorder("label_info"), qos)
 
     # ------------------------------------------------------------------ services
     def _call(self, srv_type, service: str, request, timeout: float = 30.0):
