@@ -39,13 +39,11 @@ from casseg_ros.replay.offline import gt_mapping
 from casseg_ros.replay.recording import live_metrics, read_recording
 from casseg_ros.replay.report import save_png, scene_graph_markdown, write_json, write_report
 from casseg_ros.replay.session import PlayedRun, play_and_record, start_node
-from casseg_ros.resources import resolve_data_path
+from casseg_ros.resources import DEMO_BAG, DEMO_MODEL, resolve_data_path
 from casseg_ros.ros.messages import scene_graph_from_msg
 from casseg_ros.ros.processes import ChildProcesses, loopback_env, node_command, random_domain_id
 from casseg_ros.ros.readiness import GraphWatcher, ReadinessTimeout
 
-DEFAULT_BAG = "data/demo.mcap"
-DEFAULT_MODEL = "models/casseg_demo.safetensors"
 CAMERA_TOPIC = "/camera/image_raw"
 NODE = "/casseg_ros"
 
@@ -200,8 +198,8 @@ def _inputs(bag: Path | None, model: Path | None) -> tuple[Path, Path]:
     """The recording and the weights, absolute: given paths as they are, defaults from the
     installed package data (or the working directory of a checkout)."""
     try:
-        bag = bag if bag is not None else resolve_data_path(DEFAULT_BAG, "demo recording")
-        model = model if model is not None else resolve_data_path(DEFAULT_MODEL, "demo weights")
+        bag = bag if bag is not None else resolve_data_path(DEMO_BAG, "demo recording")
+        model = model if model is not None else resolve_data_path(DEMO_MODEL, "demo weights")
     except FileNotFoundError as exc:
         raise DemoError(f"{exc} (pass --bag / --model)") from None
     if not bag.is_file() and not bag.is_dir():
@@ -218,8 +216,8 @@ def _inputs(bag: Path | None, model: Path | None) -> tuple[Path, Path]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m casseg_ros.demo", description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=Path("out/demo"))
-    p.add_argument("--bag", type=Path, default=None, help=f"default: the installed {DEFAULT_BAG}")
-    p.add_argument("--model", type=Path, default=None, help=f"default: the installed {DEFAULT_MODEL}")
+    p.add_argument("--bag", type=Path, default=None, help=f"default: the installed {DEMO_BAG}")
+    p.add_argument("--model", type=Path, default=None, help=f"default: the installed {DEMO_MODEL}")
     p.add_argument("--timeout", type=float, default=170.0, help="seconds for the live part")
     a = p.parse_args(argv)
     t0 = time.monotonic()

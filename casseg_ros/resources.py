@@ -19,6 +19,9 @@ from pathlib import Path
 from ament_index_python.packages import get_package_share_directory
 
 PACKAGE = "casseg_ros"
+# The bundled demo: weights and recording, relative to the share directory (or a checkout).
+DEMO_MODEL = "models/casseg_demo.safetensors"
+DEMO_BAG = "data/demo.mcap"
 
 
 def share_directories(package: str = PACKAGE) -> list[Path]:

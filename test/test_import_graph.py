@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parent.parent
 PACKAGES = ("casseg_ros", "training")
 ROS_FREE = ("casseg_ros.model", "casseg_ros.text", "casseg_ros.runtime", "casseg_ros.perception",
             "casseg_ros.fileio")
-TOP_LEVEL_IMPORTS_ONLY = ("casseg_ros.model", "casseg_ros.text", "casseg_ros.runtime", "training")
+TOP_LEVEL_IMPORTS_ONLY = ("casseg_ros", "training")
 ROS_DISTRIBUTIONS = {"rclpy", "rosbag2_py", "rosidl_runtime_py", "launch", "launch_ros", "message_filters",
                      "cv_bridge", "casseg_msgs"}
 

@@ -17,6 +17,9 @@ import sys
 from pathlib import Path
 
 from casseg_ros.pipeline import PipelineSettings, Products
+from casseg_ros.replay.offline import ReplayConfig, ReplayError, run_replay
+from casseg_ros.replay.realtime import RealtimeConfig, run_realtime
+from casseg_ros.resources import DEMO_MODEL, resolve_data_path
 
 
 def _size(text: str) -> tuple[int, int] | None:
@@ -27,6 +30,11 @@ def _size(text: str) -> tuple[int, int] | None:
     except ValueError:
         raise argparse.ArgumentTypeError(f"input size must be HxW (e.g. 512x1024) or 'native', got {text!r}")
     return h, w
+
+
+def _num(value: float | None, spec: str = ".1f") -> str:
+    """A metric for the console (metrics.json keeps full precision); n/a when there is none."""
+    return "n/a" if value is None else format(value, spec)
 
 
 def _products(text: str) -> Products:
@@ -44,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 epilog="\n".join(__doc__.splitlines()[2:]))
     p.add_argument("bag", type=Path, help="rosbag2 directory (mcap or sqlite3) or a .mcap file")
     p.add_argument("--out", type=Path, default=Path("out/replay"), help="output directory (default out/replay)")
-    p.add_argument("--model", type=Path, default=Path("models/casseg_demo.safetensors"))
+    p.add_argument("--model", type=Path, default=None,
+                   help=f"checkpoint or exported model (default: the installed {DEMO_MODEL})")
     p.add_argument("--image-topic", default=None, help="default: the bag's only Image/CompressedImage topic")
     p.add_argument("--label-topic", default=None,
                    help="ground-truth mono8/mono16 class-id topic; default: the only other Image topic with "
@@ -79,12 +88,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.model is None:
+        try:
+            args.model = resolve_data_path(DEMO_MODEL, "demo weights")
+        except FileNotFoundError as exc:
+            print(f"casseg-replay: error: {exc} (pass --model)", file=sys.stderr)
+            return 2
     settings = PipelineSettings(score_threshold=args.score_threshold, min_instance_area=args.min_instance_area,
                                 overlay_alpha=args.overlay_alpha)
     if args.realtime:
-        from casseg_ros.replay.realtime import RealtimeConfig, run_realtime
-        from casseg_ros.replay.offline import ReplayError
-
         cfg = RealtimeConfig(bag=args.bag, out_dir=args.out, image_topic=args.image_topic, node=args.node,
                              camera_topic=args.camera_topic, spawn_node=args.spawn_node, model_path=args.model,
                              backend=args.backend, device=args.device, input_size=args.input_size,
@@ -96,11 +108,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"casseg-replay: error: {exc}", file=sys.stderr)
             return 1
         lat = metrics["at_recorded_rate"]["latency_ms"]
-        print(f"realtime: latency p50 {lat['p50']} ms p99 {lat['p99']} ms at {metrics['at_recorded_rate']['rate_hz']} Hz, "
-              f"max throughput {metrics.get('max_throughput', {}).get('output_fps')} FPS -> {args.out}/metrics.json")
+        print(f"realtime: latency p50 {_num(lat['p50'])} ms p99 {_num(lat['p99'])} ms at "
+              f"{_num(metrics['at_recorded_rate']['rate_hz'])} Hz, max throughput "
+              f"{_num(metrics.get('max_throughput', {}).get('output_fps'))} FPS -> {args.out}/metrics.json")
         return 0
-
-    from casseg_ros.replay.offline import ReplayConfig, ReplayError, run_replay
 
     cfg = ReplayConfig(bag=args.bag, out_dir=args.out, model_path=args.model, image_topic=args.image_topic,
                        label_topic=args.label_topic, backend=args.backend, device=args.device,
@@ -115,8 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     lat = metrics["latency_ms"]["total"]
     iou = metrics.get("iou") or {}
     print(f"replayed {metrics['frames_processed']}/{metrics['frames_in_bag_read']} frames "
-          f"(skipped {metrics['frames_skipped']}), latency p50 {lat['p50']} ms p99 {lat['p99']} ms, "
-          f"{metrics['fps_pipeline']} FPS, mIoU {iou.get('miou')} -> {args.out}")
+          f"(skipped {metrics['frames_skipped']}), latency p50 {_num(lat['p50'])} ms p99 {_num(lat['p99'])} ms, "
+          f"{_num(metrics['fps_pipeline'])} FPS, mIoU {_num(iou.get('miou'), '.3f')} -> {args.out}")
     return 0
 
 

@@ -8,6 +8,7 @@ from typing import Any, Callable
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
 
 from casseg_ros.pipeline import PipelineSettings
+from casseg_ros.resources import DEMO_MODEL
 from casseg_ros.ros.conversions import DEFAULT_MAX_PIXELS
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
@@ -35,7 +36,7 @@ def param_specs() -> list[tuple[str, Any, ParameterDescriptor]]:
     live = " Changes live (next frame)."
     D = ParameterDescriptor
     return [
-        ("model_path", "models/casseg_demo.safetensors", D(
+        ("model_path", DEMO_MODEL, D(
             type=ParameterType.PARAMETER_STRING,
             description="Checkpoint (.safetensors) or exported model (.onnx/.engine). A relative path is "
                         "looked up in the casseg_ros share directory, then in the working directory." + at_configure)),
