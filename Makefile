@@ -12,7 +12,7 @@ export TRANSFORMERS_OFFLINE := 1
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt constraints.txt setup.py scripts/build_interfaces.sh $(wildcard interfaces/casseg_msgs/msg/*.msg) interfaces/casseg_msgs/CMakeLists.txt
+$(STAMP): requirements.txt constraints.txt setup.py scripts/build_interfaces.sh $(wildcard interfaces/*/msg/*.msg interfaces/*/srv/*.srv interfaces/*/CMakeLists.txt)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -r requirements.txt -c constraints.txt
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
