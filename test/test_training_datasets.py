@@ -52,8 +52,8 @@ def test_cityscapes_layout_and_train_id_mapping(tmp_path):
     ids = raw[0][1]
     expected = {0: 255, 4: 255, 7: 0, 8: 1, 9: 255, 11: 2, 17: 5, 21: 8, 23: 10, 24: 11, 26: 13, 33: 18}
     for label_id, train_id in expected.items():
-        if (ids == label_id).any():
-            assert set(np.unique(lab[ids == label_id])) == {train_id}, label_id
+        assert (ids == label_id).any(), f"fixture lacks label id {label_id}"
+        assert set(np.unique(lab[ids == label_id])) == {train_id}, label_id
     assert ds.sample_id(1) == "bochum_000000_001234"
 
 

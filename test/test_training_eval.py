@@ -49,9 +49,6 @@ def test_miou_matches_official_cityscapes_evaluator(tmp_path):
             assert np.isnan(off)
         else:
             assert abs(iou - off) < 1e-6, name
-    # and a different prediction changes both numbers the same way (the test can fail)
-    with pytest.raises(AssertionError):
-        assert abs(ours["miou"] - 1.0) < 1e-4
 
 
 class _ConstantBackend(Backend):
