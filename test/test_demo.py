@@ -92,7 +92,7 @@ def test_camera_killed_mid_stream_and_restarted_node_recovers(tmp_path, tiny_ckp
             GraphWatcher(ros_env.domain_id, ros_env.env) as graph:
         node = start_node(children, graph, node_command(tiny_ckpt, *camera), "/casseg_ros", timeout=90)
         children.start("recorder", recorder_command(recording, "/casseg_ros", "rec", ["--no-overlay"]))
-        graph.wait_for_subscriber("/casseg_ros/mask", 60, node="/rec", alive=children.check_alive)
+        graph.wait_for_publisher("/rec/ready", 60, node="/rec", alive=children.check_alive)
         masks = graph.stamp_log("/casseg_ros/mask", Image)
         first = children.start("camera1", player())
         wait_for(lambda: masks.count >= 10, 90, "10 masks of the first camera", children.check_alive)

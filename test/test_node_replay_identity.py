@@ -3,21 +3,27 @@
 The node runs as its own process; a recorder process captures its outputs while a player sends the
 bag's frames back to back (the next one only after the previous frame's scene graph arrived, so
 nothing is dropped, recorded stamps kept). `casseg-replay` runs the same bag offline. Every mask
-and every scene graph must be byte-identical (serialised CDR), and label_info must carry the same
-class map and threshold.
+and every scene graph must be equal field for field — header, every mask byte, every node and
+edge with its float values exactly — and label_info must carry the same class map and threshold.
+(Equal messages, not equal CDR blobs: the DDS serialiser leaves the alignment padding bytes
+uninitialised, so two serialisations of one message may differ in those bytes.)
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+from rclpy.serialization import deserialize_message
 from rosbags.rosbag2 import Reader
+from sensor_msgs.msg import Image
 
 from replay_helpers import make_demo_bag_module, tiny_context_checkpoint
 
+from casseg_msgs.msg import SceneGraph
 from casseg_ros.replay.bag import LABEL_INFO_TYPE, typestore
 from casseg_ros.replay.cli import main as replay_main
 from casseg_ros.replay.session import play_and_record, start_node
+from casseg_ros.ros.messages import scene_graph_from_msg
 from casseg_ros.ros.processes import ChildProcesses, node_command
 from casseg_ros.ros.readiness import GraphWatcher
 
@@ -38,6 +44,26 @@ def _by_stamp(bag: Path, topics: set[str]) -> dict[str, dict[int, bytes]]:
             header = store.deserialize_cdr(raw, conn.msgtype).header
             found[conn.topic][header.stamp.sec * 1_000_000_000 + header.stamp.nanosec] = bytes(raw)
     return found
+
+
+MESSAGE_CLASSES = {"/casseg_ros/mask": Image, "/casseg_ros/scene_graph": SceneGraph}
+
+
+def _comparable(msg):
+    """A mask as it is; a scene graph as (header, perception graph): unknown 3D values are NaN in the
+    message (NaN != NaN), None in the graph."""
+    return msg if isinstance(msg, Image) else (msg.header, scene_graph_from_msg(msg))
+
+
+def _describe(live, replay) -> str:
+    """What differs between two messages (for the failure message)."""
+    if isinstance(live, Image):
+        pixels = sum(x != y for x, y in zip(bytes(live.data), bytes(replay.data)))
+        return f"{pixels} pixels differ; headers {live.header} vs {replay.header}"
+    nodes = [i for i, (a, b) in enumerate(zip(live.nodes, replay.nodes)) if a != b]
+    edges = [i for i, (a, b) in enumerate(zip(live.edges, replay.edges)) if a != b]
+    return (f"{len(live.nodes)} vs {len(replay.nodes)} nodes ({nodes[:3]} differ), {len(live.edges)} vs "
+            f"{len(replay.edges)} edges ({edges[:3]} differ)")
 
 
 def test_live_node_outputs_equal_replay_outputs_byte_for_byte(tmp_path, ros_env):
@@ -63,8 +89,12 @@ def test_live_node_outputs_equal_replay_outputs_byte_for_byte(tmp_path, ros_env)
     for topic in sorted(topics):
         assert len(replayed[topic]) == FRAMES, topic
         assert sorted(recorded[topic]) == sorted(replayed[topic]), f"{topic}: not one output per frame"
-        differing = [stamp for stamp in replayed[topic] if recorded[topic][stamp] != replayed[topic][stamp]]
-        assert not differing, f"{topic}: {len(differing)} of {FRAMES} messages differ"
+        msg_class = MESSAGE_CLASSES[topic]
+        from_node = {stamp: deserialize_message(raw, msg_class) for stamp, raw in recorded[topic].items()}
+        from_replay = {stamp: deserialize_message(raw, msg_class) for stamp, raw in replayed[topic].items()}
+        differing = [s for s in from_replay if _comparable(from_node[s]) != _comparable(from_replay[s])]
+        assert not differing, f"{topic}: {len(differing)} of {FRAMES} messages differ: " + _describe(
+            from_node[differing[0]], from_replay[differing[0]])
 
     store = typestore()
     masks = [store.deserialize_cdr(raw, "sensor_msgs/msg/Image") for raw in replayed["/casseg_ros/mask"].values()]

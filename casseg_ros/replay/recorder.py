@@ -5,8 +5,11 @@
 Subscribes to the node's mask, overlay, scene graph, label_info (transient local) and /diagnostics as
 serialised messages and writes them, stamped with their receive time, into OUT_BAG (rosbags).
 On SIGINT/SIGTERM it takes what has already arrived, closes the bag and moves it into place.
-Whether it is ready is read from the graph: its node (--name) subscribes to `<node>/mask`
-(`casseg_ros.ros.readiness.GraphWatcher.wait_for_subscriber`).
+Whether it is ready is read from the graph: once every subscription is matched to the node's
+writers and the node's latched label_info has arrived, its node (--name) advertises `~/ready`
+(`casseg_ros.ros.readiness.GraphWatcher.wait_for_publisher`). Seeing the recorder's subscription
+in the graph is not enough: DDS matches the two sides separately, and a frame published before
+the node's writer matched the recorder's reader is not delivered.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
+from std_msgs.msg import Empty
 from vision_msgs.msg import LabelInfo
 
 from casseg_msgs.msg import SceneGraph
@@ -77,14 +81,22 @@ def main(argv: list[str] | None = None) -> int:
     executor.add_node(node)
     bag = OutputBag(a.out)
     topics = output_topics(a.node, overlay=not a.no_overlay)
+    subscriptions = []
     for topic, cls, msgtype, qos in topics:
         bag.add_topic(topic, msgtype)
 
         def write(raw: bytes, topic: str = topic) -> None:
             bag.write(topic, time.time_ns(), raw)  # receive time, as `ros2 bag record` stamps messages
-        node.create_subscription(cls, topic, write, qos, raw=True)
+        subscriptions.append(node.create_subscription(cls, topic, write, qos, raw=True))
     print(f"recorder: recording {[t for t, *_ in topics]} to {a.out}", flush=True)
     try:
+        label_info = next(t for t, *_ in topics if t.endswith("/label_info"))
+        # Ready once every subscription is matched to the node's writer and the node's latched
+        # label_info has arrived (so the writer side has matched us too); then say so in the graph.
+        while not stop.stop and not (all(s.get_publisher_count() for s in subscriptions)
+                                     and bag.counts.get(label_info)):
+            executor.spin_once(timeout_sec=SPIN_S)
+        node.create_publisher(Empty, "~/ready", 1)
         while not stop.stop:
             executor.spin_once(timeout_sec=SPIN_S)
         _drain(executor, bag)

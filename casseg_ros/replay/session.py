@@ -62,8 +62,7 @@ def play_and_record(children: ChildProcesses, graph: GraphWatcher, node: str, ca
     recorder_name = f"casseg_recorder_{name}"
     children.start(f"{name}_recorder", recorder_command(recording, node, recorder_name,
                                                         () if overlay else ("--no-overlay",)))
-    for topic in [f"{ns}/mask", f"{ns}/scene_graph"] + ([f"{ns}/overlay"] if overlay else []):
-        graph.wait_for_subscriber(topic, start_timeout, node=f"/{recorder_name}", alive=alive)
+    graph.wait_for_publisher(f"/{recorder_name}/ready", start_timeout, node=f"/{recorder_name}", alive=alive)
     outputs = graph.stamp_log(f"{ns}/scene_graph", SceneGraph)  # scene graph: the last output of a frame
     try:
         wait_for_matched_publishers(outputs.subscription, start_timeout, alive=alive)
