@@ -34,7 +34,7 @@ Relations are sorted by `(source, target, predicate)`, predicates in `PREDICATES
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 from scipy.sparse import coo_matrix
@@ -173,17 +173,11 @@ def _check_inputs(class_map: np.ndarray, k: int, confidence: np.ndarray | None,
         raise ValueError(f"adjacency must be ({k}, {k}) for {k} class names, got {adjacency.shape}")
 
 
-def extract_scene_graph(
-    class_map: np.ndarray,
-    class_names: Sequence[str],
-    confidence: np.ndarray | None = None,
-    adjacency: np.ndarray | None = None,
-    min_area: int = 64,
-    ignore_ids: Iterable[int] = (255,),
-    max_instances: int = 256,
-) -> SceneGraph:
-    """Instances and relations of `class_map` (see the module docstring for the exact rules)."""
-    return segment_instances(class_map, class_names, confidence, adjacency, min_area, ignore_ids, max_instances)[0]
+def extract_scene_graph(class_map: np.ndarray, class_names: Sequence[str], confidence: np.ndarray | None = None,
+                        adjacency: np.ndarray | None = None, **options: Any) -> SceneGraph:
+    """Instances and relations of `class_map` (see the module docstring for the exact rules);
+    `options`: min_area, ignore_ids, max_instances as in `segment_instances`."""
+    return segment_instances(class_map, class_names, confidence, adjacency, **options)[0]
 
 
 def segment_instances(
