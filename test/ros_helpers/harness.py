@@ -8,6 +8,7 @@ over DDS on the loopback profile.
 """
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 import threading
@@ -52,12 +53,22 @@ def _log_path(name: str) -> Path:
 
 
 def start_node(env: dict[str, str], namespace: str, camera_topic: str, params: dict[str, Any],
-               extra_args: tuple[str, ...] = ()) -> ChildProcess:
-    """The segmentation node (`casseg_ros` in `namespace`), from the package's process toolkit."""
+               extra_args: tuple[str, ...] = (), remaps: dict[str, str] | None = None) -> ChildProcess:
+    """The segmentation node (`casseg_ros` in `namespace`), from the package's process toolkit;
+    `remaps` adds ROS remappings (e.g. camera_info, depth/image)."""
     params = dict(params)
     argv = node_command(params.pop("model_path"), camera_topic, namespace=namespace, params=params,
                         node_args=extra_args)
+    for source, target in (remaps or {}).items():  # argv ends inside --ros-args
+        argv += ["-r", f"{source}:={target}"]
     return ChildProcess("segment_node", argv, env, _log_path("segment_node"), cwd=REPO)
+
+
+def start_rgbd_camera(env: dict[str, str], namespace: str, *args: str) -> ChildProcess:
+    """test/ros_helpers/rgbd_camera.py: image + camera_info + registered depth under `namespace`."""
+    argv = [sys.executable, "-m", "ros_helpers.rgbd_camera", "--ns", namespace, *args]
+    env = dict(env, PYTHONPATH=os.pathsep.join(filter(None, (str(HELPERS.parent), env.get("PYTHONPATH")))))
+    return ChildProcess("rgbd_camera", argv, env, _log_path("rgbd_camera"), cwd=REPO)
 
 
 def start_camera(env: dict[str, str], topic: str, *args: str) -> ChildProcess:
@@ -120,6 +131,11 @@ class Probe:
 
     def wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
         return wait_until(predicate, timeout)
+
+    def subscribe(self, topic: str, msg_type: Any, qos: QoSProfile | None = None) -> None:
+        """Record `<node>/<topic>` too (reliable, depth 50 unless `qos` says otherwise)."""
+        qos = qos or QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=50, reliability=ReliabilityPolicy.RELIABLE)
+        self.node.create_subscription(msg_type, f"{self.fqn}/{topic}", self._recorder(topic), qos)
 
     def subscribe_label_info(self) -> None:
         """~/label_info as Nav2's semantic layer subscribes to it: reliable, transient local."""

@@ -1,6 +1,6 @@
 """A fake RGB-D camera process: image + camera_info + registered depth, identical stamps.
 
-    python test/ros_helpers/rgbd_camera.py --ns /t123/camera --frames 5 [--bad-depth] [--compressed]
+    PYTHONPATH=test python -m ros_helpers.rgbd_camera --ns /t123/camera --frames 5 [--bad-depth] [--compressed]
 
 Publishes on <ns>/image_raw (or <ns>/image_raw/compressed), <ns>/camera_info and
 <ns>/depth/image_raw. The depth of frame i is a fronto-parallel plane at `plane_depth(i)` metres
