@@ -39,7 +39,7 @@ from .onnx_backend import onnx_input_shape
 from .onnx_export import canonicalize_onnx, node_scope
 
 __all__ = ["DEFAULT_KEEP_FLOAT", "FLOAT_RULES", "QUANTIZED_OP_TYPES", "FrameCalibrationReader", "Int8Settings",
-           "float_nodes", "quantize_onnx"]
+           "float_nodes", "fold_shape_arithmetic", "quantize_onnx"]
 
 QUANTIZED_OP_TYPES = ("Conv", "MatMul", "Gemm")  # where the time goes (ORT profile: Gemm ~35 %, Conv ~11 %)
 ALL_OP_TYPES = "all"  # every op type ONNX Runtime's quantiser knows (only for sensitivity measurements)
@@ -131,14 +131,26 @@ class FrameCalibrationReader:
         raise NotImplementedError("FrameCalibrationReader reads its frames once")
 
 
-def _as_ort_reader(reader: FrameCalibrationReader):
+def _as_ort_reader(first: dict[str, np.ndarray], reader: FrameCalibrationReader):
     from onnxruntime.quantization import CalibrationDataReader  # optional dependency (onnxruntime)
+
+    pending = [first]
 
     class _Reader(CalibrationDataReader):
         def get_next(self):
-            return reader.get_next()
+            return pending.pop() if pending else reader.get_next()
 
     return _Reader()
+
+
+def fold_shape_arithmetic(onnx_path: str | os.PathLike, output: str | os.PathLike) -> None:
+    """ONNX Runtime's quantisation pre-processing: ONNX shape inference + basic graph optimisation,
+    which folds the exporter's Shape/Gather/Concat arithmetic of a static-shape graph into constants."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process  # optional dependency (onnxruntime)
+
+    # symbolic shape inference is for dynamic shapes; this graph is static (and the symbolic pass
+    # cannot follow the window padding arithmetic), so ONNX shape inference does it
+    quant_pre_process(str(onnx_path), str(output), skip_symbolic_shape=True)
 
 
 def quantize_onnx(fp32_onnx: str | os.PathLike, output: str | os.PathLike, frames: Iterable[np.ndarray],
@@ -148,30 +160,28 @@ def quantize_onnx(fp32_onnx: str | os.PathLike, output: str | os.PathLike, frame
     ``data/demo.mcap:/camera/image_raw``) goes into the metadata. Returns ``Path(output)``."""
     from onnxruntime import __version__ as ort_version  # optional dependency (onnxruntime)
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     fp32_onnx = Path(fp32_onnx)
     metadata = onnx_metadata(fp32_onnx)
     if onnx_precision(metadata) != "fp32":
         raise ValueError(f"{fp32_onnx} is already a {onnx_precision(metadata)} export; quantise the fp32 one")
     reader = FrameCalibrationReader(frames, onnx_input_shape(fp32_onnx), settings.max_frames)
+    first = reader.get_next()
+    if first is None:
+        raise ValueError(f"no calibration frames from {calibration_source} (the graph takes batches of "
+                         f"{onnx_input_shape(fp32_onnx)[0]})")
     with tempfile.TemporaryDirectory(prefix="casseg_int8_") as tmp:
         pre = Path(tmp) / "pre.onnx"
-        # symbolic shape inference is for dynamic shapes; this graph is static (and the symbolic
-        # pass cannot follow the window padding arithmetic), so ONNX shape inference does it
-        quant_pre_process(str(fp32_onnx), str(pre), skip_symbolic_shape=True)
+        fold_shape_arithmetic(fp32_onnx, pre)
         pre_model = onnx.load(str(pre))
         keep_float = float_nodes(pre_model, settings.keep_float)
         quantized = Path(tmp) / "int8.onnx"
         quantize_static(
-            str(pre), str(quantized), _as_ort_reader(reader), quant_format=QuantFormat.QDQ,
+            str(pre), str(quantized), _as_ort_reader(first, reader), quant_format=QuantFormat.QDQ,
             op_types_to_quantize=None if settings.op_types == ALL_OP_TYPES else list(settings.op_types),
             per_channel=settings.per_channel, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
             nodes_to_exclude=keep_float, calibrate_method=getattr(CalibrationMethod, settings.calibrate_method),
             extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, **settings.extra})
-        if reader.frames_used == 0:
-            raise ValueError(f"no calibration frames from {calibration_source} (the graph takes batches of "
-                             f"{onnx_input_shape(fp32_onnx)[0]})")
         model = onnx.load(str(quantized))
     calibration = {
         "source": calibration_source, "frames": reader.frames_used, "method": settings.calibrate_method,
