@@ -38,7 +38,7 @@ from .model_export import META_CALIBRATION, META_PRECISION, META_SOURCE_ONNX, on
 from .onnx_backend import onnx_input_shape
 from .onnx_export import canonicalize_onnx, node_scope
 
-__all__ = ["DEFAULT_KEEP_FLOAT", "FLOAT_RULES", "QUANTIZED_OP_TYPES", "FrameCalibrationReader", "Int8Settings",
+__all__ = ["ALL_OP_TYPES", "DEFAULT_KEEP_FLOAT", "FLOAT_RULES", "QUANTIZED_OP_TYPES", "FrameCalibrationReader", "Int8Settings",
            "float_nodes", "fold_shape_arithmetic", "quantize_onnx"]
 
 QUANTIZED_OP_TYPES = ("Conv", "MatMul", "Gemm")  # where the time goes (ORT profile: Gemm ~35 %, Conv ~11 %)
