@@ -8,7 +8,7 @@ U8S8 saturation caveat applies only to AVX2/AVX512 CPUs without VNNI — per-cha
 symmetric activations (zero point 0: what TensorRT's explicit quantisation requires, so the same
 file also builds a TensorRT int8 engine). MinMax calibration over a bounded number of frames.
 
-What stays float (measured with ``bench/backends.py --int8-sensitivity`` on the demo weights; see
+What stays float (measured by ``bench/backends.py``, its ``INT8_VARIANTS``, on the demo weights; see
 docs/RUNTIME.md): only Conv / MatMul / Gemm are quantised (``QUANTIZED_OP_TYPES``; LayerNorm,
 Softmax, GELU, the softmax/argmax output tail stay float by op type), and of those the rules in
 ``DEFAULT_KEEP_FLOAT`` are excluded by node: the activation x activation MatMuls (attention logits
