@@ -12,6 +12,16 @@ physical cores, idle threads not spinning — the backend default) and onnxrunti
 thread spinning. GPU (only when CUDA is available): torch CUDA fp16/bf16 + channels_last,
 onnxruntime CUDA/TensorRT EP, TensorRT fp16 — at ``--gpu-size`` (1024x2048), with FPS.
 
+int8 (``--int8``, default on): ``onnxruntime_int8`` — the same model quantised by
+``casseg_ros.runtime.quantize`` (static QDQ, calibrated on ``--calibration-frames`` frames of
+``--calibration``) — joins the CPU latency round; ``best_int8_speedup_over_eager`` = eager median /
+int8 median. Accuracy is measured on the demo weights (``--accuracy-checkpoint``) at their own input
+size on the context-scenes validation split (``training.datasets.build_dataset(..., "val")``: seed
+0 + 1_000_003, as in training): mIoU against the labels and pixel agreement with the fp32 graph for
+fp32 (ONNX Runtime), the default int8 recipe and the int8 sensitivity variants (``INT8_VARIANTS``:
+which operators hurt when quantised) -> ``int8_pixel_agreement``, ``int8_miou_drop`` (mIoU points)
+and a plot of agreement vs latency (``out/bench/int8_tradeoff.png``).
+
 Timing is round-robin over the variants (one frame each per round) so that load from other
 processes on a shared machine hits all of them alike; the JSON records the load average.
 
@@ -21,10 +31,12 @@ patch 4, window 7, embed 48 — that runs on a laptop CPU; Swin-T itself is ``--
 — or ``--config <training YAML>`` (e.g. the demo's) / ``--checkpoint <.safetensors>``.
 
     python bench/backends.py [--backbone swin_micro] [--size 512 1024] [--repeats 7] [--compile]
+                             [--accuracy-frames 200] [--calibration data/demo.mcap --calibration-frames 32]
 """
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import platform
@@ -41,16 +53,34 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from casseg_ros.fileio import atomic_write_text  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from casseg_ros.fileio import atomic_write_bytes, atomic_write_text  # noqa: E402
 from casseg_ros.model import ContextSegmentor, ModelConfig, load_model_config  # noqa: E402
 from casseg_ros.model.checkpoint import save_checkpoint  # noqa: E402
 from casseg_ros.runtime import BackendUnavailable, InferenceResult, available_backends, create_backend  # noqa: E402
 from casseg_ros.runtime.base import physical_cpu_count, resize_images, resize_outputs  # noqa: E402
 from casseg_ros.runtime.export import make_test_pattern  # noqa: E402
-from casseg_ros.runtime.onnx_backend import resolve_onnx  # noqa: E402
+from casseg_ros.runtime.calibration import calibration_frames  # noqa: E402
+from casseg_ros.runtime.model_export import export_checkpoint  # noqa: E402
+from casseg_ros.runtime.onnx_backend import default_static_size, resolve_onnx  # noqa: E402
+from casseg_ros.runtime.quantize import ALL_OP_TYPES, Int8Settings, quantize_onnx  # noqa: E402
 from casseg_ros.text import Vocabulary  # noqa: E402
+from training.config import load_config  # noqa: E402
+from training.datasets import build_dataset  # noqa: E402
+from training.metrics import SemanticMetrics  # noqa: E402
 
 NUM_CLASSES = 19
+REPO = Path(__file__).resolve().parents[1]
+DEMO_CONFIG = REPO / "training" / "configs" / "full_context_scenes.yaml"  # the demo weights' training config
+# int8 recipes compared on accuracy: the default (``int8``) and what each float-kept group buys
+INT8_VARIANTS = {
+    "int8": Int8Settings(),
+    "int8_attention_quantised": Int8Settings(keep_float=()),
+    "int8_float_graph_head_tail": Int8Settings(keep_float=("attention_logits", "graph_module", "head", "output_tail")),
+    "int8_float_fusion": Int8Settings(keep_float=("attention_logits", "fusion_module")),
+    "int8_all_ops": Int8Settings(op_types=ALL_OP_TYPES, keep_float=()),  # LayerNorm, Softmax, Add... too
+}
 
 
 def build_checkpoint(args, workdir: Path) -> tuple[Path, dict]:
@@ -73,7 +103,7 @@ def build_checkpoint(args, workdir: Path) -> tuple[Path, dict]:
                   "parameters_M": sum(p.numel() for p in model.parameters()) / 1e6}
 
 
-def cpu_variants(args) -> list[tuple[str, str, dict]]:
+def cpu_variants(args, int8_onnx: Path | None = None) -> list[tuple[str, str, dict]]:
     t = args.threads
     v = [
         ("torch_eager", "torch", dict(num_threads=t)),
@@ -85,7 +115,70 @@ def cpu_variants(args) -> list[tuple[str, str, dict]]:
         v.append(("torch_compile", "torch", dict(num_threads=t, compile=True)))
     if args.bf16:
         v.append(("torch_bf16_autocast", "torch", dict(num_threads=t, precision="bf16")))
+    if int8_onnx is not None:
+        v.append(("onnxruntime_int8", "onnxruntime", dict(num_threads=t, model_path=int8_onnx)))
     return v
+
+
+def calibration(args, limit: int) -> tuple[list[np.ndarray], str]:
+    frames, source = calibration_frames(args.calibration)
+    return [f for _, f in zip(range(limit), frames)], source
+
+
+def int8_accuracy(args, work: Path) -> dict:
+    """Demo weights at their own size on the validation split: mIoU and pixel agreement with fp32
+    for fp32 ONNX Runtime and every int8 recipe of INT8_VARIANTS."""
+    ckpt = Path(args.accuracy_checkpoint)
+    size = default_static_size(ckpt)
+    fp32, _ = export_checkpoint(ckpt, work / "accuracy_fp32.onnx", size)
+    frames, source = calibration(args, args.calibration_frames)
+    models = {"fp32": fp32}
+    for label, settings in INT8_VARIANTS.items():
+        settings = Int8Settings(**{**settings.__dict__, "max_frames": args.calibration_frames})
+        models[label] = quantize_onnx(fp32, work / f"accuracy_{label}.onnx", frames, source, settings)
+    data_cfg = load_config(str(DEMO_CONFIG)).data
+    data_cfg.num_val = args.accuracy_frames
+    dataset = build_dataset(data_cfg, "val")
+    backends = {k: create_backend("onnxruntime", p, input_size=None, num_threads=args.threads) for k, p in models.items()}
+    metrics = {k: SemanticMetrics(len(dataset.class_names), dataset.class_names) for k in models}
+    agree: dict[str, list[float]] = {k: [] for k in models}
+    for i in range(len(dataset)):
+        image, label = dataset[i]
+        ids = {k: be.infer(image).class_ids[0] for k, be in backends.items()}
+        for k in models:
+            metrics[k].update(torch.from_numpy(ids[k]), torch.from_numpy(label.astype(np.int64)))
+            agree[k].append(float((ids[k] == ids["fp32"]).mean() * 100))
+    out = {"checkpoint": str(ckpt), "size": list(size), "frames": len(dataset), "split": "context_scenes val "
+           f"(seed {data_cfg.seed} + 1_000_003)", "calibration": {"source": source, "frames": len(frames)}}
+    for k in models:
+        out[k] = {"miou": round(100 * metrics[k].compute()["miou"], 3),
+                  "pixel_agreement": round(statistics.fmean(agree[k]), 3), "worst_frame_agreement": round(min(agree[k]), 3)}
+        if k != "fp32":
+            out[k]["miou_drop"] = round(out["fp32"]["miou"] - out[k]["miou"], 3)
+            out[k]["settings"] = {"op_types": INT8_VARIANTS[k].op_types, "keep_float": list(INT8_VARIANTS[k].keep_float)}
+        print(f"[accuracy] {k}: {out[k]}", flush=True)
+    return out
+
+
+def tradeoff_plot(report: dict, path: Path) -> None:
+    """Pixel agreement with fp32 (demo weights) vs CPU latency (benchmark model), one point per precision."""
+    cpu, acc = report.get("cpu", {}), report.get("int8_accuracy", {})
+    points = [(k, cpu[k]["median_ms"], acc.get("fp32" if k != "onnxruntime_int8" else "int8", {}).get("pixel_agreement"))
+              for k in ("torch_eager", "onnxruntime", "onnxruntime_int8") if "median_ms" in cpu.get(k, {})]
+    fig = Figure(figsize=(5, 3.5))
+    ax = fig.subplots()
+    for name, ms, agreement in points:
+        if agreement is not None:
+            ax.scatter(ms, agreement)
+            ax.annotate(name, (ms, agreement), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set_xlabel(f"CPU latency, ms ({report['model'].get('model_config', {}).get('backbone', 'model')}, "
+                  f"{report['settings']['size'][0]}x{report['settings']['size'][1]})")
+    ax.set_ylabel("class pixels equal to fp32, % (demo weights)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def gpu_variants() -> list[tuple[str, str, dict]]:
@@ -104,9 +197,10 @@ def run_group(variants, ckpt: Path, device: str, size, repeats: int, warmup: int
     for label, name, opts in variants:
         opts = dict(opts)
         precision = opts.pop("precision", None)
+        model_path = opts.pop("model_path", ckpt)
         entry: dict = {"backend": name, "device": device}
         try:
-            be = create_backend(name, ckpt, device=device, input_size=size, precision=precision,
+            be = create_backend(name, model_path, device=device, input_size=size, precision=precision,
                                 onnx_cache_dir=onnx_cache, **opts)
             t0 = time.perf_counter()
             be.load()
@@ -174,6 +268,12 @@ def main() -> int:
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True,
                    help="include torch CPU bf16 autocast (reported apart: not fp32)")
     p.add_argument("--no-cpu", action="store_true", help="GPU variants only")
+    p.add_argument("--int8", action=argparse.BooleanOptionalAction, default=True,
+                   help="include ONNX Runtime int8 (latency) and the int8 accuracy measurement")
+    p.add_argument("--calibration", default=str(REPO / "data" / "demo.mcap"), help="int8 calibration bag or image folder")
+    p.add_argument("--calibration-frames", type=int, default=32)
+    p.add_argument("--accuracy-checkpoint", default=str(REPO / "models" / "casseg_demo.safetensors"))
+    p.add_argument("--accuracy-frames", type=int, default=200, help="validation scenes (200 = the whole split)")
     p.add_argument("--out", default="out/bench/backends.json")
     args = p.parse_args()
     size = tuple(args.size)
@@ -198,11 +298,21 @@ def main() -> int:
         resolve_onnx(ckpt, size, 1, cache_dir=onnx_cache)
         report["onnx_export_s"] = round(time.perf_counter() - t0, 2)
         image = make_test_pattern(*size)[None]
+        int8_onnx = None
+        if args.int8:
+            report["int8_accuracy"] = int8_accuracy(args, work)
+            fp32_onnx, _ = resolve_onnx(ckpt, size, 1, cache_dir=onnx_cache)
+            frames, source = calibration(args, args.calibration_frames)
+            t0 = time.perf_counter()
+            int8_onnx = quantize_onnx(fp32_onnx, work / "bench_int8.onnx", frames, source,
+                                      Int8Settings(max_frames=args.calibration_frames))
+            report["int8_quantize_s"] = round(time.perf_counter() - t0, 2)
         if not args.no_cpu:
-            cpu = run_group(cpu_variants(args), ckpt, "cpu", size, args.repeats, args.warmup, onnx_cache, image)
+            cpu = run_group(cpu_variants(args, int8_onnx), ckpt, "cpu", size, args.repeats, args.warmup, onnx_cache, image)
             report["cpu"] = cpu
             eager = cpu.get("torch_eager", {}).get("median_ms")
-            fp32 = {k: v["median_ms"] for k, v in cpu.items() if "median_ms" in v and "bf16" not in k}
+            fp32 = {k: v["median_ms"] for k, v in cpu.items()
+                    if "median_ms" in v and "bf16" not in k and "int8" not in k}
             if eager and fp32:
                 best = min(fp32, key=fp32.get)
                 report["best_cpu_variant"] = best
@@ -211,6 +321,13 @@ def main() -> int:
             bf16 = cpu.get("torch_bf16_autocast", {}).get("median_ms")
             if eager and bf16:
                 report["bf16_autocast_speedup_over_eager"] = round(eager / bf16, 3)
+            int8 = cpu.get("onnxruntime_int8", {}).get("median_ms")
+            if eager and int8:
+                report["best_int8_speedup_over_eager"] = round(eager / int8, 3)
+        if args.int8:
+            accuracy = report["int8_accuracy"]["int8"]
+            report["int8_pixel_agreement"] = accuracy["pixel_agreement"]
+            report["int8_miou_drop"] = accuracy["miou_drop"]
         report["host_resize_720x1280_ms"] = host_resize_ms(size)
         if torch.cuda.is_available():
             gsize = tuple(args.gpu_size)
@@ -223,8 +340,11 @@ def main() -> int:
     report["machine"]["loadavg_end"] = os.getloadavg()
     out = Path(args.out)
     atomic_write_text(out, json.dumps(report, indent=2))
+    if args.int8 and "cpu" in report:
+        tradeoff_plot(report, out.with_name("int8_tradeoff.png"))
     summary = {k: report.get(k) for k in ("best_cpu_variant", "best_cpu_speedup_over_eager", "cpu_speedup_over_eager",
-                                          "bf16_autocast_speedup_over_eager", "host_resize_720x1280_ms")}
+                                          "bf16_autocast_speedup_over_eager", "best_int8_speedup_over_eager",
+                                          "int8_pixel_agreement", "int8_miou_drop", "host_resize_720x1280_ms")}
     print(json.dumps(summary, indent=2))
     print(f"wrote {out}")
     return 0

@@ -142,7 +142,7 @@ def test_bad_inputs_are_rejected(checkpoints):
     with pytest.raises(ValueError, match="unknown backend"):
         create_backend("openvino", "x.safetensors")
     with pytest.raises(ValueError, match="precision"):
-        create_backend("torch", "x.safetensors", precision="int8")
+        create_backend("torch", "x.safetensors", precision="int4")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU error path")
@@ -165,7 +165,7 @@ def test_unavailable_backends_name_what_is_missing(name, device, expect):
 def test_cpu_fp16_is_refused_clearly():
     with pytest.raises(BackendUnavailable, match="fp16"):
         create_backend("torch", "x.safetensors", device="cpu", precision="fp16")
-    with pytest.raises(BackendUnavailable, match="fp32 only"):
+    with pytest.raises(BackendUnavailable, match="runs fp32 and int8"):
         create_backend("onnxruntime", "x.safetensors", device="cpu", precision="fp16")
 
 

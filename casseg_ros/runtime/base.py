@@ -29,7 +29,7 @@ __all__ = [
     "resize_outputs",
 ]
 
-PRECISIONS = ("fp32", "fp16", "bf16")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")  # int8: a quantised (QDQ) export, see quantize.py
 OUTPUT_NAMES = ("class_ids", "confidence", "class_scores", "adjacency")
 INPUT_NAME = "images"
 

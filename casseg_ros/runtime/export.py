@@ -1,6 +1,7 @@
 """``casseg-export``: checkpoint -> static-shape ONNX (pre/post-processing in the graph) -> validated.
 
     casseg-export models/demo.safetensors -o out/demo.onnx --input-size 512 1024 [--image img.png]
+                  [--int8 --calibration data/demo.mcap [--calibration-frames 32]]
                   [--tensorrt --precision fp16 --engine-cache DIR]
 
 Steps: load the checkpoint; export ``model.export_module()`` (uint8 NHWC in; class ids, confidence,
@@ -32,9 +33,11 @@ from casseg_ros.fileio import atomic_write_bytes
 from casseg_ros.model import ContextSegmentor
 
 from .base import BackendUnavailable
+from .calibration import BagError, calibration_frames
 from .engine_cache import file_sha256
-from .model_export import export_checkpoint
+from .model_export import META_CALIBRATION, export_checkpoint, onnx_metadata
 from .onnx_backend import OnnxRuntimeBackend, onnx_input_shape
+from .quantize import Int8Settings, quantize_onnx
 from .tensorrt_backend import TensorRTBackend, tensorrt_missing
 from .torch_backend import TorchBackend
 
@@ -71,6 +74,15 @@ def compare_onnx_with_torch(model: ContextSegmentor, onnx_path: str | os.PathLik
     }
 
 
+def compare_onnx(reference_onnx: str | os.PathLike, onnx_path: str | os.PathLike,
+                 image_rgb: np.ndarray) -> float:
+    """% of class pixels on which two exports of the same model agree (ONNX Runtime, CPU)."""
+    batch, h, w, _ = onnx_input_shape(reference_onnx)
+    reference = OnnxRuntimeBackend(reference_onnx, "cpu", (h, w), batch_size=batch).infer(image_rgb)
+    other = OnnxRuntimeBackend(onnx_path, "cpu", (h, w), batch_size=batch).infer(image_rgb)
+    return float((other.class_ids == reference.class_ids).mean() * 100.0)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="casseg-export", description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoint", help="model checkpoint (.safetensors)")
@@ -82,8 +94,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--image", help="image to compare ONNX Runtime with PyTorch on (default: a test pattern)")
     p.add_argument("--min-equal", type=float, default=99.9, help="min %% of equal class pixels (default 99.9)")
     p.add_argument("--max-diff", type=float, default=1e-3, help="max abs confidence/score difference (default 1e-3)")
+    p.add_argument("--int8", action="store_true", help="also write a static int8 (QDQ) model, <output stem>-int8.onnx")
+    p.add_argument("--calibration", help="--int8 calibration frames: a bag (camera topic) or a folder of images")
+    p.add_argument("--calibration-topic", help="image topic of the calibration bag (default: its only camera topic)")
+    p.add_argument("--calibration-frames", type=int, default=32, help="at most this many calibration frames (32)")
+    p.add_argument("--int8-min-equal", type=float, default=95.0,
+                   help="min %% of class pixels of the int8 model equal to fp32 on --image (default 95)")
     p.add_argument("--tensorrt", action="store_true", help="also build the TensorRT engine (needs TensorRT + GPU)")
-    p.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp16", help="TensorRT precision")
+    p.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp16",
+                   help="TensorRT precision of the fp32 graph's engine (with --int8 the engine is int8)")
     p.add_argument("--engine-cache", help="TensorRT engine cache dir (default ~/.cache/casseg_ros/engines)")
     p.add_argument("--workspace-gib", type=float, default=4.0, help="TensorRT builder workspace limit")
     p.add_argument("--json", help="also write the report as JSON to this path")
@@ -97,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BackendUnavailable as exc:
         print(f"casseg-export: {exc}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, BagError) as exc:
         print(f"casseg-export: error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # noqa: BLE001 - includes CheckpointError; keep CLI output to one line
@@ -114,8 +133,12 @@ def _main(args) -> int:
         missing = tensorrt_missing()
         if missing:
             raise BackendUnavailable(missing + " (drop --tensorrt to export ONNX only)")
+    if args.int8 and not args.calibration:
+        raise ValueError("--int8 needs --calibration (a bag or a folder of images)")
     out = Path(args.output) if args.output else ckpt.with_name(f"{ckpt.stem}-{h}x{w}.onnx")
     image = load_image(args.image) if args.image else make_test_pattern(h, w)
+    if args.int8:  # open the calibration data before the (slow) export: a bad bag fails fast
+        frames, source = calibration_frames(args.calibration, args.calibration_topic)
     path, model = export_checkpoint(ckpt, out, (h, w), args.batch_size, args.opset, args.exporter)
     onnx.checker.check_model(str(path), full_check=True)
     report: dict[str, Any] = {"onnx": str(path), "sha256": file_sha256(path), "opset": args.opset,
@@ -126,21 +149,36 @@ def _main(args) -> int:
           and max(report["max_abs_confidence"], report["max_abs_class_scores"],
                   report["max_abs_adjacency"]) <= args.max_diff)
     report["parity"] = "ok" if ok else "FAILED"
+    engine_onnx, engine_precision = path, args.precision
+    if ok and args.int8:
+        int8_path = quantize_onnx(path, out.with_name(f"{out.stem}-int8.onnx"), frames, source,
+                                  Int8Settings(max_frames=args.calibration_frames))
+        equal = compare_onnx(path, int8_path, image)
+        report["int8"] = {"onnx": str(int8_path), "sha256": file_sha256(int8_path),
+                          "calibration": json.loads(onnx_metadata(int8_path)[META_CALIBRATION]),
+                          "equal_pixels_percent_vs_fp32": equal,
+                          "parity": "ok" if equal >= args.int8_min_equal else "FAILED"}
+        ok = equal >= args.int8_min_equal
+        engine_onnx, engine_precision = int8_path, "int8"
     if ok and args.tensorrt:
-        be = TensorRTBackend(path, device="cuda", input_size=(h, w), precision=args.precision,
+        be = TensorRTBackend(engine_onnx, device="cuda", input_size=(h, w), precision=engine_precision,
                              batch_size=args.batch_size, engine_cache_dir=args.engine_cache,
                              workspace_bytes=int(args.workspace_gib * (1 << 30)))
         be.load()
         be.warmup(2)
         report["tensorrt"] = {"engine": str(be.engine_cache.engine_path(be.cache_key)),
-                              "cached": be.engine_was_cached, "precision": args.precision}
+                              "cached": be.engine_was_cached, "precision": engine_precision}
     for k, v in report.items():
         print(f"{k}: {v}")
     if args.json:
         atomic_write_bytes(args.json, json.dumps(report, indent=2).encode())
-    if not ok:
+    if report["parity"] != "ok":
         print(f"casseg-export: ONNX and PyTorch disagree (need >= {args.min_equal}% equal pixels and "
               f"max abs diff <= {args.max_diff})", file=sys.stderr)
+        return 1
+    if not ok:
+        print(f"casseg-export: the int8 model agrees with fp32 on {report['int8']['equal_pixels_percent_vs_fp32']:.2f}"
+              f"% of the pixels (need >= {args.int8_min_equal}%)", file=sys.stderr)
         return 1
     return 0
 

@@ -25,21 +25,30 @@ from .base import INPUT_NAME, OUTPUT_NAMES
 from .engine_cache import file_sha256
 from .onnx_export import export_onnx
 
-__all__ = ["EXPORT_VERSION", "META_CHECKPOINT", "META_CONFIG", "META_INPUT", "META_KIND", "META_VOCAB",
-           "export_checkpoint", "export_model", "onnx_metadata", "onnx_vocabulary"]
+__all__ = ["EXPORT_VERSION", "META_CALIBRATION", "META_CHECKPOINT", "META_CONFIG", "META_INPUT", "META_KIND",
+           "META_PRECISION", "META_SOURCE_ONNX", "META_VOCAB", "export_checkpoint", "export_model", "onnx_metadata",
+           "onnx_precision", "onnx_vocabulary"]
 
-EXPORT_VERSION = "2"  # bump when the exported graph or its metadata layout changes (cache key)
+EXPORT_VERSION = "3"  # bump when the exported graph or its metadata layout changes (cache key); 3: node scopes
 META_VOCAB = "casseg.vocabulary"
 META_CONFIG = "casseg.model_config"
 META_CHECKPOINT = "casseg.checkpoint_sha256"
 META_INPUT = "casseg.input_shape"
 META_KIND = "casseg.kind"
+META_PRECISION = "casseg.precision"  # "int8" in a quantised export; absent = the fp32 graph
+META_CALIBRATION = "casseg.calibration"  # JSON: how an int8 export was calibrated
+META_SOURCE_ONNX = "casseg.source_onnx_sha256"  # the fp32 graph an int8 export was made from
 
 
 def onnx_metadata(path: str | os.PathLike) -> dict[str, str]:
     """The ``metadata_props`` of an ONNX file (weights not loaded)."""
     proto = onnx.load(str(path), load_external_data=False)
     return {p.key: p.value for p in proto.metadata_props}
+
+
+def onnx_precision(metadata: dict[str, str]) -> str:
+    """"int8" for a quantised export, else "fp32"."""
+    return metadata.get(META_PRECISION, "fp32")
 
 
 def onnx_vocabulary(metadata: dict[str, str], source: str) -> Vocabulary | None:

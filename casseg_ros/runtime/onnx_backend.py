@@ -26,7 +26,7 @@ from casseg_ros.text.vocabulary import Vocabulary
 
 from .base import INPUT_NAME, OUTPUT_NAMES, Backend, BackendUnavailable, InferenceResult, physical_cpu_count
 from .engine_cache import file_sha256
-from .model_export import EXPORT_VERSION, META_KIND, export_checkpoint, onnx_metadata, onnx_vocabulary
+from .model_export import EXPORT_VERSION, META_KIND, export_checkpoint, onnx_metadata, onnx_precision, onnx_vocabulary
 
 DEFAULT_OPSET = 17
 
@@ -133,8 +133,9 @@ class OnnxRuntimeBackend(Backend):
     def __init__(self, model_path, device: str = "cpu", input_size=(512, 1024), precision: str = "fp32",
                  **opts: Any):
         super().__init__(model_path, device, input_size, precision, **opts)
-        if device == "cpu" and precision != "fp32":
-            raise BackendUnavailable(f"backend 'onnxruntime' on device 'cpu' runs fp32 only (asked for {precision})")
+        if device == "cpu" and precision not in ("fp32", "int8"):
+            raise BackendUnavailable(f"backend 'onnxruntime' on device 'cpu' runs fp32 and int8 (QDQ) exports "
+                                     f"(asked for {precision})")
         self._batch = int(opts.get("batch_size", 1))
         self.providers = opts.get("providers") or select_providers(self.device, precision,
                                                                    trt_cache_dir=opts.get("ort_trt_cache_dir"))
@@ -168,6 +169,11 @@ class OnnxRuntimeBackend(Backend):
         onnx_path, self._vocabulary = resolve_onnx(self.model_path, self.input_size, self._batch,
                                                    cache_dir=self.opts.get("onnx_cache_dir"))
         self.onnx_path = onnx_path
+        # an int8 export loads like any other; precision="int8" only insists that it is one
+        self.model_precision = onnx_precision(onnx_metadata(onnx_path))
+        if self.precision == "int8" and self.model_precision != "int8":
+            raise BackendUnavailable(f"precision 'int8' needs an int8 export (casseg-export --int8 --calibration ...); "
+                                     f"{self.model_path} is {self.model_precision}")
         so = self.session_options()
         load_path = onnx_path
         if self.opts.get("optimized_cache") and self.device == "cpu":
@@ -194,6 +200,6 @@ class OnnxRuntimeBackend(Backend):
         providers = getattr(self, "active_providers", None)
         d["providers"] = providers
         if providers and providers[0] != "TensorrtExecutionProvider":
-            d["precision"] = "fp32"  # CUDA/CPU EPs run the fp32 graph as exported
+            d["precision"] = self.model_precision  # CUDA/CPU EPs run the graph as exported (fp32 or int8 QDQ)
         d["num_threads"] = self.num_threads if self.device == "cpu" else None
         return d

@@ -10,6 +10,8 @@ that the same module (same weights) always produces the same bytes:
 * node names and intermediate value / initializer names are renamed canonically
   (``n0, n1, ...``, ``v0, v1, ...``, ``w0, w1, ...``) in graph order, so exporter-internal
   counters (which depend on what was traced earlier in the process) do not leak into the file;
+  a node keeps the module scope the exporter gave it (``/model/graph/convs.0/n812``): the scope is
+  the module path, not a counter, and the int8 quantisation selects what stays float by it;
 * the file is written atomically (temp file in the same directory, fsync, ``os.replace``);
   a crash mid-write never leaves a partial ``.onnx`` at ``path``.
 
@@ -32,7 +34,7 @@ from casseg_ros.fileio import atomic_write_bytes
 PRODUCER_NAME = "casseg_ros"
 PRODUCER_VERSION = "0.1.0"
 
-__all__ = ["export_onnx", "canonicalize_onnx", "PRODUCER_NAME"]
+__all__ = ["export_onnx", "canonicalize_onnx", "node_scope", "PRODUCER_NAME"]
 
 
 def _strip_doc_strings(graph) -> None:
@@ -50,6 +52,12 @@ def _strip_doc_strings(graph) -> None:
             vi.doc_string = ""
     for init in graph.initializer:
         init.doc_string = ""
+
+
+def node_scope(name: str) -> str:
+    """The module scope of an exported node name, with its trailing slash ('' when it has none):
+    ``/model/graph/convs.0/MatMul_1`` -> ``/model/graph/convs.0/``."""
+    return name[: name.rfind("/") + 1] if name.startswith("/") else ""
 
 
 def canonicalize_onnx(model, keep_names: Sequence[str] = ()):
@@ -103,7 +111,7 @@ def canonicalize_onnx(model, keep_names: Sequence[str] = ()):
     for init in g.initializer:
         init.name = ren(init.name)
     for i, node in enumerate(g.node):
-        node.name = f"n{i}"
+        node.name = f"{node_scope(node.name)}n{i}"
         for j, name in enumerate(node.input):
             node.input[j] = ren(name)
         for j, name in enumerate(node.output):

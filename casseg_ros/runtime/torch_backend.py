@@ -37,6 +37,9 @@ class TorchBackend(Backend):
     def __init__(self, model_path, device: str = "cpu", input_size=(512, 1024), precision: str = "fp32",
                  **opts: Any):
         super().__init__(model_path, device, input_size, precision, **opts)
+        if precision == "int8":
+            raise BackendUnavailable("backend 'torch' has no int8 path; export an int8 model (casseg-export --int8) "
+                                     "and run it with backend 'onnxruntime' or 'tensorrt'")
         if self.device.startswith("cuda"):
             missing = cuda_missing("torch", self.device)
             if missing:
