@@ -9,7 +9,8 @@ setup(
     name=PACKAGE,
     version="0.1.0",
     packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*", "training", "training.*"]),
-    package_data={"training": ["configs/*.yaml"]},  # training.ablate reads them through the package
+    # Read through the package (importlib.resources): the training configs, the TensorRT operator table.
+    package_data={"training": ["configs/*.yaml"], f"{PACKAGE}.runtime": ["data/*.json"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
@@ -28,7 +29,7 @@ setup(
     entry_points={
         "console_scripts": [
             f"casseg_ros = {PACKAGE}.ros.segment_node:main",
-            f"casseg-export = {PACKAGE}.runtime.export:main",
+            f"casseg-export = {PACKAGE}.export_cli:main",
             f"casseg-replay = {PACKAGE}.replay.cli:main",
             f"casseg-vocab = {PACKAGE}.text.cli:main",
         ],

@@ -60,8 +60,8 @@ from casseg_ros.model import ContextSegmentor, ModelConfig, load_model_config  #
 from casseg_ros.model.checkpoint import save_checkpoint  # noqa: E402
 from casseg_ros.runtime import BackendUnavailable, InferenceResult, available_backends, create_backend  # noqa: E402
 from casseg_ros.runtime.base import physical_cpu_count, resize_images, resize_outputs  # noqa: E402
-from casseg_ros.runtime.export import make_test_pattern  # noqa: E402
-from casseg_ros.runtime.calibration import calibration_frames  # noqa: E402
+from casseg_ros.runtime.parity import make_test_pattern  # noqa: E402
+from casseg_ros.replay.calibration import calibration_frames  # noqa: E402
 from casseg_ros.runtime.model_export import export_checkpoint  # noqa: E402
 from casseg_ros.runtime.onnx_backend import default_static_size, resolve_onnx  # noqa: E402
 from casseg_ros.runtime.quantize import ALL_OP_TYPES, Int8Settings, quantize_onnx  # noqa: E402

@@ -122,7 +122,9 @@ class ContextSegmentor(nn.Module):
 
     def normalize_uint8(self, images_nhwc: torch.Tensor) -> torch.Tensor:
         """uint8 (B,H,W,3) RGB → float (B,3,H,W) ImageNet-normalised."""
-        x = images_nhwc.permute(0, 3, 1, 2).float()
+        # Cast first: in the exported graph uint8 then appears only as the network input, which is
+        # all TensorRT 10 accepts (a uint8 Transpose does not parse).
+        x = images_nhwc.float().permute(0, 3, 1, 2)
         return (x - self.pixel_mean) / self.pixel_std
 
     def export_module(self) -> "SegmentationPipeline":

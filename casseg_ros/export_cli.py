@@ -12,75 +12,30 @@ and the max abs differences; fail (exit 1) when they disagree beyond ``--min-equ
 ``--max-diff``. ``--tensorrt`` then builds (or finds in the cache) the TensorRT engine.
 Exit status: 0 ok, 1 validation failed, 2 bad arguments / missing backend (message, no traceback).
 
-The graph and its metadata come from ``casseg_ros.runtime.model_export``; the parity check runs both
-sides through the backends (``TorchBackend.from_model`` and ``OnnxRuntimeBackend``), the same path
-the node uses.
+The graph and its metadata come from ``casseg_ros.runtime.model_export``, the parity check from
+``casseg_ros.runtime.parity`` (both sides through the backends, the path the node uses). The CLI sits
+above the runtime layer because ``--calibration`` reads camera frames from a rosbag2 with the node's
+decoder (``casseg_ros.replay.calibration``); the runtime package itself stays ROS-free.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-import cv2
-import numpy as np
 import onnx
 
 from casseg_ros.fileio import atomic_write_bytes
-from casseg_ros.model import ContextSegmentor
 
-from .base import BackendUnavailable
-from .calibration import BagError, calibration_frames
-from .engine_cache import file_sha256
-from .model_export import META_CALIBRATION, export_checkpoint, onnx_metadata
-from .onnx_backend import OnnxRuntimeBackend, onnx_input_shape
-from .quantize import Int8Settings, quantize_onnx
-from .tensorrt_backend import TensorRTBackend, tensorrt_missing
-from .torch_backend import TorchBackend
-
-
-def make_test_pattern(h: int, w: int) -> np.ndarray:
-    """Deterministic structured RGB test image (gradients, blocks, stripes) when no image is given."""
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    img = np.stack([255 * xx / max(w - 1, 1), 255 * yy / max(h - 1, 1),
-                    127.5 + 127.5 * np.sin(xx / 9.0) * np.cos(yy / 13.0)], axis=-1)
-    img[(yy // max(h // 4, 1) + xx // max(w // 8, 1)) % 2 == 0] *= 0.5
-    img[h // 3 : h // 2, w // 5 : w // 2] = (200, 30, 40)
-    return np.clip(img, 0, 255).astype(np.uint8)
-
-
-def load_image(path: str | os.PathLike) -> np.ndarray:
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise FileNotFoundError(f"cannot read image {path}")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
-def compare_onnx_with_torch(model: ContextSegmentor, onnx_path: str | os.PathLike,
-                            image_rgb: np.ndarray) -> dict[str, float]:
-    """Run ``model`` (PyTorch backend) and the ONNX (ONNX Runtime backend, CPU) on ``image_rgb`` at
-    the ONNX input size. Returns equal-pixel % and max abs differences."""
-    batch, h, w, _ = onnx_input_shape(onnx_path)
-    reference = TorchBackend.from_model(model, "cpu", (h, w)).infer(image_rgb)
-    exported = OnnxRuntimeBackend(onnx_path, "cpu", (h, w), batch_size=batch).infer(image_rgb)
-    return {
-        "equal_pixels_percent": float((exported.class_ids == reference.class_ids).mean() * 100.0),
-        "max_abs_confidence": float(np.abs(exported.confidence - reference.confidence).max()),
-        "max_abs_class_scores": float(np.abs(exported.class_scores - reference.class_scores).max()),
-        "max_abs_adjacency": float(np.abs(exported.adjacency - reference.adjacency).max()),
-    }
-
-
-def compare_onnx(reference_onnx: str | os.PathLike, onnx_path: str | os.PathLike,
-                 image_rgb: np.ndarray) -> float:
-    """% of class pixels on which two exports of the same model agree (ONNX Runtime, CPU)."""
-    batch, h, w, _ = onnx_input_shape(reference_onnx)
-    reference = OnnxRuntimeBackend(reference_onnx, "cpu", (h, w), batch_size=batch).infer(image_rgb)
-    other = OnnxRuntimeBackend(onnx_path, "cpu", (h, w), batch_size=batch).infer(image_rgb)
-    return float((other.class_ids == reference.class_ids).mean() * 100.0)
+from casseg_ros.replay.calibration import BagError, calibration_frames
+from casseg_ros.runtime.base import BackendUnavailable
+from casseg_ros.runtime.engine_cache import file_sha256
+from casseg_ros.runtime.model_export import META_CALIBRATION, export_checkpoint, onnx_metadata
+from casseg_ros.runtime.parity import compare_onnx, compare_onnx_with_torch, load_image, make_test_pattern
+from casseg_ros.runtime.quantize import Int8Settings, quantize_onnx
+from casseg_ros.runtime.tensorrt_backend import TensorRTBackend, tensorrt_missing
 
 
 def _parser() -> argparse.ArgumentParser:
