@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
@@ -28,7 +29,8 @@ from casseg_ros.perception.depth import PinholeCamera, graph_in_3d, labelled_clo
 from casseg_ros.perception.mask import class_mask, mask_encoding_for, unknown_id_for
 from casseg_ros.perception.overlay import colorize, make_overlay
 from casseg_ros.perception.scene_graph import SceneGraph, segment_instances
-from casseg_ros.runtime import Backend
+from casseg_ros.runtime import Backend, InferenceResult
+from casseg_ros.runtime.base import resize_images, resize_outputs
 from casseg_ros.text import Vocabulary
 
 
@@ -121,26 +123,72 @@ class InferenceError(RuntimeError):
     """The backend failed on this frame (e.g. CUDA out of memory); the next frame may succeed."""
 
 
+@dataclass(frozen=True)
+class FrameInput:
+    """One camera frame of a batch: the decoded image, what to make of it, its depth (if any)."""
+
+    rgb: np.ndarray  # (H,W,3) uint8 RGB
+    products: Products = Products()
+    depth: DepthFrame | None = None
+
+
 class FramePipeline:
     def __init__(self, backend: Backend, labels: ClassLabels | None = None):
         self.backend = backend
         self.labels = labels or ClassLabels.from_vocabulary(backend.vocabulary)
 
+    def set_vocabulary(self, vocabulary: Vocabulary) -> None:
+        """Swap the class vocabulary (new text embeddings, names, palette) between two frames; the
+        backend raises (and keeps the old one) when it cannot."""
+        self.backend.set_vocabulary(vocabulary)
+        self.labels = ClassLabels.from_vocabulary(vocabulary)
+
     def process(self, rgb: np.ndarray, settings: PipelineSettings = PipelineSettings(),
                 products: Products = Products(), depth: DepthFrame | None = None) -> FrameResult:
         """One decoded (H,W,3) uint8 RGB frame. Backend failures raise InferenceError, anything else
         is a post-processing error; the caller counts either and goes on with the next frame."""
+        return self.process_batch([FrameInput(rgb, products, depth)], settings)[0]
+
+    def process_batch(self, frames: Sequence[FrameInput], settings: PipelineSettings = PipelineSettings()
+                      ) -> list[FrameResult]:
+        """Several frames (e.g. one per camera) through one forward pass, then each post-processed.
+        Every result's `forward_s` is the batch's forward time."""
         t0, cpu0 = time.perf_counter(), time.thread_time()
         try:
-            inferred = self.backend.infer(rgb[None])
+            inferred = self._infer([frame.rgb for frame in frames])
         except Exception as exc:  # noqa: BLE001 - any backend failure is reported the same way
             raise InferenceError(f"{type(exc).__name__}: {exc}") from exc
-        t1, cpu1 = time.perf_counter(), time.thread_time()
+        forward_s, forward_cpu_s = time.perf_counter() - t0, time.thread_time() - cpu0
+        return [self._postprocess(frame, result, settings, forward_s, forward_cpu_s)
+                for frame, result in zip(frames, inferred)]
+
+    def _infer(self, images: list[np.ndarray]) -> list[InferenceResult]:
+        """One backend call per distinct image size; frames of different sizes share one call when
+        the backend runs at a fixed input size (resized on the host, results resized back)."""
+        if len(images) == 1:  # the common single-camera case: a view, no stacking copy
+            return [self.backend.infer(images[0][None])]
+        size = self.backend.input_size
+        if size is not None and len({image.shape for image in images}) > 1:
+            batch = np.stack([resize_images(image[None], size)[0] for image in images])
+            result = self.backend.infer(batch)
+            return [resize_outputs(result.frame(i), image.shape[:2]) for i, image in enumerate(images)]
+        results: list[InferenceResult | None] = [None] * len(images)
+        for shape in dict.fromkeys(image.shape for image in images):
+            indices = [i for i, image in enumerate(images) if image.shape == shape]
+            result = self.backend.infer(np.stack([images[i] for i in indices]))
+            for position, index in enumerate(indices):
+                results[index] = result.frame(position)
+        return results
+
+    def _postprocess(self, frame: FrameInput, inferred: InferenceResult, settings: PipelineSettings,
+                     forward_s: float, forward_cpu_s: float) -> FrameResult:
+        t1 = time.perf_counter()
+        rgb, products, depth = frame.rgb, frame.products, frame.depth
         class_ids, confidence = inferred.class_ids[0], inferred.confidence[0]
         labels = self.labels
         mask = class_mask(class_ids, confidence, settings.score_threshold, labels.mask_encoding)
-        result = FrameResult(class_ids, confidence, mask, graph=SceneGraph(), forward_s=t1 - t0,
-                             host_s=0.0, forward_thread_cpu_s=cpu1 - cpu0)
+        result = FrameResult(class_ids, confidence, mask, graph=SceneGraph(), forward_s=forward_s,
+                             host_s=0.0, forward_thread_cpu_s=forward_cpu_s)
         if products.overlay:
             result.overlay = make_overlay(rgb, mask, labels.palette, settings.overlay_alpha)
         if products.color_mask:

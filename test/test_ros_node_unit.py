@@ -16,7 +16,7 @@ from rclpy.parameter import Parameter
 
 from casseg_msgs.msg import SceneGraph, SceneNode
 from casseg_ros.model.checkpoint import save_checkpoint
-from casseg_ros.ros.latest_frame import LatestFrameSlot
+from casseg_ros.ros.latest_frame import LatestFrames
 from casseg_ros.ros.node_stats import NodeStats, SlidingRate
 from casseg_ros import pipeline as frame_pipeline
 from casseg_ros.resources import resolve_data_path
@@ -30,33 +30,49 @@ from ros_helpers.harness import Probe, wait_until
 REPO = Path(__file__).resolve().parent.parent
 
 
-# ---------------------------------------------------------------------- latest-frame slot
-def test_slot_keeps_only_the_newest_frame_and_counts_drops():
-    slot = LatestFrameSlot()
-    assert slot.put("a") is False
-    assert slot.put("b") is True and slot.put("c") is True
-    assert slot.dropped == 2
-    taken = slot.take(timeout=0.1)
-    assert taken.item == "c" and taken.arrival <= time.monotonic()
-    assert slot.take(timeout=0.05) is None  # empty again: nothing queued behind the newest
+# ---------------------------------------------------------------------- latest-frame slots
+def test_each_camera_keeps_only_its_newest_frame_and_counts_drops():
+    frames = LatestFrames(["front", "rear"])
+    assert frames.put("front", "a") is False
+    assert frames.put("front", "b") is True and frames.put("front", "c") is True
+    assert frames.put("rear", "x") is False
+    assert frames.dropped == {"front": 2, "rear": 0}
+    batch = frames.take_batch(max_batch=4, timeout=0.1)
+    assert [(t.camera, t.item) for t in batch] == [("front", "c"), ("rear", "x")]
+    assert all(t.arrival <= time.monotonic() for t in batch)
+    assert frames.take_batch(4, timeout=0.05) == []  # empty again: nothing queued behind the newest
 
 
-def test_slot_wakes_a_waiting_worker_on_put_and_on_close():
-    slot = LatestFrameSlot()
+def test_more_waiting_cameras_than_a_batch_are_served_round_robin():
+    cameras = ["a", "b", "c", "d", "e"]
+    frames = LatestFrames(cameras)
+    served = []
+    for _ in range(10):  # every camera always has a frame waiting; batches of 2
+        for camera in cameras:
+            frames.put(camera, camera)
+        served.append([t.camera for t in frames.take_batch(max_batch=2, timeout=0.1)])
+    assert served[:3] == [["a", "b"], ["c", "d"], ["e", "a"]]
+    counts = {c: sum(batch.count(c) for batch in served) for c in cameras}
+    assert max(counts.values()) - min(counts.values()) <= 1, counts  # none starves
+
+
+def test_slots_wake_a_waiting_worker_on_put_and_on_close():
+    frames = LatestFrames(["cam"])
     got = []
-    worker = threading.Thread(target=lambda: got.append(slot.take(timeout=5.0)))
+    worker = threading.Thread(target=lambda: got.append(frames.take_batch(1, timeout=5.0)))
     worker.start()
     time.sleep(0.05)
-    slot.put("frame")
+    frames.put("cam", "frame")
     worker.join(2.0)
-    assert got and got[0].item == "frame"
-    waiter = threading.Thread(target=lambda: got.append(slot.take(timeout=5.0)))
+    assert got and got[0][0].item == "frame"
+    waiter = threading.Thread(target=lambda: got.append(frames.take_batch(1, timeout=5.0)))
     waiter.start()
     time.sleep(0.05)
     started = time.monotonic()
-    slot.close()
+    frames.put("cam", "left behind")
+    assert frames.close() == {"cam": 1} or got[-1]  # the waiter may have taken it first
     waiter.join(2.0)
-    assert not waiter.is_alive() and got[-1] is None and time.monotonic() - started < 1.0
+    assert not waiter.is_alive() and time.monotonic() - started < 1.0
 
 
 # ---------------------------------------------------------------------- stats
@@ -204,7 +220,7 @@ def test_more_than_255_classes_publish_mono16_with_65535_unknown(in_process, tmp
     assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
     probe = Probe(node.get_fully_qualified_name(), name="unit_probe")
     try:
-        assert probe.wait_until(lambda: node._outputs["mask"].get_subscription_count() > 0, 10.0)
+        assert probe.wait_until(lambda: node.cameras[0].outputs["mask"].get_subscription_count() > 0, 10.0)
         msg = encode_raw(synthetic_scene(32, 64, 0), "rgb8")
         msg.header.frame_id = "wide"
         node.process_frame(msg)
@@ -238,7 +254,7 @@ def test_subscription_callback_never_waits_for_a_slow_model(in_process, tmp_path
     durations = []
     for _ in range(20):  # 20 frames at ~100 Hz while one inference takes 0.5 s
         started = time.perf_counter()
-        node._on_image(msg, {})
+        node._on_image(node.cameras[0], msg, {})
         durations.append(time.perf_counter() - started)
         time.sleep(0.01)
     assert max(durations) < 0.05
@@ -298,7 +314,7 @@ def test_worker_survives_failures_and_processes_the_next_frame(in_process, tmp_p
         return node.stats.inference_errors + node.stats.processing_errors + node.stats.processed
 
     for step in (1, 2, 3):  # infer fails, post-processing fails, then a frame goes through
-        node._on_image(msg, {})
+        node._on_image(node.cameras[0], msg, {})
         assert wait_until(lambda: frames_finished() == step, 10.0, poll_s=0.02)
     snap = node.stats.snapshot()
     assert (snap["inference_errors"], snap["processing_errors"], snap["frames_processed"]) == (1, 1, 1)

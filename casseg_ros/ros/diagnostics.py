@@ -1,21 +1,40 @@
-"""/diagnostics message of the node: the stats snapshot as key/values, with a level an operator can read."""
+"""/diagnostics of the node: a status per camera and one for the shared backend."""
 from __future__ import annotations
 
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
+Values = dict[str, float | int | str]
 
-def diagnostic_array(name: str, hardware_id: str, values: dict[str, float | int | str], stamp: Time) -> DiagnosticArray:
-    """OK while processing; WARN when not active or no images arrive. `values` must hold
-    `lifecycle_state` and `input_rate_hz` (NodeStats.snapshot plus the node's description)."""
-    status = DiagnosticStatus(name=name, hardware_id=hardware_id)
-    if values["lifecycle_state"] != "active":
-        status.level, status.message = DiagnosticStatus.WARN, f"not processing ({values['lifecycle_state']})"
-    elif values["input_rate_hz"] == 0.0:
-        status.level, status.message = DiagnosticStatus.WARN, "no input images"
-    else:
-        status.level, status.message = DiagnosticStatus.OK, "processing"
+
+def _status(name: str, hardware_id: str, level: int, message: str, values: Values) -> DiagnosticStatus:
+    status = DiagnosticStatus(name=name, hardware_id=hardware_id, level=level, message=message)
     status.values = [KeyValue(key=k, value=f"{v:.3f}" if isinstance(v, float) else str(v)) for k, v in values.items()]
-    array = DiagnosticArray(status=[status])
+    return status
+
+
+def camera_status(node_fqn: str, camera: str, values: Values) -> DiagnosticStatus:
+    """`<node>: segmentation` (or `... <camera>` for a named camera): OK while processing; WARN when
+    not active or no images arrive. `values` hold the camera's NodeStats snapshot, `lifecycle_state`
+    and the backend's description."""
+    name = f"{node_fqn}: segmentation" + (f" {camera}" if camera else "")
+    if values["lifecycle_state"] != "active":
+        level, message = DiagnosticStatus.WARN, f"not processing ({values['lifecycle_state']})"
+    elif values["input_rate_hz"] == 0.0:
+        level, message = DiagnosticStatus.WARN, "no input images"
+    else:
+        level, message = DiagnosticStatus.OK, "processing"
+    return _status(name, str(values.get("device", "")), level, message, values)
+
+
+def backend_status(node_fqn: str, values: Values) -> DiagnosticStatus:
+    """`<node>: backend`: the one model every camera shares (batches, forward time, vocabulary)."""
+    level = DiagnosticStatus.OK if values["lifecycle_state"] == "active" else DiagnosticStatus.WARN
+    message = f"{values.get('batches', 0)} batches, {values.get('classes', 0)} classes"
+    return _status(f"{node_fqn}: backend", str(values.get("device", "")), level, message, values)
+
+
+def diagnostic_array(statuses: list[DiagnosticStatus], stamp: Time) -> DiagnosticArray:
+    array = DiagnosticArray(status=statuses)
     array.header.stamp = stamp
     return array

@@ -136,3 +136,35 @@ class NodeStats:
                 snap[f"{name}_p50_ms"] = float(np.percentile(values, 50))
                 snap[f"{name}_p99_ms"] = float(np.percentile(values, 99))
         return snap
+
+
+class BatchStats:
+    """The shared backend's side: batches run, their sizes and forward times, vocabulary swaps."""
+
+    def __init__(self, window: int = 300) -> None:
+        self._lock = threading.Lock()
+        self._forward_s: deque[float] = deque(maxlen=window)
+        self._sizes: deque[int] = deque(maxlen=window)
+        self.batches = 0
+        self.vocabulary_swaps = 0
+
+    def on_batch(self, size: int, forward_s: float) -> None:
+        with self._lock:
+            self.batches += 1
+            self._sizes.append(size)
+            self._forward_s.append(forward_s)
+
+    def on_vocabulary_swap(self) -> None:
+        with self._lock:
+            self.vocabulary_swaps += 1
+
+    def snapshot(self) -> dict[str, float | int | str]:
+        with self._lock:
+            forward = np.asarray(self._forward_s, dtype=np.float64) * 1e3
+            sizes = np.asarray(self._sizes, dtype=np.float64)
+            snap: dict[str, float | int | str] = {"batches": self.batches, "vocabulary_swaps": self.vocabulary_swaps}
+        if sizes.size:
+            snap["batch_size_mean"] = float(sizes.mean())
+            snap["batch_forward_p50_ms"] = float(np.percentile(forward, 50))
+            snap["batch_forward_p99_ms"] = float(np.percentile(forward, 99))
+        return snap

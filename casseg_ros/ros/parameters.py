@@ -2,6 +2,7 @@
 validation that a descriptor cannot express, and the live settings the worker reads per frame."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -17,7 +18,9 @@ RELIABILITIES = ("best_effort", "reliable")
 
 # Parameters applied at configure (they shape the model) and at activate (the subscription).
 MODEL_PARAMS = ("model_path", "backend", "device", "input_height", "input_width", "vocabulary_file",
-                "max_input_pixels")
+                "max_input_pixels", "cameras", "max_batch", "text_provider")
+# A camera name becomes a topic namespace: one ROS name token.
+_CAMERA_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 SUBSCRIPTION_PARAMS = ("image_transport", "input_transport", "qos_reliability")
 
 
@@ -60,6 +63,19 @@ def param_specs() -> list[tuple[str, Any, ParameterDescriptor]]:
             type=ParameterType.PARAMETER_STRING,
             description="Optional vocabulary file replacing the checkpoint's class names/palette in the "
                         "published labels; empty: use the checkpoint's." + at_configure)),
+        ("cameras", [""], D(
+            type=ParameterType.PARAMETER_STRING_ARRAY,
+            description="Camera names, all served by one model: camera c reads c/image (c/image/compressed), "
+                        "c/camera_info, c/depth/image and publishes under ~/c/. [''] (default): one unnamed "
+                        "camera on image, camera_info, depth/image -> ~/mask, ..." + at_configure)),
+        ("max_batch", 4, D(
+            type=ParameterType.PARAMETER_INTEGER, integer_range=_int_range(1, 64),
+            description="Most camera frames in one forward pass; more waiting cameras are served "
+                        "round-robin." + at_configure)),
+        ("text_provider", "", D(
+            type=ParameterType.PARAMETER_STRING,
+            description="Text-embedding provider for ~/set_vocabulary (local, openai, ...); empty: the one the "
+                        "checkpoint's vocabulary was embedded with." + at_configure)),
         ("max_input_pixels", DEFAULT_MAX_PIXELS, D(
             type=ParameterType.PARAMETER_INTEGER, integer_range=_int_range(1, 8192 * 8192),
             description="Images with more pixels are rejected before decoding (protects against forged "
@@ -150,6 +166,8 @@ def validate_parameter(name: str, value: Any) -> str | None:
         return f"qos_reliability must be one of {RELIABILITIES}, got {value!r}"
     if name == "model_path" and not str(value).strip():
         return "model_path must not be empty"
+    if name == "cameras":
+        return _cameras_problem(list(value))
     if name in ("input_height", "input_width") and 0 < int(value) < 32:
         return f"{name} must be 0 (native size) or >= 32, got {value}"
     return None
@@ -165,3 +183,16 @@ def validate_input_size(height: int, width: int) -> str | None:
 def effective_transport(image_transport: str, input_transport: str) -> str:
     """image_transport, or the deprecated input_transport when only that one was changed."""
     return input_transport if input_transport and image_transport == "raw" else image_transport
+
+
+def _cameras_problem(names: list[str]) -> str | None:
+    if not names:
+        return "cameras must name at least one camera ([''] for one unnamed camera)"
+    if names == [""]:
+        return None
+    bad = [n for n in names if not _CAMERA_NAME.fullmatch(n)]
+    if bad:
+        return f"camera names must be ROS name tokens (letter, then letters/digits/_), got {bad}"
+    if len(set(names)) != len(names):
+        return f"camera names must be unique, got {names}"
+    return None

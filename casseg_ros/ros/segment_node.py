@@ -1,26 +1,33 @@
-"""The casseg_ros lifecycle node: camera image in; mask, overlay, labels, scene graph, diagnostics out.
+"""The casseg_ros lifecycle node: camera images in; masks, labels, 3D, scene graphs, diagnostics out.
 
 Thin glue over the ROS-free library: `casseg_ros.pipeline.FramePipeline` runs the backend, the mask
-rule, the products and the scene graph; `conversions` turns messages into arrays, `messages` the
-results into messages (the same builder replay uses), `parameters` declares and validates the
-parameters, `markers` draws the graph.
+rule, the products and the scene graph; `conversions`/`camera` turn messages into arrays,
+`messages` the results into messages (the same builder replay uses), `parameters` declares and
+validates the parameters, `markers` draws the graph, `cameras` names each camera's topics.
 
-Threads: the executor thread runs the subscription callback, which only drops the message into
-a `LatestFrameSlot`; one worker thread (alive while the node is active) decodes, runs inference and
-publishes. A slow model therefore never delays the lifecycle/parameter services and never builds
-a backlog — frames it could not keep up with are dropped and counted.
+One model serves every camera of the `cameras` parameter. Threads: executor threads run the
+subscription callbacks, which only drop the message into the camera's latest-frame slot
+(`LatestFrames`) or stamp cache; one worker thread (alive while the node is active) takes the newest
+frame of every camera that has one (at most `max_batch`, round-robin beyond), runs them as one
+batch, and publishes each camera's outputs with that camera's header. A slow model therefore never
+delays the lifecycle/parameter services and never builds a backlog — frames it could not keep up
+with are dropped and counted per camera.
+
+`~/set_vocabulary` (casseg_msgs/srv/SetVocabulary) embeds new class names with the checkpoint's
+text provider in the service's own thread, then the worker swaps them in between two batches and
+republishes every camera's label_info before the next mask; on any error the old vocabulary stays.
 
 Lifecycle:
   configure  -> validate parameters, resolve model_path, create + load + warm up the backend,
-                create the publishers
-  activate   -> publish ~/label_info (transient local), start the worker, create the subscription
-  deactivate -> destroy the subscription, stop the worker (the frame in flight finishes)
-  cleanup    -> destroy publishers, free the backend
+                create the publishers and the vocabulary service
+  activate   -> publish label_info (transient local), start the worker, create the subscriptions
+  deactivate -> destroy the subscriptions, stop the worker (the batch in flight finishes)
+  cleanup    -> destroy publishers and the service, free the backend
 Parameters that shape the model (model_path, backend, device, input size, vocabulary_file,
-max_input_pixels) can only change while unconfigured; the subscription's (input_transport,
-qos_reliability) while not active; the rest (score_threshold, min_instance_area, overlay_alpha,
-publish_confidence, marker_scale) at any time, taking effect with the next frame.
-Optional images (~/overlay, ~/mask/color) are made only while someone subscribes to them.
+max_input_pixels, cameras, max_batch, text_provider) can only change while unconfigured; the
+subscriptions' (image_transport, qos_reliability) while not active; the rest at any time, taking
+effect with the next frame. Optional images (~/overlay, ~/mask/color, ~/points) are made only while
+someone subscribes to them.
 """
 from __future__ import annotations
 
@@ -29,12 +36,15 @@ import sys
 import threading
 import time
 import traceback
+from dataclasses import dataclass, field
 from typing import Any
 
 import rclpy
 import torch
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import ParameterDescriptor, ParameterType, SetParametersResult
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -45,27 +55,35 @@ from vision_msgs.msg import LabelInfo
 from visualization_msgs.msg import MarkerArray
 
 from casseg_msgs.msg import SceneGraph
+from casseg_msgs.srv import SetVocabulary
 from casseg_ros.perception.depth import InvalidDepth, check_depth
-from casseg_ros.pipeline import DepthFrame, FramePipeline, InferenceError, Products, display_labels
+from casseg_ros.pipeline import DepthFrame, FrameInput, FramePipeline, InferenceError, Products, display_labels
 from casseg_ros.resources import resolve_data_path
 from casseg_ros.ros.camera import depth_to_metres, pinhole_from_info
+from casseg_ros.ros.cameras import Camera
 from casseg_ros.ros.conversions import DEFAULT_MAX_PIXELS, InvalidImage, to_rgb
-from casseg_ros.ros.diagnostics import diagnostic_array
-from casseg_ros.ros.latest_frame import LatestFrameSlot
+from casseg_ros.ros.diagnostics import backend_status, camera_status, diagnostic_array
+from casseg_ros.ros.latest_frame import LatestFrames, TakenFrame
 from casseg_ros.ros.markers import scene_graph_markers
 from casseg_ros.ros.messages import frame_messages, label_info_msg
-from casseg_ros.ros.node_stats import NodeStats
+from casseg_ros.ros.node_stats import BatchStats
 from casseg_ros.ros.parameters import (
     MODEL_PARAMS, SUBSCRIPTION_PARAMS, LiveSettings, effective_transport, param_specs, validate_input_size,
     validate_parameter,
 )
-from casseg_ros.ros.stamp_cache import StampCache
+from casseg_ros.ros.vocabulary_request import BadVocabularyRequest, vocabulary_from_request
 from casseg_ros.runtime import create_backend
+from casseg_ros.text import Vocabulary
 
 NODE_NAME = "casseg_ros"
-# The worker re-checks for shutdown this often while no frame arrives.
+# The worker re-checks for shutdown and vocabulary swaps this often while no frame arrives.
 _WORKER_POLL_S = 0.2
 _WARN_THROTTLE_S = 2.0
+# How long ~/set_vocabulary waits for the worker to swap between two batches.
+_SWAP_TIMEOUT_S = 60.0
+_MESSAGE_TYPES = {"mask": Image, "mask/color": Image, "overlay": Image, "confidence": Image,
+                  "camera_info": CameraInfo, "points": PointCloud2, "label_info": LabelInfo,
+                  "scene_graph": SceneGraph, "scene_graph/markers": MarkerArray}
 
 
 def _publisher_key(info: dict) -> bytes | None:
@@ -77,6 +95,15 @@ def _publisher_key(info: dict) -> bytes | None:
 
 def _stamp_ns(header: Header) -> int:
     return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
+
+
+@dataclass
+class _VocabularySwap:
+    """A vocabulary waiting for the worker, and the answer the service thread waits for."""
+
+    vocabulary: Vocabulary
+    done: threading.Event = field(default_factory=threading.Event)
+    error: str | None = None
 
 
 class SegmentNode(LifecycleNode):
@@ -98,16 +125,25 @@ class SegmentNode(LifecycleNode):
         self._backend: Any = None
         self._pipeline: FramePipeline | None = None
         self._max_input_pixels = DEFAULT_MAX_PIXELS
-        self._outputs: dict[str, Any] = {}
-        self._subscriptions: list[Any] = []
-        self._camera_infos: StampCache[CameraInfo] = StampCache()
-        self._depths: StampCache[Image] = StampCache()
-        self._slot: LatestFrameSlot | None = None
+        self._max_batch = 1
+        self.cameras: list[Camera] = [Camera(name) for name in self._param("cameras")]
+        self.batch_stats = BatchStats()
+        self._frames: LatestFrames | None = None
         self._worker: threading.Thread | None = None
-        self.stats = NodeStats()
+        self._swap_lock = threading.Lock()  # one swap at a time; guards _pending_swap
+        self._pending_swap: _VocabularySwap | None = None
+        self._vocabulary_service = None
+        # The service embeds text for up to seconds: its own group lets a multi-threaded executor
+        # keep delivering images and lifecycle/parameter calls meanwhile.
+        self._service_group = MutuallyExclusiveCallbackGroup()
         # Diagnostics run in every state: an operator must see why a node is not producing masks.
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._diagnostics_timer = self.create_timer(1.0, self.publish_diagnostics)
+
+    @property
+    def stats(self):
+        """The first camera's counters (the only camera's, for a single-camera node)."""
+        return self.cameras[0].stats
 
     # ------------------------------------------------------------------ parameters
     def _param(self, name: str) -> Any:
@@ -133,6 +169,8 @@ class SegmentNode(LifecycleNode):
 
     def _after_set_parameters(self, params: list[Parameter]) -> None:
         self._live = LiveSettings.from_values(self._param)
+        if any(p.name == "cameras" for p in params):  # only while unconfigured (checked above)
+            self.cameras = [Camera(name) for name in self._param("cameras")]
         if self._active and any(p.name == "score_threshold" for p in params):
             self._publish_labels()  # LabelInfo carries the threshold
 
@@ -156,6 +194,7 @@ class SegmentNode(LifecycleNode):
         height, width = int(self._param("input_height")), int(self._param("input_width"))
         input_size = (height, width) if height and width else None
         self._max_input_pixels = int(self._param("max_input_pixels"))
+        self._max_batch = int(self._param("max_batch"))
         t0 = time.perf_counter()
         backend = create_backend(name=self._param("backend"), model_path=str(model_path),
                                  device=self._param("device"), input_size=input_size)
@@ -165,12 +204,14 @@ class SegmentNode(LifecycleNode):
         labels = display_labels(backend, str(self._param("vocabulary_file")).strip() or None)
         self._pipeline = FramePipeline(backend, labels)
         self._create_publishers()
+        self._vocabulary_service = self.create_service(SetVocabulary, "~/set_vocabulary", self._on_set_vocabulary,
+                                                       callback_group=self._service_group)
         self._configured = True
         desc = backend.describe()
         self.get_logger().info(
             f"configured: {model_path} on {desc.get('name')}/{desc.get('device')} "
             f"input_size={desc.get('input_size')} classes={len(labels.names)} mask={labels.mask_encoding} "
-            f"({time.perf_counter() - t0:.1f} s incl. warm-up)")
+            f"cameras={[c.label for c in self.cameras]} ({time.perf_counter() - t0:.1f} s incl. warm-up)")
 
     def _create_publishers(self) -> None:
         image_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=2, reliability=ReliabilityPolicy.RELIABLE,
@@ -178,23 +219,15 @@ class SegmentNode(LifecycleNode):
         latched_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
                                  durability=DurabilityPolicy.TRANSIENT_LOCAL)
         graph_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        qos = {"label_info": latched_qos, "scene_graph": graph_qos, "scene_graph/markers": graph_qos}
 
-        def make(msg_type, name: str, qos: QoSProfile):
-            # qos_overrides.<topic>.publisher.<policy> parameters (the ROS convention) may change `qos`.
-            return self.create_lifecycle_publisher(
-                msg_type, f"~/{name}", qos, qos_overriding_options=QoSOverridingOptions.with_default_policies())
+        def make(name: str, topic: str):
+            # qos_overrides.<topic>.publisher.<policy> parameters (the ROS convention) may change the QoS.
+            return self.create_lifecycle_publisher(_MESSAGE_TYPES[name], topic, qos.get(name, image_qos),
+                                                   qos_overriding_options=QoSOverridingOptions.with_default_policies())
 
-        self._outputs = {
-            "mask": make(Image, "mask", image_qos),
-            "mask/color": make(Image, "mask/color", image_qos),
-            "overlay": make(Image, "overlay", image_qos),
-            "confidence": make(Image, "confidence", image_qos),
-            "camera_info": make(CameraInfo, "camera_info", image_qos),
-            "points": make(PointCloud2, "points", image_qos),
-            "label_info": make(LabelInfo, "label_info", latched_qos),
-            "scene_graph": make(SceneGraph, "scene_graph", graph_qos),
-            "markers": make(MarkerArray, "scene_graph/markers", graph_qos),
-        }
+        for camera in self.cameras:
+            camera.create_outputs(make)
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         result = super().on_activate(state)  # enables the lifecycle publishers
@@ -202,23 +235,25 @@ class SegmentNode(LifecycleNode):
             return result
         try:
             self._publish_labels()
-            self._slot = LatestFrameSlot()
-            self._worker = threading.Thread(target=self._worker_loop, args=(self._slot,),
+            self._frames = LatestFrames([c.name for c in self.cameras])
+            self._worker = threading.Thread(target=self._worker_loop, args=(self._frames,),
                                             name="casseg_worker", daemon=True)
             self._worker.start()
-            self._subscriptions = self._create_subscriptions()
+            for camera in self.cameras:
+                camera.subscriptions = self._create_subscriptions(camera)
         except Exception as exc:  # noqa: BLE001
             self.get_logger().error(f"activate failed: {exc}")
+            self._destroy_subscriptions()
             self._stop_worker()
             super().on_deactivate(state)  # back to inactive: publishers disabled again
             return TransitionCallbackReturn.FAILURE
         self._active = True
-        topics = ", ".join(s.topic_name for s in self._subscriptions)
+        topics = ", ".join(s.topic_name for c in self.cameras for s in c.subscriptions)
         self.get_logger().info(f"active: listening on {topics}")
         return TransitionCallbackReturn.SUCCESS
 
-    def _create_subscriptions(self) -> list[Any]:
-        """The image (image_transport naming), its camera_info and an optional registered depth image."""
+    def _create_subscriptions(self, camera: Camera) -> list[Any]:
+        """The camera's image (image_transport naming), its camera_info and an optional registered depth."""
         def qos() -> QoSProfile:
             return QoSProfile(
                 history=HistoryPolicy.KEEP_LAST, depth=1,
@@ -226,40 +261,50 @@ class SegmentNode(LifecycleNode):
                              else ReliabilityPolicy.BEST_EFFORT),
                 durability=qos_profile_sensor_data.durability)
 
-        def subscribe(msg_type, topic: str, callback):
-            return self.create_subscription(msg_type, topic, callback, qos(),
+        def subscribe(msg_type, name: str, callback):
+            return self.create_subscription(msg_type, camera.input_topic(name), callback, qos(),
                                             qos_overriding_options=QoSOverridingOptions.with_default_policies())
 
         transport = effective_transport(self._param("image_transport"), self._param("input_transport"))
         if self._param("input_transport"):
-            self.get_logger().warning("input_transport is deprecated: set image_transport instead")
-        self._camera_infos.clear()
-        self._depths.clear()
-        image = (subscribe(CompressedImage, "image/compressed", self._on_image) if transport == "compressed"
-                 else subscribe(Image, "image", self._on_image))
+            self.get_logger().warning("input_transport is deprecated: set image_transport instead", once=True)
+        camera.clear_inputs()
+
+        def on_image(msg, info: dict) -> None:
+            self._on_image(camera, msg, info)
+
+        image = (subscribe(CompressedImage, "image/compressed", on_image) if transport == "compressed"
+                 else subscribe(Image, "image", on_image))
         # Keeping several recent messages lets each image find its own stamp among them.
         return [image,
-                subscribe(CameraInfo, "camera_info", lambda msg: self._camera_infos.put(_stamp_ns(msg.header), msg)),
-                subscribe(Image, "depth/image", lambda msg: self._depths.put(_stamp_ns(msg.header), msg))]
+                subscribe(CameraInfo, "camera_info", lambda msg: camera.camera_infos.put(_stamp_ns(msg.header), msg)),
+                subscribe(Image, "depth/image", lambda msg: camera.depths.put(_stamp_ns(msg.header), msg))]
+
+    def _destroy_subscriptions(self) -> None:
+        for camera in self.cameras:
+            for subscription in camera.subscriptions:
+                self.destroy_subscription(subscription)
+            camera.subscriptions = []
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._active = False
-        for subscription in self._subscriptions:
-            self.destroy_subscription(subscription)
-        self._subscriptions = []
+        self._destroy_subscriptions()
         self._stop_worker()
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        for publisher in self._outputs.values():
-            self.destroy_lifecycle_publisher(publisher)
-        self._outputs = {}
+        for camera in self.cameras:
+            for publisher in camera.outputs.values():
+                self.destroy_lifecycle_publisher(publisher)
+            camera.outputs = {}
+        self._destroy_vocabulary_service()
         self._release_backend()
         self._configured = False
         return super().on_cleanup(state)
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.on_deactivate(state)
+        self._destroy_vocabulary_service()
         self._release_backend()
         self._configured = False
         return TransitionCallbackReturn.SUCCESS
@@ -267,9 +312,15 @@ class SegmentNode(LifecycleNode):
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._active = False
         self._stop_worker()
+        self._destroy_vocabulary_service()
         self._release_backend()
         self._configured = False
         return TransitionCallbackReturn.SUCCESS
+
+    def _destroy_vocabulary_service(self) -> None:
+        if self._vocabulary_service is not None:
+            self.destroy_service(self._vocabulary_service)
+            self._vocabulary_service = None
 
     def _release_backend(self) -> None:
         backend, self._backend, self._pipeline = self._backend, None, None
@@ -280,119 +331,206 @@ class SegmentNode(LifecycleNode):
             torch.cuda.empty_cache()  # frees cached GPU memory held by the released model
 
     def _stop_worker(self) -> None:
-        if self._slot is not None and self._slot.close():
-            self.stats.on_dropped()
+        if self._frames is not None:
+            for camera_name in self._frames.close():
+                self._camera(camera_name).stats.on_dropped()
         if self._worker is not None:
             self._worker.join()
-        self._slot, self._worker = None, None
+        self._frames, self._worker = None, None
+        self._finish_pending_swap()  # a swap that arrived during the last batch, or after
 
     # ------------------------------------------------------------------ data path
-    def _on_image(self, msg: Image | CompressedImage, info: dict) -> None:
-        """Executor thread: hand the frame over and return; never decode or infer here."""
-        self.stats.on_received(publisher=_publisher_key(info), sequence=info.get("publication_sequence_number"))
-        slot = self._slot
-        if slot is not None and slot.put(msg):
-            self.stats.on_dropped()
+    def _camera(self, name: str) -> Camera:
+        return next(c for c in self.cameras if c.name == name)
 
-    def _worker_loop(self, slot: LatestFrameSlot) -> None:
-        while not slot.closed:
-            taken = slot.take(timeout=_WORKER_POLL_S)
-            if taken is not None:
+    def _on_image(self, camera: Camera, msg: Image | CompressedImage, info: dict) -> None:
+        """Executor thread: hand the frame over and return; never decode or infer here."""
+        camera.stats.on_received(publisher=_publisher_key(info), sequence=info.get("publication_sequence_number"))
+        frames = self._frames
+        if frames is not None and frames.put(camera.name, msg):
+            camera.stats.on_dropped()
+
+    def _worker_loop(self, frames: LatestFrames) -> None:
+        while not frames.closed:
+            batch = frames.take_batch(self._max_batch, timeout=_WORKER_POLL_S)
+            self._finish_pending_swap()  # between two batches: no frame sees half a swap
+            if batch:
                 try:
-                    self.process_frame(taken.item)
-                except Exception as exc:  # noqa: BLE001 - a bug on one frame must not end the worker
-                    self.stats.on_processing_error(f"{type(exc).__name__}: {exc}")
+                    self.process_batch(batch)
+                except Exception as exc:  # noqa: BLE001 - a bug on one batch must not end the worker
+                    for taken in batch:
+                        self._camera(taken.camera).stats.on_processing_error(f"{type(exc).__name__}: {exc}")
                     self.get_logger().error(f"processing failed: {exc}\n{traceback.format_exc()}",
                                             throttle_duration_sec=_WARN_THROTTLE_S)
 
-    def _wanted_products(self, live: LiveSettings) -> Products:
-        pubs = self._outputs
-        return Products(overlay=pubs["overlay"].get_subscription_count() > 0,
-                        color_mask=pubs["mask/color"].get_subscription_count() > 0,
-                        confidence_image=live.publish_confidence,
-                        points=pubs["points"].get_subscription_count() > 0)
+    def process_frame(self, msg: Image | CompressedImage) -> None:
+        """Segment and publish one frame of the first camera (tests, tools)."""
+        self.process_batch([TakenFrame(self.cameras[0].name, msg, time.monotonic())])
 
-    def _depth_frame(self, stamp_ns: int, info: CameraInfo | None, image_shape: tuple[int, int],
+    def _wanted_products(self, camera: Camera, live: LiveSettings) -> Products:
+        outputs = camera.outputs
+        return Products(overlay=outputs["overlay"].get_subscription_count() > 0,
+                        color_mask=outputs["mask/color"].get_subscription_count() > 0,
+                        confidence_image=live.publish_confidence,
+                        points=outputs["points"].get_subscription_count() > 0)
+
+    def _depth_frame(self, camera: Camera, stamp_ns: int, info: CameraInfo | None, image_shape: tuple[int, int],
                      live: LiveSettings) -> DepthFrame | None:
         """The registered depth of this frame, or None; a problem is counted and never stops the
         2D outputs."""
-        depth_msg = self._depths.get(stamp_ns, live.sync_wait_s)
+        depth_msg = camera.depths.get(stamp_ns, live.sync_wait_s)
         if depth_msg is None:
-            if self._depths.received:
-                self.stats.on_depth_problem("no depth image with the frame's stamp")
+            if camera.depths.received:
+                camera.stats.on_depth_problem("no depth image with the frame's stamp")
             return None
         try:
             if info is None:
                 raise InvalidDepth("no camera_info with the frame's stamp (needed to place depth in 3D)")
-            camera = pinhole_from_info(info)
+            pinhole = pinhole_from_info(info)
             metres = depth_to_metres(depth_msg, live.depth_max_range_m)
-            check_depth(metres, camera, image_shape)
+            check_depth(metres, pinhole, image_shape)
         except InvalidDepth as exc:
-            self.stats.on_depth_problem(exc.reason)
-            self.get_logger().warning(f"depth not used: {exc.reason}", throttle_duration_sec=_WARN_THROTTLE_S)
+            camera.stats.on_depth_problem(exc.reason)
+            self.get_logger().warning(f"camera {camera.label}: depth not used: {exc.reason}",
+                                      throttle_duration_sec=_WARN_THROTTLE_S)
             return None
-        return DepthFrame(metres, camera)
+        return DepthFrame(metres, pinhole)
 
-    def process_frame(self, msg: Image | CompressedImage) -> None:
-        """Decode, segment and publish one frame. Bad input and inference failures are counted and
-        logged, not raised."""
+    def process_batch(self, batch: list[TakenFrame]) -> None:
+        """Decode each camera's frame, segment them in one forward pass, publish each camera's
+        outputs. Bad input and inference failures are counted per camera and logged, not raised."""
         t_start, cpu_start = time.perf_counter(), time.thread_time()
         live, pipeline = self._live, self._pipeline
-        try:
-            rgb = to_rgb(msg, self._max_input_pixels)
-        except InvalidImage as exc:
-            self.stats.on_rejected(exc.reason)
-            self.get_logger().warning(f"rejected input image: {exc.reason}", throttle_duration_sec=_WARN_THROTTLE_S)
-            return
         if pipeline is None:
             return
-        stamp_ns = _stamp_ns(msg.header)
-        info = self._camera_infos.get(stamp_ns, live.sync_wait_s)
-        if info is None:
-            self.stats.on_camera_info_missing()
-        depth = self._depth_frame(stamp_ns, info, rgb.shape[:2], live)
+        accepted: list[tuple[Camera, Any, CameraInfo | None]] = []
+        inputs: list[FrameInput] = []
+        for taken in batch:
+            camera, msg = self._camera(taken.camera), taken.item
+            try:
+                rgb = to_rgb(msg, self._max_input_pixels)
+            except InvalidImage as exc:
+                camera.stats.on_rejected(exc.reason)
+                self.get_logger().warning(f"camera {camera.label}: rejected input image: {exc.reason}",
+                                          throttle_duration_sec=_WARN_THROTTLE_S)
+                continue
+            stamp_ns = _stamp_ns(msg.header)
+            info = camera.camera_infos.get(stamp_ns, live.sync_wait_s)
+            if info is None:
+                camera.stats.on_camera_info_missing()
+            depth = self._depth_frame(camera, stamp_ns, info, rgb.shape[:2], live)
+            accepted.append((camera, msg, info))
+            inputs.append(FrameInput(rgb, self._wanted_products(camera, live), depth))
+        if not inputs:
+            return
         try:
-            result = pipeline.process(rgb, live.pipeline, self._wanted_products(live), depth)
-        except InferenceError as exc:  # e.g. CUDA OOM on one frame; the next may succeed
-            self.stats.on_inference_error(str(exc))
+            results = pipeline.process_batch(inputs, live.pipeline)
+        except InferenceError as exc:  # e.g. CUDA OOM on one batch; the next may succeed
+            for camera, _, _ in accepted:
+                camera.stats.on_inference_error(str(exc))
             self.get_logger().error(f"inference failed: {exc}", throttle_duration_sec=_WARN_THROTTLE_S)
             return
-        pubs = self._outputs
-        messages = frame_messages(result, pipeline.labels, msg.header)
+        forward_s = results[0].forward_s
+        self.batch_stats.on_batch(len(results), forward_s)
+        for (camera, msg, info), result in zip(accepted, results):
+            self._publish(camera, msg.header, info, result, pipeline, live)
+        # Host work of the whole batch, shared by its frames; also as CPU time of this thread: on a
+        # loaded machine wall time also counts the time other processes held the core.
+        host_s = (time.perf_counter() - t_start - forward_s) / len(results)
+        host_cpu_s = (time.thread_time() - cpu_start - results[0].forward_thread_cpu_s) / len(results)
+        for (camera, msg, _), result in zip(accepted, results):
+            latency_s = (self.get_clock().now().nanoseconds - _stamp_ns(msg.header)) / 1e9
+            camera.stats.on_published(latency_s, forward_s, host_s, host_cpu_s)
+
+    def _publish(self, camera: Camera, header: Header, info: CameraInfo | None, result, pipeline: FramePipeline,
+                 live: LiveSettings) -> None:
+        outputs = camera.outputs
+        messages = frame_messages(result, pipeline.labels, header)
         for name, message in messages.items():
-            pubs[name].publish(message)
+            outputs[name].publish(message)
         if info is not None:  # with every mask, under the mask's header, so RViz/Foxglove can place it
-            info.header = msg.header
-            pubs["camera_info"].publish(info)
-        latency_s = (self.get_clock().now().nanoseconds - _stamp_ns(msg.header)) / 1e9
-        if pubs["markers"].get_subscription_count() > 0:
-            pubs["markers"].publish(scene_graph_markers(messages["scene_graph"], pipeline.labels.palette,
-                                                        live.marker_scale))
-        host_s = time.perf_counter() - t_start - result.forward_s
-        # Host work as CPU time of this thread too: on a loaded machine wall time also counts the
-        # time other processes held the core.
-        host_cpu_s = time.thread_time() - cpu_start - result.forward_thread_cpu_s
-        self.stats.on_published(latency_s, result.forward_s, host_s, host_cpu_s)
+            info.header = header
+            outputs["camera_info"].publish(info)
+        if outputs["scene_graph/markers"].get_subscription_count() > 0:
+            outputs["scene_graph/markers"].publish(scene_graph_markers(messages["scene_graph"],
+                                                                       pipeline.labels.palette, live.marker_scale))
 
     def _publish_labels(self) -> None:
-        self._outputs["label_info"].publish(label_info_msg(
-            self._pipeline.labels, self._live.pipeline.score_threshold, self.get_clock().now().to_msg()))
+        if self._pipeline is None:
+            return
+        msg = label_info_msg(self._pipeline.labels, self._live.pipeline.score_threshold,
+                             self.get_clock().now().to_msg())
+        for camera in self.cameras:
+            camera.outputs["label_info"].publish(msg)
+
+    # ------------------------------------------------------------------ run-time vocabulary
+    def _on_set_vocabulary(self, request: SetVocabulary.Request, response: SetVocabulary.Response):
+        """Service thread: embed the names (slow), hand them to the worker, wait for the swap."""
+        pipeline = self._pipeline
+        if pipeline is None:
+            response.success, response.message = False, "not configured"
+            return response
+        provider = str(self._param("text_provider")).strip() or pipeline.backend.vocabulary.provider
+        t0 = time.perf_counter()
+        try:
+            vocabulary = vocabulary_from_request(request, provider)
+        except BadVocabularyRequest as exc:
+            response.success, response.message = False, f"vocabulary kept: {exc}"
+            return response
+        embed_s = time.perf_counter() - t0
+        with self._swap_lock:
+            swap = _VocabularySwap(vocabulary)
+            self._pending_swap = swap
+            if self._worker is None:  # not active: no frame can be in flight, swap here
+                self._finish_pending_swap()
+            if not swap.done.wait(_SWAP_TIMEOUT_S):
+                self._pending_swap = None
+                response.success, response.message = False, "vocabulary kept: the worker did not swap in time"
+                return response
+        if swap.error:
+            response.success, response.message = False, f"vocabulary kept: {swap.error}"
+        else:
+            response.success = True
+            response.message = (f"{len(vocabulary.names)} classes ({provider} embeddings in {embed_s:.2f} s), "
+                                f"swapped in {time.perf_counter() - t0 - embed_s:.3f} s")
+            self.get_logger().info(f"vocabulary: {response.message}: {list(vocabulary.names)}")
+        return response
+
+    def _finish_pending_swap(self) -> None:
+        """Worker thread, between batches (or the service thread while nothing runs): swap, then
+        republish label_info so it precedes every mask made with the new classes."""
+        swap, self._pending_swap = self._pending_swap, None
+        if swap is None:
+            return
+        try:
+            self._pipeline.set_vocabulary(swap.vocabulary)
+            self.batch_stats.on_vocabulary_swap()
+            if self._active:
+                self._publish_labels()
+        except Exception as exc:  # noqa: BLE001 - the backend refused: the old vocabulary stays
+            swap.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            swap.done.set()
 
     # ------------------------------------------------------------------ diagnostics
     def lifecycle_state(self) -> str:
         return "active" if self._active else ("inactive" if self._configured else "unconfigured")
 
     def publish_diagnostics(self) -> None:
-        values = self.stats.snapshot()
-        values["lifecycle_state"] = self.lifecycle_state()
+        state = self.lifecycle_state()
         desc = self._backend.describe() if self._backend is not None else {}
-        values["backend"] = desc.get("name", self._param("backend"))
-        values["device"] = desc.get("device", self._param("device"))
-        values["precision"] = desc.get("precision", "")
-        values["input_size"] = "x".join(str(v) for v in desc.get("input_size") or []) or "native"
-        self._diagnostics_pub.publish(diagnostic_array(f"{self.get_fully_qualified_name()}: segmentation",
-                                                       str(values["device"]), values,
-                                                       self.get_clock().now().to_msg()))
+        backend = {"backend": desc.get("name", self._param("backend")),
+                   "device": desc.get("device", self._param("device")),
+                   "precision": desc.get("precision", ""),
+                   "input_size": "x".join(str(v) for v in desc.get("input_size") or []) or "native"}
+        fqn = self.get_fully_qualified_name()
+        statuses = [camera_status(fqn, camera.name, camera.stats.snapshot() | backend | {"lifecycle_state": state})
+                    for camera in self.cameras]
+        if len(self.cameras) > 1 or self.batch_stats.batches:
+            classes = len(self._pipeline.labels.names) if self._pipeline is not None else 0
+            statuses.append(backend_status(fqn, self.batch_stats.snapshot() | backend |
+                                           {"lifecycle_state": state, "classes": classes}))
+        self._diagnostics_pub.publish(diagnostic_array(statuses, self.get_clock().now().to_msg()))
 
 
 def _parse_args(argv: list[str]) -> argparse.Namespace:
@@ -419,8 +557,12 @@ def main(argv: list[str] | None = None) -> int:
                 node.get_logger().fatal("activate failed; see the error above")
                 exit_code = 1
         if exit_code == 0:
-            rclpy.spin(node)
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+            # Two threads: the vocabulary service (own callback group) may embed text for seconds
+            # while images, lifecycle and parameter calls keep being served.
+            executor = MultiThreadedExecutor(num_threads=2)
+            executor.add_node(node)
+            executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
         if node.lifecycle_state() == "active":

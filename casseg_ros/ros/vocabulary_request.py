@@ -1,0 +1,48 @@
+"""casseg_msgs/srv/SetVocabulary request -> a Vocabulary with fresh text embeddings (or a clear error).
+
+Runs in the service's thread, never on the frame path: embedding the names can take a moment (the
+local MiniLM on CPU, or an HTTP round trip to OpenAI). The swap itself is the worker's job.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from casseg_ros.perception.mask import UNKNOWN_MONO16
+from casseg_ros.text import Vocabulary, build_vocabulary
+
+
+class BadVocabularyRequest(ValueError):
+    """The request cannot become a vocabulary; the message is what the caller is told."""
+
+
+def check_request(names: list[str], descriptions: list[str], colors: list[Any]) -> None:
+    if not names:
+        raise BadVocabularyRequest("class_names is empty")
+    if any(not n.strip() for n in names):
+        raise BadVocabularyRequest("class names must not be empty")
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise BadVocabularyRequest(f"duplicate class names: {duplicates}")
+    if len(names) > UNKNOWN_MONO16:  # ids 0..65534 beside the unknown id of a mono16 mask
+        raise BadVocabularyRequest(f"{len(names)} classes: a mask holds at most {UNKNOWN_MONO16}")
+    for field_name, values in (("descriptions", descriptions), ("colors", colors)):
+        if values and len(values) != len(names):
+            raise BadVocabularyRequest(f"{len(values)} {field_name} for {len(names)} class names "
+                                       f"(give none or one per name)")
+
+
+def vocabulary_from_request(request: Any, provider: str) -> Vocabulary:
+    """Validate the request and embed its names with `provider`. BadVocabularyRequest on any
+    problem, the provider's failure included (its message kept)."""
+    names, descriptions = [str(n) for n in request.class_names], [str(d) for d in request.descriptions]
+    check_request(names, descriptions, list(request.colors))
+    palette = None
+    if request.colors:
+        palette = np.array([[c.r, c.g, c.b] for c in request.colors], np.float64)
+        palette = np.clip(np.round(palette * 255.0), 0, 255).astype(np.uint8)
+    try:
+        return build_vocabulary(names, provider, descriptions or None, palette=palette)
+    except Exception as exc:  # noqa: BLE001 - any provider failure (missing model, network, quota) is an answer
+        raise BadVocabularyRequest(f"text provider {provider!r} failed: {type(exc).__name__}: {exc}") from exc
