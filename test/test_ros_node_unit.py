@@ -16,7 +16,7 @@ from rclpy.parameter import Parameter
 
 from casseg_msgs.msg import SceneGraph, SceneNode
 from casseg_ros.model.checkpoint import save_checkpoint
-from casseg_ros.ros.latest_frame import LatestFrames
+from casseg_ros.ros.latest_frame import LatestFrames, TakenFrame
 from casseg_ros.ros.node_stats import NodeStats, SlidingRate
 from casseg_ros import pipeline as frame_pipeline
 from casseg_ros.resources import resolve_data_path
@@ -319,3 +319,29 @@ def test_worker_survives_failures_and_processes_the_next_frame(in_process, tmp_p
     snap = node.stats.snapshot()
     assert (snap["inference_errors"], snap["processing_errors"], snap["frames_processed"]) == (1, 1, 1)
     assert "post-processing bug" in snap["last_error"] and node._worker.is_alive()
+
+
+@pytest.mark.ros
+def test_frames_of_several_cameras_run_as_one_batch_whatever_their_sizes(in_process, tmp_path):
+    checkpoint = str(save_checkpoint(tmp_path / "tiny.safetensors", tiny_model(5, img_size=(32, 64))))
+    node = in_process(checkpoint, cameras=["front", "left", "rear"], max_batch=3)
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    real_infer, batches = node._backend.infer, []
+
+    def recording_infer(images):
+        batches.append(images.shape)
+        return real_infer(images)
+
+    node._backend.infer = recording_infer
+    sizes = {"front": (32, 64), "left": (48, 96), "rear": (20, 40)}
+    batch = []
+    for camera, (h, w) in sizes.items():
+        msg = encode_raw(synthetic_scene(h, w, 0), "rgb8")
+        msg.header.frame_id = camera
+        batch.append(TakenFrame(camera, msg, time.monotonic()))
+    node.process_batch(batch)
+    assert batches == [(3, 32, 64, 3)]  # one forward pass at the model's size
+    for camera in node.cameras:
+        assert camera.stats.snapshot()["frames_processed"] == 1, camera.name
+    assert node.batch_stats.snapshot()["batch_size_mean"] == 3.0

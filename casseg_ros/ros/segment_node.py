@@ -526,7 +526,7 @@ class SegmentNode(LifecycleNode):
         fqn = self.get_fully_qualified_name()
         statuses = [camera_status(fqn, camera.name, camera.stats.snapshot() | backend | {"lifecycle_state": state})
                     for camera in self.cameras]
-        if len(self.cameras) > 1 or self.batch_stats.batches:
+        if len(self.cameras) > 1:  # a single-camera node keeps its one status, as before
             classes = len(self._pipeline.labels.names) if self._pipeline is not None else 0
             statuses.append(backend_status(fqn, self.batch_stats.snapshot() | backend |
                                            {"lifecycle_state": state, "classes": classes}))
