@@ -4,17 +4,24 @@
 
 Three processes in a private DDS domain on loopback (config/fastdds_loopback.xml), started and
 stopped with casseg_ros.ros.processes, ready when the ROS graph says so (casseg_ros.replay.session):
-  player    data/demo.mcap's camera frames on /camera/image_raw at the recorded rate
+  player    data/demo.mcap's camera frames on /camera/image_raw at the recorded rate, each with its
+            /camera/camera_info and registered depth /camera/depth/image_raw (same stamp)
   node      casseg_ros (python -m casseg_ros.ros.segment_node) with models/casseg_demo.safetensors
-  recorder  the node's mask, overlay, scene graph, labels and /diagnostics -> an mcap bag
-Then the recording is evaluated against the bag's ground-truth labels and out/demo/ gets:
-  report.md            open this first (latency, mIoU, per-class IoU, overlays)
-  overlays/*.png       the node's ~/overlay output | ground truth, for sample frames
+  recorder  the node's mask, colour mask, overlay, camera_info, point cloud, scene graph,
+            label_info and /diagnostics -> an mcap bag
+Then the recording is evaluated against the bag's ground-truth labels and depth, the standard
+outputs are checked (label_info arrived; a camera_info with every mask's stamp, equal to the
+camera's; colour mask == palette[mask]; every valid point of ~/points back-projects to its pixel,
+carries its label and the camera's depth) and out/demo/ gets:
+  report.md            open this first (latency, mIoU, per-class IoU, overlays, colour masks,
+                       a bird's-eye view of one frame's labelled points, the 3D figures and checks)
+  overlays/*.png       the node's ~/overlay output, for sample frames
   scene_graphs.json    every frame's scene graph as the node published it (replay's schema:
                        `{"frames": [scene_graph_record(...)]}`, stamps as recorded in the bag)
   metrics.json         all numbers;   recording/ the node's outputs (rosbag2, mcap);   logs/
   player.json          the player's stamp offset and counts
-Every child process is stopped on success, error and Ctrl-C; failures exit non-zero with the reason.
+Every child process is stopped on success, error and Ctrl-C; failures (a failed output check
+included) exit non-zero with the reason.
 """
 from __future__ import annotations
 
@@ -23,6 +30,7 @@ import shutil
 import signal
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,20 +40,25 @@ from rosbags.rosbag2 import Reader
 from casseg_ros.model.checkpoint import read_vocabulary
 from casseg_ros.perception import make_overlay
 from casseg_ros.perception.scene_graph import scene_graph_record
-from casseg_ros.replay.bag import IMAGE_TYPE, IMAGE_TYPES, LABEL_INFO_TYPE, SCENE_GRAPH_TYPE, BagError, \
-    find_connection, open_reader, stamp_ns, typestore
+from casseg_ros.replay.bag import CAMERA_INFO_TYPE, IMAGE_TYPE, IMAGE_TYPES, LABEL_INFO_TYPE, POINT_CLOUD_TYPE, \
+    SCENE_GRAPH_TYPE, BagError, find_connection, open_reader, stamp_ns, typestore
 from casseg_ros.replay.metrics import IoUEvaluator
 from casseg_ros.replay.offline import gt_mapping
-from casseg_ros.replay.recording import live_metrics, read_recording
-from casseg_ros.replay.report import save_png, scene_graph_markdown, write_json, write_report
+from casseg_ros.replay.recording import cloud_array, live_metrics, read_recording
+from casseg_ros.replay.report import birds_eye_figure, save_png, scene_graph_markdown, write_json, write_report
 from casseg_ros.replay.session import PlayedRun, play_and_record, start_node
 from casseg_ros.resources import DEMO_BAG, DEMO_MODEL, resolve_data_path
+from casseg_ros.ros.camera import depth_to_metres
 from casseg_ros.ros.messages import scene_graph_from_msg
-from casseg_ros.ros.processes import ChildProcesses, loopback_env, node_command, random_domain_id
+from casseg_ros.ros.processes import ChildProcesses, camera_siblings, loopback_env, node_command, random_domain_id
 from casseg_ros.ros.readiness import GraphWatcher, ReadinessTimeout
 
 CAMERA_TOPIC = "/camera/image_raw"
 NODE = "/casseg_ros"
+# The node's depth_max_range_m in the demo (its default): farther depth gives NaN points.
+DEPTH_MAX_RANGE_M = 20.0
+# A valid point must project back onto its pixel centre to within this (pixels).
+REPROJECTION_TOLERANCE_PX = 0.5
 
 
 class DemoError(RuntimeError):
@@ -62,26 +75,42 @@ def _image_array(msg) -> np.ndarray:
     return rows.reshape(msg.height, msg.width, channels) if channels == 3 else rows
 
 
-def _read_input_bag(bag: Path) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray], list[str] | None]:
-    """{stamp: rgb}, {stamp: label ids} and the label names of the demo recording."""
+@dataclass
+class InputBag:
+    """The demo recording by header stamp: camera images, ground-truth ids, the cameras' matrices K
+    (row-major 9) and registered depth in metres (NaN invalid), and the label names."""
+
+    images: dict[int, np.ndarray] = field(default_factory=dict)
+    labels: dict[int, np.ndarray] = field(default_factory=dict)
+    camera_k: dict[int, tuple[float, ...]] = field(default_factory=dict)
+    depth_m: dict[int, np.ndarray] = field(default_factory=dict)
+    names: list[str] | None = None
+
+
+def _read_input_bag(bag: Path) -> InputBag:
     store = typestore()
     reader = open_reader(bag)
     try:
         image_conn = find_connection(reader, None, IMAGE_TYPES, "image")
+        info_topic, depth_topic = camera_siblings(image_conn.topic)
         label_conns = [c for c in reader.connections if c.msgtype == IMAGE_TYPE and "label" in c.topic]
-        info_conns = [c for c in reader.connections if c.msgtype == LABEL_INFO_TYPE]
-        images, labels, names = {}, {}, None
-        for conn, _, raw in reader.messages(connections=[image_conn, *label_conns, *info_conns]):
+        extra = [c for c in reader.connections if c.msgtype == LABEL_INFO_TYPE or c.topic in (info_topic, depth_topic)]
+        found = InputBag()
+        for conn, _, raw in reader.messages(connections=[image_conn, *label_conns, *extra]):
             msg = store.deserialize_cdr(raw, conn.msgtype)
             if conn.msgtype == LABEL_INFO_TYPE:
-                names = [c.class_name for c in sorted(msg.class_map, key=lambda c: c.class_id)]
+                found.names = [c.class_name for c in sorted(msg.class_map, key=lambda c: c.class_id)]
             elif conn.id == image_conn.id:
-                images[stamp_ns(msg.header)] = _image_array(msg)
+                found.images[stamp_ns(msg.header)] = _image_array(msg)
+            elif conn.topic == info_topic:
+                found.camera_k[stamp_ns(msg.header)] = tuple(float(v) for v in msg.k)
+            elif conn.topic == depth_topic:
+                found.depth_m[stamp_ns(msg.header)] = depth_to_metres(msg, max_range_m=np.inf)
             else:
-                labels[stamp_ns(msg.header)] = _image_array(msg).astype(np.int64)
+                found.labels[stamp_ns(msg.header)] = _image_array(msg).astype(np.int64)
     finally:
         reader.close()
-    return images, labels, names
+    return found
 
 
 def run_live(bag: Path, model: Path, out: Path, timeout_s: float) -> PlayedRun:
@@ -100,10 +129,15 @@ def run_live(bag: Path, model: Path, out: Path, timeout_s: float) -> PlayedRun:
 
     with ChildProcesses(logs, env) as children, GraphWatcher(domain, env, name="casseg_demo") as graph:
         try:
-            start_node(children, graph, node_command(model, CAMERA_TOPIC, NODE.strip("/")), NODE, left())
+            start_node(children, graph, node_command(model, CAMERA_TOPIC, NODE.strip("/"), params={
+                "depth_max_range_m": DEPTH_MAX_RANGE_M}), NODE, left())
             print("demo: node is up, playing the recording at its recorded rate", flush=True)
-            return play_and_record(children, graph, NODE, CAMERA_TOPIC, bag, out, name="demo", timeout=left(),
-                                   start_timeout=left())
+            # The node's camera_info and depth subscriptions are in the graph before the first
+            # frame, so the player waits until its companions are matched to them.
+            siblings = ",".join(camera_siblings(CAMERA_TOPIC))
+            return play_and_record(children, graph, NODE, CAMERA_TOPIC, bag, out,
+                                   ["--wait-subscribers", siblings], name="demo", timeout=left(),
+                                   start_timeout=left(), points=True)
         except ReadinessTimeout as exc:
             raise DemoError(f"{exc} (limit {timeout_s:.0f} s); node log:\n{children.log_tail('node')}") from None
         except RuntimeError as exc:
@@ -115,36 +149,158 @@ def _frame_index(stamps: list[int]) -> dict[int, int]:
     return {stamp: i for i, stamp in enumerate(sorted(stamps))}
 
 
-def evaluate(bag: Path, model: Path, run: PlayedRun, out: Path, num_overlays: int = 8) -> dict[str, Any]:
-    images, labels, gt_names = _read_input_bag(bag)
-    index_of = _frame_index(list(images))
-    store = typestore()
-    rec = read_recording(run.recording, NODE)
-    offset, first = int(run.info["offset_ns"]), int(run.info["first_stamp_ns"])
-    metrics = live_metrics(rec, int(run.info["published"]), float(run.info["elapsed_s"]), offset + first)
+@dataclass
+class NodeOutputs:
+    """What the recorder captured, by recorded stamp (the player's offset taken off)."""
 
-    masks, overlays, graphs, names = {}, {}, [], None
-    palette = read_vocabulary(model).palette  # the colours of the node's ~/mask/color and ~/overlay
-    with Reader(run.recording) as reader:
-        for conn, _, raw in reader.messages():
+    masks: dict[int, np.ndarray] = field(default_factory=dict)
+    overlays: dict[int, np.ndarray] = field(default_factory=dict)
+    color_masks: dict[int, np.ndarray] = field(default_factory=dict)
+    camera_k: dict[int, tuple[float, ...]] = field(default_factory=dict)
+    graphs: list[dict[str, Any]] = field(default_factory=list)
+    names: list[str] | None = None
+
+
+def _read_outputs(recording: Path, offset: int, index_of: dict[int, int]) -> NodeOutputs:
+    """Every recorded output but the point clouds (big: `_check_points` streams them)."""
+    store = typestore()
+    found = NodeOutputs()
+    images = {f"{NODE}/mask": found.masks, f"{NODE}/overlay": found.overlays, f"{NODE}/mask/color": found.color_masks}
+    with Reader(recording) as reader:
+        wanted = [c for c in reader.connections if c.topic != f"{NODE}/points"]
+        for conn, _, raw in reader.messages(connections=wanted):
             if conn.topic == f"{NODE}/label_info":
                 msg = store.deserialize_cdr(raw, LABEL_INFO_TYPE)
-                names = [c.class_name for c in sorted(msg.class_map, key=lambda c: c.class_id)]
-            elif conn.topic == f"{NODE}/mask":
+                found.names = [c.class_name for c in sorted(msg.class_map, key=lambda c: c.class_id)]
+            elif conn.topic in images:
                 msg = store.deserialize_cdr(raw, IMAGE_TYPE)
-                masks[stamp_ns(msg.header) - offset] = _image_array(msg)
-            elif conn.topic == f"{NODE}/overlay":
-                msg = store.deserialize_cdr(raw, IMAGE_TYPE)
-                overlays[stamp_ns(msg.header) - offset] = _image_array(msg)
+                images[conn.topic][stamp_ns(msg.header) - offset] = _image_array(msg)
+            elif conn.topic == f"{NODE}/camera_info":
+                msg = store.deserialize_cdr(raw, CAMERA_INFO_TYPE)
+                found.camera_k[stamp_ns(msg.header) - offset] = tuple(float(v) for v in msg.k)
             elif conn.topic == f"{NODE}/scene_graph":
                 msg = store.deserialize_cdr(raw, SCENE_GRAPH_TYPE)
                 recorded = stamp_ns(msg.header) - offset
                 if recorded in index_of:  # one of our frames (not another publisher's)
-                    graphs.append(scene_graph_record(index_of[recorded], recorded, msg.header.frame_id,
-                                                     scene_graph_from_msg(msg)))
+                    found.graphs.append(scene_graph_record(index_of[recorded], recorded, msg.header.frame_id,
+                                                           scene_graph_from_msg(msg)))
+    found.graphs.sort(key=lambda g: g["frame"])
+    return found
+
+
+def _check_camera_info(outputs: NodeOutputs, inputs: InputBag) -> dict[str, Any]:
+    """~/camera_info: one with every mask's stamp, equal to the camera's camera_info of that frame."""
+    ours = [s for s in outputs.masks if s in inputs.images]
+    echoed = [s for s in ours if s in outputs.camera_k]
+    equal = sum(outputs.camera_k[s] == inputs.camera_k.get(s) for s in echoed)
+    return {"masks": len(ours), "with_camera_info": len(echoed), "equal_to_input": equal,
+            "ok": bool(ours) and len(echoed) == equal == len(ours)}
+
+
+def _check_color_masks(outputs: NodeOutputs, palette: np.ndarray) -> dict[str, Any]:
+    """~/mask/color == palette[~/mask] for every frame both were recorded for (unknown ids black)."""
+    table = np.zeros((65536, 3), np.uint8)
+    table[: len(palette)] = palette
+    pairs = [s for s in outputs.color_masks if s in outputs.masks]
+    equal = sum(np.array_equal(outputs.color_masks[s], table[outputs.masks[s].astype(np.int64)]) for s in pairs)
+    return {"frames": len(pairs), "equal_to_palette_of_mask": equal, "ok": bool(pairs) and equal == len(pairs)}
+
+
+@dataclass
+class PointsCheck:
+    summary: dict[str, Any]
+    sample_stamp: int | None = None
+    sample: np.ndarray | None = None  # the organised cloud of `sample_stamp`
+
+
+def _check_points(recording: Path, offset: int, outputs: NodeOutputs, inputs: InputBag,
+                  wanted_stamp: int | None) -> PointsCheck:
+    """~/points, streamed cloud by cloud: organised like the mask (stride 1); every valid point
+    projects back onto its own pixel with the camera matrix, carries that pixel's mask label and
+    the camera's depth; valid exactly where the camera's depth is (0 < z <= the node's range).
+    Keeps the cloud nearest to `wanted_stamp` for the bird's-eye figure."""
+    store = typestore()
+    frames = aligned = points = 0
+    errors: list[np.ndarray] = []
+    worst_px, check = 0.0, PointsCheck({})
+    with Reader(recording) as reader:
+        conns = [c for c in reader.connections if c.topic == f"{NODE}/points"]
+        for conn, _, raw in reader.messages(connections=conns):
+            msg = store.deserialize_cdr(raw, POINT_CLOUD_TYPE)
+            stamp = stamp_ns(msg.header) - offset
+            if stamp not in outputs.masks or stamp not in inputs.depth_m or stamp not in inputs.camera_k:
+                continue
+            cloud, mask, depth = cloud_array(msg), outputs.masks[stamp], inputs.depth_m[stamp]
+            frames += 1
+            if cloud.shape != mask.shape:
+                continue
+            fx, _, cx, _, fy, cy = inputs.camera_k[stamp][:6]
+            valid = np.isfinite(cloud["z"])
+            rows, cols = np.nonzero(valid)
+            x, y, z = (cloud[name][valid].astype(np.float64) for name in ("x", "y", "z"))
+            reprojection = np.maximum(np.abs(fx * x / z + cx - cols), np.abs(fy * y / z + cy - rows))
+            with np.errstate(invalid="ignore"):
+                expected_valid = np.isfinite(depth) & (depth <= DEPTH_MAX_RANGE_M)
+            frame_ok = (np.array_equal(valid, expected_valid) and (cloud["label"][valid] == mask[valid]).all()
+                        and (reprojection <= REPROJECTION_TOLERANCE_PX).all())
+            aligned += bool(frame_ok)
+            points += int(valid.sum())
+            worst_px = max(worst_px, float(reprojection.max()) if reprojection.size else 0.0)
+            errors.append(np.abs(z - depth[valid]))
+            if wanted_stamp is not None and (check.sample_stamp is None or
+                                             abs(stamp - wanted_stamp) < abs(check.sample_stamp - wanted_stamp)):
+                check.sample_stamp, check.sample = stamp, cloud
+    error = np.concatenate(errors) if errors else np.zeros(0)
+    check.summary = {"frames": frames, "pixel_aligned": aligned, "ok": frames > 0 and aligned == frames,
+                     "valid_points_per_frame": points / frames if frames else None,
+                     "reprojection_max_px": worst_px,
+                     "median_abs_z_error_m": float(np.median(error)) if error.size else None,
+                     "max_abs_z_error_m": float(error.max()) if error.size else None}
+    return check
+
+
+def _graph_3d_summary(graphs: list[dict[str, Any]]) -> dict[str, Any]:
+    instances = [i for g in graphs for i in g["instances"]]
+    placed = [i for i in instances if i.get("centroid_3d") is not None]
+    distances = [r["distance_3d"] for g in graphs for r in g["relations"] if r.get("distance_3d") is not None]
+    return {"instances": len(instances), "instances_with_3d_centroid": len(placed),
+            "frames_with_3d_centroids": sum(any(i.get("centroid_3d") is not None for i in g["instances"]) for g in graphs),
+            "relations_with_3d_distance": len(distances),
+            "median_instance_depth_m": float(np.median([i["centroid_3d"][2] for i in placed])) if placed else None}
+
+
+def _three_d_section(checks: dict[str, Any], three_d: dict[str, Any], figure: Path | None, frame: int | None) -> list[str]:
+    lines = ["## Standard outputs and 3D", "",
+             f"`{NODE}/label_info` (vision_msgs/LabelInfo), `{NODE}/camera_info`, `{NODE}/mask/color` and "
+             f"`{NODE}/points` (organised PointCloud2, depth up to {DEPTH_MAX_RANGE_M:g} m) as recorded:", "",
+             "| check | result | details |", "|---|---|---|"]
+    for name, result in checks.items():
+        details = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
+                            for k, v in result.items() if k != "ok" and v is not None)
+        lines.append(f"| {name} | {'ok' if result['ok'] else '**FAILED**'} | {details} |")
+    lines += ["", "| 3D scene graph | value |", "|---|---|"]
+    lines += [f"| {k} | {f'{v:.3f}' if isinstance(v, float) else v} |" for k, v in three_d.items()] + [""]
+    if figure is not None:
+        lines += [f"![bird's-eye view](figures/{figure.name})", "",
+                  f"Frame {frame} from above: every valid point of `{NODE}/points` at (x, z) in the camera's "
+                  "optical frame, coloured by its label; the scene graph's 3D centroids marked.", ""]
+    return lines
+
+
+def evaluate(bag: Path, model: Path, run: PlayedRun, out: Path, num_overlays: int = 8) -> dict[str, Any]:
+    inputs = _read_input_bag(bag)
+    images, labels = inputs.images, inputs.labels
+    index_of = _frame_index(list(images))
+    rec = read_recording(run.recording, NODE)
+    offset, first = int(run.info["offset_ns"]), int(run.info["first_stamp_ns"])
+    metrics = live_metrics(rec, int(run.info["published"]), float(run.info["elapsed_s"]), offset + first)
+
+    outputs = _read_outputs(run.recording, offset, index_of)
+    masks, overlays, names = outputs.masks, outputs.overlays, outputs.names
+    palette = read_vocabulary(model).palette  # the colours of the node's ~/mask/color and ~/overlay
     if names is None:
         raise DemoError("the node's ~/label_info (vision_msgs/LabelInfo) never arrived in the recording")
-    lut, missing = gt_mapping(gt_names, names) if gt_names else (None, [])
+    lut, missing = gt_mapping(inputs.names, names) if inputs.names else (None, [])
     iou = IoUEvaluator(names, lut)
     unmatched = 0
     for stamp, mask in sorted(masks.items()):
@@ -168,29 +324,55 @@ def evaluate(bag: Path, model: Path, run: PlayedRun, out: Path, num_overlays: in
         index = index_of[stamp]
         save_png(out / "overlays" / f"frame_{index:04d}.png", overlays[stamp])
         row = [images[stamp], overlays[stamp]]
+        if stamp in outputs.color_masks:
+            row.append(outputs.color_masks[stamp])
         if stamp in labels:
             gt = labels[stamp]
             gt_ids = np.where(gt < len(lut), lut[np.clip(gt, 0, len(lut) - 1)], 255) if lut is not None else gt
             row.append(make_overlay(images[stamp], gt_ids.astype(np.int32), palette, 0.7))
         panels.append((f"frame_{index:04d}", np.concatenate(row, axis=1)))
-    graphs.sort(key=lambda g: g["frame"])
+    graphs = outputs.graphs
     write_json(out / "scene_graphs.json", {"frames": graphs})
-    metrics.update(status="ok", bag=str(bag), recording=str(run.recording), classes=names)
+
+    middle = picks[len(picks) // 2] if picks else None
+    points = _check_points(run.recording, offset, outputs, inputs, middle)
+    checks = {"label_info": {"classes": len(names), "ok": True},
+              "camera_info": _check_camera_info(outputs, inputs),
+              "mask/color": _check_color_masks(outputs, palette),
+              "points": points.summary}
+    metrics["output_checks"] = checks
+    metrics["graph_3d"] = _graph_3d_summary(graphs)
+    failed = [name for name, result in checks.items() if not result["ok"]]
+    metrics.update(status="ok" if not failed else f"output checks failed: {', '.join(failed)}", bag=str(bag),
+                   recording=str(run.recording), classes=names)
     metrics["latency_ms"] = {"e2e (camera stamp -> mask received)": metrics.pop("latency_ms")}
     write_json(out / "metrics.json", metrics)
-    extra = []
-    if picks and graphs:
-        middle = index_of[picks[len(picks) // 2]]
-        graph = next((g for g in graphs if g["frame"] == middle), None)
+
+    extra, figure, plotted = [], None, None
+    if points.sample is not None:
+        plotted = index_of.get(points.sample_stamp)
+        graph = next((g for g in graphs if g["frame"] == plotted), None)
+        valid = np.isfinite(points.sample["z"])
+        centroids = [(i["label"], i["centroid_3d"][0], i["centroid_3d"][2]) for i in (graph or {}).get("instances", [])
+                     if i.get("centroid_3d") is not None]
+        figure = birds_eye_figure(points.sample["x"][valid], points.sample["z"][valid], points.sample["label"][valid],
+                                  palette, names, out / "figures" / "birds_eye.png",
+                                  f"frame {plotted}: labelled points from above", centroids)
+    extra += _three_d_section(checks, metrics["graph_3d"], figure, plotted)
+    if middle is not None and graphs:
+        graph = next((g for g in graphs if g["frame"] == index_of[middle]), None)
         if graph is not None:
-            extra = scene_graph_markdown(f"Scene graph of frame {middle} (as published on `{NODE}/scene_graph`)",
-                                         graph["instances"], graph["relations"])
+            extra += scene_graph_markdown(f"Scene graph of frame {index_of[middle]} (as published on "
+                                          f"`{NODE}/scene_graph`)", graph["instances"], graph["relations"])
     write_report(out, "casseg_ros demo", metrics, panels,
                  {"camera stamp -> mask received": rec.since(offset + first).latencies_s()}, extra_sections=extra,
-                 intro=f"The real `casseg_ros` node (separate process, loopback DDS) segmented `{bag.name}` played at "
-                       f"its recorded rate; a recorder process captured its outputs into `recording/`. "
-                       f"Figures: camera | node overlay (`{NODE}/overlay`) | ground truth. "
-                       f"Per-frame overlays: `overlays/`; scene graphs: `scene_graphs.json`.")
+                 intro=f"The real `casseg_ros` node (separate process, loopback DDS) segmented `{bag.name}` (camera "
+                       f"image, camera_info and registered depth) played at its recorded rate; a recorder process "
+                       f"captured its outputs into `recording/`. Figures: camera | node overlay (`{NODE}/overlay`) "
+                       f"| colour mask (`{NODE}/mask/color`) | ground truth. Per-frame overlays: `overlays/`; scene "
+                       f"graphs (with 3D centroids): `scene_graphs.json`.")
+    if failed:
+        raise DemoError(f"output checks failed: {', '.join(failed)} (details in {out / 'report.md'})")
     return metrics
 
 

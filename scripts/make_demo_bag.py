@@ -7,9 +7,14 @@ stream disjoint from the training (seed 0) and validation (seed 1_000_003) split
 evaluates the model on frames it was not trained on.
 
 Topics (all stamped with one header per frame, 10 Hz):
-  /camera/image_raw   sensor_msgs/Image rgb8       the camera
-  /camera/labels      sensor_msgs/Image mono8      ground-truth class ids (255 = ignore)
-  /camera/label_info  vision_msgs/LabelInfo        names of those ids (one message, first)
+  /camera/image_raw        sensor_msgs/Image rgb8       the camera
+  /camera/camera_info      sensor_msgs/CameraInfo       its intrinsics (pinhole, no distortion)
+  /camera/depth/image_raw  sensor_msgs/Image 16UC1      registered depth, millimetres, 0 = invalid
+                                                        (sky, and beyond the 65.535 m of 16 bits)
+  /camera/labels           sensor_msgs/Image mono8      ground-truth class ids (255 = ignore)
+  /camera/label_info       vision_msgs/LabelInfo        names of those ids (one message, first)
+The depth is the scenes' exact geometry (training/datasets/context_scenes.py: a camera over a
+ground plane, objects standing on it, the skyline beyond, sky at infinity), rounded to the mm.
 
 Usage: python scripts/make_demo_bag.py [--out data/demo.mcap] [--frames 100] [--height 128 --width 256]
 """
@@ -30,15 +35,35 @@ import numpy as np  # noqa: E402
 from rosbags.rosbag2 import Writer  # noqa: E402
 from rosbags.rosbag2.enums import CompressionFormat, CompressionMode, StoragePlugin  # noqa: E402
 
-from casseg_ros.replay.bag import IMAGE_TYPE, LABEL_INFO_TYPE, typestore  # noqa: E402
-from training.datasets.context_scenes import CONTEXT_CLASSES, ContextScenes  # noqa: E402
+from casseg_ros.replay.bag import CAMERA_INFO_TYPE, IMAGE_TYPE, LABEL_INFO_TYPE, typestore  # noqa: E402
+from training.datasets.context_scenes import CONTEXT_CLASSES, ContextScenes, SceneCamera  # noqa: E402
 
 DEMO_SEED = 20_251_125
 START_STAMP_NS = 1_764_000_000 * 1_000_000_000  # fixed epoch: 2025-11-24T16:00:00Z
 IMAGE_TOPIC = "/camera/image_raw"
 LABEL_TOPIC = "/camera/labels"
 LABEL_INFO_TOPIC = "/camera/label_info"
+CAMERA_INFO_TOPIC = "/camera/camera_info"
+DEPTH_TOPIC = "/camera/depth/image_raw"
 FRAME_ID = "camera_optical_frame"
+DEPTH_LIMIT_MM = np.iinfo(np.uint16).max  # 16UC1: 65.535 m; farther (and the sky) is 0 = invalid
+
+
+def depth_millimetres(depth_m: np.ndarray) -> np.ndarray:
+    """(H,W) metres, +inf for no depth -> 16UC1 millimetres (REP-118), 0 where invalid or out of range."""
+    mm = np.rint(np.where(np.isfinite(depth_m), depth_m, 0.0) * 1000.0)
+    return np.where((mm > 0) & (mm <= DEPTH_LIMIT_MM), mm, 0).astype("<u2")
+
+
+def camera_info(store, header, camera: SceneCamera):
+    """sensor_msgs/CameraInfo of the scenes' pinhole camera (rectified: no distortion, R = I)."""
+    T = store.types
+    fx, fy, cx, cy = camera.fx, camera.fy, camera.cx, camera.cy
+    return T[CAMERA_INFO_TYPE](
+        header=header, height=camera.height, width=camera.width, distortion_model="plumb_bob",
+        d=np.zeros(5), k=np.array(camera.k), r=np.eye(3).reshape(-1),
+        p=np.array([fx, 0.0, cx, 0.0, 0.0, fy, cy, 0.0, 0.0, 0.0, 1.0, 0.0]), binning_x=0, binning_y=0,
+        roi=T["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0, do_rectify=False))
 
 
 def build(out: Path, frames: int, height: int, width: int, rate_hz: float) -> Path:
@@ -57,6 +82,8 @@ def build(out: Path, frames: int, height: int, width: int, rate_hz: float) -> Pa
         with writer:
             info_conn = writer.add_connection(LABEL_INFO_TOPIC, LABEL_INFO_TYPE, typestore=store)
             img_conn = writer.add_connection(IMAGE_TOPIC, IMAGE_TYPE, typestore=store)
+            cam_conn = writer.add_connection(CAMERA_INFO_TOPIC, CAMERA_INFO_TYPE, typestore=store)
+            depth_conn = writer.add_connection(DEPTH_TOPIC, IMAGE_TYPE, typestore=store)
             lab_conn = writer.add_connection(LABEL_TOPIC, IMAGE_TYPE, typestore=store)
             period_ns = int(round(1e9 / rate_hz))
 
@@ -74,7 +101,11 @@ def build(out: Path, frames: int, height: int, width: int, rate_hz: float) -> Pa
                             data=np.ascontiguousarray(scene.image).reshape(-1))
                 lab = Image(header=h, height=height, width=width, encoding="mono8", is_bigendian=0, step=width,
                             data=np.ascontiguousarray(scene.label).reshape(-1))
+                depth = Image(header=h, height=height, width=width, encoding="16UC1", is_bigendian=0, step=width * 2,
+                              data=depth_millimetres(scene.depth).view(np.uint8).reshape(-1))
                 writer.write(img_conn, t_ns, store.serialize_cdr(img, IMAGE_TYPE))
+                writer.write(cam_conn, t_ns, store.serialize_cdr(camera_info(store, h, scene.camera), CAMERA_INFO_TYPE))
+                writer.write(depth_conn, t_ns, store.serialize_cdr(depth, IMAGE_TYPE))
                 writer.write(lab_conn, t_ns, store.serialize_cdr(lab, IMAGE_TYPE))
         produced = tmpdir / "bag" / "bag.mcap"
         os.replace(produced, out)  # a single .mcap file: rosbags, the mcap CLI/reader and ros2 bag read it

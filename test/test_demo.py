@@ -10,13 +10,15 @@ import time
 from pathlib import Path
 
 import cv2
+import numpy as np
 import psutil
 import pytest
 from sensor_msgs.msg import Image
 
-from replay_helpers import make_demo_bag_module, tiny_context_checkpoint
+from replay_helpers import make_demo_bag_module, tiny_context_checkpoint, write_bag
 
 from casseg_ros import demo
+from casseg_ros.replay.bag import POINT_CLOUD_TYPE, typestore
 from casseg_ros.replay.recording import read_recording
 from casseg_ros.replay.session import play_and_record, start_node
 from casseg_ros.ros.processes import ChildProcesses, node_command, player_command, recorder_command
@@ -54,14 +56,69 @@ def test_demo_runs_the_live_node_and_writes_results(tmp_path, tiny_ckpt, demo_ba
     assert len(graphs) == m["frames_received"]
     assert [g["frame"] for g in graphs] == sorted({g["frame"] for g in graphs}) and set(graphs[0]) == {
         "frame", "stamp_ns", "frame_id", "instances", "relations"}
-    recorded = sorted(demo._read_input_bag(demo_bag)[0])  # the bag's image stamps
+    recorded = sorted(demo._read_input_bag(demo_bag).images)  # the bag's image stamps
     assert all(g["stamp_ns"] == recorded[g["frame"]] for g in graphs)
     overlays = sorted((out / "overlays").glob("*.png"))
     assert len(overlays) == 8
     assert cv2.imread(str(overlays[0])).shape == (64, 128, 3)  # the node's own ~/overlay output
-    assert "mIoU" in (out / "report.md").read_text()
+    # camera | overlay | colour mask | ground truth
+    assert cv2.imread(str(out / "figures" / overlays[0].name)).shape == (64, 4 * 128, 3)
+    report = (out / "report.md").read_text()
+    assert "mIoU" in report and "figures/birds_eye.png" in report and (out / "figures" / "birds_eye.png").is_file()
     assert (out / "recording" / "metadata.yaml").is_file()
+    # the standard outputs and 3D, each checked against the camera's inputs
+    checks = m["output_checks"]
+    assert all(c["ok"] for c in checks.values()), checks
+    assert checks["camera_info"]["with_camera_info"] == checks["camera_info"]["masks"] == m["frames_received"]
+    assert checks["mask/color"]["frames"] >= 10 and checks["points"]["frames"] >= 10
+    assert checks["points"]["reprojection_max_px"] <= 0.5 and checks["points"]["max_abs_z_error_m"] < 1e-6
+    assert m["graph_3d"]["instances_with_3d_centroid"] > 0
+    placed = [i for g in graphs for i in g["instances"] if i["centroid_3d"] is not None]
+    assert placed and all(0 < i["centroid_3d"][2] <= demo.DEPTH_MAX_RANGE_M for i in placed)
     print(f"demo wall time {wall:.1f} s")
+
+
+def _cloud_bag(path, stamp_ns: int, xyz: np.ndarray, label: np.ndarray):
+    """A recording with one ~/points message (x y z float32, label uint16) of `stamp_ns`."""
+    T = typestore().types
+    field = T["sensor_msgs/msg/PointField"]
+    h, w = label.shape
+    points = np.zeros((h, w), np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("label", "<u2"), ("_", "<u2")]))
+    points["x"], points["y"], points["z"], points["label"] = xyz[..., 0], xyz[..., 1], xyz[..., 2], label
+    header = T["std_msgs/msg/Header"](stamp=T["builtin_interfaces/msg/Time"](sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9),
+                                      frame_id="cam")
+    msg = T[POINT_CLOUD_TYPE](header=header, height=h, width=w, fields=[
+        field(name=n, offset=o, datatype=d, count=1) for n, o, d in (("x", 0, 7), ("y", 4, 7), ("z", 8, 7), ("label", 12, 4))],
+        is_bigendian=False, point_step=16, row_step=16 * w, data=points.view(np.uint8).reshape(-1), is_dense=False)
+    return write_bag(path, [(f"{demo.NODE}/points", POINT_CLOUD_TYPE, msg)])
+
+
+def test_output_checks_pass_on_consistent_outputs_and_fail_on_wrong_ones(tmp_path):
+    h, w, stamp = 6, 8, 5_000_000_000
+    k = (10.0, 0.0, 3.5, 0.0, 10.0, 2.5, 0.0, 0.0, 1.0)
+    depth = np.full((h, w), 4.0, np.float32)
+    depth[0] = np.nan  # invalid row
+    mask = np.random.default_rng(0).integers(0, 3, (h, w)).astype(np.uint8)
+    palette = np.array([[10, 20, 30], [40, 50, 60], [70, 80, 90]], np.uint8)
+    inputs = demo.InputBag(images={stamp: np.zeros((h, w, 3), np.uint8)}, camera_k={stamp: k}, depth_m={stamp: depth})
+    outputs = demo.NodeOutputs(masks={stamp: mask}, color_masks={stamp: palette[mask]}, camera_k={stamp: k})
+    assert demo._check_camera_info(outputs, inputs)["ok"] and demo._check_color_masks(outputs, palette)["ok"]
+    v, u = np.mgrid[0:h, 0:w].astype(np.float32)
+    xyz = np.stack([(u - 3.5) * depth / 10, (v - 2.5) * depth / 10, depth], -1)
+    good = demo._check_points(_cloud_bag(tmp_path / "good", stamp, xyz, mask), 0, outputs, inputs, stamp)
+    assert good.summary["ok"] and good.summary["pixel_aligned"] == 1 and good.sample_stamp == stamp
+
+    assert not demo._check_camera_info(demo.NodeOutputs(masks={stamp: mask}), inputs)["ok"]  # none echoed
+    other_k = demo.NodeOutputs(masks={stamp: mask}, camera_k={stamp: (11.0, *k[1:])})
+    assert not demo._check_camera_info(other_k, inputs)["ok"]
+    wrong_colour = demo.NodeOutputs(masks={stamp: mask}, color_masks={stamp: palette[(mask + 1) % 3]})
+    assert not demo._check_color_masks(wrong_colour, palette)["ok"]
+    shifted = np.roll(xyz, 1, axis=1)  # each point one pixel to the right of where it projects
+    assert not demo._check_points(_cloud_bag(tmp_path / "shifted", stamp, shifted, mask), 0, outputs, inputs,
+                                  None).summary["ok"]
+    relabelled = demo._check_points(_cloud_bag(tmp_path / "labels", stamp, xyz, (mask + 1) % 3), 0, outputs,
+                                    inputs, None)
+    assert not relabelled.summary["ok"]
 
 
 def test_demo_with_corrupt_weights_fails_with_clear_error(tmp_path, tiny_ckpt, demo_bag, capsys):
@@ -117,7 +174,7 @@ def test_camera_killed_mid_stream_and_restarted_node_recovers(tmp_path, tiny_ckp
 def test_paced_player_gets_one_output_per_frame_with_the_recorded_stamps(tmp_path, tiny_ckpt, demo_bag, ros_env):
     """Back to back, the next frame only after the previous output: nothing dropped, every output
     carries its frame's recorded header (what a node-vs-replay comparison needs)."""
-    recorded = sorted(demo._read_input_bag(demo_bag)[0])
+    recorded = sorted(demo._read_input_bag(demo_bag).images)
     with ChildProcesses(tmp_path / "logs", ros_env.env) as children, \
             GraphWatcher(ros_env.domain_id, ros_env.env) as graph:
         start_node(children, graph, node_command(tiny_ckpt, "/camera/image_raw", params={
@@ -128,6 +185,7 @@ def test_paced_player_gets_one_output_per_frame_with_the_recorded_stamps(tmp_pat
     assert run.last_output_arrived and run.info["published"] == 20 and run.info["frames_without_output"] == 0
     rec = read_recording(run.recording)
     assert sorted(rec.mask_stamps_ns.tolist()) == recorded  # one mask per frame, none dropped, none twice
+    assert rec.messages["/casseg_ros/camera_info"] == 20  # the player sent each frame's camera_info with it
     assert rec.last_diagnostics["dropped_in_node"] == "0"
 
 

@@ -1,6 +1,7 @@
 """Datasets in their real layouts (fixtures generated here), label mapping, context scenes."""
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
@@ -192,6 +193,76 @@ def test_context_scenes_statistics_and_instances():
     assert len(s.instance_classes) == s.instance_map.max()
     for k, c in enumerate(s.instance_classes):
         assert (s.label[s.instance_map == k + 1] == c).all()
+
+
+# sha256 of image, label and instance map of ContextScenes(8, 64, 128, seed=0), samples 0-7, street
+# then harbour, computed with the generator as it was before it learnt depth (commit 54e8c96): the
+# training data and the demo recording's images must not change when the generator gains geometry.
+PIXELS_BEFORE_DEPTH_SHA256 = "976fd1bc33df7ac1381145be05bf197490e7048882ecf3cec24758508b98c004"
+
+
+def test_context_scenes_pixels_unchanged_by_the_depth_model():
+    ds = ContextScenes(8, 64, 128, seed=0)
+    digest = hashlib.sha256()
+    for i in range(8):
+        for kind in ("street", "harbour"):
+            s = ds.generate(i, scene=kind)
+            for array in (s.image, s.label, s.instance_map):
+                digest.update(array.tobytes())
+    assert digest.hexdigest() == PIXELS_BEFORE_DEPTH_SHA256
+
+
+def _ground_classes() -> list[int]:
+    return [CONTEXT_CLASSES.index(n) for n in ("road", "water", "sidewalk")]
+
+
+def test_context_scenes_ground_depth_back_projects_onto_the_plane():
+    ds = ContextScenes(12, 96, 192, seed=5)
+    for i in range(12):
+        s = ds.generate(i)
+        cam = s.camera
+        assert s.depth.shape == s.label.shape and s.depth.dtype == np.float32
+        assert (cam.width, cam.height) == (192, 96) and cam.fx == cam.fy
+        assert (cam.cx, cam.cy) == ((192 - 1) / 2, (96 - 1) / 2)
+        v, u = np.nonzero(np.isin(s.label, _ground_classes()))
+        z = s.depth[v, u]
+        assert np.isfinite(z).all() and (z > 0).all()
+        above_ground = cam.back_project(u, v, z) @ cam.down  # distance below the camera
+        np.testing.assert_allclose(above_ground, cam.mount_height_m, atol=1e-3)
+        # the pinhole model: the camera matrix maps the points back to their pixels
+        k = np.asarray(cam.k).reshape(3, 3)
+        uvw = cam.back_project(u, v, z) @ k.T
+        np.testing.assert_allclose(uvw[:, 0] / uvw[:, 2], u, atol=1e-3)
+        assert np.isposinf(s.depth[s.label == CONTEXT_CLASSES.index("sky")]).all()
+        # the skyline stands beyond all the ground
+        skyline = np.isin(s.label, [CONTEXT_CLASSES.index(n) for n in ("building", "vegetation")])
+        if skyline.any():
+            assert s.depth[skyline].min() > 0 and np.isfinite(s.depth[skyline]).all()
+        building = s.label == CONTEXT_CLASSES.index("building")
+        if building.any():
+            assert s.depth[building].min() > z.max()
+
+
+def test_context_scenes_objects_stand_on_the_ground():
+    """Every vehicle / person is one constant depth: the ground's depth at its bottom row (the
+    bottom drawn row; a nearer object or its shadow may hide it, never lower it)."""
+    ds = ContextScenes(20, 96, 192, seed=2)
+    instances, at_visible_bottom = 0, 0
+    for i in range(20):
+        s = ds.generate(i)
+        cam = s.camera
+        for k in range(1, len(s.instance_classes) + 1):
+            rows, cols = np.nonzero(s.instance_map == k)
+            z = s.depth[rows, cols]
+            assert (z == z[0]).all(), f"sample {i} instance {k}: not one depth"
+            # the ground row at that depth (inverting z(v)), then its depth must be exactly z
+            stands_on = int(round(cam.cy + cam.fy * (cam.mount_height_m / float(z[0]) - np.sin(cam.pitch_rad))
+                                  / np.cos(cam.pitch_rad)))
+            assert z[0] == np.float32(cam.ground_depth(stands_on)), f"sample {i} instance {k}"
+            assert stands_on >= rows.max(), f"sample {i} instance {k} stands above its visible bottom"
+            instances += 1
+            at_visible_bottom += stands_on == rows.max()
+    assert instances >= 30 and at_visible_bottom >= 0.8 * instances
 
 
 def test_augment_is_seeded_and_keeps_sky_on_top():

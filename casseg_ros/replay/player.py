@@ -16,6 +16,14 @@ Pacing (one of):
 its publisher (and a subscriber exists on each --wait-subscribers topic, and the --paced-by
 publisher is matched): readiness from the ROS graph. --info-file gets the offset and, at the end,
 the counts and the last stamp published (JSON).
+
+Like a camera driver, the player publishes with every image the bag's camera_info and registered
+depth image of that frame (the messages next to the image topic in the bag, e.g.
+/camera/camera_info and /camera/depth/image_raw for /camera/image_raw, paired by header stamp),
+all three with the image's (re-)stamp, on the topics next to --topic (`camera_siblings`) unless
+--camera-info-topic / --depth-topic name others ("" = do not publish it). They are published
+just before their image, so a consumer pairing by stamp never waits for them. Before the first
+frame the player also waits until each of them is matched to every subscriber the graph shows.
 """
 from __future__ import annotations
 
@@ -35,12 +43,13 @@ from rclpy.duration import Duration
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.serialization import deserialize_message
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from casseg_msgs.msg import SceneGraph
 from casseg_ros.fileio import atomic_write_text
-from casseg_ros.replay.bag import IMAGE_TYPE, IMAGE_TYPES, BagError, find_connection, header_stamp_of, open_reader
-from casseg_ros.ros.processes import StopFlag, init_child_rclpy
+from casseg_ros.replay.bag import CAMERA_INFO_TYPE, IMAGE_TYPE, IMAGE_TYPES, BagError, find_connection, \
+    header_stamp_of, open_reader
+from casseg_ros.ros.processes import StopFlag, camera_siblings, init_child_rclpy
 from casseg_ros.ros.readiness import ReadinessTimeout, StampLog, wait_for, wait_for_matched_publishers, \
     wait_for_matched_subscriptions
 
@@ -50,11 +59,14 @@ PACING_TYPES = {"scene_graph": SceneGraph, "mask": Image, "overlay": Image, "con
 
 @dataclass
 class Recording:
-    """The camera frames of a bag: deserialised messages and their recorded stamps (ns)."""
+    """The camera frames of a bag: deserialised messages and their recorded stamps (ns), and per
+    frame the bag's camera_info and depth image with the same stamp (None where it has none)."""
 
     messages: list[Any]
     stamps_ns: np.ndarray
     msg_class: type
+    camera_infos: list[CameraInfo | None]
+    depths: list[Image | None]
 
     @property
     def period_ns(self) -> int:
@@ -66,21 +78,40 @@ class Recording:
         return int(self.stamps_ns[-1] - self.stamps_ns[0]) + self.period_ns
 
 
+def _connection(reader: Any, topic: str, msgtype: str) -> Any | None:
+    """The bag's connection on `topic` with `msgtype`, or None."""
+    return next((c for c in reader.connections if c.topic == topic and c.msgtype == msgtype), None)
+
+
 def load_frames(bag: Path, image_topic: str | None, max_frames: int | None = None) -> Recording:
     reader = open_reader(bag)
     try:
         conn = find_connection(reader, image_topic, IMAGE_TYPES, "image")
+        info_topic, depth_topic = camera_siblings(conn.topic)
+        companions = {c.id: c for c in (_connection(reader, info_topic, CAMERA_INFO_TYPE),
+                                        _connection(reader, depth_topic, IMAGE_TYPE)) if c}
         frames: list[tuple[int, bytes]] = []
-        for _, _, raw in reader.messages(connections=[conn]):
+        by_stamp: dict[str, dict[int, bytes]] = {CAMERA_INFO_TYPE: {}, IMAGE_TYPE: {}}
+        for c, _, raw in reader.messages(connections=[conn, *companions.values()]):
             raw = bytes(raw)
-            frames.append((header_stamp_of(raw, conn.msgtype), raw))
+            if c.id in companions:
+                by_stamp[c.msgtype][header_stamp_of(raw, c.msgtype)] = raw
+                continue
             if max_frames and len(frames) >= max_frames:
-                break
+                break  # (a companion recorded after the last image is not needed)
+            frames.append((header_stamp_of(raw, conn.msgtype), raw))
     finally:
         reader.close()
     msg_class = Image if conn.msgtype == IMAGE_TYPE else CompressedImage
+
+    def companion(stamp: int, msgtype: str, cls: type) -> Any | None:
+        raw = by_stamp[msgtype].get(stamp)
+        return deserialize_message(raw, cls) if raw is not None else None
+
     return Recording([deserialize_message(raw, msg_class) for _, raw in frames],
-                     np.array([s for s, _ in frames], dtype=np.int64), msg_class)
+                     np.array([s for s, _ in frames], dtype=np.int64), msg_class,
+                     [companion(s, CAMERA_INFO_TYPE, CameraInfo) for s, _ in frames],
+                     [companion(s, IMAGE_TYPE, Image) for s, _ in frames])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,6 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bag", type=Path, required=True)
     p.add_argument("--image-topic", default=None, help="topic in the bag (default: the only image topic)")
     p.add_argument("--topic", required=True, help="topic to publish on")
+    p.add_argument("--camera-info-topic", default=None,
+                   help="where the bag's camera_info goes (default: next to --topic; \"\" = not published)")
+    p.add_argument("--depth-topic", default=None,
+                   help="where the bag's registered depth goes (default: next to --topic; \"\" = not published)")
     p.add_argument("--name", default=None, help="ROS node name (default casseg_player_<pid>)")
     pacing = p.add_mutually_exclusive_group()
     pacing.add_argument("--rate-scale", type=float, default=1.0, help="playback speed at the recorded spacing")
@@ -152,8 +187,19 @@ def main(argv: list[str] | None = None) -> int:
         rclpy.try_shutdown()
 
 
+def _companion_publishers(a: argparse.Namespace, rec: Recording, node: Any, qos: QoSProfile) -> dict[str, Any]:
+    """{"camera_info" | "depth": publisher} for what the bag has and the options do not switch off."""
+    info_topic, depth_topic = camera_siblings(a.topic)
+    topics = {"camera_info": (CameraInfo, a.camera_info_topic if a.camera_info_topic is not None else info_topic,
+                              rec.camera_infos),
+              "depth": (Image, a.depth_topic if a.depth_topic is not None else depth_topic, rec.depths)}
+    return {name: node.create_publisher(cls, topic, qos) for name, (cls, topic, messages) in topics.items()
+            if topic and any(m is not None for m in messages)}
+
+
 def _play(a: argparse.Namespace, rec: Recording, node: Any, stop: StopFlag) -> int:
     pub = node.create_publisher(rec.msg_class, a.topic, _qos(a.reliability))
+    companions = _companion_publishers(a, rec, node, _qos(a.reliability))
     outputs = None
     if a.paced_by:
         outputs = StampLog(node, a.paced_by, PACING_TYPES[a.paced_by.rstrip("/").rsplit("/", 1)[-1]])
@@ -165,6 +211,9 @@ def _play(a: argparse.Namespace, rec: Recording, node: Any, stop: StopFlag) -> i
     wait_for_matched_subscriptions(pub, a.wait_timeout, alive=interrupted)
     for topic in filter(None, a.wait_subscribers.split(",")):
         wait_for(lambda: node.count_subscribers(topic) > 0, a.wait_timeout, f"a subscriber on {topic}", interrupted)
+    for companion in companions.values():
+        if node.count_subscribers(companion.topic_name) > 0:  # e.g. the node's camera_info and depth
+            wait_for_matched_subscriptions(companion, a.wait_timeout, alive=interrupted)
     if outputs is not None:
         wait_for_matched_publishers(outputs.subscription, a.wait_timeout, alive=interrupted)
 
@@ -174,11 +223,13 @@ def _play(a: argparse.Namespace, rec: Recording, node: Any, stop: StopFlag) -> i
     info: dict[str, Any] = {"offset_ns": 0 if a.keep_stamps else t0_ns - first, "first_stamp_ns": first,
                             "t0_ns": t0_ns, "rate_scale": a.rate_scale, "span_ns": rec.span_ns,
                             "frames_in_bag": len(rec.messages), "keep_stamps": a.keep_stamps,
+                            "companions": {name: p.topic_name for name, p in companions.items()},
                             "pacing": "output" if a.paced_by else ("interval" if a.interval_ms else "recorded")}
     if a.info_file:
         # At rate_scale 1, published stamp = recorded stamp + offset_ns (how outputs map back to frames).
         atomic_write_text(a.info_file, json.dumps(info))
-    print(f"player: publishing {total} frames on {a.topic} ({info['pacing']} pacing)", flush=True)
+    extras = "".join(f" + {name} on {p.topic_name}" for name, p in companions.items())
+    print(f"player: publishing {total} frames on {a.topic}{extras} ({info['pacing']} pacing)", flush=True)
     published, without_output, last_stamp = 0, 0, None
     t_mono0 = time.monotonic()
     for k in range(total):
@@ -199,8 +250,16 @@ def _play(a: argparse.Namespace, rec: Recording, node: Any, stop: StopFlag) -> i
             delay = (stamp - t0_ns) / 1e9 - (time.monotonic() - t_mono0)
             if delay > 0:
                 time.sleep(delay)
+        sec_nsec = divmod(stamp, 1_000_000_000)
+        # A camera driver stamps the image, its camera_info and depth alike; those two go first,
+        # so a consumer that pairs by stamp has them when the image arrives.
+        for name, companion in companions.items():
+            extra = (rec.camera_infos if name == "camera_info" else rec.depths)[i]
+            if extra is not None:
+                extra.header.stamp.sec, extra.header.stamp.nanosec = sec_nsec
+                companion.publish(extra)
         msg = rec.messages[i]
-        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp, 1_000_000_000)
+        msg.header.stamp.sec, msg.header.stamp.nanosec = sec_nsec
         pub.publish(msg)
         published, last_stamp = published + 1, stamp
         if outputs is not None and not outputs.wait_for_stamp(stamp, a.output_timeout):
@@ -208,7 +267,8 @@ def _play(a: argparse.Namespace, rec: Recording, node: Any, stop: StopFlag) -> i
             print(f"player: no output on {a.paced_by} for frame {k} after {a.output_timeout:g} s", flush=True)
     elapsed = time.monotonic() - t_mono0
     if a.reliability == "reliable":
-        pub.wait_for_all_acked(Duration(seconds=5))  # the last frames reach the node before we leave
+        for publisher in (*companions.values(), pub):  # the last frames reach the node before we leave
+            publisher.wait_for_all_acked(Duration(seconds=5))
     print(f"player: published {published} frames in {elapsed:.2f} s", flush=True)
     if a.info_file:
         info.update(published=published, elapsed_s=elapsed, last_stamp_ns=last_stamp,

@@ -1,9 +1,12 @@
 """Recorder: the node's outputs written to an mcap rosbag2, like `ros2 bag record`.
 
-    python -m casseg_ros.replay.recorder --out OUT_BAG [--node /casseg_ros] [--name NAME] [--no-overlay]
+    python -m casseg_ros.replay.recorder --out OUT_BAG [--node /casseg_ros] [--name NAME] [--no-overlay] [--points]
 
-Subscribes to the node's mask, overlay, scene graph, label_info (transient local) and /diagnostics as
-serialised messages and writes them, stamped with their receive time, into OUT_BAG (rosbags).
+Subscribes to the node's mask, colour mask, overlay, camera_info, scene graph, label_info
+(transient local), optionally its point cloud (--points: about 24 bytes a pixel, so off unless
+asked), and /diagnostics as serialised messages and writes them, stamped with their receive time,
+into OUT_BAG (rosbags). A subscribed optional output is one the node makes: recording it costs
+the node that work.
 On SIGINT/SIGTERM it takes what has already arrived, closes the bag and moves it into place.
 Whether it is ready is read from the graph: once every subscription is matched to the node's
 writers and the node's latched label_info has arrived, its node (--name) advertises `~/ready`
@@ -23,12 +26,13 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Empty
 from vision_msgs.msg import LabelInfo
 
 from casseg_msgs.msg import SceneGraph
-from casseg_ros.replay.bag import DIAGNOSTICS_TYPE, IMAGE_TYPE, LABEL_INFO_TYPE, SCENE_GRAPH_TYPE, OutputBag
+from casseg_ros.replay.bag import CAMERA_INFO_TYPE, DIAGNOSTICS_TYPE, IMAGE_TYPE, LABEL_INFO_TYPE, POINT_CLOUD_TYPE, \
+    SCENE_GRAPH_TYPE, OutputBag
 from casseg_ros.ros.processes import StopFlag, init_child_rclpy
 
 SPIN_S = 0.1
@@ -43,20 +47,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--node", default="/casseg_ros", help="fully qualified name of the node to record")
     p.add_argument("--name", default=None, help="ROS node name of the recorder (default casseg_recorder_<pid>)")
     p.add_argument("--no-overlay", action="store_true", help="do not subscribe to the overlay (the node then skips it)")
+    p.add_argument("--points", action="store_true", help="also record ~/points (the node then makes them)")
     return p
 
 
-def output_topics(node: str, overlay: bool = True) -> list[tuple[str, type, str, QoSProfile]]:
+def output_topics(node: str, overlay: bool = True, points: bool = False) -> list[tuple[str, type, str, QoSProfile]]:
     """(topic, message class, rosbag2 type, QoS) of everything recorded from `node`."""
     reliable = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=50, reliability=ReliabilityPolicy.RELIABLE)
     latched = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
                          durability=DurabilityPolicy.TRANSIENT_LOCAL)
     ns = node.rstrip("/")
-    topics = [(f"{ns}/mask", Image, IMAGE_TYPE, reliable), (f"{ns}/scene_graph", SceneGraph, SCENE_GRAPH_TYPE, reliable),
+    topics = [(f"{ns}/mask", Image, IMAGE_TYPE, reliable), (f"{ns}/mask/color", Image, IMAGE_TYPE, reliable),
+              (f"{ns}/camera_info", CameraInfo, CAMERA_INFO_TYPE, reliable),
+              (f"{ns}/scene_graph", SceneGraph, SCENE_GRAPH_TYPE, reliable),
               (f"{ns}/label_info", LabelInfo, LABEL_INFO_TYPE, latched),
               ("/diagnostics", DiagnosticArray, DIAGNOSTICS_TYPE, reliable)]
     if overlay:
         topics.insert(1, (f"{ns}/overlay", Image, IMAGE_TYPE, reliable))
+    if points:
+        # A few clouds of buffer only: each is ~24 bytes a pixel, and the recorder keeps up at camera rates.
+        topics.insert(-1, (f"{ns}/points", PointCloud2, POINT_CLOUD_TYPE,
+                           QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)))
     return topics
 
 
@@ -80,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     bag = OutputBag(a.out)
-    topics = output_topics(a.node, overlay=not a.no_overlay)
+    topics = output_topics(a.node, overlay=not a.no_overlay, points=a.points)
     subscriptions = []
     for topic, cls, msgtype, qos in topics:
         bag.add_topic(topic, msgtype)

@@ -1,5 +1,5 @@
 """What a recorder captured from the live node, decoded: mask stamps and receive times,
-diagnostics, and the latency/drop figures of one player run."""
+diagnostics, the latency/drop figures of one player run, and organised point clouds."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
@@ -56,6 +56,21 @@ def read_recording(bag_path: Path, node: str = "/casseg_ros") -> LiveRecording:
                         diags.append({kv.key: kv.value for kv in status.values})
     return LiveRecording(np.asarray(stamps, np.int64), np.asarray(received, np.int64), counts,
                          diags[-1] if diags else {}, diags)
+
+
+# sensor_msgs/PointField datatype -> numpy (little-endian): a cloud is read by its declared fields.
+_POINT_FIELD_DTYPES = {1: "i1", 2: "u1", 3: "<i2", 4: "<u2", 5: "<i4", 6: "<u4", 7: "<f4", 8: "<f8"}
+
+
+def cloud_array(msg: Any) -> np.ndarray:
+    """An organised little-endian PointCloud2 (rosbags or rclpy) -> (height, width) structured
+    array with one field per declared PointField (a packed `rgb` reads as the FLOAT32 it is declared)."""
+    if msg.is_bigendian:
+        raise ValueError("big-endian point clouds are not supported")
+    dtype = np.dtype({"names": [f.name for f in msg.fields], "offsets": [f.offset for f in msg.fields],
+                      "formats": [_POINT_FIELD_DTYPES[f.datatype] for f in msg.fields], "itemsize": msg.point_step})
+    rows = np.frombuffer(msg.data, dtype=np.uint8).reshape(msg.height, msg.row_step)[:, : msg.width * msg.point_step]
+    return np.ascontiguousarray(rows).view(dtype).reshape(msg.height, msg.width)
 
 
 def _diag_int(d: dict[str, str], key: str) -> int:

@@ -1,4 +1,5 @@
-"""Markdown report with PNG figures (matplotlib): sample overlays, per-class IoU, latency histogram.
+"""Markdown report with PNG figures (matplotlib): sample overlays, per-class IoU, latency histogram,
+a bird's-eye view of labelled points.
 
 Every file goes through `casseg_ros.fileio` (temp file + os.replace), so a report directory never
 holds a half-written figure. Figures are `matplotlib.figure.Figure` objects rendered by Agg, never
@@ -16,6 +17,7 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from casseg_ros.fileio import atomic_write_bytes, atomic_write_text
 
@@ -63,6 +65,36 @@ def latency_figure(series: dict[str, Sequence[float]], path: Path, title: str) -
     ax.set_ylabel("frames")
     ax.set_title(title)
     ax.legend(fontsize=8)
+    return _save_figure(fig, path)
+
+
+def birds_eye_figure(x: np.ndarray, z: np.ndarray, labels: np.ndarray, palette: np.ndarray, names: Sequence[str],
+                     path: Path, title: str, centroids: Sequence[tuple[str, float, float]] = ()) -> Path | None:
+    """Top view of labelled points in a camera's optical frame: x (right) against z (forward),
+    each point in its class colour (ids outside the palette grey); `centroids` (label, x, z) marked."""
+    if not len(x):
+        return None
+    labels = np.asarray(labels, dtype=np.int64)
+    known = labels < len(palette)
+    colours = np.full((len(labels), 3), 0.5)
+    colours[known] = np.asarray(palette, dtype=np.float64)[labels[known]] / 255.0
+    fig = Figure(figsize=(8, 5))
+    ax = fig.subplots()
+    ax.scatter(x, z, c=colours, s=4, marker=".", linewidths=0, rasterized=True)
+    for label, cx, cz in centroids:
+        ax.plot(cx, cz, marker="o", markersize=7, markerfacecolor="none", markeredgecolor="black")
+        ax.annotate(label, (cx, cz), textcoords="offset points", xytext=(6, -10), fontsize=8)
+    ax.plot(0, 0, marker="^", markersize=9, color="black")  # the camera
+    present = sorted(set(labels[known].tolist()))
+    ax.legend([Line2D([], [], marker="o", linestyle="", color=np.asarray(palette[i]) / 255.0) for i in present],
+              [names[i] if i < len(names) else str(i) for i in present], fontsize=8, loc="upper left")
+    ax.set_xlim(float(np.min(x)) - 1.0, float(np.max(x)) + 1.0)
+    ax.set_ylim(-1.0, float(np.max(z)) + 1.0)
+    ax.set_aspect("equal", adjustable="box")  # metres are metres both ways
+    ax.set_xlabel("x [m] (right)")
+    ax.set_ylabel("z [m] (forward)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
     return _save_figure(fig, path)
 
 

@@ -47,8 +47,9 @@ def start_node(children: ChildProcesses, graph: GraphWatcher, argv: Sequence[str
 
 def play_and_record(children: ChildProcesses, graph: GraphWatcher, node: str, camera_topic: str, bag: Path,
                     work: Path, player_options: Sequence[str] = (), overlay: bool = True, name: str = "run",
-                    timeout: float = 600.0, start_timeout: float = 120.0) -> PlayedRun:
-    """Recorder, then player, for one run; `work` gets `recording/` and `player.json`."""
+                    timeout: float = 600.0, start_timeout: float = 120.0, points: bool = False) -> PlayedRun:
+    """Recorder, then player, for one run; `work` gets `recording/` and `player.json`. The
+    recorder takes the overlay unless `overlay` is False and the point cloud if `points`."""
     ns = node.rstrip("/")
     work = Path(work)
     recording, info_file = work / "recording", work / "player.json"
@@ -60,8 +61,8 @@ def play_and_record(children: ChildProcesses, graph: GraphWatcher, node: str, ca
         children.check_alive(*others, f"{name}_recorder")
 
     recorder_name = f"casseg_recorder_{name}"
-    children.start(f"{name}_recorder", recorder_command(recording, node, recorder_name,
-                                                        () if overlay else ("--no-overlay",)))
+    options = ([] if overlay else ["--no-overlay"]) + (["--points"] if points else [])
+    children.start(f"{name}_recorder", recorder_command(recording, node, recorder_name, options))
     graph.wait_for_publisher(f"/{recorder_name}/ready", start_timeout, node=f"/{recorder_name}", alive=alive)
     outputs = graph.stamp_log(f"{ns}/scene_graph", SceneGraph)  # scene graph: the last output of a frame
     try:

@@ -9,7 +9,8 @@ One toolkit for everything that runs the node, a player and a recorder as separa
   which then stops the children in order), its output in a log file (no pipe can fill up).
   `stop` always ends it: SIGINT (clean ROS shutdown), then SIGTERM, then SIGKILL.
 - `ChildProcesses`: named children that are all stopped on exit, error, Ctrl-C (reverse order).
-- `node_command`, `player_command`, `recorder_command`: the argv of each child.
+- `node_command`, `player_command`, `recorder_command`: the argv of each child;
+  `camera_siblings`: the camera_info and depth topics next to a camera's image topic.
 
 When a child is *ready* is read from the ROS graph, never from its log: see
 `casseg_ros.ros.readiness`.
@@ -173,13 +174,25 @@ class ChildProcesses:
 
 
 # --------------------------------------------------------------------------- commands
+def camera_siblings(camera_topic: str) -> tuple[str, str]:
+    """(camera_info, registered depth) topics next to a camera's image topic, as a camera driver
+    names them: /camera/image_raw -> /camera/camera_info, /camera/depth/image_raw."""
+    namespace = camera_topic.rstrip("/").rsplit("/", 1)[0]
+    return f"{namespace}/camera_info", f"{namespace}/depth/image_raw"
+
+
 def node_command(model_path: Path | str, camera_topic: str, node_name: str = "casseg_ros",
                  namespace: str = "", params: Mapping[str, Any] | None = None,
-                 node_args: Sequence[str] = ()) -> list[str]:
+                 node_args: Sequence[str] = (), camera_info_topic: str | None = None,
+                 depth_topic: str | None = None) -> list[str]:
     """`python -m casseg_ros.ros.segment_node` with `model_path`, the camera remapped to
-    `camera_topic` (raw and `/compressed`) and any further node parameters."""
+    `camera_topic` (raw and `/compressed`), its camera_info and registered depth to the given
+    topics (default: `camera_siblings(camera_topic)`), and any further node parameters."""
+    sibling_info, sibling_depth = camera_siblings(camera_topic)
     ros_args = ["--ros-args", "-r", f"__node:={node_name}", "-r", f"image:={camera_topic}",
-                "-r", f"image/compressed:={camera_topic}/compressed"]
+                "-r", f"image/compressed:={camera_topic}/compressed",
+                "-r", f"camera_info:={camera_info_topic or sibling_info}",
+                "-r", f"depth/image:={depth_topic or sibling_depth}"]
     if namespace:
         ros_args += ["-r", f"__ns:={namespace}"]
     values = {"model_path": str(Path(model_path).resolve()), **dict(params or {})}

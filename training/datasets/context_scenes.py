@@ -12,9 +12,34 @@ cannot beat chance on car vs boat; it has to look at the wider scene. ``person``
 Samples are a pure function of ``(seed, index)`` (numpy ``SeedSequence``), any size, generated on
 the fly. ``generate(i, scene=...)`` can force the scene type with everything else unchanged,
 which is how the tests check that the pair is pixel-identical.
+
+Geometry (``Scene.depth``, ``Scene.camera``): the generator draws in perspective, so every pixel
+has an exact depth under this model, computed next to the drawing without any random draw of its
+own (images, labels and the random-number order are the same with or without it):
+
+* a pinhole camera (``SceneCamera``): fx = fy = W / 2 (a 90 degree horizontal field of view), principal
+  point at the image centre ((W-1)/2, (H-1)/2), mounted CAMERA_HEIGHT_M over a flat ground plane
+  and pitched down so that the ground's vanishing line lies between the last sky row and the
+  first pavement row (row ``horizon`` - 0.5, where the generator puts the horizon);
+* ground (road / water, the pavement strip, vehicle shadows and wakes): the depth of the ray /
+  ground-plane intersection, z(v) = h / (cos(pitch) (v - cy) / fy + sin(pitch)), the same for
+  every column of a row;
+* objects (vehicles, people): a surface of constant camera depth, the ground depth of the
+  object's bottom drawn row (where it stands);
+* the skyline stands beyond the ground: a tree's crown at the ground depth of its lowest drawn
+  row (the strip's far edge, row ``horizon``, if it is drawn wholly above the horizon) plus its
+  radius in metres at that depth; a building's facade behind the strip's far edge by its own
+  drawn width in metres at that depth (so neighbouring facades are staggered, and crowns narrower
+  than a building stand in front of it);
+* sky: at infinity (+inf, an invalid depth in REP-118 terms).
+
+Depth follows the painter's order of the drawing (each pixel has the depth of the surface drawn
+last there), so it is exact for the image as drawn, including its few physically odd overlaps.
+Depth is in metres along the optical axis (z of the optical frame: x right, y down, z forward).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +61,55 @@ _BUILDING_COLOURS = np.array(
 _CLOTHES = np.array([[40, 40, 120], [150, 30, 30], [30, 30, 30], [200, 200, 200], [90, 60, 30]], dtype=np.float32)
 
 
+#: the camera model of the scenes (see the module docstring)
+CAMERA_HEIGHT_M = 2.0
+FOCAL_PER_WIDTH = 0.5  # fx = fy = W / 2: a 90 degree horizontal field of view
+
+
+@dataclass(frozen=True)
+class SceneCamera:
+    """The pinhole camera a scene is drawn with, over the ground plane (optical frame, metres)."""
+
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+    width: int
+    height: int
+    mount_height_m: float  # camera centre above the ground plane
+    pitch_rad: float  # optical axis below the horizontal
+
+    @classmethod
+    def for_horizon(cls, height: int, width: int, horizon: int) -> "SceneCamera":
+        """The camera whose ground vanishing line is at row `horizon` - 0.5 of a (height, width) image."""
+        f = FOCAL_PER_WIDTH * width
+        cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
+        return cls(fx=f, fy=f, cx=cx, cy=cy, width=width, height=height, mount_height_m=CAMERA_HEIGHT_M,
+                   pitch_rad=math.atan((cy - (horizon - 0.5)) / f))
+
+    @property
+    def k(self) -> list[float]:
+        """Camera matrix, row-major (sensor_msgs/CameraInfo.k)."""
+        return [self.fx, 0.0, self.cx, 0.0, self.fy, self.cy, 0.0, 0.0, 1.0]
+
+    @property
+    def down(self) -> np.ndarray:
+        """Unit vector towards the ground plane, in the optical frame."""
+        return np.array([0.0, math.cos(self.pitch_rad), math.sin(self.pitch_rad)])
+
+    def ground_depth(self, rows: np.ndarray) -> np.ndarray:
+        """Depth (z) of the ground plane seen at image rows `rows` (float64); +inf at and above the
+        vanishing line, where a row's rays do not meet the ground."""
+        descent = math.cos(self.pitch_rad) * (np.asarray(rows, np.float64) - self.cy) / self.fy + math.sin(self.pitch_rad)
+        with np.errstate(divide="ignore"):
+            return np.where(descent > 0, self.mount_height_m / np.maximum(descent, 1e-300), np.inf)
+
+    def back_project(self, u: np.ndarray, v: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """Pixels (u column, v row) at depth z -> (..., 3) points in the optical frame."""
+        z = np.asarray(z, np.float64)
+        return np.stack([(np.asarray(u) - self.cx) * z / self.fx, (np.asarray(v) - self.cy) * z / self.fy, z], -1)
+
+
 @dataclass
 class Scene:
     image: np.ndarray          # (H,W,3) uint8 RGB
@@ -43,6 +117,14 @@ class Scene:
     instance_map: np.ndarray   # (H,W) int32, 0 = none, k = k-th instance
     instance_classes: list[int]  # class id of instance k (index k-1)
     scene: str                 # "street" or "harbour"
+    depth: np.ndarray          # (H,W) float32 metres along the optical axis, +inf = sky (no depth)
+    camera: SceneCamera        # intrinsics and pose over the ground plane
+
+
+def _stand(depth: np.ndarray, drawn: np.ndarray, yy: np.ndarray, row_depth: np.ndarray) -> None:
+    """An object drawn at `drawn` is a constant-depth surface standing on the ground at its bottom row."""
+    if drawn.any():
+        depth[drawn] = row_depth[int(yy[drawn].max())]
 
 
 class ContextScenes:
@@ -87,6 +169,9 @@ class ContextScenes:
         horizon = int(H * rng.uniform(0.36, 0.5))
         strip = max(2, int(H * rng.uniform(0.05, 0.09)))
         ground_top = horizon + strip
+        camera = SceneCamera.for_horizon(H, W, horizon)
+        row_depth = camera.ground_depth(np.arange(H))  # (H,) ground depth per row, inf above the horizon
+        depth = np.full((H, W), np.inf, np.float64)  # sky
 
         # sky: vertical gradient
         t = (yy / max(horizon, 1))[..., None]
@@ -119,6 +204,8 @@ class ContextScenes:
         tiles = 165 + 12 * (((xx.astype(np.int64) // 7) + (yy.astype(np.int64) // 3)) % 2)
         img[strip_mask] = tiles[strip_mask][:, None]
         lab[strip_mask] = _C["sidewalk"]
+        depth[horizon:] = row_depth[horizon:, None]  # ground and strip: the plane
+        edge_depth = row_depth[horizon]  # the strip's far edge, where the skyline stands
 
         # skyline: buildings with windows, then trees in front of them
         x = -int(rng.integers(0, W // 8 + 1))
@@ -133,6 +220,7 @@ class ContextScenes:
                 win = m & ((xx.astype(np.int64) - x) % 6 >= 3) & ((yy.astype(np.int64) - (horizon - bh)) % 7 >= 4)
                 img[win] = col * 0.45
                 lab[m] = _C["building"]
+                depth[m] = edge_depth * (1.0 + bw / camera.fx)  # set back by its own width
             x += bw
         for _ in range(int(rng.integers(1, 5))):
             cx, r = rng.uniform(0, W), H * rng.uniform(0.05, 0.12)
@@ -141,6 +229,9 @@ class ContextScenes:
             leaf = np.array([45, 110, 40], np.float32) + rng.normal(0, 14, (H, W, 1)).astype(np.float32)
             img[m] = leaf[m]
             lab[m] = _C["vegetation"]
+            if m.any():
+                base = max(int(yy[m].max()), horizon)
+                depth[m] = row_depth[base] * (1.0 + r / camera.fx)  # beyond its ground by its radius
 
         # objects (vehicles and people), far to near
         objects = []
@@ -168,6 +259,7 @@ class ContextScenes:
                 img[shadow] = np.array([38, 38, 44], np.float32)
                 lab[shadow] = ground_cls
                 inst[shadow] = 0
+                depth[shadow] = row_depth[yy[shadow].astype(np.int64)]
                 # body: rounded rectangle = rectangle with elliptical corners
                 x0, x1, y0 = cx - w / 2, cx + w / 2, yb - h
                 rx, ry = 0.18 * w, 0.3 * h
@@ -181,6 +273,7 @@ class ContextScenes:
                 img[stripe] = colour * 0.55
                 lab[body] = vehicle_cls
                 inst[body] = k
+                _stand(depth, body, yy, row_depth)
                 inst_classes.append(vehicle_cls)
             else:
                 head_r = 0.14 * h
@@ -191,6 +284,7 @@ class ContextScenes:
                 m = head | torso
                 lab[m] = _C["person"]
                 inst[m] = k
+                _stand(depth, m, yy, row_depth)
                 inst_classes.append(_C["person"])
 
         img += rng.normal(0, 3, (H, W, 1)).astype(np.float32)
@@ -203,7 +297,7 @@ class ContextScenes:
             if k in present:
                 classes.append(inst_classes[k - 1])
                 remap[k] = len(classes)
-        return Scene(image, lab, remap[inst], classes, scene)
+        return Scene(image, lab, remap[inst], classes, scene, depth.astype(np.float32), camera)
 
     def instances(self, idx: int) -> list[tuple[int, np.ndarray]]:
         """[(class_id, bool mask)] of the thing instances of sample ``idx``."""
