@@ -58,7 +58,7 @@ def _renumbered_copy(src: Path, dst: Path, new_id: list[int]) -> Path:
 
 @pytest.fixture(scope="module")
 def fleet_inputs(tmp_path_factory):
-    """(folder of bags, tiny model, folder of the untruncated originals)."""
+    """(folder of bags, tiny model)."""
     root = tmp_path_factory.mktemp("fleet")
     model = tiny_context_checkpoint(root / "tiny.safetensors")
     demo = make_demo_bag_module()
@@ -69,7 +69,8 @@ def fleet_inputs(tmp_path_factory):
     demo.build(bags / "more" / "b.mcap", frames=4, height=48, width=96, rate_hz=10.0)
     permutation = [(i * 4 + 3) % 9 for i in range(9)]  # a bijection of the 9 context classes
     _renumbered_copy(bags / "more" / "b.mcap", bags / "b_renumbered", permutation)
-    long = demo.build(originals / "long.mcap", frames=40, height=48, width=96, rate_hz=10.0)
+    # Large enough for several mcap chunks, so that the complete ones before the cut are salvaged.
+    long = demo.build(originals / "long.mcap", frames=40, height=96, width=192, rate_hz=10.0)
     data = long.read_bytes()
     (bags / "truncated.mcap").write_bytes(data[: int(len(data) * 0.6)])  # recorder killed mid-write
     image, _ = scene_pixels()
@@ -92,6 +93,7 @@ def kill_first_attempt_of_victim(task):
     SIGKILLs its own worker process while the bag's output is being written."""
     log = Path(task.config.out_dir).parent.parent / "attempts.log"
     first = task.name == VICTIM and f"{VICTIM} " not in (log.read_text() if log.exists() else "")
+    log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("a") as handle:
         handle.write(f"{task.name} {os.getpid()}\n")
     if first:
@@ -301,16 +303,31 @@ def test_rerun_skips_complete_bags_and_redoes_the_others(one_worker, fleet_input
     assert _results(out) == _results(one_worker) and fleet["iou"] == _fleet(one_worker)["iou"]
 
 
+def _alive(pids: list[int], timeout: float) -> list[str]:
+    """Command lines of the processes still running after `timeout` seconds."""
+    procs = []
+    for pid in pids:
+        try:
+            procs.append(psutil.Process(pid))
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    return [" ".join(p.cmdline()) for p in alive if p.status() != psutil.STATUS_ZOMBIE]
+
+
 def test_ctrl_c_stops_the_workers_and_leaves_no_partial_file(fleet_inputs, tmp_path):
     bags, model = fleet_inputs
-    out = tmp_path / "out"
+    folder, out = tmp_path / "bags", tmp_path / "out"
+    # A bag long enough to be interrupted mid-write, and a short one.
+    make_demo_bag_module().build(folder / "long.mcap", frames=600, height=48, width=96, rate_hz=10.0)
+    shutil.copy(bags / "a.mcap", folder / "a.mcap")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.Popen([sys.executable, "-m", "casseg_ros.replay.cli", *_cli_args(bags, model, out, 2)],
+    proc = subprocess.Popen([sys.executable, "-m", "casseg_ros.replay.cli", *_cli_args(folder, model, out, 2)],
                             cwd=REPO, env=env, start_new_session=True, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 240
-        while not any((out / "bags").glob("*/.bag.*")) and time.monotonic() < deadline:  # a bag is being written
+        while not any((out / "bags").glob("long/.bag.*")) and time.monotonic() < deadline:  # being written
             assert proc.poll() is None, proc.stdout.read()
             time.sleep(0.01)
         group = [proc.pid] + [p.pid for p in psutil.Process(proc.pid).children(recursive=True)]
@@ -321,7 +338,7 @@ def test_ctrl_c_stops_the_workers_and_leaves_no_partial_file(fleet_inputs, tmp_p
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 130, output
     assert "interrupted" in output
-    assert not [pid for pid in group if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+    assert not _alive(group, timeout=10)
     assert not [p for p in out.rglob(".*")], "half-written files left"
     for path in out.rglob("*.json"):
         json.loads(path.read_text())  # every file that exists is complete
