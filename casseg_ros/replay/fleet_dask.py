@@ -30,8 +30,11 @@ from distributed.diagnostics.plugin import WorkerPlugin
 from tqdm import tqdm
 
 LOOPBACK = "127.0.0.1"
-# Scheduler settings of the local cluster: a task whose worker died is retried once, elsewhere.
-LOCAL_SCHEDULER_CONFIG = {"distributed.scheduler.allowed-failures": 1}
+# Scheduler settings of the local cluster: a task whose worker died is retried once, elsewhere;
+# a worker holds only the task it runs (the others wait on the scheduler), so a worker's death
+# counts against that one bag and a long bag never holds a queue behind it.
+LOCAL_SCHEDULER_CONFIG = {"distributed.scheduler.allowed-failures": 1,
+                          "distributed.scheduler.worker-saturation": 1.0}
 
 
 def core_shares(workers: int, threads: int | None = None) -> list[list[int]]:
