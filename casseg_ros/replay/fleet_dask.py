@@ -20,6 +20,8 @@ end); the caller then removes what the killed attempts left (`fleet_task.remove_
 from __future__ import annotations
 
 import os
+import signal
+import threading
 import uuid
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Sequence
@@ -66,13 +68,28 @@ class CoreShare(WorkerPlugin):
 
 
 @contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """Processes started meanwhile (the local workers) inherit SIGINT ignored, so Ctrl-C in a
+    terminal reaches the driver alone, which cancels the work and closes the cluster in order
+    (instead of every worker's event loop dying with a traceback)."""
+    if threading.current_thread() is not threading.main_thread():  # signal handlers: main thread only
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@contextmanager
 def dask_client(workers: int, threads: int | None = None, scheduler: str | None = None) -> Iterator[Client]:
     """A client of `scheduler`, or of a new local cluster of `workers` processes on loopback."""
     if scheduler:
         with Client(scheduler) as client:
             yield client
         return
-    with dask.config.set(LOCAL_SCHEDULER_CONFIG):
+    with dask.config.set(LOCAL_SCHEDULER_CONFIG), _sigint_ignored():
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host=LOOPBACK,
                                dashboard_address=None,
                                # the scheduler's HTTP endpoint (health, metrics) always listens:
