@@ -1,5 +1,5 @@
 """Fleet replay (casseg-replay over many bags on Dask): agreement between worker counts, the pooled
-mIoU, a killed worker, re-runs, Ctrl-C, and the loopback-only network rule.
+mIoU, a killed worker, re-runs, Ctrl-C, an existing cluster, and the loopback-only network rule.
 
 One folder of generated bags (good, truncated, missing topic, labels renumbered) is replayed once
 with 1 worker (through the CLI) and once with 2 workers (through the Python API, with a task
@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pytest
+from distributed import LocalCluster
 
 from replay_helpers import make_demo_bag_module, ros_image, scene_pixels, tiny_context_checkpoint, write_bag
 
@@ -301,6 +302,18 @@ def test_rerun_skips_complete_bags_and_redoes_the_others(one_worker, fleet_input
         assert unchanged == (name in ("a", "b", "b_renumbered")), name
     assert not [p for p in (out / "bags").rglob(".*")]
     assert _results(out) == _results(one_worker) and fleet["iou"] == _fleet(one_worker)["iou"]
+
+
+def test_same_command_runs_on_an_existing_cluster(one_worker, fleet_inputs, tmp_path):
+    bags, model = fleet_inputs
+    out = tmp_path / "out"
+    with LocalCluster(n_workers=1, threads_per_worker=1, host="127.0.0.1", dashboard_address=None) as cluster:
+        assert replay_main([str(bags / "a.mcap"), str(bags / "b_renumbered"), "--model", str(model), "--out", str(out),
+                            "--image-topic", IMAGE_TOPIC, "--scheduler", cluster.scheduler_address,
+                            "--no-progress"]) == 0
+    assert _fleet(out)["run"]["engine"] == f"Dask scheduler {cluster.scheduler_address}"
+    expected = _results(one_worker)
+    assert _results(out) == {name: expected[name] for name in ("a", "b_renumbered")}
 
 
 def _alive(pids: list[int], timeout: float) -> list[str]:
