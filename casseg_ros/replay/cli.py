@@ -4,19 +4,26 @@ Offline (default): every frame of the image topic through the node's pipeline; w
   OUT/bag/            rosbag2 (mcap): /casseg_ros/{mask,scene_graph,labels} (+ --products), input stamps
   OUT/metrics.json    latency p50/p90/p99, FPS, per-class IoU + mIoU (with a label topic), skips
   OUT/scene_graphs.json, OUT/report.md + OUT/figures/*.png
+Several recordings (paths, folders of bags, list files of paths): one task per bag on a local
+Dask cluster (--workers N) or an existing one (--scheduler tcp://host:8786); each bag's outputs
+as above in OUT/bags/NAME/, plus OUT/fleet.json and OUT/report.md: overall mIoU from the summed
+confusion matrix, per-bag table worst first. Re-running the command skips complete bags.
 --realtime: publish the recording on live topics at the recorded rate to a running casseg_ros
 node (or one started with --spawn-node) and measure it end to end.
 
-Exit status: 0 ok; 1 bad input (the message names it; results of frames done are kept);
-2 usage / model / backend problems.
+Exit status: 0 ok; 1 bad input (the message names it; results of frames done are kept; several
+recordings: any bag failed or incomplete); 2 usage / model / backend problems; 130 Ctrl-C.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from casseg_ros.pipeline import PipelineSettings, Products
+from casseg_ros.replay.fleet import plan_tasks, run_fleet
+from casseg_ros.replay.fleet_inputs import FleetInputError, collect_bags, is_bag
 from casseg_ros.replay.offline import ReplayConfig, ReplayError, run_replay
 from casseg_ros.replay.realtime import RealtimeConfig, run_realtime
 from casseg_ros.resources import DEMO_MODEL, resolve_data_path
@@ -46,11 +53,20 @@ def _products(text: str) -> Products:
     return Products(**{names[t]: True for t in wanted})
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="casseg-replay", description=__doc__.splitlines()[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="\n".join(__doc__.splitlines()[2:]))
-    p.add_argument("bag", type=Path, help="rosbag2 directory (mcap or sqlite3) or a .mcap file")
+    p.add_argument("bags", type=Path, nargs="+", metavar="BAG",
+                   help="rosbag2 directory (mcap or sqlite3) or a .mcap file; several, a folder of bags or a "
+                        "list file (one path a line) for a fleet replay")
     p.add_argument("--out", type=Path, default=Path("out/replay"), help="output directory (default out/replay)")
     p.add_argument("--model", type=Path, default=None,
                    help=f"checkpoint or exported model (default: the installed {DEMO_MODEL})")
@@ -73,6 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-frames", type=int, default=None)
     p.add_argument("--overlays", type=int, default=4, help="sample overlays in the report")
     p.add_argument("--no-progress", action="store_true")
+    fleet = p.add_argument_group("several recordings (fleet replay on Dask)")
+    fleet.add_argument("--workers", type=_positive, default=None,
+                       help="worker processes of the local Dask cluster (default: one per core, at most one per bag)")
+    fleet.add_argument("--threads", type=_positive, default=None,
+                       help="cores the local workers share, split evenly between them (default: all usable cores)")
+    fleet.add_argument("--scheduler", default=None, metavar="tcp://HOST:8786",
+                       help="run on this existing Dask cluster instead of a local one")
     live = p.add_argument_group("--realtime")
     live.add_argument("--realtime", action="store_true", help="measure the live node instead of running offline")
     live.add_argument("--node", default="/casseg_ros", help="fully qualified name of the running node")
@@ -97,7 +120,10 @@ def main(argv: list[str] | None = None) -> int:
     settings = PipelineSettings(score_threshold=args.score_threshold, min_instance_area=args.min_instance_area,
                                 overlay_alpha=args.overlay_alpha)
     if args.realtime:
-        cfg = RealtimeConfig(bag=args.bag, out_dir=args.out, image_topic=args.image_topic, node=args.node,
+        if len(args.bags) != 1:
+            print("casseg-replay: error: --realtime takes one recording", file=sys.stderr)
+            return 2
+        cfg = RealtimeConfig(bag=args.bags[0], out_dir=args.out, image_topic=args.image_topic, node=args.node,
                              camera_topic=args.camera_topic, spawn_node=args.spawn_node, model_path=args.model,
                              backend=args.backend, device=args.device, input_size=args.input_size,
                              rate_scale=args.rate_scale, throughput_frames=args.throughput_frames,
@@ -113,11 +139,13 @@ def main(argv: list[str] | None = None) -> int:
               f"{_num(metrics.get('max_throughput', {}).get('output_fps'))} FPS -> {args.out}/metrics.json")
         return 0
 
-    cfg = ReplayConfig(bag=args.bag, out_dir=args.out, model_path=args.model, image_topic=args.image_topic,
+    cfg = ReplayConfig(bag=args.bags[0], out_dir=args.out, model_path=args.model, image_topic=args.image_topic,
                        label_topic=args.label_topic, backend=args.backend, device=args.device,
                        input_size=args.input_size, vocabulary_file=args.vocabulary_file, settings=settings,
                        products=args.products, max_frames=args.max_frames,
                        num_overlays=args.overlays, progress=not args.no_progress)
+    if _is_fleet(args):
+        return _run_fleet(args, cfg)
     try:
         metrics = run_replay(cfg)
     except ReplayError as exc:
@@ -129,6 +157,40 @@ def main(argv: list[str] | None = None) -> int:
           f"(skipped {metrics['frames_skipped']}), latency p50 {_num(lat['p50'])} ms p99 {_num(lat['p99'])} ms, "
           f"{_num(metrics['fps_pipeline'])} FPS, mIoU {_num(iou.get('miou'), '.3f')} -> {args.out}")
     return 0
+
+
+def _is_fleet(args: argparse.Namespace) -> bool:
+    """Several recordings, a folder of bags, a list file, or a fleet option: the fleet replay."""
+    one = args.bags[0]
+    single = len(args.bags) == 1 and (is_bag(one) or not one.exists())
+    return not single or args.workers is not None or args.scheduler is not None
+
+
+def _run_fleet(args: argparse.Namespace, base: ReplayConfig) -> int:
+
+    try:
+        bags = collect_bags(args.bags, exclude=args.out)
+    except FleetInputError as exc:
+        print(f"casseg-replay: error: {exc}", file=sys.stderr)
+        return 2
+    workers = args.workers or min(len(bags), args.threads or len(os.sched_getaffinity(0)))
+    tasks = plan_tasks(bags, args.out, base)
+    try:
+        fleet = run_fleet(tasks, args.out, workers=workers, threads=args.threads, scheduler=args.scheduler,
+                          progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print("casseg-replay: interrupted; complete recordings are kept, run the same command again to "
+              "finish the others", file=sys.stderr)
+        return 130
+    counts, iou = fleet["status_counts"], fleet["iou"] or {}
+    for bag in fleet["per_bag"]:
+        if bag["status"] != "ok":
+            print(f"casseg-replay: {bag['status']}: {bag['bag']}: {bag['reason']}", file=sys.stderr)
+    print(f"fleet: {fleet['bags']} recordings ({counts['ok']} ok, {counts['incomplete']} incomplete, "
+          f"{counts['failed']} failed; {fleet['run']['bags_reused']} complete before), "
+          f"{fleet['frames_processed']} frames, mIoU {iou.get('miou')} (summed confusion matrix) -> "
+          f"{args.out}/report.md")
+    return 0 if counts["ok"] == fleet["bags"] else 1
 
 
 if __name__ == "__main__":

@@ -97,7 +97,28 @@ class IoUEvaluator:
         return {"frames": self.frames, "per_class_iou": per_class,
                 "miou": float(valid.mean()) if valid.size else None,
                 "gt_pixels": {n: int(c) for n, c in zip(self.class_names, self.gt_pixels)},
-                "ignore_index": IGNORE_INDEX}
+                "ignore_index": IGNORE_INDEX, "confusion_matrix": self.confusion_matrix()}
+
+    def confusion_matrix(self) -> list[list[int]]:
+        """Pixel counts [ground-truth id][predicted id] over the frames so far: the model's classes
+        plus a last row/column "unknown" (predictions outside the vocabulary). Exact integers, so
+        matrices of several recordings sum to the matrix of all their frames pooled."""
+        return self.metric.confmat.tolist()
+
+    def add_confusion_matrix(self, matrix: list[list[int]], frames: int) -> None:
+        """Count another evaluation (its `confusion_matrix()` over `frames` frames) into this one, as
+        if its frames had been updated here: a fleet's overall IoU comes from the summed matrix, not
+        from a mean of per-recording means."""
+        confmat = self.metric.confmat.new_tensor(matrix)
+        if confmat.shape != self.metric.confmat.shape:
+            raise ValueError(f"confusion matrix of shape {tuple(confmat.shape)} for {len(self.class_names)} "
+                             f"classes (+ unknown): expected {tuple(self.metric.confmat.shape)}")
+        # An update with no pixels marks the torchmetrics state as updated (compute() warns
+        # otherwise); merge_state adds the counts with the metric's own reduction (a sum).
+        self.metric.update(confmat.new_empty(0), confmat.new_empty(0))
+        self.metric.merge_state({"confmat": confmat})
+        self.gt_pixels += confmat[: len(self.class_names)].sum(dim=1).numpy()
+        self.frames += frames
 
 
 @dataclass
