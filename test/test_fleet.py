@@ -51,7 +51,7 @@ def _renumbered_copy(src: Path, dst: Path, new_id: list[int]) -> Path:
         if topic == "/camera/labels":
             msg.data = lut[np.asarray(msg.data)]
         elif topic == "/camera/label_info":
-            for c in msg.classes:
+            for c in msg.class_map:
                 c.class_id = int(new_id[c.class_id])
         messages.append((topic, msg.__msgtype__, msg))
     return write_bag(dst, messages)
@@ -226,7 +226,7 @@ def _labels_by_stamp(bag: Path) -> tuple[dict[int, np.ndarray], list[str]]:
         for conn, _, raw in reader.messages(connections=conns):
             msg = store.deserialize_cdr(raw, conn.msgtype)
             if conn.topic == "/camera/label_info":
-                by_id = {c.class_id: c.name for c in msg.classes}
+                by_id = {c.class_id: c.class_name for c in msg.class_map}
                 names = [by_id[i] for i in range(len(by_id))]
             else:
                 stamp = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec

@@ -64,6 +64,8 @@ def test_offline_replay_writes_bag_metrics_and_report(tmp_path, tiny_ckpt, small
         assert (mask.height, mask.width, mask.encoding) == (48, 96, "mono8")
         assert int(np.asarray(mask.data).max()) < 9
     assert type(graphs[0]).__msgtype__ == "casseg_msgs/msg/SceneGraph"
+    # The bag has camera_info and registered depth next to the camera: the graph is 3D, as the node's.
+    assert metrics["frames_without_depth"] == {} and all(any(n.has_3d for n in g.nodes) for g in graphs if g.nodes)
     label_info = [m for topic, _, m in outputs if topic == "/casseg_ros/label_info"]
     assert [c.class_name for c in label_info[0].class_map] == metrics["classes"]
     # Requested products: colour mask = palette[mask], one per frame like the mask.
@@ -97,7 +99,9 @@ def test_optional_products_are_not_made_unless_asked(tmp_path, tiny_ckpt, small_
     assert replay_main([str(small_bag), "--model", str(tiny_ckpt), "--out", str(out), "--no-progress",
                         "--max-frames", "2", "--overlays", "0"]) == 0
     counts = json.loads((out / "metrics.json").read_text())["output_bag"]["messages"]
-    assert counts == {"/casseg_ros/mask": 2, "/casseg_ros/scene_graph": 2, "/casseg_ros/label_info": 1}
+    # camera_info is not optional: the node republishes it with every mask (the bag has one per frame)
+    assert counts == {"/casseg_ros/mask": 2, "/casseg_ros/scene_graph": 2, "/casseg_ros/label_info": 1,
+                      "/casseg_ros/camera_info": 2}
 
 
 def test_bad_inputs_in_a_bag_are_skipped_with_reasons(tmp_path, tiny_ckpt):

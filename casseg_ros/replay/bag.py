@@ -177,7 +177,8 @@ def find_connection(reader: Reader, topic: str | None, types: tuple[str, ...], r
 
 @dataclass
 class BagFrame:
-    """One camera message of the bag with its ground-truth label message (raw CDR), if any."""
+    """One camera message of the bag with the messages of the same stamp on the paired topics
+    (raw CDR): its ground-truth label, camera_info, registered depth, when the bag has them."""
 
     index: int
     log_time_ns: int
@@ -185,6 +186,7 @@ class BagFrame:
     raw: bytes
     label_raw: bytes | None = None
     label_note: str | None = None  # why label_raw is None although a label topic was given
+    companions: dict[str, bytes | None] = field(default_factory=dict)  # e.g. "camera_info", "depth"
 
 
 def header_stamp_of(raw: bytes, msgtype: str) -> int:
@@ -201,11 +203,12 @@ def header_stamp_of(raw: bytes, msgtype: str) -> int:
 
 @dataclass
 class FrameStream:
-    """Image messages of one topic, paired with the label message of the same header stamp.
+    """Image messages of one topic, each paired with the messages of the same header stamp on the
+    label topic and on the companion topics (camera_info, registered depth).
 
-    Labels of a recording are written next to their image, so a bounded look-ahead suffices: an
-    image is emitted as soon as its label is seen, or once `window` later messages went by without
-    it (the frame is then evaluated without ground truth, and says so).
+    A recording writes those next to their image, so a bounded look-ahead suffices: an image is
+    emitted as soon as every paired topic has a message of its stamp, or once `window` later
+    messages went by (what is missing is then None; for the label, `label_note` says so).
     """
 
     reader: Reader
@@ -213,26 +216,32 @@ class FrameStream:
     label_conn: object | None = None
     window: int = 64
     errors: list[str] = field(default_factory=list)
+    companion_conns: dict[str, object] = field(default_factory=dict)  # name -> connection
 
     def __iter__(self) -> Iterator[BagFrame]:
-        conns = [self.image_conn] + ([self.label_conn] if self.label_conn is not None else [])
+        paired = dict(self.companion_conns)
+        if self.label_conn is not None:
+            paired["label"] = self.label_conn
+        name_of = {conn.id: name for name, conn in paired.items()}
+        waiting: dict[str, dict[int, bytes]] = {name: {} for name in paired}  # name -> stamp -> raw
         pending: list[tuple[int, BagFrame, int]] = []  # (stamp, frame, messages seen since)
-        labels: dict[int, bytes] = {}
         index = 0
 
         def pop(frame_stamp: int, frame: BagFrame) -> BagFrame:
-            frame.label_raw = labels.pop(frame_stamp, None)
+            found = {name: by_stamp.pop(frame_stamp, None) for name, by_stamp in waiting.items()}
+            frame.label_raw = found.pop("label", None)
+            frame.companions = found
             if frame.label_raw is None and self.label_conn is not None:
                 frame.label_note = f"no message on {self.label_conn.topic} with this frame's stamp"
             return frame
 
         try:
-            for conn, log_time, raw in self.reader.messages(connections=conns):
+            for conn, log_time, raw in self.reader.messages(connections=[self.image_conn, *paired.values()]):
                 raw = bytes(raw)
                 if conn.id == self.image_conn.id:
                     frame = BagFrame(index=index, log_time_ns=int(log_time), msgtype=conn.msgtype, raw=raw)
                     index += 1
-                    if self.label_conn is None:
+                    if not paired:
                         yield frame
                         continue
                     try:
@@ -243,17 +252,19 @@ class FrameStream:
                     pending.append((stamp, frame, 0))
                 else:
                     try:
-                        labels[header_stamp_of(raw, conn.msgtype)] = raw
+                        waiting[name_of[conn.id]][header_stamp_of(raw, conn.msgtype)] = raw
                     except ValueError:
                         pass
-                # Emit, in order, every pending image whose label is here or will not come.
+                # Emit, in order, every pending image whose paired messages are here or will not come.
                 pending = [(s, f, n + 1) for s, f, n in pending]
-                while pending and (pending[0][0] in labels or pending[0][2] > self.window):
+                while pending and (all(pending[0][0] in by_stamp for by_stamp in waiting.values())
+                                   or pending[0][2] > self.window):
                     s, f, _ = pending.pop(0)
                     yield pop(s, f)
-                if len(labels) > 4 * self.window:  # labels without an image: keep memory bounded
-                    for key in sorted(labels)[: len(labels) - 2 * self.window]:
-                        labels.pop(key)
+                for by_stamp in waiting.values():  # messages without an image: keep memory bounded
+                    if len(by_stamp) > 4 * self.window:
+                        for key in sorted(by_stamp)[: len(by_stamp) - 2 * self.window]:
+                            by_stamp.pop(key)
         except GeneratorExit:
             raise
         except Exception as exc:  # noqa: BLE001 - corrupt chunk, truncated file, bad compression...

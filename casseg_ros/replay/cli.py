@@ -45,7 +45,7 @@ def _num(value: float | None, spec: str = ".1f") -> str:
 
 
 def _products(text: str) -> Products:
-    names = {"overlay": "overlay", "color_mask": "color_mask", "confidence": "confidence_image"}
+    names = {"overlay": "overlay", "color_mask": "color_mask", "confidence": "confidence_image", "points": "points"}
     wanted = [t.strip() for t in text.split(",") if t.strip()]
     unknown = [t for t in wanted if t not in names]
     if unknown:
@@ -84,8 +84,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vocabulary-file", default=None,
                    help="display names/palette for the labels (the node's vocabulary_file parameter)")
     p.add_argument("--products", type=_products, default=Products(),
-                   help="optional images also written to the output bag, comma-separated: overlay, "
-                        "color_mask, confidence (default: none, like a node nobody asks for them)")
+                   help="optional outputs also written to the output bag, comma-separated: overlay, "
+                        "color_mask, confidence, points (default: none, like a node nobody asks for them)")
+    p.add_argument("--camera-info-topic", default=None,
+                   help="CameraInfo topic paired with the images (default: the image topic's sibling "
+                        "camera_info, when the bag has it; '' for none)")
+    p.add_argument("--depth-topic", default=None,
+                   help="registered depth topic (16UC1 mm / 32FC1 m; default: the sibling depth/image_raw "
+                        "when the bag has it; '' for none): the scene graph gets 3D as the node's does")
+    p.add_argument("--depth-max-range", type=float, default=20.0, help="metres; farther depth is invalid")
     p.add_argument("--max-frames", type=int, default=None)
     p.add_argument("--overlays", type=int, default=4, help="sample overlays in the report")
     p.add_argument("--no-progress", action="store_true")
@@ -142,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = ReplayConfig(bag=args.bags[0], out_dir=args.out, model_path=args.model, image_topic=args.image_topic,
                        label_topic=args.label_topic, backend=args.backend, device=args.device,
                        input_size=args.input_size, vocabulary_file=args.vocabulary_file, settings=settings,
+                       camera_info_topic=args.camera_info_topic, depth_topic=args.depth_topic,
+                       depth_max_range_m=args.depth_max_range,
                        products=args.products, max_frames=args.max_frames,
                        num_overlays=args.overlays, progress=not args.no_progress)
     if _is_fleet(args):

@@ -132,6 +132,7 @@ class ReplayStats:
     total_s: list[float] = field(default_factory=list)
     skipped: list[dict] = field(default_factory=list)  # {"frame", "stamp_ns", "reason"}
     label_notes: Counter = field(default_factory=Counter)
+    depth_notes: Counter = field(default_factory=Counter)  # frames whose depth was not used, by reason
     errors: list[str] = field(default_factory=list)
     wall_s: float = 0.0
 
@@ -148,6 +149,7 @@ class ReplayStats:
             "skipped_by_reason": dict(reasons),
             "skipped_frames": self.skipped[:200],
             "frames_without_label": dict(self.label_notes),
+            "frames_without_depth": dict(self.depth_notes),
             "latency_ms": {"total": percentiles_ms(self.total_s), "forward": percentiles_ms(self.forward_s),
                            "host": percentiles_ms(self.host_s)},
             # Pipeline FPS: frames per second of pipeline time (decode excluded); wall FPS includes

@@ -18,26 +18,31 @@ from typing import Any
 
 import numpy as np
 from rclpy.serialization import deserialize_message, serialize_message
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from tqdm import tqdm
 
+from casseg_ros.perception.depth import InvalidDepth
 from casseg_ros.perception.overlay import make_overlay
 from casseg_ros.perception.scene_graph import scene_graph_record
-from casseg_ros.pipeline import FramePipeline, FrameResult, InferenceError, PipelineSettings, Products, display_labels
+from casseg_ros.pipeline import (
+    DepthFrame, FramePipeline, FrameResult, InferenceError, PipelineSettings, Products, display_labels,
+)
 from casseg_ros.replay.bag import (
-    COMPRESSED_TYPE, IMAGE_TYPE, IMAGE_TYPES, LABEL_INFO_TYPE, SCENE_GRAPH_TYPE, BagError, BagFrame, FrameStream,
-    OutputBag, find_connection, open_reader, typestore,
+    CAMERA_INFO_TYPE, COMPRESSED_TYPE, IMAGE_TYPE, IMAGE_TYPES, LABEL_INFO_TYPE, POINT_CLOUD_TYPE, SCENE_GRAPH_TYPE,
+    BagError, BagFrame, FrameStream, OutputBag, find_connection, open_reader, typestore,
 )
 from casseg_ros.replay.metrics import IoUEvaluator, InvalidLabel, ReplayStats, label_to_ids
 from casseg_ros.replay.report import write_json, write_report
+from casseg_ros.ros.camera import depth_frame
 from casseg_ros.ros.conversions import InvalidImage, to_rgb
 from casseg_ros.ros.messages import frame_messages, label_info_msg
+from casseg_ros.ros.processes import camera_siblings
 from casseg_ros.runtime import Backend, BackendUnavailable, create_backend
 
 NODE_NS = "/casseg_ros"  # output topics as the node names them (~/mask of node "casseg_ros")
 # Output name (as in frame_messages) -> message type in the output bag.
 OUTPUT_TYPES = {"mask": IMAGE_TYPE, "confidence": IMAGE_TYPE, "overlay": IMAGE_TYPE, "mask/color": IMAGE_TYPE,
-                "scene_graph": SCENE_GRAPH_TYPE}
+                "points": POINT_CLOUD_TYPE, "scene_graph": SCENE_GRAPH_TYPE}
 
 
 class ReplayError(RuntimeError):
@@ -55,6 +60,11 @@ class ReplayConfig:
     device: str = "cpu"
     input_size: tuple[int, int] | None = None
     vocabulary_file: str | None = None  # display names/palette, as the node's parameter
+    # camera_info / registered depth topics; None: the image topic's siblings when the bag has
+    # them (a camera driver's naming), "" = none. With both, the scene graph gets 3D, as the node's.
+    camera_info_topic: str | None = None
+    depth_topic: str | None = None
+    depth_max_range_m: float = 20.0  # the node's parameter of that name
     settings: PipelineSettings = field(default_factory=PipelineSettings)
     # Optional images also written to the output bag; by default what a node with no subscriber
     # to them makes (so host-time figures are the node's default figures).
@@ -120,6 +130,7 @@ class _Inputs:
     label_conn: Any | None
     gt_names: list[str] | None
     damage: str | None  # set when the bag was salvaged with the mcap stream reader
+    camera_conns: dict[str, Any]  # "camera_info" / "depth" -> connection, those the bag has
 
 
 def _open_inputs(cfg: ReplayConfig) -> _Inputs:
@@ -132,13 +143,47 @@ def _open_inputs(cfg: ReplayConfig) -> _Inputs:
         label_topic = cfg.label_topic if cfg.label_topic is not None else _auto_label_topic(reader, image_conn.topic)
         label_conn = find_connection(reader, label_topic, (IMAGE_TYPE,), "label") if label_topic else None
         gt_names = _ground_truth_names(reader) if label_conn else None
+        camera_conns = _camera_connections(reader, cfg, image_conn.topic)
     except BagError as exc:
         reader.close()
         raise ReplayError(str(exc)) from exc
     except Exception as exc:  # noqa: BLE001 - unreadable label-info message
         reader.close()
         raise ReplayError(f"cannot read bag {cfg.bag}: {type(exc).__name__}: {exc}") from exc
-    return _Inputs(reader, image_conn, label_conn, gt_names, getattr(reader, "damage", None))
+    return _Inputs(reader, image_conn, label_conn, gt_names, getattr(reader, "damage", None), camera_conns)
+
+
+def _camera_connections(reader, cfg: ReplayConfig, image_topic: str) -> dict[str, Any]:
+    """The camera_info and depth connections to pair with the images: as configured, else the
+    image topic's siblings when the bag has them."""
+    sibling_info, sibling_depth = camera_siblings(image_topic)
+    found = {}
+    for name, asked, sibling, msgtype in (("camera_info", cfg.camera_info_topic, sibling_info, CAMERA_INFO_TYPE),
+                                          ("depth", cfg.depth_topic, sibling_depth, IMAGE_TYPE)):
+        if asked == "":
+            continue
+        if asked is not None:
+            found[name] = find_connection(reader, asked, (msgtype,), name)
+        elif any(c.topic == sibling and c.msgtype == msgtype for c in reader.connections):
+            found[name] = find_connection(reader, sibling, (msgtype,), name)
+    return found
+
+
+def _depth_of(frame: BagFrame, image_shape: tuple[int, int], cfg: ReplayConfig, stats: ReplayStats
+              ) -> tuple[DepthFrame | None, CameraInfo | None]:
+    """The frame's registered depth (the node's rule, `ros.camera.depth_frame`) and camera_info."""
+    info_raw, depth_raw = frame.companions.get("camera_info"), frame.companions.get("depth")
+    info = deserialize_message(info_raw, CameraInfo) if info_raw is not None else None
+    if "depth" not in frame.companions:
+        return None, info
+    if depth_raw is None:
+        stats.depth_notes["no depth image with the frame's stamp"] += 1
+        return None, info
+    try:
+        return depth_frame(deserialize_message(depth_raw, Image), info, image_shape, cfg.depth_max_range_m), info
+    except InvalidDepth as exc:
+        stats.depth_notes[exc.reason] += 1
+        return None, info
 
 
 class _GroundTruth:
@@ -178,22 +223,26 @@ class _Outputs:
         self.bag = OutputBag(out_dir / "bag")
         self.names = ["mask", "scene_graph"] + [name for name, wanted in (
             ("overlay", products.overlay), ("mask/color", products.color_mask),
-            ("confidence", products.confidence_image)) if wanted]
+            ("confidence", products.confidence_image), ("points", products.points)) if wanted]
         for name in self.names:
             self.bag.add_topic(f"{NODE_NS}/{name}", OUTPUT_TYPES[name])
         self.bag.add_topic(f"{NODE_NS}/label_info", LABEL_INFO_TYPE)
+        self.bag.add_topic(f"{NODE_NS}/camera_info", CAMERA_INFO_TYPE)
         self.labels_written = False
         self.scene_graphs: list[dict] = []
         self.figures: list[tuple[str, np.ndarray]] = []
 
     def write_frame(self, frame: BagFrame, header, result: FrameResult, pipeline: FramePipeline,
-                    settings: PipelineSettings) -> None:
+                    settings: PipelineSettings, info: CameraInfo | None) -> None:
         if not self.labels_written:  # transient-local on the node: once, before the first mask
-            info = label_info_msg(pipeline.labels, settings.score_threshold, header.stamp)
-            self.bag.write(f"{NODE_NS}/label_info", frame.log_time_ns, serialize_message(info))
+            label_info = label_info_msg(pipeline.labels, settings.score_threshold, header.stamp)
+            self.bag.write(f"{NODE_NS}/label_info", frame.log_time_ns, serialize_message(label_info))
             self.labels_written = True
         for name, message in frame_messages(result, pipeline.labels, header).items():
             self.bag.write(f"{NODE_NS}/{name}", frame.log_time_ns, serialize_message(message))
+        if info is not None:  # as the node: the frame's camera_info under the mask's header
+            info.header = header
+            self.bag.write(f"{NODE_NS}/camera_info", frame.log_time_ns, serialize_message(info))
         stamp = header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
         self.scene_graphs.append(scene_graph_record(frame.index, stamp, header.frame_id, result.graph))
 
@@ -214,7 +263,7 @@ def _replay_frames(cfg: ReplayConfig, inputs: _Inputs, pipeline: FramePipeline, 
     total = conn.msgcount if cfg.max_frames is None else min(conn.msgcount, cfg.max_frames)
     figure_at = set(np.linspace(0, max(total - 1, 0), num=min(cfg.num_overlays, total), dtype=int).tolist())
     msg_class = CompressedImage if conn.msgtype == COMPRESSED_TYPE else Image
-    stream = FrameStream(inputs.reader, conn, inputs.label_conn)
+    stream = FrameStream(inputs.reader, conn, inputs.label_conn, companion_conns=inputs.camera_conns)
     # Inference runs on one worker thread, as in the node (its worker loop): measured on this 2-core
     # machine, torch CPU inference issued from the main thread was 3-5x slower than from a worker
     # thread with the same thread settings, so only this makes replay latency comparable.
@@ -233,7 +282,8 @@ def _replay_frames(cfg: ReplayConfig, inputs: _Inputs, pipeline: FramePipeline, 
             stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
             try:
                 rgb = to_rgb(msg)
-                result = worker.submit(pipeline.process, rgb, cfg.settings, cfg.products).result()
+                depth, info = _depth_of(frame, rgb.shape[:2], cfg, stats)
+                result = worker.submit(pipeline.process, rgb, cfg.settings, cfg.products, depth).result()
             except InvalidImage as exc:
                 stats.skip(frame.index, stamp, exc.reason)
                 continue
@@ -247,7 +297,7 @@ def _replay_frames(cfg: ReplayConfig, inputs: _Inputs, pipeline: FramePipeline, 
             stats.forward_s.append(result.forward_s)
             stats.host_s.append(result.host_s)
             stats.total_s.append(result.total_s)
-            outputs.write_frame(frame, msg.header, result, pipeline, cfg.settings)
+            outputs.write_frame(frame, msg.header, result, pipeline, cfg.settings, info)
             gt = truth.update(frame, result.class_ids) if truth is not None else None
             if frame.index in figure_at:
                 gt_ids = truth.in_model_ids(gt) if gt is not None else None

@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 from sensor_msgs.msg import CameraInfo, Image
 
-from casseg_ros.perception.depth import DEPTH_ENCODINGS, InvalidDepth, PinholeCamera, depth_in_metres
+from casseg_ros.perception.depth import DEPTH_ENCODINGS, InvalidDepth, PinholeCamera, check_depth, depth_in_metres
+from casseg_ros.pipeline import DepthFrame
 
 _DEPTH_DTYPES = {"16UC1": np.dtype("<u2"), "32FC1": np.dtype("<f4")}
 
@@ -36,3 +37,14 @@ def depth_to_metres(msg: Image, max_range_m: float) -> np.ndarray:
     rows = np.frombuffer(msg.data, dtype=np.uint8, count=step * height).reshape(height, step)
     pixels = rows[:, :width * dtype.itemsize].view(dtype)
     return depth_in_metres(pixels, msg.encoding, max_range_m)
+
+
+def depth_frame(depth: Image, info: CameraInfo | None, image_shape: tuple[int, int], max_range_m: float) -> DepthFrame:
+    """The registered depth of a frame, checked against its camera_info and image (the node's and
+    replay's one rule). InvalidDepth names what is wrong; the caller keeps the 2D outputs."""
+    if info is None:
+        raise InvalidDepth("no camera_info with the frame's stamp (needed to place depth in 3D)")
+    camera = pinhole_from_info(info)
+    metres = depth_to_metres(depth, max_range_m)
+    check_depth(metres, camera, image_shape)
+    return DepthFrame(metres, camera)

@@ -56,10 +56,10 @@ from visualization_msgs.msg import MarkerArray
 
 from casseg_msgs.msg import SceneGraph
 from casseg_msgs.srv import SetVocabulary
-from casseg_ros.perception.depth import InvalidDepth, check_depth
+from casseg_ros.perception.depth import InvalidDepth
 from casseg_ros.pipeline import DepthFrame, FrameInput, FramePipeline, InferenceError, Products, display_labels
 from casseg_ros.resources import resolve_data_path
-from casseg_ros.ros.camera import depth_to_metres, pinhole_from_info
+from casseg_ros.ros.camera import depth_frame
 from casseg_ros.ros.cameras import Camera
 from casseg_ros.ros.conversions import DEFAULT_MAX_PIXELS, InvalidImage, to_rgb
 from casseg_ros.ros.diagnostics import backend_status, camera_status, diagnostic_array
@@ -384,17 +384,12 @@ class SegmentNode(LifecycleNode):
                 camera.stats.on_depth_problem("no depth image with the frame's stamp")
             return None
         try:
-            if info is None:
-                raise InvalidDepth("no camera_info with the frame's stamp (needed to place depth in 3D)")
-            pinhole = pinhole_from_info(info)
-            metres = depth_to_metres(depth_msg, live.depth_max_range_m)
-            check_depth(metres, pinhole, image_shape)
+            return depth_frame(depth_msg, info, image_shape, live.depth_max_range_m)
         except InvalidDepth as exc:
             camera.stats.on_depth_problem(exc.reason)
             self.get_logger().warning(f"camera {camera.label}: depth not used: {exc.reason}",
                                       throttle_duration_sec=_WARN_THROTTLE_S)
             return None
-        return DepthFrame(metres, pinhole)
 
     def process_batch(self, batch: list[TakenFrame]) -> None:
         """Decode each camera's frame, segment them in one forward pass, publish each camera's
