@@ -23,12 +23,13 @@ depth -> scene graph in 3D and the labelled point cloud). label_info is latched 
 vocabulary or threshold change, not per frame: its build + publish time is reported apart.
 `breakdown_ms` times each product's function alone on the same inputs (the profile).
 
-Keys: host_ms_1080p (default, 1920x1080, median per frame), host_ms_1080p_all (all), per size the
-same as host_ms[size][config], and the load average before/after. Goals (issue 14, quiet machine):
+Keys: host_ms_1080p (default, 1920x1080, median per frame), host_ms_1080p_all (all, with the node's
+default points_stride 1: a 50 MB organised cloud per 1080p frame), host_ms_1080p_all_points_stride4
+(all, points_stride 4: a 3 MB cloud), host_ms_1080p_all_no_points (all but ~/points, depth kept for
+the 3D scene graph); per size the same as host_ms[size][config]; the load average before/after. Goals (issue 14, quiet machine):
 host_ms_1080p <= 5, host_ms_1080p_all <= 10.
 
     python bench/host.py [--rounds 15] [--sizes 1280x720,1920x1080,2048x1024] [--out out/bench/host.json]
-    python bench/host.py --onnx   # the host side with a real OnnxRuntimeBackend at 1080p (see --help)
 """
 from __future__ import annotations
 
@@ -86,6 +87,10 @@ MARKER_SCALE = 0.01
 SETTINGS = PipelineSettings(points_stride=1)
 DEFAULT = Products(confidence_image=True)
 ALL = Products(overlay=True, color_mask=True, confidence_image=True, points=True)
+# name -> (products, settings, with depth)
+CONFIGS = {"default": (DEFAULT, SETTINGS, False), "all": (ALL, SETTINGS, True),
+           "all_points_stride4": (ALL, PipelineSettings(points_stride=4), True),
+           "all_no_points": (Products(overlay=True, color_mask=True, confidence_image=True), SETTINGS, True)}
 
 
 class CannedBackend:
@@ -144,19 +149,20 @@ class Publishers:
             wait_for_matched_subscriptions(publisher, timeout)
 
 
-def run_frame(frame: Frame, products: Products, publishers: Publishers) -> dict[str, float]:
+def run_frame(frame: Frame, config: str, publishers: Publishers) -> dict[str, float]:
     """The node's per-frame host work for one camera frame (process_batch + _publish), per stage."""
+    products, settings, with_depth = CONFIGS[config]
     times: dict[str, float] = {}
     t0 = time.perf_counter()
     rgb = to_rgb(frame.image_msg)
     depth = None
-    if products.points:
+    if with_depth:
         camera = pinhole_from_info(frame.info)
         metres = depth_to_metres(frame.depth_msg, MAX_RANGE_M)
         check_depth(metres, camera, rgb.shape[:2])
         depth = DepthFrame(metres, camera)
     t1 = time.perf_counter()
-    result = frame.pipeline.process(rgb, SETTINGS, products, depth)
+    result = frame.pipeline.process(rgb, settings, products, depth)
     t2 = time.perf_counter()
     header = Header(frame_id="camera_optical_frame")
     messages = frame_messages(result, frame.pipeline.labels, header)
@@ -267,15 +273,14 @@ def main() -> int:
             publishers = Publishers(node)
             publishers.wait_matched(30.0)
             for frame in frames:  # warm-up: first-call allocations are not the steady state
-                for products in (DEFAULT, ALL):
-                    run_frame(frame, products, publishers)
-            samples = {(f.size, c): [] for f in frames for c in ("default", "all")}
+                for config in CONFIGS:
+                    run_frame(frame, config, publishers)
+            samples = {(f.size, c): [] for f in frames for c in CONFIGS}
             for i in range(args.rounds):
                 for frame in frames:
-                    order = ("default", "all") if i % 2 == 0 else ("all", "default")
+                    order = list(CONFIGS) if i % 2 == 0 else list(reversed(CONFIGS))
                     for config in order:
-                        samples[(frame.size, config)].append(run_frame(frame, DEFAULT if config == "default" else ALL,
-                                                                       publishers))
+                        samples[(frame.size, config)].append(run_frame(frame, config, publishers))
                 children.check_alive("subscriber")
             profile = {f"{w}x{h}": breakdown(frame, publishers, max(5, args.rounds // 2))
                        for frame, (h, w) in zip(frames, sizes)}
@@ -287,11 +292,13 @@ def main() -> int:
         h, w = frame.size
         host_ms[f"{w}x{h}"] = {config: {stage: _ms([s[stage] for s in samples[(frame.size, config)]])
                                         for stage in ("decode", "pipeline", "build", "publish", "total")}
-                               for config in ("default", "all")}
+                               for config in CONFIGS}
         host_ms[f"{w}x{h}"]["instances_drawn"] = frame.instances
     report = {
         "host_ms_1080p": host_ms.get("1920x1080", {}).get("default", {}).get("total"),
         "host_ms_1080p_all": host_ms.get("1920x1080", {}).get("all", {}).get("total"),
+        "host_ms_1080p_all_points_stride4": host_ms.get("1920x1080", {}).get("all_points_stride4", {}).get("total"),
+        "host_ms_1080p_all_no_points": host_ms.get("1920x1080", {}).get("all_no_points", {}).get("total"),
         "goals": {"host_ms_1080p": "<= 5", "host_ms_1080p_all": "<= 10"},
         "host_ms": host_ms,
         "breakdown_ms": profile,
@@ -302,7 +309,7 @@ def main() -> int:
                               "(full-resolution precomputed outputs), real DDS publish to another process"},
     }
     atomic_write_text(args.out, json.dumps(report, indent=2) + "\n")
-    print(json.dumps({k: report[k] for k in ("host_ms_1080p", "host_ms_1080p_all")} | {"host_ms": host_ms,
+    print(json.dumps({k: v for k, v in report.items() if k.startswith("host_ms_1080p")} | {"host_ms": host_ms,
                      "load": [load_before, report["details"]["load_average_after"]]}, indent=1))
     return 0
 
