@@ -81,20 +81,35 @@ def decimate(array: np.ndarray, stride: int) -> np.ndarray:
     return array[::stride, ::stride]
 
 
-def organised_points(depth_m: np.ndarray, camera: PinholeCamera, stride: int = 1) -> np.ndarray:
-    """(H,W) metres -> (ceil(H/s), ceil(W/s), 3) float32 xyz, NaN where the depth is invalid."""
+def _check_camera(depth_m: np.ndarray, camera: PinholeCamera) -> None:
     if depth_m.shape != (camera.height, camera.width):
         raise InvalidDepth(f"depth image is {depth_m.shape[1]}x{depth_m.shape[0]}, camera_info says "
                            f"{camera.width}x{camera.height}")
-    z = decimate(depth_m, stride)
+
+
+def _rays(camera: PinholeCamera, stride: int) -> tuple[np.ndarray, np.ndarray]:
+    """(x/z per kept column (1,w'), y/z per kept row (h',1)), float32."""
     u = np.arange(0, camera.width, stride, dtype=np.float32)
     v = np.arange(0, camera.height, stride, dtype=np.float32)
-    x_per_z = (u - np.float32(camera.cx)) / np.float32(camera.fx)  # (w',)
-    y_per_z = (v - np.float32(camera.cy)) / np.float32(camera.fy)  # (h',)
+    x_per_z = (u - np.float32(camera.cx)) / np.float32(camera.fx)
+    y_per_z = (v - np.float32(camera.cy)) / np.float32(camera.fy)
+    return x_per_z[None, :], y_per_z[:, None]
+
+
+def _write_xyz(z: np.ndarray, camera: PinholeCamera, stride: int, x: np.ndarray, y: np.ndarray,
+               z_out: np.ndarray) -> None:
+    x_per_z, y_per_z = _rays(camera, stride)
+    np.multiply(z, x_per_z, out=x)
+    np.multiply(z, y_per_z, out=y)
+    np.copyto(z_out, z)
+
+
+def organised_points(depth_m: np.ndarray, camera: PinholeCamera, stride: int = 1) -> np.ndarray:
+    """(H,W) metres -> (ceil(H/s), ceil(W/s), 3) float32 xyz, NaN where the depth is invalid."""
+    _check_camera(depth_m, camera)
+    z = decimate(depth_m, stride)
     xyz = np.empty(z.shape + (3,), dtype=np.float32)
-    np.multiply(z, x_per_z[None, :], out=xyz[..., 0])
-    np.multiply(z, y_per_z[:, None], out=xyz[..., 1])
-    xyz[..., 2] = z
+    _write_xyz(z, camera, stride, xyz[..., 0], xyz[..., 1], xyz[..., 2])
     return xyz
 
 
@@ -163,18 +178,36 @@ POINT_DTYPE = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("rgb", "<u4")
                         ("_pad", "<u2"), ("confidence", "<f4")])
 
 
-def labelled_cloud(xyz: np.ndarray, rgb: np.ndarray, mask: np.ndarray, confidence: np.ndarray,
-                   stride: int) -> np.ndarray:
-    """Organised (h',w') POINT_DTYPE cloud: `xyz` from `organised_points`, the other full-size
-    images decimated with the same stride, so point (r, c) carries pixel (s*r, s*c)'s values."""
+def _fill_attributes(cloud: np.ndarray, rgb: np.ndarray, mask: np.ndarray, confidence: np.ndarray,
+                     stride: int) -> None:
     # B, G, R, A bytes read as a little-endian uint32 are 0xAARRGGBB: the PCL packing.
     bgra = cv2.cvtColor(np.ascontiguousarray(decimate(rgb, stride)), cv2.COLOR_RGB2BGRA)
-    cloud = np.empty(xyz.shape[:2], dtype=POINT_DTYPE)
-    cloud["x"], cloud["y"], cloud["z"] = xyz[..., 0], xyz[..., 1], xyz[..., 2]
     cloud["rgb"] = bgra.view("<u4")[..., 0]
     cloud["label"] = decimate(mask, stride)
     cloud["_pad"] = 0
     cloud["confidence"] = decimate(confidence, stride)
+
+
+def labelled_cloud(xyz: np.ndarray, rgb: np.ndarray, mask: np.ndarray, confidence: np.ndarray,
+                   stride: int) -> np.ndarray:
+    """Organised (h',w') POINT_DTYPE cloud: `xyz` from `organised_points`, the other full-size
+    images decimated with the same stride, so point (r, c) carries pixel (s*r, s*c)'s values."""
+    cloud = np.empty(xyz.shape[:2], dtype=POINT_DTYPE)
+    cloud["x"], cloud["y"], cloud["z"] = xyz[..., 0], xyz[..., 1], xyz[..., 2]
+    _fill_attributes(cloud, rgb, mask, confidence, stride)
+    return cloud
+
+
+def depth_cloud(depth_m: np.ndarray, camera: PinholeCamera, rgb: np.ndarray, mask: np.ndarray,
+                confidence: np.ndarray, stride: int) -> np.ndarray:
+    """`labelled_cloud(organised_points(depth_m, camera, stride), rgb, mask, confidence, stride)`,
+    with x, y, z written straight into the cloud's fields (no intermediate xyz image: one pass
+    less over the cloud's memory, which at 1080p is 50 MB)."""
+    _check_camera(depth_m, camera)
+    z = decimate(depth_m, stride)
+    cloud = np.empty(z.shape, dtype=POINT_DTYPE)
+    _write_xyz(z, camera, stride, cloud["x"], cloud["y"], cloud["z"])
+    _fill_attributes(cloud, rgb, mask, confidence, stride)
     return cloud
 
 

@@ -1,0 +1,318 @@
+"""Benchmark of the node's host path alone (issue 14): everything a frame costs besides the forward pass.
+
+Writes out/bench/host.json. Per image size (1280x720, 1920x1080, 2048x1024) and per stage, the
+median milliseconds of the node's per-frame steps, on procedural context scenes rendered at that
+size (training/datasets/context_scenes.py: street/harbour scenes with their usual objects and their
+exact depth), fed through the same functions the node calls (ros/segment_node.py process_batch /
+_publish):
+
+- decode: the input sensor_msgs/Image (rgb8) -> array (ros/conversions.to_rgb); with depth also
+  the 16UC1 depth message -> metres, camera_info -> intrinsics and the checks;
+- pipeline: FramePipeline.process after the backend (mask rule, the products asked for, scene
+  graph, its 3D with depth) — a stand-in backend returns precomputed full-resolution model outputs
+  (the scene's classes, a smooth confidence), so the forward pass is excluded;
+- build: ros/messages.frame_messages (+ markers when subscribed);
+- publish: a real rclpy publisher per output with a subscriber in another process (this script
+  with --subscriber, started with ros/processes.py on loopback DDS, readiness = matched
+  subscriptions), so serialisation and the DDS write are counted.
+
+Two configurations, run interleaved frame by frame (so a slow spell of the shared machine hits both):
+`default` = mask, confidence image, scene graph (what a node with no optional subscribers makes,
+plus the confidence image) and `all` = every output subscribed (also overlay, colour mask, markers,
+depth -> scene graph in 3D and the labelled point cloud). label_info is latched and published on a
+vocabulary or threshold change, not per frame: its build + publish time is reported apart.
+`breakdown_ms` times each product's function alone on the same inputs (the profile).
+
+Keys: host_ms_1080p (default, 1920x1080, median per frame), host_ms_1080p_all (all, with the node's
+default points_stride 1: a 50 MB organised cloud per 1080p frame), host_ms_1080p_all_points_stride4
+(all, points_stride 4: a 3 MB cloud), host_ms_1080p_all_no_points (all but ~/points, depth kept for
+the 3D scene graph); per size the same as host_ms[size][config]; the load average before/after. Goals (issue 14, quiet machine):
+host_ms_1080p <= 5, host_ms_1080p_all <= 10.
+
+    python bench/host.py [--rounds 15] [--sizes 1280x720,1920x1080,2048x1024] [--out out/bench/host.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+import rclpy
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from std_msgs.msg import Header
+from visualization_msgs.msg import MarkerArray
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # this checkout's casseg_ros, also without an install
+
+from casseg_msgs.msg import SceneGraph  # noqa: E402
+from casseg_ros.fileio import atomic_write_text  # noqa: E402
+from casseg_ros.perception.depth import check_depth, graph_in_3d, labelled_cloud, organised_points  # noqa: E402
+from casseg_ros.perception.mask import class_mask  # noqa: E402
+from casseg_ros.perception.overlay import colorize, make_overlay  # noqa: E402
+from casseg_ros.perception.scene_graph import segment_instances  # noqa: E402
+from casseg_ros.pipeline import (ClassLabels, DepthFrame, FramePipeline, PipelineSettings, Products,  # noqa: E402
+                                 confidence_to_mono8)
+from casseg_ros.ros.camera import depth_to_metres, pinhole_from_info  # noqa: E402
+from casseg_ros.ros.conversions import numpy_to_image, to_rgb  # noqa: E402
+from casseg_ros.ros.markers import scene_graph_markers  # noqa: E402
+from casseg_ros.ros.messages import frame_messages, label_info_msg, point_cloud_msg, scene_graph_to_msg  # noqa: E402
+from casseg_ros.ros.processes import ChildProcesses, init_child_rclpy, loopback_env, random_domain_id  # noqa: E402
+from casseg_ros.ros.processes import StopFlag  # noqa: E402
+from casseg_ros.ros.readiness import wait_for_matched_subscriptions  # noqa: E402
+from casseg_ros.runtime.base import InferenceResult  # noqa: E402
+from training.datasets.context_scenes import CONTEXT_CLASSES, ContextScenes  # noqa: E402
+from vision_msgs.msg import LabelInfo  # noqa: E402
+
+SIZES = ((720, 1280), (1080, 1920), (1024, 2048))
+NODE = "host_bench"
+OUTPUTS = {"mask": Image, "confidence": Image, "overlay": Image, "mask/color": Image, "points": PointCloud2,
+           "scene_graph": SceneGraph, "scene_graph/markers": MarkerArray, "label_info": LabelInfo}
+QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=2, reliability=ReliabilityPolicy.RELIABLE)
+LATCHED = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
+MAX_RANGE_M = 20.0
+MARKER_SCALE = 0.01
+SETTINGS = PipelineSettings(points_stride=1)
+DEFAULT = Products(confidence_image=True)
+ALL = Products(overlay=True, color_mask=True, confidence_image=True, points=True)
+# name -> (products, settings, with depth)
+CONFIGS = {"default": (DEFAULT, SETTINGS, False), "all": (ALL, SETTINGS, True),
+           "all_points_stride4": (ALL, PipelineSettings(points_stride=4), True),
+           "all_no_points": (Products(overlay=True, color_mask=True, confidence_image=True), SETTINGS, True)}
+
+
+class CannedBackend:
+    """Stand-in backend: one precomputed full-resolution result per frame, no forward pass."""
+
+    def __init__(self, result: InferenceResult):
+        self.result = result
+
+    def infer(self, images: np.ndarray) -> InferenceResult:
+        return self.result
+
+
+@dataclass
+class Frame:
+    """One camera frame at one size, as the node receives it, and the pipeline that segments it."""
+
+    size: tuple[int, int]
+    image_msg: Image
+    depth_msg: Image
+    info: CameraInfo
+    pipeline: FramePipeline
+    result: InferenceResult
+    instances: int
+
+
+def smooth_confidence(height: int, width: int, seed: int) -> np.ndarray:
+    """A model-like confidence map: smooth in [0.4, 1], not one constant."""
+    coarse = np.random.default_rng(seed).random((height // 32 + 1, width // 32 + 1), dtype=np.float32)
+    return (0.4 + 0.6 * cv2.resize(coarse, (width, height), interpolation=cv2.INTER_LINEAR)).astype(np.float32)
+
+
+def make_frame(height: int, width: int, seed: int = 0) -> Frame:
+    scene = ContextScenes(1, height, width, seed=seed).generate(0)
+    image = Image(height=height, width=width, encoding="rgb8", is_bigendian=0, step=width * 3)
+    image.data = scene.image.tobytes()
+    millimetres = np.rint(np.where(np.isfinite(scene.depth), scene.depth, 0) * 1000)
+    depth = Image(height=height, width=width, encoding="16UC1", is_bigendian=0, step=width * 2)
+    depth.data = np.where(millimetres <= 65535, millimetres, 0).astype("<u2").tobytes()
+    info = CameraInfo(height=height, width=width, k=scene.camera.k)
+    k = len(CONTEXT_CLASSES)
+    adjacency = np.random.default_rng(seed).random((1, k, k), dtype=np.float32)
+    result = InferenceResult(scene.label.astype(np.int32)[None], smooth_confidence(height, width, seed)[None],
+                             np.full((1, k), 1 / k, np.float32), adjacency)
+    palette = np.random.default_rng(0).integers(0, 256, (k, 3), dtype=np.uint8)
+    pipeline = FramePipeline(CannedBackend(result), ClassLabels(tuple(CONTEXT_CLASSES), palette))
+    return Frame((height, width), image, depth, info, pipeline, result, len(scene.instance_classes))
+
+
+class Publishers:
+    def __init__(self, node: Node):
+        self.by_name = {name: node.create_publisher(kind, f"~/{name}", LATCHED if name == "label_info" else QOS)
+                        for name, kind in OUTPUTS.items()}
+
+    def wait_matched(self, timeout: float) -> None:
+        for publisher in self.by_name.values():
+            wait_for_matched_subscriptions(publisher, timeout)
+
+
+def run_frame(frame: Frame, config: str, publishers: Publishers) -> dict[str, float]:
+    """The node's per-frame host work for one camera frame (process_batch + _publish), per stage."""
+    products, settings, with_depth = CONFIGS[config]
+    times: dict[str, float] = {}
+    t0 = time.perf_counter()
+    rgb = to_rgb(frame.image_msg)
+    depth = None
+    if with_depth:
+        camera = pinhole_from_info(frame.info)
+        metres = depth_to_metres(frame.depth_msg, MAX_RANGE_M)
+        check_depth(metres, camera, rgb.shape[:2])
+        depth = DepthFrame(metres, camera)
+    t1 = time.perf_counter()
+    result = frame.pipeline.process(rgb, settings, products, depth)
+    t2 = time.perf_counter()
+    header = Header(frame_id="camera_optical_frame")
+    messages = frame_messages(result, frame.pipeline.labels, header)
+    markers = (scene_graph_markers(messages["scene_graph"], frame.pipeline.labels.palette, MARKER_SCALE)
+               if products.overlay else None)
+    t3 = time.perf_counter()
+    for name, message in messages.items():
+        publishers.by_name[name].publish(message)
+    if markers is not None:
+        publishers.by_name["scene_graph/markers"].publish(markers)
+    t4 = time.perf_counter()
+    times.update(decode=t1 - t0, pipeline=t2 - t1 - result.forward_s, build=t3 - t2, publish=t4 - t3)
+    times["total"] = sum(times.values())
+    return times
+
+
+def breakdown(frame: Frame, publishers: Publishers, repeats: int) -> dict[str, float]:
+    """Each product's function alone on this frame's inputs (median ms): the profile."""
+    labels, header = frame.pipeline.labels, Header(frame_id="camera_optical_frame")
+    rgb = to_rgb(frame.image_msg)
+    class_ids, confidence = frame.result.class_ids[0], frame.result.confidence[0]
+    camera = pinhole_from_info(frame.info)
+    metres = depth_to_metres(frame.depth_msg, MAX_RANGE_M)
+    mask = class_mask(class_ids, confidence, 0.0, labels.mask_encoding)
+    graph, runs = segment_instances(mask, list(labels.names), confidence, frame.result.adjacency[0],
+                                    ignore_ids=(labels.unknown_id,))
+    full = frame.pipeline.process(rgb, SETTINGS, ALL, DepthFrame(metres, camera))
+    messages = frame_messages(full, labels, header)
+    markers = scene_graph_markers(messages["scene_graph"], labels.palette, MARKER_SCALE)
+    label_info = label_info_msg(labels, 0.0, header.stamp)
+    steps: dict[str, Callable[[], object]] = {
+        "decode/image": lambda: to_rgb(frame.image_msg),
+        "decode/depth": lambda: (depth_to_metres(frame.depth_msg, MAX_RANGE_M), pinhole_from_info(frame.info)),
+        "decode/check_depth": lambda: check_depth(metres, camera, rgb.shape[:2]),
+        "mask_rule": lambda: class_mask(class_ids, confidence, 0.0, labels.mask_encoding),
+        "mask_rule/threshold": lambda: class_mask(class_ids, confidence, 0.5, labels.mask_encoding),
+        "confidence_image": lambda: confidence_to_mono8(confidence),
+        "overlay": lambda: make_overlay(rgb, mask, labels.palette, 0.5),
+        "color_mask": lambda: colorize(mask, labels.palette),
+        "scene_graph": lambda: segment_instances(mask, list(labels.names), confidence, frame.result.adjacency[0],
+                                                 ignore_ids=(labels.unknown_id,)),
+        "scene_graph_3d": lambda: graph_in_3d(graph, runs, metres, camera),
+        "points": lambda: labelled_cloud(organised_points(metres, camera, 1), rgb, mask, confidence, 1),
+        "msg/mask": lambda: numpy_to_image(mask, labels.mask_encoding, header),
+        "msg/confidence": lambda: numpy_to_image(full.confidence_image, "mono8", header),
+        "msg/overlay": lambda: numpy_to_image(full.overlay, "rgb8", header),
+        "msg/color_mask": lambda: numpy_to_image(full.color_mask, "rgb8", header),
+        "msg/scene_graph": lambda: scene_graph_to_msg(full.graph, header),
+        "msg/markers": lambda: scene_graph_markers(messages["scene_graph"], labels.palette, MARKER_SCALE),
+        "msg/points": lambda: point_cloud_msg(full.points, header),
+        "label_info (per change)": lambda: label_info_msg(labels, 0.0, header.stamp),
+    }
+    for name in ("mask", "confidence", "overlay", "mask/color", "points", "scene_graph"):
+        steps[f"publish/{name}"] = (lambda n=name: publishers.by_name[n].publish(messages[n]))
+    steps["publish/scene_graph/markers"] = lambda: publishers.by_name["scene_graph/markers"].publish(markers)
+    steps["publish/label_info (per change)"] = lambda: publishers.by_name["label_info"].publish(label_info)
+    result = {}
+    for name, step in steps.items():
+        samples = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            step()
+            samples.append(time.perf_counter() - t0)
+        result[name] = round(float(np.median(samples)) * 1e3, 3)
+    result["_graph"] = {"instances": len(full.graph.instances), "relations": len(full.graph.relations)}
+    return result
+
+
+def subscriber_main() -> int:
+    """The child: subscribes to every output of the bench's publisher node, drops what it gets."""
+    stop = StopFlag()
+    init_child_rclpy()
+    node = Node("host_bench_subscriber")
+    for name, kind in OUTPUTS.items():
+        node.create_subscription(kind, f"/{NODE}/{name}", lambda msg: None,
+                                 LATCHED if name == "label_info" else QOS)
+    while not stop.stop:
+        rclpy.spin_once(node, timeout_sec=0.1)
+    node.destroy_node()
+    rclpy.try_shutdown()
+    return 0
+
+
+def _ms(samples: list[float]) -> float:
+    return round(float(np.median(samples)) * 1e3, 3)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=15, help="interleaved frames per size and configuration")
+    parser.add_argument("--sizes", default=",".join(f"{w}x{h}" for h, w in SIZES))
+    parser.add_argument("--out", type=Path, default=REPO / "out" / "bench" / "host.json")
+    parser.add_argument("--subscriber", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.subscriber:
+        return subscriber_main()
+    sizes = [tuple(int(v) for v in reversed(s.split("x"))) for s in args.sizes.split(",")]
+    domain = random_domain_id()
+    env = loopback_env(domain)
+    os.environ.update(env)  # this process's rclpy too: loopback profile, private domain
+    load_before = os.getloadavg()
+    frames = [make_frame(h, w) for h, w in sizes]
+    with tempfile.TemporaryDirectory() as tmp, ChildProcesses(Path(tmp), env, cwd=REPO) as children:
+        children.start("subscriber", [sys.executable, str(Path(__file__).resolve()), "--subscriber"])
+        rclpy.init()
+        node = Node(NODE)
+        try:
+            publishers = Publishers(node)
+            publishers.wait_matched(30.0)
+            for frame in frames:  # warm-up: first-call allocations are not the steady state
+                for config in CONFIGS:
+                    run_frame(frame, config, publishers)
+            samples = {(f.size, c): [] for f in frames for c in CONFIGS}
+            for i in range(args.rounds):
+                for frame in frames:
+                    order = list(CONFIGS) if i % 2 == 0 else list(reversed(CONFIGS))
+                    for config in order:
+                        samples[(frame.size, config)].append(run_frame(frame, config, publishers))
+                children.check_alive("subscriber")
+            profile = {f"{w}x{h}": breakdown(frame, publishers, max(5, args.rounds // 2))
+                       for frame, (h, w) in zip(frames, sizes)}
+        finally:
+            node.destroy_node()
+            rclpy.try_shutdown()
+    host_ms = {}
+    for frame in frames:
+        h, w = frame.size
+        host_ms[f"{w}x{h}"] = {config: {stage: _ms([s[stage] for s in samples[(frame.size, config)]])
+                                        for stage in ("decode", "pipeline", "build", "publish", "total")}
+                               for config in CONFIGS}
+        host_ms[f"{w}x{h}"]["instances_drawn"] = frame.instances
+    report = {
+        "host_ms_1080p": host_ms.get("1920x1080", {}).get("default", {}).get("total"),
+        "host_ms_1080p_all": host_ms.get("1920x1080", {}).get("all", {}).get("total"),
+        "host_ms_1080p_all_points_stride4": host_ms.get("1920x1080", {}).get("all_points_stride4", {}).get("total"),
+        "host_ms_1080p_all_no_points": host_ms.get("1920x1080", {}).get("all_no_points", {}).get("total"),
+        "goals": {"host_ms_1080p": "<= 5", "host_ms_1080p_all": "<= 10"},
+        "host_ms": host_ms,
+        "breakdown_ms": profile,
+        "details": {"rounds": args.rounds, "load_average_before": load_before, "load_average_after": os.getloadavg(),
+                    "cpus": os.cpu_count(), "python": platform.python_version(), "machine": platform.machine(),
+                    "default": "mask, confidence image, scene graph", "all": "every output subscribed, with depth",
+                    "method": "medians of frames interleaved across sizes and configurations; stand-in backend "
+                              "(full-resolution precomputed outputs), real DDS publish to another process"},
+    }
+    atomic_write_text(args.out, json.dumps(report, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in report.items() if k.startswith("host_ms_1080p")} | {"host_ms": host_ms,
+                     "load": [load_before, report["details"]["load_average_after"]]}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,64 @@
+"""Host-path rules that issue 14's speed-ups restated: confidence image rounding, the point cloud
+written straight into its buffer, the scene graph's float64 mean confidence."""
+from __future__ import annotations
+
+import numpy as np
+
+from casseg_ros.perception.depth import PinholeCamera, depth_cloud, labelled_cloud, organised_points
+from casseg_ros.perception.overlay import colorize
+from casseg_ros.perception.scene_graph import segment_instances
+from casseg_ros.pipeline import confidence_to_mono8
+
+CAMERA = PinholeCamera(fx=500.0, fy=480.0, cx=63.5, cy=40.25, width=128, height=80)
+
+
+def test_confidence_image_is_the_float32_product_rounded_half_to_even():
+    rng = np.random.default_rng(0)
+    confidence = rng.random((60, 70), dtype=np.float32)
+    # exact ties (k + 0.5 after * 255 in float32), the ends and values above 1 (saturated)
+    ties = (np.arange(0, 255, dtype=np.float32) + np.float32(0.5)) / np.float32(255)
+    confidence[0, :] = 0.0
+    confidence[1, :] = 1.0
+    confidence[2, :] = 1.7
+    confidence[3:8, :51] = ties.reshape(5, 51)
+    expected = np.clip(np.rint(confidence * np.float32(255)), 0, 255).astype(np.uint8)
+    image = confidence_to_mono8(confidence)
+    assert image.dtype == np.uint8 and image.shape == confidence.shape
+    np.testing.assert_array_equal(image, expected)
+
+
+def test_depth_cloud_is_the_labelled_cloud_of_the_organised_points():
+    rng = np.random.default_rng(1)
+    depth = rng.uniform(0.5, 30.0, (80, 128)).astype(np.float32)
+    depth[::7, ::5] = np.nan
+    rgb = rng.integers(0, 256, (80, 128, 3), dtype=np.uint8)
+    mask = rng.integers(0, 20, (80, 128)).astype(np.uint8)
+    confidence = rng.random((80, 128), dtype=np.float32)
+    for stride in (1, 3):
+        direct = depth_cloud(depth, CAMERA, rgb, mask, confidence, stride)
+        staged = labelled_cloud(organised_points(depth, CAMERA, stride), rgb, mask, confidence, stride)
+        assert direct.dtype == staged.dtype and direct.shape == staged.shape
+        assert direct.tobytes() == staged.tobytes()  # bit for bit, NaNs included
+
+
+def test_colour_mask_is_the_palette_lookup_with_black_unknown():
+    rng = np.random.default_rng(2)
+    palette = rng.integers(0, 256, (7, 3), dtype=np.uint8)
+    ids = rng.integers(0, 9, (50, 61)).astype(np.uint8)
+    ids[0, :5] = 255
+    colors, known = colorize(ids, palette)
+    table = np.concatenate([palette, np.zeros((1, 3), np.uint8)])
+    np.testing.assert_array_equal(colors, table[np.minimum(ids, 7)])
+    np.testing.assert_array_equal(known, ids < 7)
+
+
+def test_instance_score_is_the_mean_confidence_to_float64_precision():
+    rng = np.random.default_rng(3)
+    class_map = np.zeros((300, 1900), np.uint8)
+    class_map[100:200, 400:1500] = 1
+    confidence = rng.random(class_map.shape, dtype=np.float32)
+    graph, _ = segment_instances(class_map, ["road", "car"], confidence, ignore_ids=())
+    for inst in graph.instances:
+        exact = confidence[class_map == inst.class_id].astype(np.float64).mean()
+        assert abs(inst.score - exact) <= 1e-12 * exact
+        assert inst.score != 1.0
