@@ -1,0 +1,116 @@
+"""~/set_vocabulary over real DDS while a camera streams: swaps between frames, clear refusals.
+
+A camera process streams into the node (tiny model with a real all-MiniLM-L6-v2 "local"
+vocabulary, so new names are embedded offline); this process calls the service and records every
+mask and every label_info in arrival order. No mask may hold a class id that the label_info in
+force when it arrived does not define (mask ids are 0..K-1 or 255 = unknown).
+"""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import rclpy
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image
+from std_msgs.msg import ColorRGBA
+from vision_msgs.msg import LabelInfo
+
+from casseg_msgs.srv import SetVocabulary
+from casseg_ros.model.checkpoint import save_checkpoint
+from model_factory import tiny_local_model
+from ros_helpers.harness import Probe, start_camera, start_node, wait_until
+
+pytestmark = [pytest.mark.ros, pytest.mark.slow]
+
+HEIGHT, WIDTH = 64, 128
+
+
+@pytest.fixture(scope="module")
+def system(ros_env_module, tmp_path_factory):
+    env, ns = ros_env_module, ros_env_module.namespace
+    checkpoint = str(save_checkpoint(tmp_path_factory.mktemp("model") / "local.safetensors", tiny_local_model()))
+    node = start_node(env.env, ns, f"{ns}/camera/image_raw", dict(
+        model_path=checkpoint, input_height=HEIGHT, input_width=WIDTH, qos_reliability="reliable"))
+    rclpy.init()
+    probe = Probe(f"{ns}/casseg_ros", name="vocabulary_probe")
+    events: list[tuple[str, object]] = []  # ("mask" | "label_info", msg) in arrival order
+    lock = threading.Lock()
+
+    def record(kind: str):
+        def callback(msg) -> None:
+            with lock:
+                events.append((kind, msg))
+        return callback
+
+    latched = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    reliable = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=50, reliability=ReliabilityPolicy.RELIABLE)
+    # One callback group (the probe's single-threaded executor): arrival order is kept.
+    probe.node.create_subscription(LabelInfo, f"{ns}/casseg_ros/label_info", record("label_info"), latched)
+    probe.node.create_subscription(Image, f"{ns}/casseg_ros/mask", record("mask"), reliable)
+    client = probe.node.create_client(SetVocabulary, f"{ns}/casseg_ros/set_vocabulary")
+    try:
+        probe.wait_for_state("active", 120.0, alive=node.check_alive)
+        assert client.wait_for_service(timeout_sec=30)
+        yield env, ns, probe, node, client, events, lock
+    finally:
+        probe.close()
+        rclpy.shutdown()
+        node.stop()
+
+
+def _call(client, timeout: float = 120.0, **fields) -> SetVocabulary.Response:
+    future = client.call_async(SetVocabulary.Request(**fields))
+    assert wait_until(future.done, timeout), "set_vocabulary did not answer"
+    return future.result()
+
+
+def _label_maps_cover_masks(events) -> tuple[int, int]:
+    """(masks checked, label_info messages seen); asserts every mask's ids are defined by the
+    label_info received last before it."""
+    current: set[int] | None = None
+    masks = infos = 0
+    for kind, msg in events:
+        if kind == "label_info":
+            current = {c.class_id for c in msg.class_map}
+            infos += 1
+        elif current is not None:
+            ids = set(np.unique(np.frombuffer(bytes(msg.data), np.uint8)).tolist()) - {255}
+            assert ids <= current, f"mask holds ids {sorted(ids - current)} that label_info {sorted(current)} lacks"
+            masks += 1
+    return masks, infos
+
+
+def test_swap_while_frames_flow_and_bad_requests_keep_the_vocabulary(system):
+    env, ns, probe, node, client, events, lock = system
+    camera = start_camera(env.env, f"{ns}/camera/image_raw", "--duration", "12", "--rate", "15",
+                          "--height", str(HEIGHT), "--width", str(WIDTH))
+    try:
+        assert wait_until(lambda: sum(k == "mask" for k, _ in events) >= 5, 60.0), node.output()
+        # Bad requests: answered with a reason, nothing swapped.
+        for fields, reason in (({"class_names": []}, "empty"),
+                               ({"class_names": ["road", "road"]}, "duplicate"),
+                               ({"class_names": ["road", "car"], "descriptions": ["asphalt"]}, "descriptions"),
+                               ({"class_names": ["road", "car"], "colors": [ColorRGBA()]}, "colors")):
+            response = _call(client, **fields)
+            assert not response.success and reason in response.message, (fields, response.message)
+        # A good swap to three classes while the camera streams.
+        response = _call(client, class_names=["road", "automobile", "pedestrian"],
+                         colors=[ColorRGBA(r=0.5, g=0.25, b=0.5, a=1.0), ColorRGBA(r=0.0, g=0.0, b=1.0, a=1.0),
+                                 ColorRGBA(r=1.0, g=0.0, b=0.0, a=1.0)])
+        assert response.success, response.message
+        with lock:
+            swap_at = len(events)
+        assert wait_until(lambda: sum(k == "mask" for k, _ in events[swap_at:]) >= 10, 60.0), node.output()
+    finally:
+        assert camera.wait(60) == 0, camera.output()
+    with lock:
+        recorded = list(events)
+    masks, infos = _label_maps_cover_masks(recorded)
+    assert infos >= 2 and masks >= 15
+    names = [[c.class_name for c in msg.class_map] for kind, msg in recorded if kind == "label_info"]
+    assert names[-1] == ["road", "automobile", "pedestrian"] and len(names[0]) > 3
+    after = [msg for kind, msg in recorded[swap_at:] if kind == "mask"]
+    assert all(set(np.frombuffer(bytes(m.data), np.uint8).tolist()) <= {0, 1, 2, 255} for m in after)
