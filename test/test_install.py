@@ -70,7 +70,7 @@ def test_installed_package_and_data_come_from_the_prefix(installed):
         assert Path(found[key]).read_bytes() == (REPO / relative).read_bytes()
     assert sorted(p.name for p in Path(found["msgs"]).glob("*.msg")) == \
         sorted(p.name for p in (REPO / "interfaces" / "casseg_msgs" / "msg").glob("*.msg"))
-    assert not Path(found["msgs"]).is_relative_to(REPO)  # the installed definitions, not the source tree
+    assert not Path(found["msgs"]).is_relative_to(REPO / "interfaces")  # the installed definitions, not the sources
 
 
 def test_installed_replay_scores_the_installed_demo(installed, tmp_path):

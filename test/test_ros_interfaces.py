@@ -78,7 +78,8 @@ def test_label_info_camera_info_colour_mask_points_and_3d(system, checkpoint):
     probe.clear()
     sent = _run_camera(env, camera, "--frames", "4", "--width", str(WIDTH), "--height", str(HEIGHT))
     keys = set(sent)
-    assert probe.wait_until(lambda: len(keys & set(_by_key(probe, "points"))) >= 3, 30.0), node.output()
+    # With a depth publisher matched, even the first frame waits (sync_wait_s) for its depth.
+    assert probe.wait_until(lambda: keys <= set(_by_key(probe, "points")), 30.0), node.output()
     assert probe.wait_until(lambda: keys <= set(_by_key(probe, "scene_graph")), 30.0), node.output()
     masks, colours = _by_key(probe, "mask"), _by_key(probe, "mask/color")
     infos, clouds, graphs = _by_key(probe, "camera_info"), _by_key(probe, "points"), _by_key(probe, "scene_graph")
@@ -91,10 +92,6 @@ def test_label_info_camera_info_colour_mask_points_and_3d(system, checkpoint):
         # colour mask = palette[mask]
         colour = np.frombuffer(bytes(colours[key].data), np.uint8).reshape(HEIGHT, WIDTH, 3)
         np.testing.assert_array_equal(colour, palette[mask])
-        if index == 0 and key not in clouds:
-            # The node learns that a depth stream exists from its first depth message; the very first
-            # image may be taken before it arrives (different topics, no order) and is then 2D only.
-            continue
         # organised cloud: every valid point back-projects to its own pixel and carries its label
         cloud = clouds[key]
         assert (cloud.height, cloud.width, cloud.point_step) == (HEIGHT, WIDTH, POINT_DTYPE.itemsize)

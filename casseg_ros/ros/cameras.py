@@ -33,7 +33,7 @@ class Camera:
     camera_infos: StampCache[CameraInfo] = field(default_factory=StampCache)
     depths: StampCache[Image] = field(default_factory=StampCache)
     outputs: dict[str, Any] = field(default_factory=dict)
-    subscriptions: list[Any] = field(default_factory=list)
+    subscriptions: dict[str, Any] = field(default_factory=dict)  # input name ("image", ...) -> subscription
 
     @property
     def label(self) -> str:
@@ -48,6 +48,11 @@ class Camera:
     def create_outputs(self, make: Callable[[str, str], Any]) -> None:
         """`make(output_name, topic)` creates one publisher."""
         self.outputs = {name: make(name, self.output_topic(name)) for name in OUTPUTS}
+
+    def publisher_count(self, input_name: str) -> int:
+        """Publishers matched to the subscription of input `input_name` (0 while none exists)."""
+        subscription = self.subscriptions.get(input_name)
+        return subscription.get_publisher_count() if subscription is not None else 0
 
     def clear_inputs(self) -> None:
         self.camera_infos.clear()

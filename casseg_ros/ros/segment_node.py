@@ -248,11 +248,11 @@ class SegmentNode(LifecycleNode):
             super().on_deactivate(state)  # back to inactive: publishers disabled again
             return TransitionCallbackReturn.FAILURE
         self._active = True
-        topics = ", ".join(s.topic_name for c in self.cameras for s in c.subscriptions)
+        topics = ", ".join(s.topic_name for c in self.cameras for s in c.subscriptions.values())
         self.get_logger().info(f"active: listening on {topics}")
         return TransitionCallbackReturn.SUCCESS
 
-    def _create_subscriptions(self, camera: Camera) -> list[Any]:
+    def _create_subscriptions(self, camera: Camera) -> dict[str, Any]:
         """The camera's image (image_transport naming), its camera_info and an optional registered depth."""
         def qos() -> QoSProfile:
             return QoSProfile(
@@ -276,15 +276,17 @@ class SegmentNode(LifecycleNode):
         image = (subscribe(CompressedImage, "image/compressed", on_image) if transport == "compressed"
                  else subscribe(Image, "image", on_image))
         # Keeping several recent messages lets each image find its own stamp among them.
-        return [image,
-                subscribe(CameraInfo, "camera_info", lambda msg: camera.camera_infos.put(_stamp_ns(msg.header), msg)),
-                subscribe(Image, "depth/image", lambda msg: camera.depths.put(_stamp_ns(msg.header), msg))]
+        return {"image": image,
+                "camera_info": subscribe(CameraInfo, "camera_info",
+                                         lambda msg: camera.camera_infos.put(_stamp_ns(msg.header), msg)),
+                "depth/image": subscribe(Image, "depth/image",
+                                         lambda msg: camera.depths.put(_stamp_ns(msg.header), msg))}
 
     def _destroy_subscriptions(self) -> None:
         for camera in self.cameras:
-            for subscription in camera.subscriptions:
+            for subscription in camera.subscriptions.values():
                 self.destroy_subscription(subscription)
-            camera.subscriptions = []
+            camera.subscriptions = {}
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._active = False
@@ -378,7 +380,7 @@ class SegmentNode(LifecycleNode):
                      live: LiveSettings) -> DepthFrame | None:
         """The registered depth of this frame, or None; a problem is counted and never stops the
         2D outputs."""
-        depth_msg = camera.depths.get(stamp_ns, live.sync_wait_s)
+        depth_msg = camera.depths.get(stamp_ns, live.sync_wait_s, camera.publisher_count("depth/image"))
         if depth_msg is None:
             if camera.depths.received:
                 camera.stats.on_depth_problem("no depth image with the frame's stamp")
@@ -410,7 +412,7 @@ class SegmentNode(LifecycleNode):
                                           throttle_duration_sec=_WARN_THROTTLE_S)
                 continue
             stamp_ns = _stamp_ns(msg.header)
-            info = camera.camera_infos.get(stamp_ns, live.sync_wait_s)
+            info = camera.camera_infos.get(stamp_ns, live.sync_wait_s, camera.publisher_count("camera_info"))
             if info is None:
                 camera.stats.on_camera_info_missing()
             depth = self._depth_frame(camera, stamp_ns, info, rgb.shape[:2], live)
