@@ -4,6 +4,7 @@ result as a checkpoint baked with ``casseg-vocab bake``, and an int8 export that
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,6 +22,7 @@ from casseg_ros.text.cli import main as vocab_main
 from model_factory import local_vocabulary, random_vocabulary, tiny_local_model, tiny_model
 
 torch.set_num_threads(1)
+REPO = Path(__file__).resolve().parent.parent
 SIZE = (64, 128)
 SWAPS = [("street", "automobile", "pedestrian"),  # other names, fewer classes
          ("road",),  # one class
@@ -175,3 +177,47 @@ def test_bake_cli_errors(ckpt, tmp_path, capsys):
     assert vocab_main(["bake", str(ckpt), "--names", "road,car", "--descriptions", "only one",
                        "--out", str(tmp_path / "z.safetensors")]) == 1
     assert "1 descriptions for 2 names" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------- language-side evaluation / training
+
+def test_evaluation_settings_relabel_the_ground_truth():
+    from training.datasets.context_scenes import CONTEXT_CLASSES
+    from training.vocabulary_eval import Relabelled, settings
+
+    by_name = {s.name: s for s in settings(CONTEXT_CLASSES)}
+    label = np.arange(9, dtype=np.uint8).reshape(1, 9)
+    image = np.zeros((1, 9, 3), np.uint8)
+    relabel = {name: Relabelled([(image, label)], s)[0][1][0].tolist() for name, s in by_name.items()}
+    assert relabel["trained"] == relabel["synonyms"] == relabel["untrained"] == list(range(9))
+    # sky building vegetation road sidewalk water person car boat
+    assert relabel["subset"] == [255, 255, 255, 0, 255, 255, 2, 1, 255]
+    assert by_name["merged"].names[-1] == "vehicle" and relabel["merged"] == [0, 1, 2, 3, 4, 5, 6, 7, 7]
+    assert by_name["untrained"].names == CONTEXT_CLASSES + ["bicycle"]
+    assert len(set(by_name["synonyms"].names) | set(CONTEXT_CLASSES)) == 18  # every synonym is a new word
+
+
+def test_paraphrase_training_never_sees_the_evaluation_synonyms(tmp_path):
+    import yaml
+
+    from training.train import ParaphraseSampler
+    from training.vocabulary_eval import SYNONYMS
+
+    table = yaml.safe_load((REPO / "training" / "paraphrases" / "context_scenes.yaml").read_text())
+    assert set(table) == set(SYNONYMS)
+    assert not {p.lower() for ps in table.values() for p in ps} & {s.lower() for s in SYNONYMS.values()}
+    vocab = local_vocabulary(("road", "car"))
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump({"road": ["roadway", "asphalt"], "car": ["sedan"]}))
+    sampler = ParaphraseSampler(vocab, str(path), seed=0)
+    assert sampler.names == [["road", "roadway", "asphalt"], ["car", "sedan"]]
+    draws = [sampler.sample(step, torch.device("cpu")) for step in range(12)]
+    assert all(d.shape == (2, 384) for d in draws)
+    torch.testing.assert_close(draws[3], sampler.sample(3, torch.device("cpu")))  # per-step seed: resumable
+    firsts = {tuple(d[0, :4].tolist()) for d in draws}
+    assert len(firsts) == 3  # every name of 'road' drawn in 12 steps (p of missing one < 0.1)
+    expected = local_vocabulary(("roadway",)).embeddings[0]
+    assert any(np.allclose(d[0].numpy(), expected, atol=1e-6) for d in draws)
+    path.write_text(yaml.safe_dump({"truck": ["lorry"]}))
+    with pytest.raises(ValueError, match="truck"):
+        ParaphraseSampler(vocab, str(path), seed=0)
