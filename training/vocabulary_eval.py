@@ -114,7 +114,7 @@ def run_setting(backend: Backend, dataset, setting: Setting, provider: str, max_
 def markdown(report: dict) -> str:
     rows = report["settings"]
     trained = rows["trained"]["names"]
-    lines = ["# Vocabulary evaluation: the demo weights with other class names", "",
+    lines = [f"# Vocabulary evaluation: `{report['checkpoint']}` with other class names", "",
              f"Command: `{report['command']}`", "",
              f"Checkpoint `{report['checkpoint']}`, {report['images']} validation scenes "
              f"(context scenes, seed {report['val_seed']}, {report['size'][0]}x{report['size'][1]}), torch backend; "
