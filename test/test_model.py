@@ -250,3 +250,34 @@ def test_config_validation():
         ModelConfig.from_dict({"backbone": "swin_nano", "bogus": 1})
     with pytest.raises(ValueError, match="unknown Swin variant"):
         SwinBackbone("swin_giant")
+
+
+def test_class_attention_is_multihead_attention_with_any_class_count():
+    from casseg_ros.model.fusion import class_attention
+
+    torch.manual_seed(0)
+    attn = torch.nn.MultiheadAttention(32, 2, batch_first=True).eval()
+    queries = torch.randn(2, 40, 32)
+    for k in (1, 5, 17):
+        tokens = torch.randn(2, k, 32)
+        expected, expected_weights = attn(queries, tokens, tokens, need_weights=True, average_attn_weights=True)
+        out, weights = class_attention(attn, queries, tokens, need_weights=True)
+        torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(weights, expected_weights, atol=1e-6, rtol=1e-5)
+
+
+def test_set_vocabulary_changes_the_classes_not_the_weights():
+    model = tiny_model(num_classes=5)
+    images = torch.randn(1, 3, 64, 96)
+    weights = {k: v.clone() for k, v in model.state_dict().items() if k != "class_embeddings"}
+    new = random_vocabulary(3, seed=9)
+    with torch.no_grad():
+        given = model(images, class_embeddings=torch.from_numpy(new.embeddings)).logits
+        model.set_vocabulary(new)
+        swapped = model(images).logits
+    assert swapped.shape == (1, 3, 64, 96) and model.num_classes == 3 and model.class_names == new.names
+    torch.testing.assert_close(swapped, given)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in weights.items())
+    with pytest.raises(ValueError, match="dimension 64.*384"):
+        model.set_vocabulary(random_vocabulary(2, dim=64))
+    assert model.num_classes == 3  # a refused vocabulary changes nothing

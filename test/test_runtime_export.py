@@ -104,3 +104,28 @@ def test_console_entry_exit_code_without_traceback(tmp_path):
                           capture_output=True, text=True, timeout=120, cwd=str(REPO))
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and "checkpoint not found" in proc.stderr
+
+
+def test_export_takes_any_class_count(ckpt, tmp_path):
+    """One export, any vocabulary: (K,E) class embeddings are the second input, K dynamic."""
+    import onnxruntime as ort
+
+    from casseg_ros.model.checkpoint import load_checkpoint
+    from model_factory import random_vocabulary
+
+    path, _ = export_checkpoint(ckpt, tmp_path / "k.onnx", SIZE)
+    inputs = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim]
+              for i in onnx.load(str(path)).graph.input}
+    assert inputs == {"images": [1, *SIZE, 3], "class_embeddings": ["classes", 384]}
+    assert onnx_metadata(path)["casseg.vocabulary"]  # the default vocabulary travels with the graph
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    module = load_checkpoint(ckpt).export_module()
+    image = make_test_pattern(*SIZE)[None]
+    for k in (1, 2, 9, 40):
+        classes = random_vocabulary(k, seed=k).embeddings
+        ids, conf, scores, adj = session.run(None, {"images": image, "class_embeddings": classes})
+        with torch.no_grad():
+            t_ids, t_conf, t_scores, t_adj = module(torch.from_numpy(image), torch.from_numpy(classes))
+        assert scores.shape == (1, k) and adj.shape == (1, k, k)
+        assert (ids == t_ids.numpy()).mean() >= 0.999
+        assert np.abs(scores - t_scores.numpy()).max() <= 1e-4 and np.abs(adj - t_adj.numpy()).max() <= 1e-4

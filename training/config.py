@@ -68,6 +68,9 @@ class TrainConfig:
     find_unused_parameters: bool = True
     vocabulary_provider: str = "local"
     vocab_cache: str = "out/vocab_cache"  # text embeddings are computed once per class list + provider
+    paraphrases: str = ""              # YAML {class: [other names]}: each step scores every class against one
+                                       # of its names (the trained one included), drawn per step; "" = off
+    init_checkpoint: str = ""          # start from these weights (a fine-tune) instead of the seeded init
 
 
 @dataclass

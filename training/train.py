@@ -27,18 +27,20 @@ import random
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import torch
 import torch.distributed as dist
+import yaml
 from torch.utils.data import DataLoader, DistributedSampler
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from casseg_ros.fileio import atomic_write_bytes, atomic_write_text
 from casseg_ros.model import IMAGENET_MEAN, IMAGENET_STD, ContextSegmentor, LossConfig, ModelConfig, SegmentationLoss
-from casseg_ros.model.checkpoint import save_checkpoint
+from casseg_ros.model.checkpoint import load_checkpoint, save_checkpoint
 from casseg_ros.text import Vocabulary, VocabularyError, build_vocabulary
 
 from .config import ExperimentConfig, load_config, save_config
@@ -151,6 +153,33 @@ def vocabulary_for(class_names: list[str], provider: str, cache_dir: str) -> Voc
     vocab = build_vocabulary(list(class_names), provider=provider)
     vocab.save(path)
     return vocab
+
+
+class ParaphraseSampler:
+    """Class-name paraphrases for training (``train.paraphrases``): at every step each class is
+    scored against one of its names — the trained name or a paraphrase — drawn with a per-step seed
+    (a resume draws the same names), so the text projection learns a region of the language space
+    per class instead of nine points. The class ids and labels do not change."""
+
+    def __init__(self, vocab: Vocabulary, paraphrase_file: str, seed: int) -> None:
+        table = yaml.safe_load(Path(paraphrase_file).read_text()) or {}
+        unknown = sorted(set(table) - set(vocab.names))
+        if unknown:
+            raise ValueError(f"{paraphrase_file}: paraphrases for classes not in the vocabulary: {unknown}")
+        self.names = [[name, *[str(p) for p in table.get(name, [])]] for name in vocab.names]
+        # embedded once, with the vocabulary's provider and prompt (one build_vocabulary call: names unique)
+        extra = [n for options in self.names for n in options[1:]]
+        bank = dict(zip(vocab.names, vocab.embeddings))
+        if extra:
+            bank.update(zip(extra, build_vocabulary(extra, vocab.provider).embeddings))
+        self.options = [torch.from_numpy(np.stack([bank[n] for n in options])) for options in self.names]
+        self.seed = int(seed)
+
+    def sample(self, step: int, device: torch.device) -> torch.Tensor:
+        """(K,E) text embeddings for ``step``."""
+        rng = np.random.default_rng([self.seed, int(step)])
+        picks = [options[rng.integers(len(options))] for options in self.options]
+        return torch.stack(picks).to(device)
 
 
 def build_model(cfg: ExperimentConfig, vocab: Vocabulary, seed: int) -> ContextSegmentor:
@@ -328,11 +357,12 @@ def epoch_batches(cfg: ExperimentConfig, batches: Batches, pos: Position, device
 
 
 def train_step(net: torch.nn.Module, opt: Optimisation, images: torch.Tensor, labels: torch.Tensor,
-               grad_clip: float) -> dict[str, torch.Tensor]:
-    """One optimiser step on one batch; returns the losses."""
+               grad_clip: float, class_embeddings: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """One optimiser step on one batch; returns the losses. ``class_embeddings``: (K,E) text
+    embeddings to score against this step (paraphrase training); None = the model's vocabulary."""
     autocast = torch.autocast("cuda", dtype=opt.amp_dtype) if opt.amp_dtype is not None else nullcontext()
     with autocast:
-        losses = opt.loss_fn(net(images), labels)
+        losses = opt.loss_fn(net(images, class_embeddings=class_embeddings), labels)
     opt.optimizer.zero_grad(set_to_none=True)
     opt.scaler.scale(losses["loss"]).backward()
     if grad_clip:
@@ -397,6 +427,9 @@ def train(cfg: ExperimentConfig, resume: bool = True, progress: bool = True) -> 
     train_set = build_dataset(cfg.data, "train")
     vocab = shared_vocabulary(list(train_set.class_names), cfg, place)
     model = build_model(cfg, vocab, t_cfg.seed)  # identical init on every rank (DDP also broadcasts rank 0's)
+    if t_cfg.init_checkpoint:  # a fine-tune: the architecture and classes must be the config's
+        model.load_state_dict(load_checkpoint(t_cfg.init_checkpoint).state_dict())
+    paraphrases = ParaphraseSampler(vocab, t_cfg.paraphrases, t_cfg.seed) if t_cfg.paraphrases else None
     if place.is_main:
         atomic_write_text(os.path.join(out, "vocabulary.json"),
                           json.dumps({"names": vocab.names, "provider": vocab.provider}, indent=1))
@@ -422,8 +455,9 @@ def train(cfg: ExperimentConfig, resume: bool = True, progress: bool = True) -> 
                 pos.epoch, pos.batch_in_epoch = pos.epoch + 1, 0
                 loader = epoch_batches(cfg, batches, pos, place.device)
             images, labels = next(loader)
+            classes = paraphrases.sample(pos.step, place.device) if paraphrases is not None else None
             losses = train_step(net, opt, images.to(place.device, non_blocking=True),
-                                labels.to(place.device, non_blocking=True), cfg.optim.grad_clip)
+                                labels.to(place.device, non_blocking=True), cfg.optim.grad_clip, classes)
             pos.step += 1
             pos.batch_in_epoch += 1
             seen += images.shape[0] * place.world

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import safetensors.torch
 import torch
 from safetensors import safe_open
@@ -30,13 +31,40 @@ def save_checkpoint(path: str | Path, model: ContextSegmentor, extra: dict[str, 
     """Weights + config + vocabulary metadata (``Vocabulary.to_dict``; its embeddings are the
     ``class_embeddings`` tensor) in one safetensors file, written atomically."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    return _write_checkpoint(path, tensors, model.config.to_dict(), model.vocabulary, extra)
+
+
+def _write_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], config: dict[str, Any],
+                      vocabulary: Vocabulary, extra: dict[str, Any] | None) -> Path:
     metadata = {
         "format": FORMAT,
-        "model_config": json.dumps(model.config.to_dict(), sort_keys=True),
-        "vocabulary": json.dumps(model.vocabulary.to_dict(), sort_keys=True),
+        "model_config": json.dumps(config, sort_keys=True),
+        "vocabulary": json.dumps(vocabulary.to_dict(), sort_keys=True),
         "extra": json.dumps(extra or {}, sort_keys=True),
     }
     return atomic_write_bytes(path, safetensors.torch.save(tensors, metadata=metadata))
+
+
+def bake_vocabulary(checkpoint: str | Path, vocabulary: Vocabulary, output: str | Path) -> Path:
+    """Write a copy of ``checkpoint`` whose classes are ``vocabulary`` (names, palette, text
+    embeddings); the weights are copied unchanged. The source is never overwritten; the copy is
+    written atomically. Raises CheckpointError (unreadable source, embedding width the model's
+    text projection does not take, output = source)."""
+    checkpoint, output = Path(checkpoint), Path(output)
+    if output.suffix != ".safetensors":
+        raise CheckpointError(f"the baked checkpoint must be a .safetensors file, got {output.name}")
+    if output.resolve() == checkpoint.resolve():
+        raise CheckpointError(f"bake writes a copy: the output {output} must not be the source checkpoint")
+    state, meta = read_checkpoint(checkpoint)
+    current = _vocabulary(checkpoint, state, meta)
+    if vocabulary.embedding_dim != current.embedding_dim:
+        raise CheckpointError(f"the new vocabulary's embeddings have dimension {vocabulary.embedding_dim} (provider "
+                              f"{vocabulary.provider!r}); {checkpoint} takes {current.embedding_dim} (provider "
+                              f"{current.provider!r})")
+    state = dict(state, class_embeddings=torch.from_numpy(np.ascontiguousarray(vocabulary.embeddings)))
+    extra = dict(meta["extra"], vocabulary_baked_from={"checkpoint": checkpoint.name,
+                                                       "classes": current.names})
+    return _write_checkpoint(output, state, meta["model_config"], vocabulary, extra)
 
 
 def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

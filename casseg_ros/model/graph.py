@@ -24,7 +24,9 @@ def soft_spatial_adjacency(probs: torch.Tensor, eps: float = 1e-6) -> torch.Tens
     norm = torch.sqrt(mass.unsqueeze(2) * flat_dilated.sum(-1).unsqueeze(1)) + eps
     adjacency = contact / norm
     adjacency = 0.5 * (adjacency + adjacency.transpose(1, 2))
-    off_diagonal = 1.0 - torch.eye(k, dtype=probs.dtype, device=probs.device)
+    # not torch.eye: it exports as EyeLike, which TensorRT takes only for a static class count
+    classes = torch.arange(k, device=probs.device)
+    off_diagonal = (classes.unsqueeze(1) != classes.unsqueeze(0)).to(probs.dtype)
     return (adjacency * off_diagonal).clamp(0.0, 1.0)
 
 

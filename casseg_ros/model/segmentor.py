@@ -82,11 +82,35 @@ class ContextSegmentor(nn.Module):
     def class_names(self) -> list[str]:
         return list(self.vocabulary.names)
 
-    def forward(self, images: torch.Tensor, return_attention: bool = False) -> SegmentationOutput:
-        """images: (B,3,H,W) float, ImageNet-normalised; any H, W."""
+    @property
+    def text_dim(self) -> int:
+        """E, the text-embedding width the text projection takes (384 for all-MiniLM-L6-v2)."""
+        return int(self.text_proj[0].in_features)
+
+    def check_vocabulary(self, vocabulary: Vocabulary) -> None:
+        """Raise ValueError unless ``vocabulary`` can drive this model. Every module after the text
+        projection treats classes alike (attention over class tokens, a dense GCN over K nodes, a
+        cosine head), so any class count K >= 1 works; only the embedding width E is fixed."""
+        if vocabulary.embedding_dim != self.text_dim:
+            raise ValueError(f"vocabulary embeddings have dimension {vocabulary.embedding_dim} (provider "
+                             f"{vocabulary.provider!r}), but this model's text projection takes {self.text_dim}")
+
+    def set_vocabulary(self, vocabulary: Vocabulary) -> None:
+        """Replace the classes (names, palette, text embeddings buffer); the weights stay as they are."""
+        self.check_vocabulary(vocabulary)
+        embeddings = torch.as_tensor(np.asarray(vocabulary.embeddings), dtype=torch.float32)
+        self.class_embeddings = embeddings.to(self.class_embeddings.device)  # a registered buffer: stays one
+        self.vocabulary = vocabulary
+
+    def forward(self, images: torch.Tensor, return_attention: bool = False,
+                class_embeddings: Optional[torch.Tensor] = None) -> SegmentationOutput:
+        """images: (B,3,H,W) float, ImageNet-normalised; any H, W. ``class_embeddings``: (K,E) text
+        embeddings to score against instead of the vocabulary's buffer (exported graphs take them as
+        an input, so a deployed model changes its classes without a new export)."""
         b, _, h, w = images.shape
         padded = pad_to_multiple(images, SIZE_MULTIPLE)
-        text = self.text_proj(self.class_embeddings)  # (K,D)
+        raw_text = self.class_embeddings if class_embeddings is None else class_embeddings
+        text = self.text_proj(raw_text)  # (K,D)
         tokens = text.unsqueeze(0).expand(b, -1, -1)
         attention_maps: list[torch.Tensor] = []
 
@@ -134,14 +158,15 @@ class ContextSegmentor(nn.Module):
 
 class SegmentationPipeline(nn.Module):
     """Pre-processing, model and post-processing in one module, so an exported graph (ONNX,
-    TensorRT) leaves the host no per-pixel work but the copy of the outputs."""
+    TensorRT) leaves the host no per-pixel work but the copy of the outputs. The class (text)
+    embeddings are its second input: (K,E) float32, any K; None = the model's own vocabulary."""
 
     def __init__(self, model: ContextSegmentor) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, images_nhwc_uint8: torch.Tensor):
-        out = self.model(self.model.normalize_uint8(images_nhwc_uint8))
+    def forward(self, images_nhwc_uint8: torch.Tensor, class_embeddings: Optional[torch.Tensor] = None):
+        out = self.model(self.model.normalize_uint8(images_nhwc_uint8), class_embeddings=class_embeddings)
         # Softmax written out: exported as elementwise Exp/ReduceSum/Div, because ONNX Runtime's
         # Softmax over the channel axis of a full-resolution map transposes it and took ~40 % of
         # the whole CPU frame. The max softmax probability is 1 / sum(exp(logit - max logit)).
@@ -160,5 +185,5 @@ class LogitsPipeline(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, images_nhwc_uint8: torch.Tensor) -> torch.Tensor:
-        return self.model(self.model.normalize_uint8(images_nhwc_uint8)).logits
+    def forward(self, images_nhwc_uint8: torch.Tensor, class_embeddings: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return self.model(self.model.normalize_uint8(images_nhwc_uint8), class_embeddings=class_embeddings).logits

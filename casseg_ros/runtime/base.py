@@ -5,6 +5,10 @@ A backend runs the model's *export module* (``ContextSegmentor.export_module()``
 softmax and argmax inside the graph. The host only converts/copies buffers, and — only when an image
 is not already ``input_size`` — resizes the image (bilinear) and the two per-pixel outputs back
 (nearest). Both resizes are single ``cv2.resize`` calls per image (~0.5 ms each at 512x1024).
+
+The classes are data, not weights: ``set_vocabulary`` swaps the class (text) embeddings the model
+scores against, atomically (all or nothing), for any class count K >= 1 — the exported graphs take
+them as their second input ``class_embeddings`` (K,E) float32 with a dynamic K.
 """
 from __future__ import annotations
 
@@ -19,11 +23,16 @@ import cv2
 import numpy as np
 import psutil
 
+from casseg_ros.text.vocabulary import Vocabulary
+
 __all__ = [
     "Backend",
     "BackendUnavailable",
+    "CLASS_AXIS",
+    "CLASS_EMBEDDINGS_NAME",
     "InferenceResult",
     "PRECISIONS",
+    "VocabularyUnsupported",
     "physical_cpu_count",
     "resize_images",
     "resize_outputs",
@@ -32,6 +41,8 @@ __all__ = [
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")  # int8: a quantised (QDQ) export, see quantize.py
 OUTPUT_NAMES = ("class_ids", "confidence", "class_scores", "adjacency")
 INPUT_NAME = "images"
+CLASS_EMBEDDINGS_NAME = "class_embeddings"  # second graph input: (K,E) float32 text embeddings, K dynamic
+CLASS_AXIS = "classes"  # the symbolic name of K, the one dynamic axis of an exported graph
 
 
 class BackendUnavailable(Exception):
@@ -40,6 +51,12 @@ class BackendUnavailable(Exception):
     The message names what is missing (a Python package, a GPU, an execution provider, ...).
     CLIs print it and exit with status 2 instead of showing a traceback.
     """
+
+
+class VocabularyUnsupported(ValueError):
+    """``Backend.set_vocabulary`` refused a vocabulary; the message says why (a graph exported
+    without the class-embedding input, an embedding width the model does not take, more classes
+    than a TensorRT engine's profile allows, ...). The backend's vocabulary is unchanged."""
 
 
 @dataclass
@@ -58,6 +75,15 @@ class InferenceResult:
         """The i-th frame as a batch of one."""
         return InferenceResult(self.class_ids[i : i + 1], self.confidence[i : i + 1],
                                self.class_scores[i : i + 1], self.adjacency[i : i + 1])
+
+
+def check_embedding_dim(vocabulary: Vocabulary, dim: int | None, model: str) -> None:
+    """VocabularyUnsupported unless the vocabulary's embedding width is the model's text width ``dim``."""
+    if dim is not None and vocabulary.embedding_dim != dim:
+        raise VocabularyUnsupported(
+            f"vocabulary embeddings have dimension {vocabulary.embedding_dim} (provider {vocabulary.provider!r}), "
+            f"but {model} takes text embeddings of dimension {dim}: embed the names with the provider the "
+            f"model was trained with")
 
 
 def physical_cpu_count() -> int:
@@ -186,10 +212,23 @@ class Backend(abc.ABC):
         }
 
     @property
-    def vocabulary(self):
-        """The class vocabulary (names + palette) of the loaded model."""
+    def vocabulary(self) -> Vocabulary:
+        """The class vocabulary (names, palette, embeddings) the next ``infer`` scores against."""
         self.load()
         return self._vocabulary
+
+    def set_vocabulary(self, vocabulary: Vocabulary) -> None:
+        """Score the next frames against ``vocabulary``'s class embeddings (any K >= 1).
+
+        All or nothing: on success ``infer`` and ``vocabulary`` use the new classes; on failure
+        ``VocabularyUnsupported`` says why and nothing changed. Not thread-safe against ``infer``:
+        call it between two frames (the node does, from its worker thread).
+        """
+        self.load()
+        if not isinstance(vocabulary, Vocabulary):
+            raise VocabularyUnsupported(f"set_vocabulary takes a casseg_ros.text.Vocabulary, got "
+                                        f"{type(vocabulary).__name__}")
+        self._set_vocabulary(vocabulary)
 
     @property
     def batch_size(self) -> int | None:
@@ -204,6 +243,10 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def _run(self, images: np.ndarray) -> InferenceResult:
         """Run a contiguous uint8 (B,H,W,3) batch already at ``input_size``."""
+
+    def _set_vocabulary(self, vocabulary: Vocabulary) -> None:
+        """Validate ``vocabulary`` for this model, then swap it in (state changes only on success)."""
+        raise VocabularyUnsupported(f"backend {self.name!r} cannot change its vocabulary")
 
     def __repr__(self) -> str:
         d = self.describe()

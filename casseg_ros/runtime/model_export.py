@@ -1,8 +1,10 @@
 """Segmentation model -> static-shape ONNX that carries what a backend needs to run from it alone.
 
-The graph is ``model.export_module()`` (uint8 NHWC in; class ids, confidence, class scores,
-adjacency out; pre/post-processing inside), written by ``onnx_export.export_onnx`` (deterministic
-bytes, atomic write). ``metadata_props`` carry the vocabulary (``Vocabulary.to_bytes``, base64:
+The graph is ``model.export_module()`` (uint8 NHWC images and the (K,E) float32 class embeddings
+in; class ids, confidence, class scores, adjacency out; pre/post-processing inside), written by
+``onnx_export.export_onnx`` (deterministic bytes, atomic write). The images are static; the class
+count K is the one dynamic axis (``classes``), so the same file runs any vocabulary of the model's
+embedding width E. ``metadata_props`` carry the vocabulary (``Vocabulary.to_bytes``, base64:
 the one vocabulary codec), the model config, the input shape and the source checkpoint's sha256.
 """
 from __future__ import annotations
@@ -21,7 +23,7 @@ from casseg_ros.model import ContextSegmentor, LogitsPipeline
 from casseg_ros.model.checkpoint import load_checkpoint
 from casseg_ros.text.vocabulary import Vocabulary, VocabularyError
 
-from .base import INPUT_NAME, OUTPUT_NAMES
+from .base import CLASS_AXIS, CLASS_EMBEDDINGS_NAME, INPUT_NAME, OUTPUT_NAMES
 from .engine_cache import file_sha256
 from .onnx_export import export_onnx
 
@@ -29,7 +31,9 @@ __all__ = ["EXPORT_VERSION", "META_CALIBRATION", "META_CHECKPOINT", "META_CONFIG
            "META_PRECISION", "META_SOURCE_ONNX", "META_VOCAB", "export_checkpoint", "export_model", "onnx_metadata",
            "onnx_precision", "onnx_vocabulary"]
 
-EXPORT_VERSION = "3"  # bump when the exported graph or its metadata layout changes (cache key); 3: node scopes
+# bump when the exported graph or its metadata layout changes (cache key); 3: node scopes;
+# 4: class embeddings as a second input with a dynamic class count
+EXPORT_VERSION = "4"
 META_VOCAB = "casseg.vocabulary"
 META_CONFIG = "casseg.model_config"
 META_CHECKPOINT = "casseg.checkpoint_sha256"
@@ -73,6 +77,12 @@ def export_model(model: ContextSegmentor, output: str | os.PathLike, input_size:
     module = LogitsPipeline(model) if logits else model.export_module()
     outputs = ["logits"] if logits else list(OUTPUT_NAMES)
     example = torch.zeros((int(batch_size), h, w, 3), dtype=torch.uint8)
+    classes = model.class_embeddings.detach().cpu().float()
+    b, k = int(batch_size), CLASS_AXIS
+    shapes = {"logits": [b, k, h, w]} if logits else {
+        "class_ids": [b, h, w], "confidence": [b, h, w], "class_scores": [b, k], "adjacency": [b, k, k]}
+    dynamic = {CLASS_EMBEDDINGS_NAME: {0: k}}
+    dynamic.update({name: {axis: k for axis, size in enumerate(dims) if size == k} for name, dims in shapes.items()})
     metadata = {
         META_VOCAB: base64.b64encode(model.vocabulary.to_bytes()).decode("ascii"),
         META_CONFIG: json.dumps(model.config.to_dict(), sort_keys=True),
@@ -81,8 +91,8 @@ def export_model(model: ContextSegmentor, output: str | os.PathLike, input_size:
     }
     if checkpoint_sha256:
         metadata[META_CHECKPOINT] = checkpoint_sha256
-    return export_onnx(module, (example,), output, [INPUT_NAME], outputs, opset=opset, exporter=exporter,
-                       metadata=metadata)
+    return export_onnx(module, (example, classes), output, [INPUT_NAME, CLASS_EMBEDDINGS_NAME], outputs, opset=opset,
+                       exporter=exporter, metadata=metadata, dynamic_axes=dynamic, output_shapes=shapes)
 
 
 def export_checkpoint(checkpoint: str | os.PathLike, output: str | os.PathLike, input_size=(512, 1024),

@@ -8,6 +8,10 @@ CPU session: intra-op threads = physical cores (``num_threads`` to override), in
 sequential execution, ``ORT_ENABLE_ALL`` graph optimisation, no busy-waiting of idle threads
 (``spin=True`` to turn ORT's default spinning back on); with ``optimized_cache=True`` the
 optimised graph is saved next to the ONNX and reused (it is specific to this ORT version and CPU).
+
+The graph's second input ``class_embeddings`` (K,E) is fed the current vocabulary's embeddings on
+every run, so ``set_vocabulary`` needs no new export or session. A graph exported before export
+version 4 has no such input: it still runs with its built-in classes and refuses ``set_vocabulary``.
 """
 from __future__ import annotations
 
@@ -24,7 +28,17 @@ from safetensors import safe_open
 
 from casseg_ros.text.vocabulary import Vocabulary
 
-from .base import INPUT_NAME, OUTPUT_NAMES, Backend, BackendUnavailable, InferenceResult, physical_cpu_count
+from .base import (
+    CLASS_EMBEDDINGS_NAME,
+    INPUT_NAME,
+    OUTPUT_NAMES,
+    Backend,
+    BackendUnavailable,
+    InferenceResult,
+    VocabularyUnsupported,
+    check_embedding_dim,
+    physical_cpu_count,
+)
 from .engine_cache import file_sha256
 from .model_export import EXPORT_VERSION, META_KIND, export_checkpoint, onnx_metadata, onnx_precision, onnx_vocabulary
 
@@ -185,14 +199,33 @@ class OnnxRuntimeBackend(Backend):
                 so.optimized_model_filepath = str(opt_path)
         self.session = ort.InferenceSession(str(load_path), so, providers=self.providers)
         names = [o.name for o in self.session.get_outputs()]
-        if [i.name for i in self.session.get_inputs()] != [INPUT_NAME] or sorted(names) != sorted(OUTPUT_NAMES):
-            raise RuntimeError(f"{onnx_path} is not a segmentation export (inputs "
-                               f"{[i.name for i in self.session.get_inputs()]}, outputs {names})")
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        if sorted(inputs) not in ([INPUT_NAME], sorted([INPUT_NAME, CLASS_EMBEDDINGS_NAME])) \
+                or sorted(names) != sorted(OUTPUT_NAMES):
+            raise RuntimeError(f"{onnx_path} is not a segmentation export (inputs {sorted(inputs)}, outputs {names})")
         self._out_names = list(OUTPUT_NAMES)
         self.active_providers = self.session.get_providers()
+        # (K,E) input: E is static in the graph (the text projection's width); None = an old export
+        classes = inputs.get(CLASS_EMBEDDINGS_NAME)
+        self.text_dim = int(classes.shape[1]) if classes is not None else None
+        self._class_feed = self._feed(self._vocabulary) if classes is not None else {}
+
+    @staticmethod
+    def _feed(vocabulary: Vocabulary) -> dict[str, np.ndarray]:
+        return {CLASS_EMBEDDINGS_NAME: np.ascontiguousarray(vocabulary.embeddings, dtype=np.float32)}
+
+    def _set_vocabulary(self, vocabulary: Vocabulary) -> None:
+        if self.text_dim is None:
+            raise VocabularyUnsupported(
+                f"{self.onnx_path} was exported before run-time vocabularies (it has no "
+                f"'{CLASS_EMBEDDINGS_NAME}' input, its classes are fixed): export it again with casseg-export, "
+                f"or give the backend the checkpoint")
+        check_embedding_dim(vocabulary, self.text_dim, str(self.onnx_path))
+        feed = self._feed(vocabulary)
+        self._vocabulary, self._class_feed = vocabulary, feed
 
     def _run(self, images: np.ndarray) -> InferenceResult:
-        ids, conf, scores, adj = self.session.run(self._out_names, {INPUT_NAME: images})
+        ids, conf, scores, adj = self.session.run(self._out_names, {INPUT_NAME: images, **self._class_feed})
         return InferenceResult(ids, conf, scores, adj)
 
     def describe(self) -> dict[str, Any]:

@@ -126,7 +126,7 @@ def canonicalize_onnx(model, keep_names: Sequence[str] = ()):
 
 
 def _export_to_proto(module: nn.Module, example_inputs: tuple, input_names, output_names, opset: int,
-                     exporter: str):
+                     exporter: str, dynamic_axes: dict[str, dict[int, str]] | None = None):
     if exporter == "torchscript":
         buf = io.BytesIO()
         with warnings.catch_warnings():
@@ -134,7 +134,7 @@ def _export_to_proto(module: nn.Module, example_inputs: tuple, input_names, outp
             torch.onnx.export(
                 module, example_inputs, buf, input_names=list(input_names), output_names=list(output_names),
                 opset_version=opset, dynamo=False, do_constant_folding=True, export_params=True,
-                dynamic_axes=None,
+                dynamic_axes=dynamic_axes,
             )
         return onnx.load_from_string(buf.getvalue())
     if exporter == "dynamo":
@@ -143,6 +143,7 @@ def _export_to_proto(module: nn.Module, example_inputs: tuple, input_names, outp
             prog = torch.onnx.export(
                 module, example_inputs, None, input_names=list(input_names), output_names=list(output_names),
                 opset_version=opset, dynamo=True, optimize=True, verify=False, report=False,
+                dynamic_axes=dynamic_axes,
             )
         return prog.model_proto
     raise ValueError(f"unknown exporter {exporter!r} (expected 'auto', 'torchscript' or 'dynamo')")
@@ -158,8 +159,15 @@ def export_onnx(
     exporter: str = "auto",
     check: bool = True,
     metadata: dict[str, str] | None = None,
+    dynamic_axes: dict[str, dict[int, str]] | None = None,
+    output_shapes: dict[str, Sequence[int | str]] | None = None,
 ) -> Path:
     """Export ``module`` (static shapes of ``example_inputs``) to ``path``; deterministic and atomic.
+
+    ``dynamic_axes`` ({input/output name: {axis: symbolic name}}) leaves those axes free; every
+    other axis keeps the example's size. With dynamic axes the TorchScript exporter declares every
+    output dim it cannot trace back to an input as symbolic; ``output_shapes`` ({output name:
+    dims, an int or a symbolic name each}) declares the outputs' shapes as they are.
 
     ``exporter``: ``"torchscript"`` (``dynamo=False``), ``"dynamo"``, or ``"auto"`` (TorchScript,
     falling back to dynamo if it raises). The module is put in eval mode for the export and every
@@ -179,20 +187,31 @@ def export_onnx(
             if exporter == "auto":
                 try:
                     proto = _export_to_proto(module, example_inputs, input_names, output_names, opset,
-                                             "torchscript")
+                                             "torchscript", dynamic_axes)
                 except Exception as ts_err:  # noqa: BLE001 - fall back to the dynamo exporter
                     try:
                         proto = _export_to_proto(module, example_inputs, input_names, output_names, opset,
-                                                 "dynamo")
+                                                 "dynamo", dynamic_axes)
                     except Exception as dy_err:
                         raise RuntimeError(
                             f"ONNX export failed with both exporters: torchscript: {ts_err}; dynamo: {dy_err}"
                         ) from dy_err
             else:
-                proto = _export_to_proto(module, example_inputs, input_names, output_names, opset, exporter)
+                proto = _export_to_proto(module, example_inputs, input_names, output_names, opset, exporter,
+                                         dynamic_axes)
     finally:
         for m, training in modes:
             m.training = training
+    outputs = {o.name: o for o in proto.graph.output}
+    for name, dims in (output_shapes or {}).items():
+        shape = outputs[name].type.tensor_type.shape
+        del shape.dim[:]
+        for size in dims:
+            dim = shape.dim.add()
+            if isinstance(size, str):
+                dim.dim_param = size
+            else:
+                dim.dim_value = int(size)
     for k, v in (metadata or {}).items():
         p = proto.metadata_props.add()
         p.key, p.value = str(k), str(v)

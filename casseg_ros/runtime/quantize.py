@@ -32,9 +32,16 @@ import onnx
 
 from casseg_ros.fileio import atomic_write_bytes
 
-from .base import INPUT_NAME, resize_images
+from .base import CLASS_EMBEDDINGS_NAME, INPUT_NAME, resize_images
 from .engine_cache import file_sha256
-from .model_export import META_CALIBRATION, META_PRECISION, META_SOURCE_ONNX, onnx_metadata, onnx_precision
+from .model_export import (
+    META_CALIBRATION,
+    META_PRECISION,
+    META_SOURCE_ONNX,
+    onnx_metadata,
+    onnx_precision,
+    onnx_vocabulary,
+)
 from .onnx_backend import onnx_input_shape
 from .onnx_export import canonicalize_onnx, node_scope
 
@@ -98,10 +105,15 @@ def float_nodes(model: onnx.ModelProto, rules: Iterable[str]) -> list[str]:
 
 class FrameCalibrationReader:
     """ONNX Runtime ``CalibrationDataReader`` over RGB uint8 frames (any size: resized to the model's
-    input like the backends do), at most ``max_frames`` of them, grouped into the model's batch."""
+    input like the backends do), at most ``max_frames`` of them, grouped into the model's batch.
+    ``class_embeddings`` ((K,E), the export's own vocabulary) go with every batch when the graph
+    takes them as an input."""
 
-    def __init__(self, frames: Iterable[np.ndarray], input_shape: list[int], max_frames: int):
+    def __init__(self, frames: Iterable[np.ndarray], input_shape: list[int], max_frames: int,
+                 class_embeddings: np.ndarray | None = None):
         self._frames = iter(frames)
+        self._classes = {} if class_embeddings is None else {
+            CLASS_EMBEDDINGS_NAME: np.ascontiguousarray(class_embeddings, dtype=np.float32)}
         self._batch, self._size = int(input_shape[0]), (int(input_shape[1]), int(input_shape[2]))
         self._left = int(max_frames)
         self.frames_used = 0
@@ -125,7 +137,7 @@ class FrameCalibrationReader:
         if len(batch) < self._batch:  # a static-batch graph takes only full batches
             return None
         self.frames_used += len(batch)
-        return {INPUT_NAME: np.ascontiguousarray(np.stack(batch))}
+        return {INPUT_NAME: np.ascontiguousarray(np.stack(batch)), **self._classes}
 
     def rewind(self) -> None:  # part of ORT's reader interface; calibration reads the frames once
         raise NotImplementedError("FrameCalibrationReader reads its frames once")
@@ -165,7 +177,14 @@ def quantize_onnx(fp32_onnx: str | os.PathLike, output: str | os.PathLike, frame
     metadata = onnx_metadata(fp32_onnx)
     if onnx_precision(metadata) != "fp32":
         raise ValueError(f"{fp32_onnx} is already a {onnx_precision(metadata)} export; quantise the fp32 one")
-    reader = FrameCalibrationReader(frames, onnx_input_shape(fp32_onnx), settings.max_frames)
+    graph_inputs = [i.name for i in onnx.load(str(fp32_onnx), load_external_data=False).graph.input]
+    classes = None
+    if CLASS_EMBEDDINGS_NAME in graph_inputs:  # calibrate the text path on the export's own classes
+        vocabulary = onnx_vocabulary(metadata, str(fp32_onnx))
+        if vocabulary is None:
+            raise ValueError(f"{fp32_onnx} takes '{CLASS_EMBEDDINGS_NAME}' but carries no vocabulary to calibrate with")
+        classes = vocabulary.embeddings
+    reader = FrameCalibrationReader(frames, onnx_input_shape(fp32_onnx), settings.max_frames, classes)
     first = reader.get_next()
     if first is None:
         raise ValueError(f"no calibration frames from {calibration_source} (the graph takes batches of "

@@ -15,6 +15,12 @@ deprecated calibrators, none is used): the Q/DQ nodes say which tensors are int8
 weakly typed network with ``BuilderFlag.INT8`` + ``BuilderFlag.FP16``, so the layers the QDQ graph
 keeps in float may run in fp16; ``strongly_typed=True``: a ``STRONGLY_TYPED`` network with no
 precision flag (TensorRT's recommendation for QDQ graphs; float layers then run in fp32 as written).
+
+Classes: the graph's ``class_embeddings`` input (K,E) is the one dynamic axis. The engine is built
+with one optimisation profile over K, ``class_profile(K, max_classes)`` = (1, K of the model's own
+vocabulary, ``max_classes``, default 256), and ``set_vocabulary`` sets the input shape of the
+execution context to the new K (no rebuild) with freshly bound K-sized buffers; a K outside the
+profile is refused (``VocabularyUnsupported``). UNVERIFIED like the rest of this module.
 """
 from __future__ import annotations
 
@@ -24,12 +30,41 @@ from typing import Any
 import numpy as np
 import torch
 
-from .base import INPUT_NAME, OUTPUT_NAMES, Backend, BackendUnavailable, InferenceResult
+from casseg_ros.text.vocabulary import Vocabulary
+
+from .base import (
+    CLASS_EMBEDDINGS_NAME,
+    INPUT_NAME,
+    OUTPUT_NAMES,
+    Backend,
+    BackendUnavailable,
+    InferenceResult,
+    VocabularyUnsupported,
+    check_embedding_dim,
+)
 from .engine_cache import EngineCache, EngineCacheKey
 from .model_export import onnx_metadata, onnx_precision
 from .onnx_backend import default_static_size, resolve_onnx
 
 DEFAULT_WORKSPACE = 4 << 30  # 4 GiB
+DEFAULT_MAX_CLASSES = 256  # top of the class-count profile (a mono8 mask holds 255 classes + unknown)
+CLASS_OUTPUTS = ("class_scores", "adjacency")  # the outputs whose shape follows the class count K
+
+
+def class_profile(classes: int, max_classes: int = DEFAULT_MAX_CLASSES) -> tuple[int, int, int]:
+    """(min, opt, max) class count of the engine's optimisation profile: any K from 1 to
+    ``max_classes``, tuned for ``classes`` (the model's own vocabulary)."""
+    if not 1 <= classes <= max_classes:
+        raise ValueError(f"the model has {classes} classes; max_classes={max_classes} must be at least that")
+    return 1, int(classes), int(max_classes)
+
+
+def check_class_count(classes: int, profile: tuple[int, int, int]) -> None:
+    """VocabularyUnsupported unless the engine's class profile (min, opt, max) covers ``classes``."""
+    low, _, high = profile
+    if not low <= classes <= high:
+        raise VocabularyUnsupported(f"{classes} classes is outside the TensorRT engine's class-count profile "
+                                    f"[{low}, {high}]; rebuild the engine with max_classes >= {classes}")
 
 
 def tensorrt_missing() -> str | None:
@@ -59,9 +94,11 @@ def builder_settings(precision: str, strongly_typed: bool = False) -> tuple[list
 
 
 def build_engine(onnx_bytes: bytes, precision: str = "fp16", workspace_bytes: int = DEFAULT_WORKSPACE,
-                 logger=None, strongly_typed: bool = False) -> bytes:
-    """Parse an ONNX model and build a serialized TensorRT engine (static shapes); int8 needs a QDQ
-    graph (explicit quantisation, no calibrator)."""
+                 logger=None, strongly_typed: bool = False,
+                 classes: tuple[int, int, int] | None = None) -> bytes:
+    """Parse an ONNX model and build a serialized TensorRT engine; int8 needs a QDQ graph (explicit
+    quantisation, no calibrator). Static images; when the graph takes ``class_embeddings`` (K,E),
+    one optimisation profile covers K = ``classes`` (min, opt, max; needed then)."""
     import tensorrt as trt  # optional dependency (GPU machines only): tensorrt_missing() names it
 
     network_flags, builder_flags = builder_settings(precision, strongly_typed)
@@ -77,6 +114,15 @@ def build_engine(onnx_bytes: bytes, precision: str = "fp16", workspace_bytes: in
         raise RuntimeError(f"TensorRT could not parse the ONNX model: {errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_bytes))
+    inputs = {network.get_input(i).name: network.get_input(i) for i in range(network.num_inputs)}
+    if CLASS_EMBEDDINGS_NAME in inputs:
+        if classes is None:
+            raise ValueError(f"the graph takes '{CLASS_EMBEDDINGS_NAME}' (dynamic class count): give classes="
+                             f"(min, opt, max)")
+        dim = int(inputs[CLASS_EMBEDDINGS_NAME].shape[1])  # E is static; K is -1 in the parsed network
+        profile = builder.create_optimization_profile()
+        profile.set_shape(CLASS_EMBEDDINGS_NAME, (classes[0], dim), (classes[1], dim), (classes[2], dim))
+        config.add_optimization_profile(profile)
     if "FP16" in builder_flags and not getattr(builder, "platform_has_fast_fp16", True):  # deprecated in TRT 10
         raise BackendUnavailable(f"backend 'tensorrt' precision '{precision}' needs a GPU with fast FP16")
     for name in builder_flags:
@@ -104,6 +150,7 @@ class TensorRTBackend(Backend):
         self.engine_cache = EngineCache(opts.get("engine_cache_dir"))
         self.workspace_bytes = int(opts.get("workspace_bytes", DEFAULT_WORKSPACE))
         self.strongly_typed = bool(opts.get("strongly_typed", False))
+        self.max_classes = int(opts.get("max_classes", DEFAULT_MAX_CLASSES))
         builder_settings(precision, self.strongly_typed)  # a bad combination fails here, not after the export
         self.engine_was_cached: bool | None = None
 
@@ -127,20 +174,22 @@ class TensorRTBackend(Backend):
         torch.cuda.set_device(dev)
         gpu = torch.cuda.get_device_name(dev)
         cc = ".".join(map(str, torch.cuda.get_device_capability(dev)))
+        classes = class_profile(len(self._vocabulary), self.max_classes)
         key = EngineCacheKey.create(onnx_path, (self._batch, *self.input_size, 3), self.precision,
                                     trt.__version__, gpu, compute_capability=cc,
-                                    workspace=self.workspace_bytes, strongly_typed=self.strongly_typed)
+                                    workspace=self.workspace_bytes, strongly_typed=self.strongly_typed,
+                                    classes="/".join(map(str, classes)))
         self.cache_key = key
         logger = trt.Logger(trt.Logger.WARNING)
         data, self.engine_was_cached = self.engine_cache.get_or_build(
             key, lambda: build_engine(onnx_path.read_bytes(), self.precision, self.workspace_bytes, logger,
-                                      self.strongly_typed))
+                                      self.strongly_typed, classes))
         self._runtime = trt.Runtime(logger)
         engine = self._runtime.deserialize_cuda_engine(data)
         if engine is None:  # e.g. corrupted or from another TensorRT build: drop it and rebuild once
             self.engine_cache._remove(key)
             data = build_engine(onnx_path.read_bytes(), self.precision, self.workspace_bytes, logger,
-                                self.strongly_typed)
+                                self.strongly_typed, classes)
             self.engine_cache.store(key, data)
             self.engine_was_cached = False
             engine = self._runtime.deserialize_cuda_engine(data)
@@ -149,23 +198,85 @@ class TensorRTBackend(Backend):
         self._engine = engine
         self._context = engine.create_execution_context()
         self._stream = torch.cuda.Stream(dev)
+        self._dev = dev
         self._buffers: dict[str, torch.Tensor] = {}
+        self._host_out: dict[str, torch.Tensor] = {}
         inputs, outputs = [], []
         for i in range(engine.num_io_tensors):
             tname = engine.get_tensor_name(i)
-            shape = tuple(engine.get_tensor_shape(tname))
-            np_dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(tname)))
-            t_dtype = torch.from_numpy(np.zeros(0, dtype=np_dtype)).dtype
-            buf = torch.empty(shape, dtype=t_dtype, device=dev)
-            self._buffers[tname] = buf
-            self._context.set_tensor_address(tname, int(buf.data_ptr()))
             (inputs if engine.get_tensor_mode(tname) == trt.TensorIOMode.INPUT else outputs).append(tname)
-        if inputs != [INPUT_NAME] or sorted(outputs) != sorted(OUTPUT_NAMES):
+        if sorted(inputs) not in ([INPUT_NAME], sorted([INPUT_NAME, CLASS_EMBEDDINGS_NAME])) \
+                or sorted(outputs) != sorted(OUTPUT_NAMES):
             raise RuntimeError(f"unexpected engine I/O: inputs {inputs}, outputs {outputs}; expected "
-                               f"{[INPUT_NAME]} and {list(OUTPUT_NAMES)}")
+                               f"{[INPUT_NAME, CLASS_EMBEDDINGS_NAME]} and {list(OUTPUT_NAMES)}")
+        # (min, opt, max) class count of profile 0; None: an engine of an old export, classes fixed
+        self.class_profile, self.text_dim = None, None
+        if CLASS_EMBEDDINGS_NAME in inputs:
+            low, opt, high = engine.get_tensor_profile_shape(CLASS_EMBEDDINGS_NAME, 0)
+            self.class_profile = (int(low[0]), int(opt[0]), int(high[0]))
+            self.text_dim = int(engine.get_tensor_shape(CLASS_EMBEDDINGS_NAME)[1])
+            buffers, host = self._class_buffers(self._vocabulary)
+        else:
+            buffers, host = {}, {}
+        for tname in inputs + outputs:  # the static tensors (every shape known without K)
+            if tname not in buffers:
+                buffers[tname] = self._device_buffer(tname, tuple(engine.get_tensor_shape(tname)))
+                if tname in OUTPUT_NAMES:
+                    host[tname] = torch.empty(buffers[tname].shape, dtype=buffers[tname].dtype).pin_memory()
+        self._bind(buffers, host)
         self._host_in = torch.empty(self._buffers[INPUT_NAME].shape, dtype=torch.uint8).pin_memory()
-        self._host_out = {n: torch.empty(self._buffers[n].shape, dtype=self._buffers[n].dtype).pin_memory()
-                          for n in OUTPUT_NAMES}
+
+    def _device_buffer(self, tname: str, shape: tuple[int, ...]) -> torch.Tensor:
+        import tensorrt as trt  # optional dependency (GPU machines only): tensorrt_missing() names it
+
+        np_dtype = np.dtype(trt.nptype(self._engine.get_tensor_dtype(tname)))
+        t_dtype = torch.from_numpy(np.zeros(0, dtype=np_dtype)).dtype
+        return torch.empty(shape, dtype=t_dtype, device=self._dev)
+
+    def _class_buffers(self, vocabulary: Vocabulary) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Device buffers for ``vocabulary``'s K (its embeddings copied in) and pinned host outputs."""
+        k = len(vocabulary)
+        classes = self._device_buffer(CLASS_EMBEDDINGS_NAME, (k, self.text_dim))
+        classes.copy_(torch.from_numpy(np.ascontiguousarray(vocabulary.embeddings)))
+        b = self._batch
+        device = {CLASS_EMBEDDINGS_NAME: classes, "class_scores": self._device_buffer("class_scores", (b, k)),
+                  "adjacency": self._device_buffer("adjacency", (b, k, k))}
+        host = {n: torch.empty(device[n].shape, dtype=device[n].dtype).pin_memory() for n in CLASS_OUTPUTS}
+        return device, host
+
+    def _bind(self, buffers: dict[str, torch.Tensor], host: dict[str, torch.Tensor]) -> None:
+        """Set the class input's shape (when given), then bind ``buffers`` to the context by name."""
+        if CLASS_EMBEDDINGS_NAME in buffers:
+            shape = tuple(buffers[CLASS_EMBEDDINGS_NAME].shape)
+            if not self._context.set_input_shape(CLASS_EMBEDDINGS_NAME, shape):
+                raise VocabularyUnsupported(f"TensorRT refused the class input shape {shape} "
+                                            f"(profile {self.class_profile})")
+            unresolved = self._context.infer_shapes()
+            if unresolved:
+                raise RuntimeError(f"TensorRT cannot infer the shapes of {unresolved}")
+        for tname, buf in buffers.items():
+            expected = tuple(self._context.get_tensor_shape(tname))
+            if expected != tuple(buf.shape):
+                raise RuntimeError(f"TensorRT expects {tname} of shape {expected}, the buffer is {tuple(buf.shape)}")
+            self._context.set_tensor_address(tname, int(buf.data_ptr()))
+        self._buffers.update(buffers)
+        self._host_out.update(host)
+
+    def _set_vocabulary(self, vocabulary: Vocabulary) -> None:
+        if self.class_profile is None:
+            raise VocabularyUnsupported(
+                f"the TensorRT engine of {self.model_path} has no '{CLASS_EMBEDDINGS_NAME}' input (an ONNX exported "
+                f"before run-time vocabularies): export it again with casseg-export, or give the checkpoint")
+        check_embedding_dim(vocabulary, self.text_dim, f"the TensorRT engine of {self.model_path}")
+        check_class_count(len(vocabulary), self.class_profile)
+        buffers, host = self._class_buffers(vocabulary)
+        previous = {n: self._buffers[n] for n in buffers}, {n: self._host_out[n] for n in host}
+        try:
+            self._bind(buffers, host)
+        except Exception:
+            self._bind(*previous)  # back to the old shape and addresses
+            raise
+        self._vocabulary = vocabulary
 
     def _run(self, images: np.ndarray) -> InferenceResult:
         self._host_in.numpy()[...] = images

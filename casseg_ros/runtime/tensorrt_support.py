@@ -11,10 +11,12 @@ table text it implements. ``tensorrt_problems(model)`` lists every violation (em
   dilations; MaxPool without Indices; LayerNormalization's first output only; TopK sorted;
   Quantize/DequantizeLinear zero points 0 (TensorRT quantisation is symmetric);
 * tensor types: UINT8 only as a network input or output, INT8 only between Q and DQ;
-* static shapes (``shape_problems``): every input, output and intermediate shape fully known (the
-  engines are built for one shape; EyeLike needs it explicitly). ONNX shape inference cannot follow
-  the exporter's Shape/Gather arithmetic that TensorRT evaluates at build time, so check a graph whose
-  shape arithmetic is folded (``quantize.fold_shape_arithmetic``; the int8 export already is).
+* static shapes (``shape_problems``): every input, output and intermediate shape fully known once
+  the class count K is fixed (K, the ``class_embeddings`` rows, is the one dynamic axis: the engine
+  covers it with an optimisation profile; EyeLike needs a static input even then). ONNX shape
+  inference cannot follow the exporter's Shape/Gather arithmetic that TensorRT evaluates at build
+  time, so check a graph whose shape arithmetic is folded (``quantize.fold_shape_arithmetic``; the
+  int8 export already is).
 """
 from __future__ import annotations
 
@@ -26,7 +28,9 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-__all__ = ["OPERATOR_TABLE", "operator_table", "shape_problems", "tensorrt_problems"]
+from .base import CLASS_AXIS
+
+__all__ = ["OPERATOR_TABLE", "operator_table", "pin_class_count", "shape_problems", "tensorrt_problems"]
 
 OPERATOR_TABLE = "data/tensorrt10_onnx_ops.json"
 
@@ -135,8 +139,24 @@ def _type_problems(g: _Graph) -> list[str]:
     return problems
 
 
+def pin_class_count(model: onnx.ModelProto, classes: int) -> onnx.ModelProto:
+    """A copy of ``model`` whose class axis (the symbolic input dim ``classes``) is ``classes``: the
+    graph one TensorRT profile shape runs. Fold its shape arithmetic before ``shape_problems``."""
+    pinned = onnx.ModelProto()
+    pinned.CopyFrom(model)
+    del pinned.graph.value_info[:]  # inferred again from the pinned inputs
+    for value in list(pinned.graph.input) + list(pinned.graph.output):
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.HasField("dim_param") and dim.dim_param == CLASS_AXIS:
+                dim.dim_value = int(classes)  # replaces the oneof dim_param
+    return pinned
+
+
 def shape_problems(model: onnx.ModelProto) -> list[str]:
-    """Tensors of ``model`` whose shape is not static after ONNX shape inference (empty list: none)."""
+    """Tensors of ``model`` whose shape is not static after ONNX shape inference, and EyeLike nodes
+    without a static input (empty list: none). An export's class axis is dynamic (an optimisation
+    profile covers it): check ``pin_class_count(model, K)``, folded, for the shapes, and the export
+    itself for EyeLike (TensorRT wants its input static even under a profile)."""
     g = _Graph(model)
     problems = [f"EyeLike node {n.name!r}: `input` must have static dimensions"
                 for n in g.model.graph.node if n.op_type == "EyeLike" and not g.static(n.input[0])]

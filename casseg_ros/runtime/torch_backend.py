@@ -9,6 +9,11 @@ eager — measure with bench/backends.py before turning it on).
 
 ``TorchBackend.from_model(model, device, input_size)`` runs an in-memory ``ContextSegmentor``
 (training's evaluation, the ablation, benchmarks, tests) through the same path as a checkpoint.
+
+The class embeddings are an input of every forward pass (like the exported graphs' second input),
+not the model's buffer: ``set_vocabulary`` swaps one tensor, leaves a caller's model untouched and
+works under ``torch.compile`` with freezing (which folds buffers into the graph). With
+``compile=True`` a new class count recompiles once (static shapes).
 """
 from __future__ import annotations
 
@@ -19,8 +24,9 @@ import torch
 
 from casseg_ros.model import ContextSegmentor
 from casseg_ros.model.checkpoint import load_checkpoint
+from casseg_ros.text.vocabulary import Vocabulary
 
-from .base import Backend, BackendUnavailable, InferenceResult, physical_cpu_count
+from .base import Backend, BackendUnavailable, InferenceResult, check_embedding_dim, physical_cpu_count
 
 
 def cuda_missing(backend: str, device: str) -> str | None:
@@ -69,10 +75,10 @@ class TorchBackend(Backend):
     def _load(self) -> None:
         if self.model is None:
             self.model = load_checkpoint(self.model_path)
-        self._vocabulary = self.model.vocabulary
         if self.device == "cpu":
             torch.set_num_threads(self.num_threads)
         self._device = torch.device(self.device)
+        self._vocabulary, self._class_embeddings = self._classes(self.model.vocabulary)
         module = self.model.export_module().to(self._device).eval()
         if self.channels_last:
             module = module.to(memory_format=torch.channels_last)
@@ -89,6 +95,15 @@ class TorchBackend(Backend):
         self._amp_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.precision)
         self._cuda = self._device.type == "cuda"
 
+    def _classes(self, vocabulary: Vocabulary) -> tuple[Vocabulary, torch.Tensor]:
+        emb = torch.as_tensor(np.asarray(vocabulary.embeddings), dtype=torch.float32)
+        return vocabulary, emb.to(self._device)
+
+    def _set_vocabulary(self, vocabulary: Vocabulary) -> None:
+        check_embedding_dim(vocabulary, self.model.text_dim, f"the model of {self.model_path or 'this backend'}")
+        # both built before either is assigned: a failure above leaves the old pair in place
+        self._vocabulary, self._class_embeddings = self._classes(vocabulary)
+
     def _run(self, images: np.ndarray) -> InferenceResult:
         x = torch.from_numpy(images)
         if x.stride() != self._canonical_strides(x.shape):
@@ -100,9 +115,9 @@ class TorchBackend(Backend):
                 x = x.pin_memory().to(self._device, non_blocking=True)
             if self._amp_dtype is not None:
                 with torch.autocast(device_type=self._device.type, dtype=self._amp_dtype):
-                    ids, conf, scores, adj = self._module(x)
+                    ids, conf, scores, adj = self._module(x, self._class_embeddings)
             else:
-                ids, conf, scores, adj = self._module(x)
+                ids, conf, scores, adj = self._module(x, self._class_embeddings)
             out = [t.float() if t.is_floating_point() else t for t in (ids, conf, scores, adj)]
             out = [t.cpu() for t in out] if self._cuda else out
         ids, conf, scores, adj = (t.numpy() for t in out)

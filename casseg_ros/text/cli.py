@@ -1,12 +1,18 @@
-"""`casseg-vocab`: build a class vocabulary file once, offline of the robot's per-frame path.
+"""`casseg-vocab`: build a class vocabulary once, offline of the robot's per-frame path.
 
     casseg-vocab --names config/classes.yaml --out models/vocab.safetensors
     casseg-vocab --names road,car,sky --provider openai --describe --out models/vocab.safetensors
+    casseg-vocab bake models/casseg_demo.safetensors --names road,car,person --out models/rcp.safetensors
 
 `--names` is a YAML file or a comma-separated list. Accepted YAML shapes: a list of names; a list
 of `{name: ..., description: ...}` mappings; a mapping `{id: name}`; or any of those under a
-top-level `classes:` or `names:` key. Descriptions from the file are embedded as
-`"{name}: {description}"`.
+top-level `classes:` or `names:` key. Descriptions from the file (or `bake --descriptions`, one per
+name) are embedded as `"{name}: {description}"`.
+
+`bake` writes a COPY of a checkpoint whose classes are the new names, embedded with the provider
+the checkpoint's vocabulary was built with (`--provider` to override); the weights are unchanged
+(`casseg_ros.model.checkpoint.bake_vocabulary`). This CLI is the one module of `casseg_ros.text`
+that reads checkpoints (a leaf: nothing imports it).
 """
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ from typing import Any, Sequence
 
 import yaml
 
+from casseg_ros.model.checkpoint import CheckpointError, bake_vocabulary, read_vocabulary
 from casseg_ros.text.build import DEFAULT_DESCRIPTION_TEMPLATE, DEFAULT_TEMPLATE, build_vocabulary
 from casseg_ros.text.providers import (
     DEFAULT_CHAT_MODEL,
@@ -73,12 +80,7 @@ def load_class_names(spec: str) -> tuple[list[str], list[str] | None]:
     return names, None
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="casseg-vocab", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--names", required=True, help="YAML class file or comma-separated names")
-    parser.add_argument("--provider", default="local", choices=sorted(PROVIDERS))
-    parser.add_argument("--out", required=True, type=Path, help="output .safetensors file")
+def _add_provider_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--describe", action="store_true",
                         help="openai: have the chat model describe each class, embed name + description")
     parser.add_argument("--template", default=DEFAULT_TEMPLATE, help="prompt for a bare class name")
@@ -91,6 +93,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--timeout", type=float, default=30.0, help="openai: seconds per request")
     parser.add_argument("--max-attempts", type=int, default=4, help="openai: requests per call")
     parser.add_argument("--from-file", type=Path, help="file: cached vocabulary to check and copy")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="casseg-vocab", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--names", required=True, help="YAML class file or comma-separated names")
+    parser.add_argument("--provider", default="local", choices=sorted(PROVIDERS))
+    parser.add_argument("--out", required=True, type=Path, help="output .safetensors file")
+    _add_provider_options(parser)
+    return parser
+
+
+def bake_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="casseg-vocab bake",
+                                     description="write a copy of a checkpoint with new classes (weights unchanged)")
+    parser.add_argument("checkpoint", type=Path, help="source checkpoint (.safetensors or .pt); never modified")
+    parser.add_argument("--names", required=True, help="YAML class file or comma-separated names")
+    parser.add_argument("--descriptions", nargs="+", help="one sentence per name, in the order of --names")
+    parser.add_argument("--provider", choices=sorted(PROVIDERS),
+                        help="embedding provider (default: the one the checkpoint's vocabulary was built with)")
+    parser.add_argument("--out", required=True, type=Path, help="the new checkpoint (.safetensors)")
+    _add_provider_options(parser)
     return parser
 
 
@@ -110,6 +134,9 @@ def _provider_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bake"]:
+        return _bake(bake_parser().parse_args(argv[1:]))
     args = build_parser().parse_args(argv)
     try:
         names, descriptions = load_class_names(args.names)
@@ -123,6 +150,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     print(f"wrote {args.out}: {len(vocab)} classes, embedding dim {vocab.embedding_dim}, "
           f"provider {vocab.provider}" + (", with descriptions" if vocab.descriptions else ""))
+    return 0
+
+
+def _bake(args: argparse.Namespace) -> int:
+    try:
+        names, descriptions = load_class_names(args.names)
+        if args.descriptions is not None:
+            if descriptions is not None:
+                raise ValueError("descriptions come either from the --names file or from --descriptions, not both")
+            descriptions = list(args.descriptions)
+        args.provider = args.provider or read_vocabulary(args.checkpoint).provider
+        if args.provider not in PROVIDERS:
+            raise ValueError(f"the vocabulary of {args.checkpoint} was embedded by provider {args.provider!r}, "
+                             f"which cannot embed new names; choose one with --provider ({', '.join(sorted(PROVIDERS))})"
+                             f" that gives the model's embedding dimension")
+        vocab = build_vocabulary(names, args.provider, descriptions, describe=args.describe, template=args.template,
+                                 description_template=args.description_template, **_provider_kwargs(args))
+        out = bake_vocabulary(args.checkpoint, vocab, args.out)
+    except (ValueError, EmbeddingProviderError, VocabularyError, CheckpointError, OSError) as exc:
+        print(f"casseg-vocab bake: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {out}: {args.checkpoint.name} with {len(vocab)} classes ({', '.join(vocab.names)}), "
+          f"provider {vocab.provider}")
     return 0
 
 

@@ -358,5 +358,10 @@ def get_provider(name: str | EmbeddingProvider = "local", **kwargs: Any) -> Embe
     try:
         cls = PROVIDERS[name]
     except KeyError:
-        raise ValueError(f"unknown embedding provider {name!r}; available: {sorted(PROVIDERS)}") from None
-    return cls(**kwargs)
+        raise ValueError(f"unknown embedding provider {name!r} (a vocabulary made by another tool or a test "
+                         f"records its own name here and cannot embed new class names); available: "
+                         f"{sorted(PROVIDERS)}") from None
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:  # missing/unknown constructor options, e.g. 'file' without path=
+        raise ValueError(f"embedding provider {name!r} cannot be set up with options {sorted(kwargs)}: {exc}") from None

@@ -1,0 +1,223 @@
+"""Run-time vocabularies below the node: ``Backend.set_vocabulary`` on torch and onnxruntime (same
+masks after a swap, any class count), refusals that leave the old vocabulary working, the same
+result as a checkpoint baked with ``casseg-vocab bake``, and an int8 export that swaps too."""
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from casseg_ros.model.checkpoint import CheckpointError, bake_vocabulary, read_checkpoint, read_vocabulary, save_checkpoint
+from casseg_ros.runtime import BackendUnavailable, create_backend
+from casseg_ros.runtime.base import VocabularyUnsupported
+from casseg_ros.runtime.model_export import META_KIND, META_VOCAB, export_checkpoint
+from casseg_ros.runtime.onnx_export import export_onnx
+from casseg_ros.runtime.parity import make_test_pattern
+from casseg_ros.runtime.quantize import Int8Settings, quantize_onnx
+from casseg_ros.text import build_vocabulary
+from casseg_ros.text.cli import main as vocab_main
+from model_factory import local_vocabulary, random_vocabulary, tiny_local_model, tiny_model
+
+torch.set_num_threads(1)
+REPO = Path(__file__).resolve().parent.parent
+SIZE = (64, 128)
+SWAPS = [("street", "automobile", "pedestrian"),  # other names, fewer classes
+         ("road",),  # one class
+         ("road", "car", "person", "sky", "building", "tree", "water", "boat", "bus", "truck", "bicycle")]
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return save_checkpoint(tmp_path_factory.mktemp("swap") / "local.safetensors", tiny_local_model())
+
+
+@pytest.fixture(scope="module")
+def backends(ckpt, tmp_path_factory):
+    cache = tmp_path_factory.mktemp("onnx_cache")
+    return {name: create_backend(name, ckpt, input_size=SIZE, onnx_cache_dir=cache, num_threads=1)
+            for name in ("torch", "onnxruntime")}
+
+
+def _images(n: int = 2, size=SIZE, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    base = make_test_pattern(*size).astype(int)
+    return np.stack([np.clip(base + rng.integers(-25, 26, base.shape), 0, 255).astype(np.uint8) for _ in range(n)])
+
+
+def _vocabulary_from_provider(backend, names):
+    """What the node does: embed the names with the provider of the current vocabulary."""
+    return build_vocabulary(list(names), backend.vocabulary.provider)
+
+
+@pytest.mark.parametrize("names", SWAPS, ids=lambda n: f"K{len(n)}")
+def test_torch_and_onnxruntime_agree_after_a_swap(backends, names):
+    images = _images(2, size=(90, 150))  # not input_size: the host resize path too
+    for backend in backends.values():
+        backend.set_vocabulary(_vocabulary_from_provider(backend, names))
+    rt, ro = (backends[n].infer(images) for n in ("torch", "onnxruntime"))
+    for backend in backends.values():
+        assert backend.vocabulary.names == list(names)
+    k = len(names)
+    assert rt.class_scores.shape == ro.class_scores.shape == (2, k)
+    assert rt.adjacency.shape == ro.adjacency.shape == (2, k, k)
+    assert rt.class_ids.max() < k
+    assert (rt.class_ids == ro.class_ids).mean() >= 0.999
+    assert np.abs(rt.confidence - ro.confidence).max() <= 1e-3
+    assert np.abs(rt.class_scores - ro.class_scores).max() <= 1e-3
+
+
+def test_a_swap_equals_a_baked_checkpoint(ckpt, backends, tmp_path):
+    names = ("street", "automobile", "pedestrian", "tree")
+    vocabulary = _vocabulary_from_provider(backends["torch"], names)
+    baked = bake_vocabulary(ckpt, vocabulary, tmp_path / "baked.safetensors")
+    images = _images(1)
+    swapped = create_backend("torch", ckpt, input_size=SIZE, num_threads=1)
+    swapped.set_vocabulary(vocabulary)
+    fresh = create_backend("torch", baked, input_size=SIZE, num_threads=1)
+    a, b = swapped.infer(images), fresh.infer(images)
+    np.testing.assert_array_equal(a.class_ids, b.class_ids)
+    np.testing.assert_array_equal(a.class_scores, b.class_scores)
+    # and not what the original classes give: the swap changed the scoring
+    original = create_backend("torch", ckpt, input_size=SIZE, num_threads=1).infer(images)
+    assert original.class_scores.shape != a.class_scores.shape
+
+
+@pytest.mark.parametrize("name", ["torch", "onnxruntime"])
+def test_refused_vocabularies_leave_the_old_one_working(ckpt, tmp_path, name):
+    backend = create_backend(name, ckpt, input_size=SIZE, onnx_cache_dir=tmp_path, num_threads=1)
+    images = _images(1)
+    before = backend.infer(images)
+    old = backend.vocabulary
+    narrow = random_vocabulary(3, dim=64)  # another provider's width: the text projection takes 384
+    with pytest.raises(VocabularyUnsupported, match="dimension 64.*384"):
+        backend.set_vocabulary(narrow)
+    with pytest.raises(VocabularyUnsupported, match="Vocabulary"):
+        backend.set_vocabulary(["road", "car"])
+    assert backend.vocabulary is old
+    after = backend.infer(images)
+    np.testing.assert_array_equal(before.class_ids, after.class_ids)
+    np.testing.assert_array_equal(before.class_scores, after.class_scores)
+
+
+def test_an_export_without_the_class_input_runs_but_refuses_a_swap(tmp_path):
+    """An .onnx made before run-time vocabularies: one input, classes baked in as constants."""
+    model = tiny_local_model()
+    legacy = export_onnx(model.export_module(), (torch.zeros((1, *SIZE, 3), dtype=torch.uint8),),
+                         tmp_path / "legacy.onnx", ["images"], ["class_ids", "confidence", "class_scores", "adjacency"],
+                         metadata={META_VOCAB: base64.b64encode(model.vocabulary.to_bytes()).decode(),
+                                   META_KIND: "segmentation"})
+    backend = create_backend("onnxruntime", legacy, input_size=SIZE, num_threads=1)
+    before = backend.infer(_images(1))
+    with pytest.raises(VocabularyUnsupported, match="exported before run-time vocabularies"):
+        backend.set_vocabulary(local_vocabulary(("road", "car")))
+    assert backend.vocabulary.names == model.vocabulary.names
+    np.testing.assert_array_equal(before.class_ids, backend.infer(_images(1)).class_ids)
+
+
+def test_a_provider_that_cannot_embed_is_a_clear_error(tmp_path):
+    ckpt = save_checkpoint(tmp_path / "random.safetensors", tiny_model())  # provider "test"
+    backend = create_backend("torch", ckpt, input_size=SIZE, num_threads=1)
+    with pytest.raises(ValueError, match="unknown embedding provider 'test'.*cannot embed new class names"):
+        _vocabulary_from_provider(backend, ("road",))
+    with pytest.raises(ValueError, match="provider 'file' cannot be set up"):
+        build_vocabulary(["road"], "file")  # no path= given
+
+
+def test_int8_export_swaps_too(ckpt, tmp_path):
+    fp32, _ = export_checkpoint(ckpt, tmp_path / "m.onnx", SIZE)
+    int8 = quantize_onnx(fp32, tmp_path / "m-int8.onnx", list(_images(2)), "pattern", Int8Settings(max_frames=2))
+    try:
+        backend = create_backend("onnxruntime", int8, input_size=SIZE, precision="int8", num_threads=1)
+    except BackendUnavailable as exc:  # pragma: no cover - onnxruntime is a test dependency
+        pytest.fail(str(exc))
+    names = ("street", "automobile", "pedestrian")
+    backend.set_vocabulary(local_vocabulary(names))
+    res = backend.infer(_images(1))
+    assert res.class_scores.shape == (1, 3) and res.class_ids.max() < 3
+    np.testing.assert_allclose(res.class_scores.sum(1), 1.0, atol=1e-3)
+
+
+# ---------------------------------------------------------------------------------- bake CLI
+
+def test_bake_cli_writes_a_copy_with_new_classes(ckpt, tmp_path, capsys):
+    source_bytes = ckpt.read_bytes()
+    out = tmp_path / "rcp.safetensors"
+    rc = vocab_main(["bake", str(ckpt), "--names", "road,car,person", "--descriptions", "the drivable surface",
+                     "a motor vehicle", "a human", "--out", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    assert ckpt.read_bytes() == source_bytes  # the source is never modified
+    vocab = read_vocabulary(out)
+    assert vocab.names == ["road", "car", "person"] and vocab.provider == "local"
+    assert vocab.descriptions == ["the drivable surface", "a motor vehicle", "a human"]
+    expected = build_vocabulary(["road", "car", "person"], "local",
+                                ["the drivable surface", "a motor vehicle", "a human"])
+    np.testing.assert_allclose(vocab.embeddings, expected.embeddings, atol=1e-6)
+    source_state, _ = read_checkpoint(ckpt)
+    baked_state, meta = read_checkpoint(out)
+    assert set(baked_state) == set(source_state)
+    for key in source_state:  # the weights are copied unchanged
+        if key != "class_embeddings":
+            assert torch.equal(source_state[key], baked_state[key]), key
+    assert meta["extra"]["vocabulary_baked_from"]["classes"] == list(local_vocabulary().names)
+    assert not list(tmp_path.glob(".*.tmp"))  # atomic: no temp file left
+
+
+def test_bake_cli_errors(ckpt, tmp_path, capsys):
+    assert vocab_main(["bake", str(ckpt), "--names", "road", "--out", str(ckpt)]) == 1
+    assert "must not be the source" in capsys.readouterr().err
+    random_ckpt = save_checkpoint(tmp_path / "random.safetensors", tiny_model())
+    assert vocab_main(["bake", str(random_ckpt), "--names", "road", "--out", str(tmp_path / "x.safetensors")]) == 1
+    assert "provider 'test'" in capsys.readouterr().err and not (tmp_path / "x.safetensors").exists()
+    narrow = save_checkpoint(tmp_path / "narrow.safetensors", tiny_model(num_classes=3))
+    with pytest.raises(CheckpointError, match="dimension 2"):
+        bake_vocabulary(narrow, random_vocabulary(2, dim=2), tmp_path / "y.safetensors")
+    assert vocab_main(["bake", str(ckpt), "--names", "road,car", "--descriptions", "only one",
+                       "--out", str(tmp_path / "z.safetensors")]) == 1
+    assert "1 descriptions for 2 names" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------- language-side evaluation / training
+
+def test_evaluation_settings_relabel_the_ground_truth():
+    from training.datasets.context_scenes import CONTEXT_CLASSES
+    from training.vocabulary_eval import Relabelled, settings
+
+    by_name = {s.name: s for s in settings(CONTEXT_CLASSES)}
+    label = np.arange(9, dtype=np.uint8).reshape(1, 9)
+    image = np.zeros((1, 9, 3), np.uint8)
+    relabel = {name: Relabelled([(image, label)], s)[0][1][0].tolist() for name, s in by_name.items()}
+    assert relabel["trained"] == relabel["synonyms"] == relabel["untrained"] == list(range(9))
+    # sky building vegetation road sidewalk water person car boat
+    assert relabel["subset"] == [255, 255, 255, 0, 255, 255, 2, 1, 255]
+    assert by_name["merged"].names[-1] == "vehicle" and relabel["merged"] == [0, 1, 2, 3, 4, 5, 6, 7, 7]
+    assert by_name["untrained"].names == CONTEXT_CLASSES + ["bicycle"]
+    assert len(set(by_name["synonyms"].names) | set(CONTEXT_CLASSES)) == 18  # every synonym is a new word
+
+
+def test_paraphrase_training_never_sees_the_evaluation_synonyms(tmp_path):
+    import yaml
+
+    from training.train import ParaphraseSampler
+    from training.vocabulary_eval import SYNONYMS
+
+    table = yaml.safe_load((REPO / "training" / "paraphrases" / "context_scenes.yaml").read_text())
+    assert set(table) == set(SYNONYMS)
+    assert not {p.lower() for ps in table.values() for p in ps} & {s.lower() for s in SYNONYMS.values()}
+    vocab = local_vocabulary(("road", "car"))
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump({"road": ["roadway", "asphalt"], "car": ["sedan"]}))
+    sampler = ParaphraseSampler(vocab, str(path), seed=0)
+    assert sampler.names == [["road", "roadway", "asphalt"], ["car", "sedan"]]
+    draws = [sampler.sample(step, torch.device("cpu")) for step in range(12)]
+    assert all(d.shape == (2, 384) for d in draws)
+    torch.testing.assert_close(draws[3], sampler.sample(3, torch.device("cpu")))  # per-step seed: resumable
+    firsts = {tuple(d[0, :4].tolist()) for d in draws}
+    assert len(firsts) == 3  # every name of 'road' drawn in 12 steps (p of missing one < 0.1)
+    expected = local_vocabulary(("roadway",)).embeddings[0]
+    assert any(np.allclose(d[0].numpy(), expected, atol=1e-6) for d in draws)
+    path.write_text(yaml.safe_dump({"truck": ["lorry"]}))
+    with pytest.raises(ValueError, match="truck"):
+        ParaphraseSampler(vocab, str(path), seed=0)
