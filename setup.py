@@ -31,7 +31,7 @@ setup(
             f"casseg_ros = {PACKAGE}.ros.segment_node:main",
             f"casseg-export = {PACKAGE}.export_cli:main",
             f"casseg-replay = {PACKAGE}.replay.cli:main",
-            f"casseg-vocab = {PACKAGE}.text.cli:main",
+            f"casseg-vocab = {PACKAGE}.vocab_cli:main",
         ],
     },
 )

@@ -26,7 +26,7 @@ from casseg_ros.text import (
     get_provider,
 )
 from casseg_ros.text import providers as providers_module
-from casseg_ros.text.cli import load_class_names, main as cli_main
+from casseg_ros.vocab_cli import load_class_names, main as cli_main
 
 API_KEY = "sk-test-DO-NOT-LEAK-5f2c9a"
 

@@ -18,7 +18,7 @@ from casseg_ros.runtime.onnx_export import export_onnx
 from casseg_ros.runtime.parity import make_test_pattern
 from casseg_ros.runtime.quantize import Int8Settings, quantize_onnx
 from casseg_ros.text import build_vocabulary
-from casseg_ros.text.cli import main as vocab_main
+from casseg_ros.vocab_cli import main as vocab_main
 from model_factory import local_vocabulary, random_vocabulary, tiny_local_model, tiny_model
 
 torch.set_num_threads(1)
