@@ -14,7 +14,8 @@ delays the lifecycle/parameter services and never builds a backlog — frames it
 with are dropped and counted per camera.
 
 `~/set_vocabulary` (casseg_msgs/srv/SetVocabulary) embeds new class names with the checkpoint's
-text provider in the service's own thread, then the worker swaps them in between two batches and
+text provider in the service callback (off the worker's frame path; new images wait for it),
+then the worker swaps them in between two batches and
 republishes every camera's label_info before the next mask; on any error the old vocabulary stays.
 
 Lifecycle:
@@ -43,8 +44,7 @@ import rclpy
 import torch
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import ParameterDescriptor, ParameterType, SetParametersResult
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -79,6 +79,8 @@ NODE_NAME = "casseg_ros"
 # The worker re-checks for shutdown and vocabulary swaps this often while no frame arrives.
 _WORKER_POLL_S = 0.2
 _WARN_THROTTLE_S = 2.0
+# camera_info / depth messages a subscription keeps (the image keeps 1).
+COMPANION_QUEUE = 5
 # How long ~/set_vocabulary waits for the worker to swap between two batches.
 _SWAP_TIMEOUT_S = 60.0
 _MESSAGE_TYPES = {"mask": Image, "mask/color": Image, "overlay": Image, "confidence": Image,
@@ -133,9 +135,6 @@ class SegmentNode(LifecycleNode):
         self._swap_lock = threading.Lock()  # one swap at a time; guards _pending_swap
         self._pending_swap: _VocabularySwap | None = None
         self._vocabulary_service = None
-        # The service embeds text for up to seconds: its own group lets a multi-threaded executor
-        # keep delivering images and lifecycle/parameter calls meanwhile.
-        self._service_group = MutuallyExclusiveCallbackGroup()
         # Diagnostics run in every state: an operator must see why a node is not producing masks.
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._diagnostics_timer = self.create_timer(1.0, self.publish_diagnostics)
@@ -204,8 +203,7 @@ class SegmentNode(LifecycleNode):
         labels = display_labels(backend, str(self._param("vocabulary_file")).strip() or None)
         self._pipeline = FramePipeline(backend, labels)
         self._create_publishers()
-        self._vocabulary_service = self.create_service(SetVocabulary, "~/set_vocabulary", self._on_set_vocabulary,
-                                                       callback_group=self._service_group)
+        self._vocabulary_service = self.create_service(SetVocabulary, "~/set_vocabulary", self._on_set_vocabulary)
         self._configured = True
         desc = backend.describe()
         self.get_logger().info(
@@ -254,15 +252,15 @@ class SegmentNode(LifecycleNode):
 
     def _create_subscriptions(self, camera: Camera) -> dict[str, Any]:
         """The camera's image (image_transport naming), its camera_info and an optional registered depth."""
-        def qos() -> QoSProfile:
+        def qos(depth: int = 1) -> QoSProfile:
             return QoSProfile(
-                history=HistoryPolicy.KEEP_LAST, depth=1,
+                history=HistoryPolicy.KEEP_LAST, depth=depth,
                 reliability=(ReliabilityPolicy.RELIABLE if self._param("qos_reliability") == "reliable"
                              else ReliabilityPolicy.BEST_EFFORT),
                 durability=qos_profile_sensor_data.durability)
 
-        def subscribe(msg_type, name: str, callback):
-            return self.create_subscription(msg_type, camera.input_topic(name), callback, qos(),
+        def subscribe(msg_type, name: str, callback, depth: int = 1):
+            return self.create_subscription(msg_type, camera.input_topic(name), callback, qos(depth),
                                             qos_overriding_options=QoSOverridingOptions.with_default_policies())
 
         transport = effective_transport(self._param("image_transport"), self._param("input_transport"))
@@ -275,12 +273,15 @@ class SegmentNode(LifecycleNode):
 
         image = (subscribe(CompressedImage, "image/compressed", on_image) if transport == "compressed"
                  else subscribe(Image, "image", on_image))
-        # Keeping several recent messages lets each image find its own stamp among them.
+        # The image keeps depth 1 (latest frame wins); its companions keep a few, so a burst does not
+        # drop the camera_info/depth of the very frame the worker takes (it would wait for them).
         return {"image": image,
                 "camera_info": subscribe(CameraInfo, "camera_info",
-                                         lambda msg: camera.camera_infos.put(_stamp_ns(msg.header), msg)),
+                                         lambda msg: camera.camera_infos.put(_stamp_ns(msg.header), msg),
+                                         depth=COMPANION_QUEUE),
                 "depth/image": subscribe(Image, "depth/image",
-                                         lambda msg: camera.depths.put(_stamp_ns(msg.header), msg))}
+                                         lambda msg: camera.depths.put(_stamp_ns(msg.header), msg),
+                                         depth=COMPANION_QUEUE)}
 
     def _destroy_subscriptions(self) -> None:
         for camera in self.cameras:
@@ -462,18 +463,23 @@ class SegmentNode(LifecycleNode):
 
     # ------------------------------------------------------------------ run-time vocabulary
     def _on_set_vocabulary(self, request: SetVocabulary.Request, response: SetVocabulary.Response):
-        """Service thread: embed the names (slow), hand them to the worker, wait for the swap."""
+        """Executor thread: embeds the names, then waits for the worker's swap. The worker keeps
+        segmenting the frames it holds meanwhile; new images are taken up again when this returns
+        (the gap is measured by bench/cameras.py: vocab_swap_max_gap_s)."""
+        response.success, response.message = self._set_vocabulary(request)
+        return response
+
+    def _set_vocabulary(self, request: SetVocabulary.Request) -> tuple[bool, str]:
+        """Embed the names (slow), hand them to the worker, wait for the swap. (success, message)."""
         pipeline = self._pipeline
         if pipeline is None:
-            response.success, response.message = False, "not configured"
-            return response
+            return False, "not configured"
         provider = str(self._param("text_provider")).strip() or pipeline.backend.vocabulary.provider
         t0 = time.perf_counter()
         try:
             vocabulary = vocabulary_from_request(request, provider)
         except BadVocabularyRequest as exc:
-            response.success, response.message = False, f"vocabulary kept: {exc}"
-            return response
+            return False, f"vocabulary kept: {exc}"
         embed_s = time.perf_counter() - t0
         with self._swap_lock:
             swap = _VocabularySwap(vocabulary)
@@ -482,16 +488,13 @@ class SegmentNode(LifecycleNode):
                 self._finish_pending_swap()
             if not swap.done.wait(_SWAP_TIMEOUT_S):
                 self._pending_swap = None
-                response.success, response.message = False, "vocabulary kept: the worker did not swap in time"
-                return response
+                return False, "vocabulary kept: the worker did not swap in time"
         if swap.error:
-            response.success, response.message = False, f"vocabulary kept: {swap.error}"
-        else:
-            response.success = True
-            response.message = (f"{len(vocabulary.names)} classes ({provider} embeddings in {embed_s:.2f} s), "
-                                f"swapped in {time.perf_counter() - t0 - embed_s:.3f} s")
-            self.get_logger().info(f"vocabulary: {response.message}: {list(vocabulary.names)}")
-        return response
+            return False, f"vocabulary kept: {swap.error}"
+        message = (f"{len(vocabulary.names)} classes ({provider} embeddings in {embed_s:.2f} s), "
+                   f"swapped in {time.perf_counter() - t0 - embed_s:.3f} s")
+        self.get_logger().info(f"vocabulary: {message}: {list(vocabulary.names)}")
+        return True, message
 
     def _finish_pending_swap(self) -> None:
         """Worker thread, between batches (or the service thread while nothing runs): swap, then
@@ -554,11 +557,9 @@ def main(argv: list[str] | None = None) -> int:
                 node.get_logger().fatal("activate failed; see the error above")
                 exit_code = 1
         if exit_code == 0:
-            # Two threads: the vocabulary service (own callback group) may embed text for seconds
-            # while images, lifecycle and parameter calls keep being served.
-            executor = MultiThreadedExecutor(num_threads=2)
-            executor.add_node(node)
-            executor.spin()
+            # One executor thread: rclpy's multi-threaded executor cost so much per callback that
+            # most of a camera burst was lost in transport (2 of 600 frames vs 55 single-threaded).
+            rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
