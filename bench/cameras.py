@@ -104,7 +104,7 @@ def tree_rss(pid: int) -> int:
 def run_setup(args, domain: int, cameras: list[str], nodes: list[tuple[str, list[str], list[int]]],
               swap: bool, logs: Path) -> dict:
     """`nodes`: (node name, its cameras, the cores it may use). Starts nodes, then cameras, measures."""
-    env = loopback_env(domain)
+    env = loopback_env(domain, {"PYTHONPATH": str(REPO)})  # children import this checkout
     with ChildProcesses(logs, env, cwd=REPO) as children, GraphWatcher(domain, env, name="bench_cameras_graph") as graph:
         node_procs = {}
         for name, node_cameras, cores in nodes:
@@ -118,6 +118,7 @@ def run_setup(args, domain: int, cameras: list[str], nodes: list[tuple[str, list
             for camera in cameras:
                 children.start(f"camera_{camera}", [sys.executable, str(CAMERA), "--topic", f"/{camera}/image",
                                                     "--duration", str(args.seconds + 5), "--rate", str(args.rate),
+                                                    "--wait-subscribers", "90",
                                                     "--height", str(HEIGHT), "--width", str(WIDTH)])
             wait_for(lambda: all(clock.seen[c] for c in cameras), 120, "a mask from every camera",
                      lambda: children.check_alive(*children.children))
@@ -165,11 +166,14 @@ def main(argv: list[str] | None = None) -> int:
     cores = sorted(os.sched_getaffinity(0))
     cameras = [f"cam{i}" for i in range(args.cameras)]
     logs = args.out.parent / "cameras_logs"
+    # This process's consumer joins the children's private domain, on the loopback profile.
+    domain = random_domain_id()
+    os.environ.update(loopback_env(domain))
     rclpy.init()
     try:
-        one = run_setup(args, random_domain_id(), cameras, [("casseg_all", cameras, cores)], swap=True,
+        one = run_setup(args, domain, cameras, [("casseg_all", cameras, cores)], swap=True,
                         logs=logs / "one_node")
-        separate = run_setup(args, random_domain_id(), cameras,
+        separate = run_setup(args, domain, cameras,
                              [(f"casseg_{c}", [c], [cores[i % len(cores)]]) for i, c in enumerate(cameras)],
                              swap=False, logs=logs / "separate_nodes")
     finally:
