@@ -49,11 +49,6 @@ class Camera:
         """`make(output_name, topic)` creates one publisher."""
         self.outputs = {name: make(name, self.output_topic(name)) for name in OUTPUTS}
 
-    def publisher_count(self, input_name: str) -> int:
-        """Publishers matched to the subscription of input `input_name` (0 while none exists)."""
-        subscription = self.subscriptions.get(input_name)
-        return subscription.get_publisher_count() if subscription is not None else 0
-
     def clear_inputs(self) -> None:
         self.camera_infos.clear()
         self.depths.clear()

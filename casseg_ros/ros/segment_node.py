@@ -381,7 +381,7 @@ class SegmentNode(LifecycleNode):
                      live: LiveSettings) -> DepthFrame | None:
         """The registered depth of this frame, or None; a problem is counted and never stops the
         2D outputs."""
-        depth_msg = camera.depths.get(stamp_ns, live.sync_wait_s, camera.publisher_count("depth/image"))
+        depth_msg = camera.depths.get(stamp_ns, live.sync_wait_s)
         if depth_msg is None:
             if camera.depths.received:
                 camera.stats.on_depth_problem("no depth image with the frame's stamp")
@@ -413,7 +413,7 @@ class SegmentNode(LifecycleNode):
                                           throttle_duration_sec=_WARN_THROTTLE_S)
                 continue
             stamp_ns = _stamp_ns(msg.header)
-            info = camera.camera_infos.get(stamp_ns, live.sync_wait_s, camera.publisher_count("camera_info"))
+            info = camera.camera_infos.get(stamp_ns, live.sync_wait_s)
             if info is None:
                 camera.stats.on_camera_info_missing()
             depth = self._depth_frame(camera, stamp_ns, info, rgb.shape[:2], live)

@@ -6,9 +6,11 @@ depth message; the worker, holding an image, asks for the one with the same stam
 little for it (`get(..., timeout, publishers)`). Only the newest `capacity` stamps are kept, so a
 topic nobody asks for cannot grow memory.
 
-When to wait: only while a publisher is matched and the topic is live (its newest message is
-less than LIVE_WINDOW_NS older than the frame), or has not delivered yet — then for at most
-FIRST_MISSES frames, so an advertised topic that never publishes stops costing a wait.
+When to wait: while the topic is live (its newest message is less than LIVE_WINDOW_NS older than
+the frame), or has not delivered yet — then for the first FIRST_MISSES frames only, so a camera
+without that topic stops costing a wait after start-up. (Whether a publisher is matched cannot
+decide it: DDS matches the two sides separately, and the reader side may not show a publisher the
+writer side already matched.)
 """
 from __future__ import annotations
 
@@ -39,14 +41,14 @@ class StampCache(Generic[T]):
             self.received += 1
             self._cond.notify_all()
 
-    def get(self, stamp_ns: int, timeout: float = 0.0, publishers: int = 1) -> T | None:
+    def get(self, stamp_ns: int, timeout: float = 0.0) -> T | None:
         """The item with exactly this stamp, waiting up to `timeout` s for it when it is expected
         (see the module docstring): a camera without depth, or whose depth stopped, costs no wait."""
         with self._cond:
             newest = next(reversed(self._items), None)
             live = newest is not None and 0 < stamp_ns - newest < self.LIVE_WINDOW_NS
             first = self.received == 0 and self._misses_before_first < self.FIRST_MISSES
-            if timeout > 0.0 and publishers > 0 and (live or first):
+            if timeout > 0.0 and (live or first):
                 self._cond.wait_for(lambda: stamp_ns in self._items, timeout)
             found = self._items.get(stamp_ns)
             if found is None and self.received == 0:
