@@ -54,6 +54,8 @@ from casseg_ros.ros.readiness import ReadinessTimeout, StampLog, wait_for, wait_
     wait_for_matched_subscriptions
 
 # Output topics a player can be paced by, by their last path element.
+# Longest wait for the consumer's camera_info / depth readers to match (see _play).
+COMPANION_MATCH_S = 10.0
 PACING_TYPES = {"scene_graph": SceneGraph, "mask": Image, "overlay": Image, "confidence": Image}
 
 
@@ -212,8 +214,14 @@ def _play(a: argparse.Namespace, rec: Recording, node: Any, stop: StopFlag) -> i
     for topic in filter(None, a.wait_subscribers.split(",")):
         wait_for(lambda: node.count_subscribers(topic) > 0, a.wait_timeout, f"a subscriber on {topic}", interrupted)
     for companion in companions.values():
-        if node.count_subscribers(companion.topic_name) > 0:  # e.g. the node's camera_info and depth
-            wait_for_matched_subscriptions(companion, a.wait_timeout, alive=interrupted)
+        # The node subscribes to camera_info and depth together with the image, but discovery of
+        # those readers may lag the image's: a depth sent before its reader matched is lost. Wait
+        # (bounded: a consumer that takes no depth must not stall the player).
+        try:
+            wait_for_matched_subscriptions(companion, min(a.wait_timeout, COMPANION_MATCH_S), alive=interrupted)
+        except ReadinessTimeout:
+            if stop.stop:
+                raise
     if outputs is not None:
         wait_for_matched_publishers(outputs.subscription, a.wait_timeout, alive=interrupted)
 
