@@ -110,7 +110,7 @@ def load_backend(model_path: Path, backend: str, device: str, input_size) -> Bac
     try:
         be = create_backend(name=backend, model_path=str(model_path), device=device, input_size=input_size)
         be.load()
-        be.warmup(1)
+        be.warmup()  # as the node does at configure: the same kernels warmed up before frame 0
         _ = be.vocabulary
     except BackendUnavailable as exc:
         raise ReplayError(f"backend {backend!r} on {device!r} is not available: {exc}") from exc
