@@ -17,7 +17,7 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from casseg_ros.model.checkpoint import read_vocabulary, save_checkpoint
 from casseg_ros.perception.depth import POINT_DTYPE
 from model_factory import tiny_model
-from ros_helpers.harness import Probe, header_key, start_node, start_rgbd_camera, wait_until
+from ros_helpers.harness import Probe, header_key, start_node, start_rgbd_camera
 from ros_helpers.rgbd_camera import FX, FY, INVALID_ROWS, plane_depth
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]

@@ -29,7 +29,7 @@ from casseg_ros.pipeline import (
 )
 from casseg_ros.replay.bag import (
     CAMERA_INFO_TYPE, COMPRESSED_TYPE, IMAGE_TYPE, IMAGE_TYPES, LABEL_INFO_TYPE, POINT_CLOUD_TYPE, SCENE_GRAPH_TYPE,
-    BagError, BagFrame, FrameStream, OutputBag, find_connection, open_reader, typestore,
+    BagError, BagFrame, FrameStream, OutputBag, find_connection, open_reader, stamp_ns, typestore,
 )
 from casseg_ros.replay.metrics import IoUEvaluator, InvalidLabel, ReplayStats, label_to_ids
 from casseg_ros.replay.report import write_json, write_report
@@ -243,7 +243,7 @@ class _Outputs:
         if info is not None:  # as the node: the frame's camera_info under the mask's header
             info.header = header
             self.bag.write(f"{NODE_NS}/camera_info", frame.log_time_ns, serialize_message(info))
-        stamp = header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
+        stamp = stamp_ns(header)
         self.scene_graphs.append(scene_graph_record(frame.index, stamp, header.frame_id, result.graph))
 
 
@@ -279,7 +279,7 @@ def _replay_frames(cfg: ReplayConfig, inputs: _Inputs, pipeline: FramePipeline, 
                 stats.skip(frame.index, None, f"undecodable {conn.msgtype} message "
                                               f"({type(exc).__name__}, {len(frame.raw)} bytes)")
                 continue
-            stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+            stamp = stamp_ns(msg.header)
             try:
                 rgb = to_rgb(msg)
                 depth, info = _depth_of(frame, rgb.shape[:2], cfg, stats)
