@@ -53,7 +53,8 @@ def system(ros_env_module, tmp_path_factory):
 
 def test_each_camera_on_its_own_topics_and_a_stopped_camera_stalls_none(system):
     env, ns, probe, node, statuses = system
-    durations = {"front": 2.0, "left": 7.0, "rear": 7.0}
+    # front runs long enough past the start-up frames that wait for a camera_info/depth (StampCache)
+    durations = {"front": 4.0, "left": 9.0, "rear": 9.0}
     cameras = {name: start_camera(env.env, f"{ns}/{name}/image", "--duration", str(durations[name]), "--rate", "15",
                                   "--height", str(h), "--width", str(w))
                for name, (h, w) in CAMERAS.items()}
