@@ -76,6 +76,9 @@ class PipelineSettings:
     min_instance_area: int = 64
     overlay_alpha: float = 0.5
     points_stride: int = 1  # decimation of the point cloud (and of the mask in it)
+    # The scene graph is found on the mask's every 4th row and column (the model's output stride:
+    # finer detail is interpolation) and measured in image pixels; 1 = at full resolution.
+    scene_graph_stride: int = 4
 
 
 @dataclass(frozen=True)
@@ -200,7 +203,8 @@ class FramePipeline:
         if products.confidence_image:
             result.confidence_image = confidence_to_mono8(confidence)
         graph, runs = segment_instances(mask, list(labels.names), confidence, inferred.adjacency[0],
-                                        min_area=settings.min_instance_area, ignore_ids=(labels.unknown_id,))
+                                        min_area=settings.min_instance_area, ignore_ids=(labels.unknown_id,),
+                                        stride=settings.scene_graph_stride)
         if depth is not None:
             graph = graph_in_3d(graph, runs, depth.metres, depth.camera)
             if products.points:

@@ -213,13 +213,14 @@ def depth_cloud(depth_m: np.ndarray, camera: PinholeCamera, rgb: np.ndarray, mas
 
 def graph_in_3d(graph: SceneGraph, runs: InstanceRuns, depth_m: np.ndarray, camera: PinholeCamera) -> SceneGraph:
     """The graph with a 3D centroid and extent per instance (None without valid depth) and the
-    3D distance of every relation whose two ends have one."""
+    3D distance of every relation whose two ends have one. The depths are those of the runs'
+    samples (`depth_m[::s, ::s]` for a graph found at stride s)."""
     n = len(graph.instances)
     if n == 0:
         return graph
     bboxes = np.array([inst.bbox for inst in graph.instances], dtype=np.float64)
     centroids = np.array([inst.centroid for inst in graph.instances], dtype=np.float64)
-    geometry = object_geometry(runs.to_map(), n, bboxes, centroids, depth_m, camera)
+    geometry = object_geometry(runs.to_map(), n, bboxes, centroids, decimate(depth_m, runs.stride), camera)
     instances = [replace(inst, centroid_3d=geo.centroid, extent_3d=geo.extent) if geo.valid_pixels else inst
                  for inst, geo in zip(graph.instances, geometry)]
     where = np.array([geo.centroid for geo in geometry], dtype=np.float64)

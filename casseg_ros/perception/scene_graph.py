@@ -29,6 +29,17 @@ Definitions (all deterministic):
   Centroids of very large regions (road, sky) make this coarse near the image sides.
 * **weight**: `adjacency[class_source, class_target]` when an adjacency matrix is given, else 1.0.
 
+**Stride** `s > 1` (the node's default is 4, the model's output stride): the graph is found on the
+decimated map `class_map[::s, ::s]` and measured in image pixels. Sample (r, c) stands for its
+block of image pixels, rows `s*r .. s*r+s-1` and columns `s*c .. s*c+s-1` (clipped at the image
+edge). So an instance is an 8-connected component of samples; its `area`, `centroid` and `bbox`
+are those of the union of its samples' blocks (bbox edges on multiples of s, or the image edge);
+`min_area` and `max_instances` compare those block areas; `score` is the mean confidence of its
+samples; `touches` means 4-neighbouring samples. With s = 1 this is exactly the full-resolution
+graph. How it differs from s = 1: a region thinner than s pixels may be missed or split, two
+regions separated by fewer than s pixels may be merged, and a bbox edge moves by less than s
+pixels; test/test_scene_graph_stride.py measures this on procedural scenes.
+
 Relations are sorted by `(source, target, predicate)`, predicates in `PREDICATES` order.
 """
 from __future__ import annotations
@@ -91,13 +102,14 @@ class SceneGraph:
 class InstanceRuns:
     """Which pixels belong to which instance, as horizontal runs (cheap to keep per frame)."""
 
-    shape: tuple[int, int]
-    start: np.ndarray  # flat index of each run's first pixel
+    shape: tuple[int, int]  # of the (decimated) map the runs tile
+    start: np.ndarray  # flat index of each run's first sample
     length: np.ndarray
-    instance: np.ndarray  # instance id of each run, -1 for pixels of no instance
+    instance: np.ndarray  # instance id of each run, -1 for samples of no instance
+    stride: int = 1  # sample (r, c) is image pixel (stride*r, stride*c)
 
     def to_map(self) -> np.ndarray:
-        """(H,W) int32 instance id per pixel, -1 where no instance."""
+        """(H/s,W/s) int32 instance id per sample, -1 where no instance (aligned with `array[::s, ::s]`)."""
         return np.repeat(self.instance.astype(np.int32), self.length).reshape(self.shape)
 
 
@@ -188,17 +200,25 @@ def segment_instances(
     min_area: int = 64,
     ignore_ids: Iterable[int] = (255,),
     max_instances: int = 256,
+    stride: int = 1,
 ) -> tuple[SceneGraph, InstanceRuns]:
-    """`extract_scene_graph`, plus the pixels of every instance (for per-object depth)."""
+    """`extract_scene_graph`, plus the samples of every instance (for per-object depth); `stride`
+    as in the module docstring."""
     class_map = np.asarray(class_map)
     confidence = None if confidence is None else np.asarray(confidence)
     adjacency = None if adjacency is None else np.asarray(adjacency, dtype=np.float64)
     k = len(class_names)
     _check_inputs(class_map, k, confidence, adjacency)
+    if int(stride) < 1:
+        raise ValueError(f"stride must be >= 1, got {stride}")
+    s = int(stride)
+    image_h, image_w = class_map.shape
+    class_map = class_map[::s, ::s]
+    confidence = None if confidence is None else confidence[::s, ::s]
     h, w = class_map.shape
     empty = np.zeros(0, dtype=np.int64)
     if h == 0 or w == 0 or max_instances <= 0:
-        return SceneGraph(), InstanceRuns((h, w), empty, empty, empty)
+        return SceneGraph(), InstanceRuns((h, w), empty, empty, empty, s)
 
     runs = _find_runs(class_map)
     n_runs = runs.start.shape[0]
@@ -215,20 +235,23 @@ def segment_instances(
                        shape=(n_runs, n_runs))
     n_comp, comp = connected_components(graph, directed=False)
 
-    # Per-component statistics from per-run sums.
-    length = (runs.x1 - runs.x0).astype(np.float64)
+    # Per-component statistics from per-run sums, in image pixels: a run of samples stands for the
+    # image block of columns [px0, px1) x rows [py0, py1) (with s = 1, the run's own pixels).
+    px0, px1 = s * runs.x0, np.minimum(s * runs.x1, image_w)
+    py0, py1 = s * runs.row, np.minimum(s * runs.row + s, image_h)
+    length = ((px1 - px0) * (py1 - py0)).astype(np.float64)  # the block's pixel count
     area = np.bincount(comp, weights=length, minlength=n_comp)
-    sum_x = np.bincount(comp, weights=length * (runs.x0 + runs.x1 - 1) * 0.5, minlength=n_comp)
-    sum_y = np.bincount(comp, weights=length * runs.row, minlength=n_comp)
+    sum_x = np.bincount(comp, weights=length * (px0 + px1 - 1) * 0.5, minlength=n_comp)
+    sum_y = np.bincount(comp, weights=length * (py0 + py1 - 1) * 0.5, minlength=n_comp)
     first = np.full(n_comp, n_runs, dtype=np.int64)
     np.minimum.at(first, comp, np.arange(n_runs))
-    x_min = np.full(n_comp, w, dtype=np.int64)
-    np.minimum.at(x_min, comp, runs.x0)
+    x_min = np.full(n_comp, image_w, dtype=np.int64)
+    np.minimum.at(x_min, comp, px0)
     x_max = np.zeros(n_comp, dtype=np.int64)
-    np.maximum.at(x_max, comp, runs.x1 - 1)
+    np.maximum.at(x_max, comp, px1 - 1)
     y_max = np.zeros(n_comp, dtype=np.int64)
-    np.maximum.at(y_max, comp, runs.row)
-    y_min = runs.row[first]  # the first run in raster order is on the top row
+    np.maximum.at(y_max, comp, py1 - 1)
+    y_min = py0[first]  # the first run in raster order is on the top row
 
     keep = np.flatnonzero(valid[first] & (area >= max(int(min_area), 1)))
     if keep.size > max_instances:
@@ -239,15 +262,16 @@ def segment_instances(
     n = keep.size
     run_length = runs.x1 - runs.x0
     if n == 0:
-        return SceneGraph(), InstanceRuns((h, w), runs.start, run_length, np.full(n_runs, -1, dtype=np.int64))
+        return SceneGraph(), InstanceRuns((h, w), runs.start, run_length, np.full(n_runs, -1, dtype=np.int64), s)
     inst_of_comp = np.full(n_comp, -1, dtype=np.int64)
     inst_of_comp[keep] = np.arange(n)
 
     if confidence is None:
         score = np.ones(n)
-    else:
-        run_conf = np.add.reduceat(confidence.reshape(-1), runs.start, dtype=np.float64)
-        score = np.bincount(comp, weights=run_conf, minlength=n_comp)[keep] / area[keep]
+    else:  # mean over the samples (with s = 1, the pixels)
+        run_conf = np.add.reduceat(np.ascontiguousarray(confidence).reshape(-1), runs.start, dtype=np.float64)
+        samples = np.bincount(comp, weights=run_length, minlength=n_comp)[keep]
+        score = np.bincount(comp, weights=run_conf, minlength=n_comp)[keep] / samples
 
     inst_cls = runs.cls[first[keep]]
     cx = sum_x[keep] / area[keep]
@@ -279,7 +303,7 @@ def segment_instances(
     pa, pb = pair_codes // n, pair_codes % n
 
     relations = _relations(pa, pb, n, inst_cls, cx, cy, bx0, by0, bx1, by1, adjacency)
-    return SceneGraph(instances=instances, relations=relations), InstanceRuns((h, w), runs.start, run_length, run_inst)
+    return SceneGraph(instances=instances, relations=relations), InstanceRuns((h, w), runs.start, run_length, run_inst, s)
 
 
 def _relations(pa: np.ndarray, pb: np.ndarray, n: int, inst_cls: np.ndarray, cx: np.ndarray,

@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="HxW the model runs at (images are resized); default: native size")
     p.add_argument("--score-threshold", type=float, default=0.0)
     p.add_argument("--min-instance-area", type=int, default=64)
+    p.add_argument("--scene-graph-stride", type=int, default=PipelineSettings.scene_graph_stride,
+                   help="find the scene graph on every n-th row and column of the mask (the node's "
+                        "scene_graph_stride; 1 = full resolution)")
     p.add_argument("--overlay-alpha", type=float, default=0.5)
     p.add_argument("--vocabulary-file", default=None,
                    help="display names/palette for the labels (the node's vocabulary_file parameter)")
@@ -125,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"casseg-replay: error: {exc} (pass --model)", file=sys.stderr)
             return 2
     settings = PipelineSettings(score_threshold=args.score_threshold, min_instance_area=args.min_instance_area,
-                                overlay_alpha=args.overlay_alpha)
+                                overlay_alpha=args.overlay_alpha, scene_graph_stride=args.scene_graph_stride)
     if args.realtime:
         if len(args.bags) != 1:
             print("casseg-replay: error: --realtime takes one recording", file=sys.stderr)

@@ -103,6 +103,11 @@ def param_specs() -> list[tuple[str, Any, ParameterDescriptor]]:
         ("min_instance_area", 64, D(
             type=ParameterType.PARAMETER_INTEGER, integer_range=_int_range(1, 1 << 26),
             description="Connected regions smaller than this many pixels are not scene-graph nodes." + live)),
+        ("scene_graph_stride", 4, D(
+            type=ParameterType.PARAMETER_INTEGER, integer_range=_int_range(1, 64),
+            description="The scene graph is found on every n-th row and column of the mask and measured in "
+                        "image pixels (4: the model's output stride, ~3x less host time at 1080p than 1; "
+                        "docs/ros_node.md says how the two differ)." + live)),
         ("overlay_alpha", 0.5, D(
             type=ParameterType.PARAMETER_DOUBLE, floating_point_range=_float_range(0.0, 1.0),
             description="Weight of the class colour in ~/overlay." + live)),
@@ -142,6 +147,7 @@ class LiveSettings:
         """`value(name)` is the parameter's current value."""
         return cls(pipeline=PipelineSettings(score_threshold=float(value("score_threshold")),
                                              min_instance_area=int(value("min_instance_area")),
+                                             scene_graph_stride=int(value("scene_graph_stride")),
                                              overlay_alpha=float(value("overlay_alpha")),
                                              points_stride=int(value("points_stride"))),
                    publish_confidence=bool(value("publish_confidence")),
