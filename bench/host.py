@@ -8,9 +8,13 @@ _publish):
 
 - decode: the input sensor_msgs/Image (rgb8) -> array (ros/conversions.to_rgb); with depth also
   the 16UC1 depth message -> metres, camera_info -> intrinsics and the checks;
-- pipeline: FramePipeline.process after the backend (mask rule, the products asked for, scene
-  graph, its 3D with depth) — a stand-in backend returns precomputed full-resolution model outputs
-  (the scene's classes, a smooth confidence), so the forward pass is excluded;
+- pipeline: FramePipeline.process (mask rule, the products asked for, scene graph, its 3D with
+  depth) around a stand-in backend that does no compute: it returns precomputed model outputs (the
+  scene's classes, a smooth confidence), so the forward pass is excluded. Two stand-ins:
+  outputs at the camera's resolution (a graph that resizes in itself, as a GPU deployment should:
+  casseg-export --resize-in-graph), and — config `default_host_resize` — a model at 512x1024 behind
+  the real `Backend.infer`, which resizes the image down and the class ids and confidence back up
+  on the host;
 - build: ros/messages.frame_messages (+ markers when subscribed);
 - publish: a real rclpy publisher per output with a subscriber in another process (this script
   with --subscriber, started with ros/processes.py on loopback DDS, readiness = matched
@@ -26,7 +30,8 @@ vocabulary or threshold change, not per frame: its build + publish time is repor
 Keys: host_ms_1080p (default, 1920x1080, median per frame), host_ms_1080p_all (all, with the node's
 default points_stride 1: a 50 MB organised cloud per 1080p frame), host_ms_1080p_all_points_stride4
 (all, points_stride 4: a 3 MB cloud), host_ms_1080p_all_no_points (all but ~/points, depth kept for
-the 3D scene graph); per size the same as host_ms[size][config]; the load average before/after. Goals (issue 14, quiet machine):
+the 3D scene graph), host_ms_1080p_host_resize (default, with the host resizes); per size the same as
+host_ms[size][config]; the load average before/after. Goals (issue 14, quiet machine):
 host_ms_1080p <= 5, host_ms_1080p_all <= 10.
 
     python bench/host.py [--rounds 15] [--sizes 1280x720,1920x1080,2048x1024] [--out out/bench/host.json]
@@ -71,7 +76,7 @@ from casseg_ros.ros.messages import frame_messages, label_info_msg, point_cloud_
 from casseg_ros.ros.processes import ChildProcesses, init_child_rclpy, loopback_env, random_domain_id  # noqa: E402
 from casseg_ros.ros.processes import StopFlag  # noqa: E402
 from casseg_ros.ros.readiness import wait_for_matched_subscriptions  # noqa: E402
-from casseg_ros.runtime.base import InferenceResult  # noqa: E402
+from casseg_ros.runtime.base import Backend, InferenceResult, resize_images, resize_outputs  # noqa: E402
 from training.datasets.context_scenes import CONTEXT_CLASSES, ContextScenes  # noqa: E402
 from vision_msgs.msg import LabelInfo  # noqa: E402
 
@@ -87,19 +92,49 @@ MARKER_SCALE = 0.01
 SETTINGS = PipelineSettings(points_stride=1)
 DEFAULT = Products(confidence_image=True)
 ALL = Products(overlay=True, color_mask=True, confidence_image=True, points=True)
-# name -> (products, settings, with depth)
-CONFIGS = {"default": (DEFAULT, SETTINGS, False), "all": (ALL, SETTINGS, True),
-           "all_points_stride4": (ALL, PipelineSettings(points_stride=4), True),
-           "all_no_points": (Products(overlay=True, color_mask=True, confidence_image=True), SETTINGS, True)}
+MODEL_SIZE = (512, 1024)  # the demo model's input size: what a host-resizing backend runs at
+
+
+@dataclass(frozen=True)
+class Config:
+    products: Products
+    settings: PipelineSettings
+    with_depth: bool
+    host_resize: bool = False  # the model runs at MODEL_SIZE, Backend.infer resizes on the host both ways
+
+
+CONFIGS = {"default": Config(DEFAULT, SETTINGS, False), "all": Config(ALL, SETTINGS, True),
+           "all_points_stride4": Config(ALL, PipelineSettings(points_stride=4), True),
+           "all_no_points": Config(Products(overlay=True, color_mask=True, confidence_image=True), SETTINGS, True),
+           "default_host_resize": Config(DEFAULT, SETTINGS, False, host_resize=True)}
 
 
 class CannedBackend:
-    """Stand-in backend: one precomputed full-resolution result per frame, no forward pass."""
+    """Stand-in for a graph that outputs at the camera's resolution (casseg-export --resize-in-graph,
+    or any GPU backend that resizes in its graph): one precomputed full-resolution result, no forward."""
 
     def __init__(self, result: InferenceResult):
         self.result = result
 
     def infer(self, images: np.ndarray) -> InferenceResult:
+        return self.result
+
+
+class CannedModelSizeBackend(Backend):
+    """Stand-in for a backend whose graph runs at MODEL_SIZE and leaves the resizes to the host:
+    the real `Backend.infer` (image resized to the model size, class ids and confidence resized
+    back), around a forward pass that returns precomputed model-size outputs."""
+
+    name = "canned"
+
+    def __init__(self, result: InferenceResult):
+        super().__init__(None, input_size=MODEL_SIZE)
+        self.result = result
+
+    def _load(self) -> None:
+        self._vocabulary = None  # the pipeline is given its labels
+
+    def _run(self, images: np.ndarray) -> InferenceResult:
         return self.result
 
 
@@ -114,6 +149,7 @@ class Frame:
     pipeline: FramePipeline
     result: InferenceResult
     instances: int
+    pipeline_host_resize: FramePipeline  # the same frame through CannedModelSizeBackend
 
 
 def smooth_confidence(height: int, width: int, seed: int) -> np.ndarray:
@@ -135,8 +171,14 @@ def make_frame(height: int, width: int, seed: int = 0) -> Frame:
     result = InferenceResult(scene.label.astype(np.int32)[None], smooth_confidence(height, width, seed)[None],
                              np.full((1, k), 1 / k, np.float32), adjacency)
     palette = np.random.default_rng(0).integers(0, 256, (k, 3), dtype=np.uint8)
-    pipeline = FramePipeline(CannedBackend(result), ClassLabels(tuple(CONTEXT_CLASSES), palette))
-    return Frame((height, width), image, depth, info, pipeline, result, len(scene.instance_classes))
+    labels = ClassLabels(tuple(CONTEXT_CLASSES), palette)
+    pipeline = FramePipeline(CannedBackend(result), labels)
+    model_h, model_w = MODEL_SIZE
+    model_size_result = InferenceResult(
+        cv2.resize(result.class_ids[0], (model_w, model_h), interpolation=cv2.INTER_NEAREST)[None],
+        smooth_confidence(model_h, model_w, seed)[None], result.class_scores, result.adjacency)
+    return Frame((height, width), image, depth, info, pipeline, result, len(scene.instance_classes),
+                 FramePipeline(CannedModelSizeBackend(model_size_result), labels))
 
 
 class Publishers:
@@ -151,22 +193,23 @@ class Publishers:
 
 def run_frame(frame: Frame, config: str, publishers: Publishers) -> dict[str, float]:
     """The node's per-frame host work for one camera frame (process_batch + _publish), per stage."""
-    products, settings, with_depth = CONFIGS[config]
+    products, settings = CONFIGS[config].products, CONFIGS[config].settings
+    pipeline = frame.pipeline_host_resize if CONFIGS[config].host_resize else frame.pipeline
     times: dict[str, float] = {}
     t0 = time.perf_counter()
     rgb = to_rgb(frame.image_msg)
     depth = None
-    if with_depth:
+    if CONFIGS[config].with_depth:
         camera = pinhole_from_info(frame.info)
         metres = depth_to_metres(frame.depth_msg, MAX_RANGE_M)
         check_depth(metres, camera, rgb.shape[:2])
         depth = DepthFrame(metres, camera)
     t1 = time.perf_counter()
-    result = frame.pipeline.process(rgb, settings, products, depth)
+    result = pipeline.process(rgb, settings, products, depth)
     t2 = time.perf_counter()
     header = Header(frame_id="camera_optical_frame")
-    messages = frame_messages(result, frame.pipeline.labels, header)
-    markers = (scene_graph_markers(messages["scene_graph"], frame.pipeline.labels.palette, MARKER_SCALE)
+    messages = frame_messages(result, pipeline.labels, header)
+    markers = (scene_graph_markers(messages["scene_graph"], pipeline.labels.palette, MARKER_SCALE)
                if products.overlay else None)
     t3 = time.perf_counter()
     for name, message in messages.items():
@@ -174,7 +217,9 @@ def run_frame(frame: Frame, config: str, publishers: Publishers) -> dict[str, fl
     if markers is not None:
         publishers.by_name["scene_graph/markers"].publish(markers)
     t4 = time.perf_counter()
-    times.update(decode=t1 - t0, pipeline=t2 - t1 - result.forward_s, build=t3 - t2, publish=t4 - t3)
+    # The stand-in backends do no compute, so the whole pipeline call is host time (with
+    # host_resize it includes Backend.infer's two resizes).
+    times.update(decode=t1 - t0, pipeline=t2 - t1, build=t3 - t2, publish=t4 - t3)
     times["total"] = sum(times.values())
     return times
 
@@ -187,8 +232,13 @@ def breakdown(frame: Frame, publishers: Publishers, repeats: int) -> dict[str, f
     camera = pinhole_from_info(frame.info)
     metres = depth_to_metres(frame.depth_msg, MAX_RANGE_M)
     mask = class_mask(class_ids, confidence, 0.0, labels.mask_encoding)
-    graph, runs = segment_instances(mask, list(labels.names), confidence, frame.result.adjacency[0],
-                                    ignore_ids=(labels.unknown_id,))
+    colorized = colorize(mask, labels.palette)
+    def scene_graph(stride: int):
+        return segment_instances(mask, list(labels.names), confidence, frame.result.adjacency[0],
+                                 ignore_ids=(labels.unknown_id,), stride=stride)
+
+    graph, runs = scene_graph(SETTINGS.scene_graph_stride)
+    graph_full, runs_full = scene_graph(1)
     full = frame.pipeline.process(rgb, SETTINGS, ALL, DepthFrame(metres, camera))
     messages = frame_messages(full, labels, header)
     markers = scene_graph_markers(messages["scene_graph"], labels.palette, MARKER_SCALE)
@@ -197,14 +247,17 @@ def breakdown(frame: Frame, publishers: Publishers, repeats: int) -> dict[str, f
         "decode/image": lambda: to_rgb(frame.image_msg),
         "decode/depth": lambda: (depth_to_metres(frame.depth_msg, MAX_RANGE_M), pinhole_from_info(frame.info)),
         "decode/check_depth": lambda: check_depth(metres, camera, rgb.shape[:2]),
+        "host_resize/image": lambda: resize_images(rgb[None], MODEL_SIZE),
+        "host_resize/outputs": lambda: resize_outputs(frame.pipeline_host_resize.backend.result, rgb.shape[:2]),
         "mask_rule": lambda: class_mask(class_ids, confidence, 0.0, labels.mask_encoding),
         "mask_rule/threshold": lambda: class_mask(class_ids, confidence, 0.5, labels.mask_encoding),
         "confidence_image": lambda: confidence_to_mono8(confidence),
-        "overlay": lambda: make_overlay(rgb, mask, labels.palette, 0.5),
+        "overlay (after color_mask)": lambda: make_overlay(rgb, mask, labels.palette, 0.5, colorized),
         "color_mask": lambda: colorize(mask, labels.palette),
-        "scene_graph": lambda: segment_instances(mask, list(labels.names), confidence, frame.result.adjacency[0],
-                                                 ignore_ids=(labels.unknown_id,)),
+        "scene_graph": lambda: scene_graph(SETTINGS.scene_graph_stride),
         "scene_graph_3d": lambda: graph_in_3d(graph, runs, metres, camera),
+        "scene_graph (stride 1)": lambda: scene_graph(1),
+        "scene_graph_3d (stride 1)": lambda: graph_in_3d(graph_full, runs_full, metres, camera),
         "points": lambda: labelled_cloud(organised_points(metres, camera, 1), rgb, mask, confidence, 1),
         "msg/mask": lambda: numpy_to_image(mask, labels.mask_encoding, header),
         "msg/confidence": lambda: numpy_to_image(full.confidence_image, "mono8", header),
@@ -299,6 +352,7 @@ def main() -> int:
         "host_ms_1080p_all": host_ms.get("1920x1080", {}).get("all", {}).get("total"),
         "host_ms_1080p_all_points_stride4": host_ms.get("1920x1080", {}).get("all_points_stride4", {}).get("total"),
         "host_ms_1080p_all_no_points": host_ms.get("1920x1080", {}).get("all_no_points", {}).get("total"),
+        "host_ms_1080p_host_resize": host_ms.get("1920x1080", {}).get("default_host_resize", {}).get("total"),
         "goals": {"host_ms_1080p": "<= 5", "host_ms_1080p_all": "<= 10"},
         "host_ms": host_ms,
         "breakdown_ms": profile,

@@ -26,6 +26,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from casseg_ros.message_buffers import message_array
 from casseg_ros.perception.depth import PinholeCamera, depth_cloud, graph_in_3d
 from casseg_ros.perception.mask import class_mask, mask_encoding_for, unknown_id_for
 from casseg_ros.perception.overlay import colorize, make_overlay
@@ -122,8 +123,10 @@ def confidence_to_mono8(confidence: np.ndarray) -> np.ndarray:
     """[0,1] float -> 0..255 uint8 (the ROS convention for a confidence image): the float32 product
     `confidence * 255` rounded to the nearest integer, ties to even, saturated to [0, 255].
 
-    One OpenCV pass (saturate_cast), ten times cheaper at 1080p than numpy's clip + cast."""
-    return cv2.convertScaleAbs(np.asarray(confidence, dtype=np.float32), alpha=255.0)
+    One OpenCV pass (saturate_cast), ten times cheaper at 1080p than numpy's clip + cast, into a
+    message array (published without a copy)."""
+    confidence = np.asarray(confidence, dtype=np.float32)
+    return cv2.convertScaleAbs(confidence, dst=message_array(confidence.shape, np.uint8), alpha=255.0)
 
 
 class InferenceError(RuntimeError):
@@ -196,10 +199,11 @@ class FramePipeline:
         mask = class_mask(class_ids, confidence, settings.score_threshold, labels.mask_encoding)
         result = FrameResult(class_ids, confidence, mask, graph=SceneGraph(), forward_s=forward_s,
                              host_s=0.0, forward_thread_cpu_s=forward_cpu_s)
+        colorized = colorize(mask, labels.palette) if products.overlay or products.color_mask else None
         if products.overlay:
-            result.overlay = make_overlay(rgb, mask, labels.palette, settings.overlay_alpha)
+            result.overlay = make_overlay(rgb, mask, labels.palette, settings.overlay_alpha, colorized)
         if products.color_mask:
-            result.color_mask = colorize(mask, labels.palette)[0]
+            result.color_mask = colorized[0]
         if products.confidence_image:
             result.confidence_image = confidence_to_mono8(confidence)
         graph, runs = segment_instances(mask, list(labels.names), confidence, inferred.adjacency[0],

@@ -1,13 +1,20 @@
 """Host-path rules that issue 14's speed-ups restated: confidence image rounding, the point cloud
-written straight into its buffer, the scene graph's float64 mean confidence."""
+written straight into its buffer, the scene graph's float64 mean confidence, products handed to
+their messages without a copy."""
 from __future__ import annotations
 
 import numpy as np
+from std_msgs.msg import Header
 
+from casseg_ros.message_buffers import backing_bytes
 from casseg_ros.perception.depth import PinholeCamera, depth_cloud, labelled_cloud, organised_points
 from casseg_ros.perception.overlay import colorize
 from casseg_ros.perception.scene_graph import segment_instances
-from casseg_ros.pipeline import confidence_to_mono8
+from casseg_ros.pipeline import (ClassLabels, DepthFrame, FramePipeline, PipelineSettings, Products,
+                                 confidence_to_mono8)
+from casseg_ros.ros.conversions import numpy_to_image
+from casseg_ros.ros.messages import frame_messages
+from casseg_ros.runtime.base import InferenceResult
 
 CAMERA = PinholeCamera(fx=500.0, fy=480.0, cx=63.5, cy=40.25, width=128, height=80)
 
@@ -62,3 +69,38 @@ def test_instance_score_is_the_mean_confidence_to_float64_precision():
         exact = confidence[class_map == inst.class_id].astype(np.float64).mean()
         assert abs(inst.score - exact) <= 1e-12 * exact
         assert inst.score != 1.0
+
+
+def test_published_products_are_handed_to_their_messages_without_a_copy():
+    rng = np.random.default_rng(2)
+    rgb = rng.integers(0, 256, (80, 128, 3), dtype=np.uint8)
+    class_ids = rng.integers(0, 5, (80, 128)).astype(np.int32)
+    confidence = rng.random((80, 128), dtype=np.float32)
+    depth = rng.uniform(0.5, 30.0, (80, 128)).astype(np.float32)
+    result = InferenceResult(class_ids[None], confidence[None], np.full((1, 5), 0.2, np.float32),
+                             np.eye(5, dtype=np.float32)[None])
+    labels = ClassLabels(tuple("abcde"), rng.integers(0, 256, (5, 3), dtype=np.uint8))
+    pipeline = FramePipeline(_Canned(result), labels)
+    frame = pipeline.process(rgb, PipelineSettings(points_stride=2),
+                             Products(overlay=True, color_mask=True, confidence_image=True, points=True),
+                             DepthFrame(depth, CAMERA))
+    messages = frame_messages(frame, labels, Header(frame_id="camera"))
+    products = {"mask": frame.mask, "confidence": frame.confidence_image, "overlay": frame.overlay,
+                "mask/color": frame.color_mask, "points": frame.points}
+    for name, values in products.items():
+        assert messages[name].data is backing_bytes(values), name  # the same buffer, not a copy
+        assert bytes(messages[name].data) == np.ascontiguousarray(values).tobytes(), name
+    # an array made elsewhere is copied, with the same bytes on the wire
+    strided = rgb[:, ::2]
+    assert backing_bytes(strided) is None
+    assert bytes(numpy_to_image(strided, "rgb8", Header()).data) == np.ascontiguousarray(strided).tobytes()
+
+
+class _Canned:
+    """A backend stand-in that returns one precomputed result."""
+
+    def __init__(self, result: InferenceResult):
+        self.result = result
+
+    def infer(self, images: np.ndarray) -> InferenceResult:
+        return self.result

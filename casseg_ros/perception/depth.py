@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 import cv2
 import numpy as np
 
+from casseg_ros.message_buffers import message_array
 from casseg_ros.perception.scene_graph import InstanceRuns, Relation, SceneGraph
 
 DEPTH_ENCODINGS = ("16UC1", "32FC1")
@@ -205,7 +206,7 @@ def depth_cloud(depth_m: np.ndarray, camera: PinholeCamera, rgb: np.ndarray, mas
     less over the cloud's memory, which at 1080p is 50 MB)."""
     _check_camera(depth_m, camera)
     z = decimate(depth_m, stride)
-    cloud = np.empty(z.shape, dtype=POINT_DTYPE)
+    cloud = message_array(z.shape, POINT_DTYPE)  # PointCloud2.data takes it without a copy
     _write_xyz(z, camera, stride, cloud["x"], cloud["y"], cloud["z"])
     _fill_attributes(cloud, rgb, mask, confidence, stride)
     return cloud

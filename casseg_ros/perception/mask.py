@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from casseg_ros.message_buffers import message_array
+
 UNKNOWN_MONO8 = 255
 UNKNOWN_MONO16 = 65535
 
@@ -21,8 +23,10 @@ def unknown_id_for(encoding: str) -> int:
 
 
 def class_mask(class_ids: np.ndarray, confidence: np.ndarray, threshold: float, encoding: str) -> np.ndarray:
-    """Class ids as the mask's dtype; pixels below ``threshold`` confidence become unknown."""
-    mask = class_ids.astype(np.uint8 if encoding == "mono8" else np.uint16)
+    """Class ids as the mask's dtype; pixels below ``threshold`` confidence become unknown. The
+    mask is a message array (casseg_ros/message_buffers.py): published without a copy."""
+    mask = message_array(class_ids.shape, np.uint8 if encoding == "mono8" else np.uint16)
+    np.copyto(mask, class_ids, casting="unsafe")
     if threshold > 0.0:
         mask[confidence < threshold] = unknown_id_for(encoding)
     return mask

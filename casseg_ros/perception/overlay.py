@@ -4,6 +4,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from casseg_ros.message_buffers import message_array
+
 __all__ = ["colorize", "make_overlay"]
 
 
@@ -44,7 +46,7 @@ def colorize(class_map: np.ndarray, palette: np.ndarray) -> tuple[np.ndarray, np
         # cheaper at 1080p than cv2.LUT on a merged 3-channel copy of the ids, ten times than numpy).
         lut = np.zeros((256, 1, 3), dtype=np.uint8)
         lut[: min(k, 256), 0] = palette[:256]
-        colors = cv2.applyColorMap(ids8, lut)
+        colors = cv2.applyColorMap(ids8, lut, dst=message_array(ids8.shape + (3,), np.uint8))
         return colors, ids8 < k
     table = np.concatenate([palette, np.zeros((1, 3), np.uint8)], axis=0)
     known = (class_map >= 0) & (class_map < k)
@@ -52,12 +54,13 @@ def colorize(class_map: np.ndarray, palette: np.ndarray) -> tuple[np.ndarray, np
 
 
 def make_overlay(image_rgb: np.ndarray, class_map: np.ndarray, palette: np.ndarray,
-                 alpha: float = 0.5) -> np.ndarray:
+                 alpha: float = 0.5, colorized: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """Blend the class colours over the image: `out = (1 - alpha) * image + alpha * color`.
 
     Pixels whose id is outside `[0, K)` (255 "unknown" or anything not in the vocabulary) keep
     the original image pixel, so uncertain areas stay visible instead of turning black.
     Rounding/saturation follows `cv2.addWeighted`. Returns a new (H, W, 3) uint8 array.
+    `colorized`: `colorize(class_map, palette)` when the caller has it already (the colour mask).
     """
     image_rgb = np.asarray(image_rgb)
     if image_rgb.dtype != np.uint8 or image_rgb.ndim != 3 or image_rgb.shape[2] != 3:
@@ -66,8 +69,9 @@ def make_overlay(image_rgb: np.ndarray, class_map: np.ndarray, palette: np.ndarr
         raise ValueError(f"class_map shape {np.shape(class_map)} != image shape {image_rgb.shape[:2]}")
     if not 0.0 <= float(alpha) <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-    colors, known = colorize(class_map, palette)
-    blended = cv2.addWeighted(image_rgb, 1.0 - float(alpha), colors, float(alpha), 0.0)
+    colors, known = colorize(class_map, palette) if colorized is None else colorized
+    blended = cv2.addWeighted(image_rgb, 1.0 - float(alpha), colors, float(alpha), 0.0,
+                              dst=message_array(image_rgb.shape, np.uint8))
     unknown = ~known
     if unknown.any():
         np.copyto(blended, image_rgb, where=unknown[..., None])

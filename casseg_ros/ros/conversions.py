@@ -20,6 +20,8 @@ import numpy as np
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
+from casseg_ros.message_buffers import backing_bytes
+
 # 4096 x 4096: well above any camera a segmentation node is fed with (a 12 MP sensor is 4000x3000),
 # and far below what lets a forged header make us allocate gigabytes.
 DEFAULT_MAX_PIXELS = 4096 * 4096
@@ -178,13 +180,22 @@ def numpy_to_image(pixels: np.ndarray, encoding: str, header: Header) -> Image:
     pixels = np.ascontiguousarray(pixels)
     if pixels.dtype.byteorder == ">":  # keep the little-endian wire format announced below
         pixels = pixels.astype(pixels.dtype.newbyteorder("<"))
-    msg = Image()
+    # check_fields=True: the generated setter then keeps an array.array as it is (else it copies)
+    msg = Image(check_fields=True)
     msg.header = header
     msg.height, msg.width = int(pixels.shape[0]), int(pixels.shape[1])
     msg.encoding = encoding
     msg.is_bigendian = 0
     msg.step = int(pixels.strides[0])
-    data = array.array("B")
-    data.frombytes(memoryview(pixels).cast("B"))  # one memcpy; the generated setter keeps the array
-    msg.data = data
+    msg.data = message_bytes(pixels)
     return msg
+
+
+def message_bytes(values: np.ndarray) -> array.array:
+    """`values`' bytes as the array.array a message's uint8[] field keeps: the array's own storage
+    when it is a message array (casseg_ros/message_buffers.py, no copy), else one copy."""
+    data = backing_bytes(values)
+    if data is None:
+        data = array.array("B")
+        data.frombytes(memoryview(np.ascontiguousarray(values)).cast("B"))
+    return data

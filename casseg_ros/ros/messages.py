@@ -6,7 +6,6 @@ written by replay are byte-identical for the same input frame.
 """
 from __future__ import annotations
 
-import array
 import math
 from typing import Any
 
@@ -21,7 +20,7 @@ from casseg_msgs.msg import SceneEdge, SceneGraph, SceneNode
 from casseg_ros.perception.scene_graph import Instance, Relation
 from casseg_ros.perception.scene_graph import SceneGraph as Graph
 from casseg_ros.pipeline import ClassLabels, FrameResult
-from casseg_ros.ros.conversions import numpy_to_image
+from casseg_ros.ros.conversions import message_bytes, numpy_to_image
 
 _NAN = float("nan")
 # numpy field kind+size -> sensor_msgs/PointField datatype. The packed colour is declared FLOAT32
@@ -98,10 +97,8 @@ def point_cloud_msg(cloud: np.ndarray, header: Header) -> PointCloud2:
         fields.append(PointField(name=name, offset=offset, datatype=datatype, count=1))
     msg = PointCloud2(header=header, height=int(cloud.shape[0]), width=int(cloud.shape[1]), fields=fields,
                       is_bigendian=False, point_step=cloud.dtype.itemsize,
-                      row_step=cloud.dtype.itemsize * int(cloud.shape[1]), is_dense=False)
-    data = array.array("B")
-    data.frombytes(memoryview(np.ascontiguousarray(cloud)).cast("B"))  # one memcpy into the message
-    msg.data = data
+                      row_step=cloud.dtype.itemsize * int(cloud.shape[1]), is_dense=False, check_fields=True)
+    msg.data = message_bytes(cloud)  # the cloud's own storage when the pipeline made it (no copy)
     return msg
 
 
