@@ -129,9 +129,9 @@ def resize_outputs(result: InferenceResult, size: tuple[int, int]) -> InferenceR
     b = result.class_ids.shape[0]
     ids = np.empty((b, h, w), dtype=np.int32)
     conf = np.empty((b, h, w), dtype=np.float32)
-    for i in range(b):
-        ids[i] = cv2.resize(result.class_ids[i], (w, h), interpolation=cv2.INTER_NEAREST)
-        conf[i] = cv2.resize(result.confidence[i], (w, h), interpolation=cv2.INTER_NEAREST)
+    for i in range(b):  # straight into the batch arrays (dst): no temporary full-size copy
+        cv2.resize(result.class_ids[i], (w, h), dst=ids[i], interpolation=cv2.INTER_NEAREST)
+        cv2.resize(result.confidence[i], (w, h), dst=conf[i], interpolation=cv2.INTER_NEAREST)
     return InferenceResult(ids, conf, result.class_scores, result.adjacency)
 
 
