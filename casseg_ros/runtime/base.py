@@ -188,15 +188,15 @@ class Backend(abc.ABC):
         return self
 
     def warmup(self, iterations: int = 3, size: Sequence[int] | None = None) -> None:
-        """Run ``iterations`` dummy batches (allocations, autotuning, lazy init) at ``size`` (H, W),
-        default ``input_size``; with ``resize_in_graph`` pass the camera's size, the one that runs."""
+        """Run ``iterations`` dummy batches (allocations, autotuning, lazy init) of images of ``size``
+        (H, W), default ``input_size``, through ``infer``; with ``resize_in_graph`` pass the camera's
+        size: it is the one the runtime then sees."""
         self.load()
         h, w = size or self.input_size or (512, 1024)
         dummy = np.zeros((self.batch_size or 1, h, w, 3), dtype=np.uint8)
         dummy[:, h // 4 : h // 2, w // 4 : w // 2] = 127
-        self.last_runtime_s = 0.0
         for _ in range(max(0, int(iterations))):
-            self._run(dummy)
+            self.infer(dummy)
 
     def infer(self, images: np.ndarray) -> InferenceResult:
         """uint8 RGB (B,H,W,3) (or (H,W,3)) -> InferenceResult at the images' own resolution."""
