@@ -17,9 +17,12 @@ from casseg_ros.export_cli import main as export_main
 from casseg_ros.model.checkpoint import save_checkpoint
 from casseg_ros.resources import DEMO_MODEL, resolve_data_path
 from casseg_ros.runtime import base, create_backend
-from casseg_ros.runtime.model_export import META_MODEL_SIZE, export_checkpoint, onnx_metadata
+from casseg_ros.runtime.base import CLASS_AXIS
+from casseg_ros.runtime.model_export import HEIGHT_AXIS, META_MODEL_SIZE, WIDTH_AXIS, export_checkpoint, onnx_metadata
 from casseg_ros.runtime.onnx_backend import default_static_size
+from casseg_ros.runtime.quantize import fold_shape_arithmetic
 from casseg_ros.runtime.tensorrt_backend import image_profile
+from casseg_ros.runtime.tensorrt_support import pin_axes, shape_problems, tensorrt_problems
 from model_factory import tiny_model
 from training.datasets import ContextScenes
 
@@ -165,6 +168,18 @@ def test_export_cli_resize_in_graph_with_int8(tmp_path):
     # model sizes off the model's output stride (8 here) are refused with a clear message
     assert export_main([str(ckpt), "-o", str(tmp_path / "bad.onnx"), "--input-size", "60", "128",
                         "--resize-in-graph"]) == 2
+
+
+def test_tensorrt_parses_the_export_and_its_shapes_are_static_per_camera_size(backends, tmp_path):
+    """What TensorRT 10's parser needs, checked without it: supported operators, and every shape
+    known once the dynamic axes (K, height, width) have the sizes of one profile shape."""
+    path = backends["onnxruntime", True].onnx_path
+    model = onnx.load(str(path))
+    assert tensorrt_problems(model) == []
+    pinned = tmp_path / "pinned.onnx"
+    onnx.save(pin_axes(model, {CLASS_AXIS: 7, HEIGHT_AXIS: CAMERA[0], WIDTH_AXIS: CAMERA[1]}), str(pinned))
+    fold_shape_arithmetic(pinned, tmp_path / "folded.onnx")
+    assert shape_problems(onnx.load(str(tmp_path / "folded.onnx"))) == []
 
 
 def test_tensorrt_image_profile():
