@@ -5,6 +5,7 @@ boundaries, one ORT session serves every camera size, static (old) exports work 
 ``last_runtime_s`` splits ``infer``'s time into runtime and host."""
 from __future__ import annotations
 
+import sys
 import time
 
 import cv2
@@ -21,9 +22,10 @@ from casseg_ros.runtime.base import CLASS_AXIS
 from casseg_ros.runtime.model_export import HEIGHT_AXIS, META_MODEL_SIZE, WIDTH_AXIS, export_checkpoint, onnx_metadata
 from casseg_ros.runtime.onnx_backend import default_static_size
 from casseg_ros.runtime.quantize import fold_shape_arithmetic
-from casseg_ros.runtime.tensorrt_backend import image_profile
+from casseg_ros.runtime.tensorrt_backend import build_engine, image_profile
 from casseg_ros.runtime.tensorrt_support import pin_axes, shape_problems, tensorrt_problems
 from model_factory import tiny_model
+from test_int8_tensorrt import fake_tensorrt
 from training.datasets import ContextScenes
 
 torch.set_num_threads(1)
@@ -180,6 +182,28 @@ def test_tensorrt_parses_the_export_and_its_shapes_are_static_per_camera_size(ba
     onnx.save(pin_axes(model, {CLASS_AXIS: 7, HEIGHT_AXIS: CAMERA[0], WIDTH_AXIS: CAMERA[1]}), str(pinned))
     fold_shape_arithmetic(pinned, tmp_path / "folded.onnx")
     assert shape_problems(onnx.load(str(tmp_path / "folded.onnx"))) == []
+
+
+def test_tensorrt_engine_profile_covers_images_and_classes(monkeypatch):
+    """build_engine through the stand-in TensorRT 10 module of test_int8_tensorrt, its parsed
+    network's images made dynamic in height and width as a resize-in-graph export's are."""
+    calls: list = []
+    trt = fake_tensorrt(calls)
+
+    class Builder(trt.Builder):
+        def create_network(self, flags):
+            network = super().create_network(flags)
+            network.inputs[0].shape = (1, -1, -1, 3)
+            return network
+
+    trt.Builder = Builder
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    build_engine(b"onnx-bytes", "fp16", 1 << 30, classes=(1, 9, 64), images=image_profile((512, 1024)))
+    profiles = [c[1] for c in calls if c[0] == "add_optimization_profile"]
+    assert profiles == [{"class_embeddings": ((1, 384), (9, 384), (64, 384)),
+                         "images": ((1, 64, 64, 3), (1, 512, 1024, 3), (1, 2160, 3840, 3))}]
+    with pytest.raises(ValueError, match="image_profile"):  # dynamic images need their profile
+        build_engine(b"onnx-bytes", "fp16", 1 << 30, classes=(1, 9, 64))
 
 
 def test_tensorrt_image_profile():
