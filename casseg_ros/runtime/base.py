@@ -175,7 +175,7 @@ class Backend(abc.ABC):
         self._vocabulary = None
         self._loaded = False
         self.load_seconds: float | None = None
-        self.last_runtime_s: float | None = None  # runtime calls of the last infer/warmup, seconds
+        self.last_runtime_s: float | None = None  # seconds in the runtime calls of the last infer
 
     # ------------------------------------------------------------------ public API
     def load(self) -> "Backend":
