@@ -1,6 +1,7 @@
 """``casseg-export``: checkpoint -> static-shape ONNX (pre/post-processing in the graph) -> validated.
 
     casseg-export models/demo.safetensors -o out/demo.onnx --input-size 512 1024 [--image img.png]
+                  [--resize-in-graph]
                   [--int8 --calibration data/demo.mcap [--calibration-frames 32]]
                   [--tensorrt --precision fp16 --engine-cache DIR]
 
@@ -10,6 +11,10 @@ class scores, adjacency out) with opset >= 17 and a static shape through ``expor
 the same image (``--image``, or a generated test pattern) and report the % of equal class pixels
 and the max abs differences; fail (exit 1) when they disagree beyond ``--min-equal`` /
 ``--max-diff``. ``--tensorrt`` then builds (or finds in the cache) the TensorRT engine.
+``--resize-in-graph``: the graph takes images of any size (dynamic height and width) and resizes
+them to ``--input-size`` itself; the outputs come at the image's size (run it with the backends'
+``resize_in_graph=True``). Its parity check runs at the image's own size (the generated pattern is
+1.5x the model size); ``--int8`` calibrates on the frames at their own size.
 Exit status: 0 ok, 1 validation failed, 2 bad arguments / missing backend (message, no traceback).
 
 The graph and its metadata come from ``casseg_ros.runtime.model_export``, the parity check from
@@ -43,6 +48,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="model checkpoint (.safetensors)")
     p.add_argument("-o", "--output", help="ONNX path (default: <checkpoint stem>-<H>x<W>.onnx next to it)")
     p.add_argument("--input-size", nargs=2, type=int, default=(512, 1024), metavar=("H", "W"))
+    p.add_argument("--resize-in-graph", action="store_true",
+                   help="images of any size in, resized to --input-size inside the graph; outputs at the image size")
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--opset", type=int, default=17)
     p.add_argument("--exporter", choices=("auto", "torchscript", "dynamo"), default="auto")
@@ -90,14 +97,18 @@ def _main(args) -> int:
             raise BackendUnavailable(missing + " (drop --tensorrt to export ONNX only)")
     if args.int8 and not args.calibration:
         raise ValueError("--int8 needs --calibration (a bag or a folder of images)")
-    out = Path(args.output) if args.output else ckpt.with_name(f"{ckpt.stem}-{h}x{w}.onnx")
-    image = load_image(args.image) if args.image else make_test_pattern(h, w)
+    rig = args.resize_in_graph
+    out = Path(args.output) if args.output else ckpt.with_name(f"{ckpt.stem}-{h}x{w}{'-rig' if rig else ''}.onnx")
+    # a resize-in-graph export is checked at a size other than the model's, so that its resize runs
+    image = load_image(args.image) if args.image else make_test_pattern(*((h + h // 2, w + w // 2) if rig else (h, w)))
     if args.int8:  # open the calibration data before the (slow) export: a bad bag fails fast
         frames, source = calibration_frames(args.calibration, args.calibration_topic)
-    path, model = export_checkpoint(ckpt, out, (h, w), args.batch_size, args.opset, args.exporter)
+    path, model = export_checkpoint(ckpt, out, (h, w), args.batch_size, args.opset, args.exporter,
+                                    resize_in_graph=rig)
     onnx.checker.check_model(str(path), full_check=True)
     report: dict[str, Any] = {"onnx": str(path), "sha256": file_sha256(path), "opset": args.opset,
-                              "input_shape": [args.batch_size, h, w, 3],
+                              "input_shape": [args.batch_size, -1, -1, 3] if rig else [args.batch_size, h, w, 3],
+                              **({"model_size": [h, w]} if rig else {}),
                               "image": args.image or "generated test pattern", "checker": "ok"}
     report.update(compare_onnx_with_torch(model, path, image))
     ok = (report["equal_pixels_percent"] >= args.min_equal
@@ -118,7 +129,7 @@ def _main(args) -> int:
     if ok and args.tensorrt:
         be = TensorRTBackend(engine_onnx, device="cuda", input_size=(h, w), precision=engine_precision,
                              batch_size=args.batch_size, engine_cache_dir=args.engine_cache,
-                             workspace_bytes=int(args.workspace_gib * (1 << 30)))
+                             workspace_bytes=int(args.workspace_gib * (1 << 30)), resize_in_graph=rig)
         be.load()
         be.warmup(2)
         report["tensorrt"] = {"engine": str(be.engine_cache.engine_path(be.cache_key)),

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -103,10 +103,13 @@ class ContextSegmentor(nn.Module):
         self.vocabulary = vocabulary
 
     def forward(self, images: torch.Tensor, return_attention: bool = False,
-                class_embeddings: Optional[torch.Tensor] = None) -> SegmentationOutput:
+                class_embeddings: Optional[torch.Tensor] = None,
+                output_size: Optional[Sequence[int]] = None) -> SegmentationOutput:
         """images: (B,3,H,W) float, ImageNet-normalised; any H, W. ``class_embeddings``: (K,E) text
         embeddings to score against instead of the vocabulary's buffer (exported graphs take them as
-        an input, so a deployed model changes its classes without a new export)."""
+        an input, so a deployed model changes its classes without a new export). ``output_size``:
+        (H', W') to give the logits at instead of (H, W) — those of the image stretched to H'xW',
+        upsampled from the stride-s grid in one bilinear step; needs H, W multiples of the stride s."""
         b, _, h, w = images.shape
         padded = pad_to_multiple(images, SIZE_MULTIPLE)
         raw_text = self.class_embeddings if class_embeddings is None else class_embeddings
@@ -134,39 +137,69 @@ class ContextSegmentor(nn.Module):
             class_emb = F.normalize(self.graph(class_emb, pooled, scene_adjacency(probs)), dim=-1)
             coarse_logits = self.head(pixel_emb, class_emb)
         adjacency = scene_adjacency(coarse_logits.softmax(1))
-        # Upsample on the embedding grid's own extent, then crop: keeps pixels aligned for any H, W.
-        grid_h, grid_w = coarse_logits.shape[-2:]
-        logits = F.interpolate(coarse_logits, size=(grid_h * stride, grid_w * stride), mode="bilinear", align_corners=False)
-        logits = logits[..., :h, :w]
+        if output_size is None:
+            # Upsample on the embedding grid's own extent, then crop: keeps pixels aligned for any H, W.
+            grid_h, grid_w = coarse_logits.shape[-2:]
+            logits = F.interpolate(coarse_logits, size=(grid_h * stride, grid_w * stride), mode="bilinear",
+                                   align_corners=False)
+            logits = logits[..., :h, :w]
+        else:
+            # The grid then covers exactly H x W (no padding cell), so half-pixel sampling of the grid at
+            # H'xW' is the composition "upsample to H x W, then stretch to H'xW'" with one interpolation.
+            if h % stride or w % stride:
+                raise ValueError(f"output_size needs an input size that is a multiple of the output stride "
+                                 f"{stride}, got {h}x{w}")
+            logits = F.interpolate(coarse_logits, size=output_size, mode="bilinear", align_corners=False)
         attention = None
         if attention_maps:
             f = self.config.fusion_stride
             attention = attention_maps[0][..., : math.ceil(h / f), : math.ceil(w / f)]
         return SegmentationOutput(logits, pixel_emb, class_emb, text_emb, adjacency, attention)
 
-    def normalize_uint8(self, images_nhwc: torch.Tensor) -> torch.Tensor:
-        """uint8 (B,H,W,3) RGB → float (B,3,H,W) ImageNet-normalised."""
+    def normalize_uint8(self, images_nhwc: torch.Tensor, size: Optional[Sequence[int]] = None) -> torch.Tensor:
+        """uint8 (B,H,W,3) RGB → float (B,3,H,W) ImageNet-normalised; with ``size`` = (H', W') resized
+        bilinearly to (B,3,H',W') (half-pixel, no antialiasing: cv2.INTER_LINEAR's sampling)."""
         # Cast first: in the exported graph uint8 then appears only as the network input, which is
         # all TensorRT 10 accepts (a uint8 Transpose does not parse).
         x = images_nhwc.float().permute(0, 3, 1, 2)
+        if size is not None:
+            # before the normalisation, on the smaller image: a per-channel affine map commutes with
+            # linear interpolation, so this equals resizing the normalised image
+            x = F.interpolate(x, size=(int(size[0]), int(size[1])), mode="bilinear", align_corners=False,
+                              antialias=False)
         return (x - self.pixel_mean) / self.pixel_std
 
-    def export_module(self) -> "SegmentationPipeline":
-        """uint8 NHWC batch → (class ids, confidence, class scores, adjacency), all in one graph."""
-        return SegmentationPipeline(self)
+    def export_module(self, model_size: Optional[Sequence[int]] = None) -> "SegmentationPipeline":
+        """uint8 NHWC batch → (class ids, confidence, class scores, adjacency), all in one graph;
+        ``model_size``: see ``SegmentationPipeline``."""
+        return SegmentationPipeline(self, model_size)
 
 
 class SegmentationPipeline(nn.Module):
     """Pre-processing, model and post-processing in one module, so an exported graph (ONNX,
     TensorRT) leaves the host no per-pixel work but the copy of the outputs. The class (text)
-    embeddings are its second input: (K,E) float32, any K; None = the model's own vocabulary."""
+    embeddings are its second input: (K,E) float32, any K; None = the model's own vocabulary.
 
-    def __init__(self, model: ContextSegmentor) -> None:
+    ``model_size`` (H, W), multiples of the model's output stride: images of any size (a camera's)
+    are resized bilinearly to it inside the module, and the stride-s logits are upsampled straight
+    to the images' own size, where softmax and argmax run: the outputs are at the input resolution
+    and the host resizes nothing. None: the model runs every image at its own size.
+    """
+
+    def __init__(self, model: ContextSegmentor, model_size: Optional[Sequence[int]] = None) -> None:
         super().__init__()
         self.model = model
+        self.model_size = None if model_size is None else (int(model_size[0]), int(model_size[1]))
+        stride = model.config.output_stride
+        if self.model_size is not None and (self.model_size[0] % stride or self.model_size[1] % stride):
+            raise ValueError(f"model_size must be a multiple of the output stride {stride}, got {self.model_size}")
 
     def forward(self, images_nhwc_uint8: torch.Tensor, class_embeddings: Optional[torch.Tensor] = None):
-        out = self.model(self.model.normalize_uint8(images_nhwc_uint8), class_embeddings=class_embeddings)
+        if self.model_size is None:
+            out = self.model(self.model.normalize_uint8(images_nhwc_uint8), class_embeddings=class_embeddings)
+        else:
+            out = self.model(self.model.normalize_uint8(images_nhwc_uint8, self.model_size),
+                             class_embeddings=class_embeddings, output_size=images_nhwc_uint8.shape[1:3])
         # Softmax written out: exported as elementwise Exp/ReduceSum/Div, because ONNX Runtime's
         # Softmax over the channel axis of a full-resolution map transposes it and took ~40 % of
         # the whole CPU frame. The max softmax probability is 1 / sum(exp(logit - max logit)).

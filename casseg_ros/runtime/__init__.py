@@ -30,11 +30,13 @@ __all__ = ["BACKENDS", "PRECISIONS", "Backend", "BackendUnavailable", "Inference
 def create_backend(name: str, model_path, device: str = "cpu", input_size: Sequence[int] | None = (512, 1024),
                    precision: str | None = None, **opts: Any) -> Backend:
     """Construct (not load) a backend. ``precision`` None = the backend's default (fp32 for torch
-    and onnxruntime, fp16 for tensorrt). ``opts`` are backend-specific (see each backend's module):
+    and onnxruntime, fp16 for tensorrt). ``opts``: every backend takes ``resize_in_graph=True`` (the
+    resize to ``input_size`` and back done in the graph, none on the host: see ``runtime.base``); the
+    rest are backend-specific (see each backend's module):
     torch: compile, compile_mode, channels_last, num_threads (an in-memory model: ``TorchBackend.from_model``);
     onnxruntime: num_threads,
     providers, optimized_cache, onnx_cache_dir, batch_size; tensorrt: engine_cache_dir,
-    workspace_bytes, onnx_cache_dir, batch_size."""
+    workspace_bytes, onnx_cache_dir, batch_size, max_classes, min_image_size, max_image_size."""
     key = _ALIASES.get(str(name).lower(), str(name).lower())
     if key == "torch":
         return TorchBackend(model_path, device, input_size, precision or "fp32", **opts)

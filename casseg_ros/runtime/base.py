@@ -4,7 +4,18 @@ A backend runs the model's *export module* (``ContextSegmentor.export_module()``
 ``(class_ids int32, confidence, class_scores, adjacency)`` out, with normalisation, upsampling,
 softmax and argmax inside the graph. The host only converts/copies buffers, and — only when an image
 is not already ``input_size`` — resizes the image (bilinear) and the two per-pixel outputs back
-(nearest). Both resizes are single ``cv2.resize`` calls per image (~0.5 ms each at 512x1024).
+(nearest). Both resizes are single ``cv2.resize`` calls per image (~0.6 ms in, ~7.5 ms out for a
+1080p camera and a 512x1024 model on the 2-core build machine).
+
+``resize_in_graph=True`` (an option of every backend, ``create_backend(..., resize_in_graph=True)``)
+moves both into the graph (``SegmentationPipeline(model, model_size)``): ``input_size`` is then the
+size the model runs at inside the graph, images of any size go to the runtime as they are, and the
+graph returns the per-pixel outputs at the images' own size (bilinear logits, softmax and argmax
+there): ``infer`` does no per-pixel work on the host.
+
+``last_runtime_s`` is the wall time of the runtime calls proper of the last ``infer`` (ORT
+``session.run``, the torch forward with its device sync, TensorRT's copies, execute and sync), so
+``infer``'s wall time minus it is what the host spent around them.
 
 The classes are data, not weights: ``set_vocabulary`` swaps the class (text) embeddings the model
 scores against, atomically (all or nothing), for any class count K >= 1 — the exported graphs take
@@ -15,9 +26,10 @@ from __future__ import annotations
 import abc
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -139,9 +151,11 @@ class Backend(abc.ABC):
     """One inference backend. Subclasses implement ``_load`` and ``_run`` (fixed-size batch).
 
     ``model_path``: a checkpoint (``.safetensors``) or, for onnxruntime/tensorrt, an exported
-    ``.onnx`` (None only for ``TorchBackend.from_model``, an in-memory model). ``input_size``: (H, W) the model runs at; images of another size are resized on the
-    host. ``None``: torch runs every image at its own size; the static-shape backends (onnxruntime,
-    tensorrt) use the .onnx's input shape or the checkpoint's ``model_config.img_size``.
+    ``.onnx`` (None only for ``TorchBackend.from_model``, an in-memory model). ``input_size``: (H, W)
+    the model runs at; images of another size are resized on the host, or inside the graph with
+    ``resize_in_graph=True`` (see the module docstring). ``None``: torch runs every image at its own
+    size (with ``resize_in_graph``: at the checkpoint's ``model_config.img_size``); onnxruntime and
+    tensorrt use the .onnx's model size or the checkpoint's ``model_config.img_size``.
     """
 
     name: str = "base"
@@ -157,9 +171,11 @@ class Backend(abc.ABC):
         self.input_size = None if input_size is None else (int(input_size[0]), int(input_size[1]))
         self.precision = precision
         self.opts = dict(opts)
+        self.resize_in_graph = bool(opts.get("resize_in_graph", False))
         self._vocabulary = None
         self._loaded = False
         self.load_seconds: float | None = None
+        self.last_runtime_s: float | None = None  # seconds in the runtime calls of the last infer
 
     # ------------------------------------------------------------------ public API
     def load(self) -> "Backend":
@@ -171,22 +187,24 @@ class Backend(abc.ABC):
             self._loaded = True
         return self
 
-    def warmup(self, iterations: int = 3) -> None:
-        """Run ``iterations`` dummy batches at ``input_size`` (allocations, autotuning, lazy init)."""
+    def warmup(self, iterations: int = 3, size: Sequence[int] | None = None) -> None:
+        """Run ``iterations`` dummy batches (allocations, autotuning, lazy init) of images of ``size``
+        (H, W), default ``input_size``, through ``infer``; with ``resize_in_graph`` pass the camera's
+        size: it is the one the runtime then sees."""
         self.load()
-        h, w = self.input_size if self.input_size is not None else (512, 1024)
+        h, w = size or self.input_size or (512, 1024)
         dummy = np.zeros((self.batch_size or 1, h, w, 3), dtype=np.uint8)
         dummy[:, h // 4 : h // 2, w // 4 : w // 2] = 127
         for _ in range(max(0, int(iterations))):
-            self._run(dummy)
+            self.infer(dummy)
 
     def infer(self, images: np.ndarray) -> InferenceResult:
         """uint8 RGB (B,H,W,3) (or (H,W,3)) -> InferenceResult at the images' own resolution."""
         self.load()
         images = _as_batch(images)
         orig = images.shape[1:3]
-        target = self.input_size or orig
-        x = resize_images(images, target)
+        x = images if self.resize_in_graph else resize_images(images, self.input_size or orig)
+        self.last_runtime_s = 0.0
         bs = self.batch_size
         if bs is None or x.shape[0] == bs:
             res = self._run(np.ascontiguousarray(x))
@@ -201,7 +219,7 @@ class Backend(abc.ABC):
                 parts.append(InferenceResult(r.class_ids[:n], r.confidence[:n], r.class_scores[:n],
                                              r.adjacency[:n]))
             res = InferenceResult(*(np.concatenate([getattr(p, f) for p in parts]) for f in OUTPUT_NAMES))
-        return resize_outputs(res, orig)
+        return res if self.resize_in_graph else resize_outputs(res, orig)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -209,6 +227,7 @@ class Backend(abc.ABC):
             "device": self.device,
             "precision": self.precision,
             "input_size": list(self.input_size) if self.input_size is not None else None,
+            "resize_in_graph": self.resize_in_graph,
         }
 
     @property
@@ -236,13 +255,23 @@ class Backend(abc.ABC):
         return None
 
     # ------------------------------------------------------------------ subclass hooks
+    @contextmanager
+    def _runtime_call(self) -> Iterator[None]:
+        """Wrap the runtime call proper of ``_run``: its wall time adds to ``last_runtime_s``."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.last_runtime_s = (self.last_runtime_s or 0.0) + time.perf_counter() - start
+
     @abc.abstractmethod
     def _load(self) -> None:
         """Load the model; must set ``self._vocabulary``."""
 
     @abc.abstractmethod
     def _run(self, images: np.ndarray) -> InferenceResult:
-        """Run a contiguous uint8 (B,H,W,3) batch already at ``input_size``."""
+        """Run a contiguous uint8 (B,H,W,3) batch: at ``input_size``, or any size with ``resize_in_graph``;
+        the runtime call proper goes in ``with self._runtime_call():``."""
 
     def _set_vocabulary(self, vocabulary: Vocabulary) -> None:
         """Validate ``vocabulary`` for this model, then swap it in (state changes only on success)."""

@@ -6,6 +6,12 @@ in; class ids, confidence, class scores, adjacency out; pre/post-processing insi
 count K is the one dynamic axis (``classes``), so the same file runs any vocabulary of the model's
 embedding width E. ``metadata_props`` carry the vocabulary (``Vocabulary.to_bytes``, base64:
 the one vocabulary codec), the model config, the input shape and the source checkpoint's sha256.
+
+``resize_in_graph=True`` exports ``model.export_module(model_size=input_size)`` instead: the images'
+height and width are dynamic too (``height``, ``width``; the class ids and confidence come out at
+that size), the graph resizes them to the model size itself, and ``casseg.model_size`` records that
+size. Such a file is new to old readers, which refuse it (its input shape is not static); the
+static export is unchanged byte for byte, so the export version stays.
 """
 from __future__ import annotations
 
@@ -27,9 +33,10 @@ from .base import CLASS_AXIS, CLASS_EMBEDDINGS_NAME, INPUT_NAME, OUTPUT_NAMES
 from .engine_cache import file_sha256
 from .onnx_export import export_onnx
 
-__all__ = ["EXPORT_VERSION", "META_CALIBRATION", "META_CHECKPOINT", "META_CONFIG", "META_INPUT", "META_KIND",
-           "META_PRECISION", "META_SOURCE_ONNX", "META_VOCAB", "export_checkpoint", "export_model", "onnx_metadata",
-           "onnx_precision", "onnx_vocabulary"]
+__all__ = ["EXPORT_VERSION", "HEIGHT_AXIS", "META_CALIBRATION", "META_CHECKPOINT", "META_CONFIG", "META_INPUT",
+           "META_KIND", "META_MODEL_SIZE", "META_PRECISION", "META_SOURCE_ONNX", "META_VOCAB", "WIDTH_AXIS",
+           "export_checkpoint", "export_model", "onnx_metadata", "onnx_model_size", "onnx_precision",
+           "onnx_vocabulary"]
 
 # bump when the exported graph or its metadata layout changes (cache key); 3: node scopes;
 # 4: class embeddings as a second input with a dynamic class count
@@ -42,6 +49,8 @@ META_KIND = "casseg.kind"
 META_PRECISION = "casseg.precision"  # "int8" in a quantised export; absent = the fp32 graph
 META_CALIBRATION = "casseg.calibration"  # JSON: how an int8 export was calibrated
 META_SOURCE_ONNX = "casseg.source_onnx_sha256"  # the fp32 graph an int8 export was made from
+META_MODEL_SIZE = "casseg.model_size"  # JSON [H, W] a resize-in-graph export runs the model at; absent = static
+HEIGHT_AXIS, WIDTH_AXIS = "height", "width"  # symbolic image axes of a resize-in-graph export
 
 
 def onnx_metadata(path: str | os.PathLike) -> dict[str, str]:
@@ -53,6 +62,14 @@ def onnx_metadata(path: str | os.PathLike) -> dict[str, str]:
 def onnx_precision(metadata: dict[str, str]) -> str:
     """"int8" for a quantised export, else "fp32"."""
     return metadata.get(META_PRECISION, "fp32")
+
+
+def onnx_model_size(metadata: dict[str, str]) -> tuple[int, int] | None:
+    """(H, W) of a resize-in-graph export (any image size in, resized in the graph), None for a static one."""
+    if META_MODEL_SIZE not in metadata:
+        return None
+    h, w = json.loads(metadata[META_MODEL_SIZE])
+    return int(h), int(w)
 
 
 def onnx_vocabulary(metadata: dict[str, str], source: str) -> Vocabulary | None:
@@ -68,21 +85,31 @@ def onnx_vocabulary(metadata: dict[str, str], source: str) -> Vocabulary | None:
 
 def export_model(model: ContextSegmentor, output: str | os.PathLike, input_size: Sequence[int] = (512, 1024),
                  batch_size: int = 1, opset: int = 17, exporter: str = "auto", logits: bool = False,
-                 checkpoint_sha256: str | None = None) -> Path:
+                 checkpoint_sha256: str | None = None, resize_in_graph: bool = False) -> Path:
     """Export a ``ContextSegmentor`` (static shape (B,H,W,3) uint8) to ``output``; returns the path.
 
     ``logits=True`` exports the ``LogitsPipeline`` (raw logits output) used for parity checks.
+    ``resize_in_graph=True``: images of any (H', W'), resized to ``input_size`` in the graph (see
+    the module docstring).
     """
+    if logits and resize_in_graph:
+        raise ValueError("resize_in_graph applies to the segmentation export, not the logits one")
     h, w = int(input_size[0]), int(input_size[1])
-    module = LogitsPipeline(model) if logits else model.export_module()
+    module = LogitsPipeline(model) if logits else model.export_module(model_size=(h, w) if resize_in_graph else None)
     outputs = ["logits"] if logits else list(OUTPUT_NAMES)
-    example = torch.zeros((int(batch_size), h, w, 3), dtype=torch.uint8)
-    classes = model.class_embeddings.detach().cpu().float()
     b, k = int(batch_size), CLASS_AXIS
+    # trace the resize at a size other than the model's, so that nothing in it is an identity
+    example_hw = (h + h // 2, w + w // 2) if resize_in_graph else (h, w)
+    example = torch.zeros((b, *example_hw, 3), dtype=torch.uint8)
+    classes = model.class_embeddings.detach().cpu().float()
+    ih, iw = (HEIGHT_AXIS, WIDTH_AXIS) if resize_in_graph else (h, w)
     shapes = {"logits": [b, k, h, w]} if logits else {
-        "class_ids": [b, h, w], "confidence": [b, h, w], "class_scores": [b, k], "adjacency": [b, k, k]}
+        "class_ids": [b, ih, iw], "confidence": [b, ih, iw], "class_scores": [b, k], "adjacency": [b, k, k]}
     dynamic = {CLASS_EMBEDDINGS_NAME: {0: k}}
-    dynamic.update({name: {axis: k for axis, size in enumerate(dims) if size == k} for name, dims in shapes.items()})
+    if resize_in_graph:
+        dynamic[INPUT_NAME] = {1: HEIGHT_AXIS, 2: WIDTH_AXIS}
+    dynamic.update({name: {axis: size for axis, size in enumerate(dims) if isinstance(size, str)}
+                    for name, dims in shapes.items()})
     metadata = {
         META_VOCAB: base64.b64encode(model.vocabulary.to_bytes()).decode("ascii"),
         META_CONFIG: json.dumps(model.config.to_dict(), sort_keys=True),
@@ -91,15 +118,18 @@ def export_model(model: ContextSegmentor, output: str | os.PathLike, input_size:
     }
     if checkpoint_sha256:
         metadata[META_CHECKPOINT] = checkpoint_sha256
+    if resize_in_graph:
+        metadata[META_INPUT] = json.dumps([b, -1, -1, 3])  # any image size; the model's is META_MODEL_SIZE
+        metadata[META_MODEL_SIZE] = json.dumps([h, w])
     return export_onnx(module, (example, classes), output, [INPUT_NAME, CLASS_EMBEDDINGS_NAME], outputs, opset=opset,
                        exporter=exporter, metadata=metadata, dynamic_axes=dynamic, output_shapes=shapes)
 
 
 def export_checkpoint(checkpoint: str | os.PathLike, output: str | os.PathLike, input_size=(512, 1024),
                       batch_size: int = 1, opset: int = 17, exporter: str = "auto",
-                      logits: bool = False) -> tuple[Path, ContextSegmentor]:
+                      logits: bool = False, resize_in_graph: bool = False) -> tuple[Path, ContextSegmentor]:
     """Load ``checkpoint`` and export it; returns (onnx path, model)."""
     model = load_checkpoint(checkpoint)
     path = export_model(model, output, input_size, batch_size, opset, exporter, logits,
-                        checkpoint_sha256=file_sha256(checkpoint))
+                        checkpoint_sha256=file_sha256(checkpoint), resize_in_graph=resize_in_graph)
     return path, model

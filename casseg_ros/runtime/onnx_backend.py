@@ -3,6 +3,9 @@
 ``model_path`` may be an exported ``.onnx`` (static shape) or a checkpoint; a checkpoint is exported
 on demand into a cache (default ``~/.cache/casseg_ros/onnx``, env ``CASSEG_ONNX_CACHE``) keyed by
 the checkpoint's sha256, the input shape, the opset, the export version and the torch version.
+With ``resize_in_graph=True`` it is the resize-in-graph export (``model_export``; images of any
+height and width, one session for every camera size), cached under its model size
+(``input_size``); an ``.onnx`` must then be one (``casseg-export --resize-in-graph``).
 
 CPU session: intra-op threads = physical cores (``num_threads`` to override), inter-op 1,
 sequential execution, ``ORT_ENABLE_ALL`` graph optimisation, no busy-waiting of idle threads
@@ -40,7 +43,15 @@ from .base import (
     physical_cpu_count,
 )
 from .engine_cache import file_sha256
-from .model_export import EXPORT_VERSION, META_KIND, export_checkpoint, onnx_metadata, onnx_precision, onnx_vocabulary
+from .model_export import (
+    EXPORT_VERSION,
+    META_KIND,
+    export_checkpoint,
+    onnx_metadata,
+    onnx_model_size,
+    onnx_precision,
+    onnx_vocabulary,
+)
 
 DEFAULT_OPSET = 17
 
@@ -58,11 +69,15 @@ def onnx_input_shape(path: str | os.PathLike) -> list[int]:
 
 def default_static_size(model_path: str | os.PathLike) -> tuple[int, int]:
     """(H, W) to run a static-shape backend at when the caller gives no input_size: the .onnx's own
-    input shape, or the checkpoint's nominal ``model_config.img_size`` (read from its metadata only)."""
+    input shape (a resize-in-graph export's model size), or the checkpoint's nominal
+    ``model_config.img_size`` (read from its metadata only)."""
     model_path = Path(model_path)
     if not model_path.is_file():
         raise FileNotFoundError(f"model file not found: {model_path}")
     if model_path.suffix == ".onnx":
+        model_size = onnx_model_size(onnx_metadata(model_path))
+        if model_size is not None:
+            return model_size
         shape = onnx_input_shape(model_path)
         if len(shape) == 4 and min(shape[1:3]) > 0:
             return int(shape[1]), int(shape[2])
@@ -79,36 +94,56 @@ def default_static_size(model_path: str | os.PathLike) -> tuple[int, int]:
 
 
 def resolve_onnx(model_path: str | os.PathLike, input_size, batch_size: int = 1,
-                 cache_dir: str | os.PathLike | None = None,
-                 opset: int = DEFAULT_OPSET) -> tuple[Path, Vocabulary | None]:
-    """(path of a static-shape segmentation ONNX for ``input_size``, Vocabulary).
+                 cache_dir: str | os.PathLike | None = None, opset: int = DEFAULT_OPSET,
+                 resize_in_graph: bool = False) -> tuple[Path, Vocabulary | None]:
+    """(path of a segmentation ONNX for ``input_size``, Vocabulary): a static-shape one, or with
+    ``resize_in_graph`` one that takes any image size and runs the model at ``input_size``.
 
-    An ``.onnx`` is used as it is (its input shape must be (batch_size, H, W, 3)); a checkpoint is
-    exported into the cache unless an export for the same key is already there.
+    An ``.onnx`` is used as it is (its input shape must be (batch_size, H, W, 3), or for
+    ``resize_in_graph`` its model size ``input_size``); a checkpoint is exported into the cache
+    unless an export for the same key is already there.
     """
     model_path = Path(model_path)
     if not model_path.is_file():
         raise FileNotFoundError(f"model file not found: {model_path}")
     h, w = int(input_size[0]), int(input_size[1])
     if model_path.suffix == ".onnx":
-        shape = onnx_input_shape(model_path)
-        if shape != [batch_size, h, w, 3]:
-            raise ValueError(f"{model_path} has input shape {shape}, but input_size={[h, w]} and batch_size="
-                             f"{batch_size} need {[batch_size, h, w, 3]}; export it again with "
-                             f"casseg-export --input-size {h} {w} or pass the checkpoint instead")
+        _check_onnx_shape(model_path, (h, w), batch_size, resize_in_graph)
         onnx_path = model_path
     else:
-        key_src = json.dumps({"ckpt": file_sha256(model_path), "shape": [batch_size, h, w, 3], "opset": opset,
-                              "export": EXPORT_VERSION, "torch": torch.__version__}, sort_keys=True)
-        key = hashlib.sha256(key_src.encode()).hexdigest()[:16]
+        shape = [batch_size, h, w, 3]
+        key_fields = {"ckpt": file_sha256(model_path), "shape": shape, "opset": opset, "export": EXPORT_VERSION,
+                      "torch": torch.__version__}
+        if resize_in_graph:  # a field only then: the static exports keep their cache keys
+            key_fields["resize_in_graph"] = True
+        key = hashlib.sha256(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()[:16]
         root = Path(cache_dir).expanduser() if cache_dir else default_onnx_cache_dir()
-        onnx_path = root / f"{model_path.stem}-b{batch_size}-{h}x{w}-{key}.onnx"
+        kind = "rig" if resize_in_graph else "b"
+        onnx_path = root / f"{model_path.stem}-{kind}{batch_size}-{h}x{w}-{key}.onnx"
         if not onnx_path.is_file():
-            export_checkpoint(model_path, onnx_path, (h, w), batch_size, opset)
+            export_checkpoint(model_path, onnx_path, (h, w), batch_size, opset, resize_in_graph=resize_in_graph)
     meta = onnx_metadata(onnx_path)
     if meta.get(META_KIND, "segmentation") != "segmentation":
         raise ValueError(f"{onnx_path} is a {meta.get(META_KIND)!r} export, not a segmentation export")
     return onnx_path, onnx_vocabulary(meta, str(onnx_path))
+
+
+def _check_onnx_shape(path: Path, size: tuple[int, int], batch_size: int, resize_in_graph: bool) -> None:
+    """ValueError unless the .onnx at ``path`` runs ``size`` = (H, W) the way the caller asks."""
+    h, w = size
+    shape, model_size = onnx_input_shape(path), onnx_model_size(onnx_metadata(path))
+    if resize_in_graph:
+        if model_size is None:
+            raise ValueError(f"{path} has a static input shape {shape} (no resize in its graph); export it with "
+                             f"casseg-export --resize-in-graph, pass the checkpoint, or drop resize_in_graph")
+        if model_size != (h, w) or shape[0] != batch_size:
+            raise ValueError(f"{path} runs the model at {list(model_size)} with batch {shape[0]}, but input_size="
+                             f"{[h, w]} and batch_size={batch_size} were asked for")
+    elif shape != [batch_size, h, w, 3]:
+        hint = " (it resizes in its graph: pass resize_in_graph=True)" if model_size is not None else ""
+        raise ValueError(f"{path} has input shape {shape}{hint}, but input_size={[h, w]} and batch_size="
+                         f"{batch_size} need {[batch_size, h, w, 3]}; export it again with "
+                         f"casseg-export --input-size {h} {w} or pass the checkpoint instead")
 
 
 def select_providers(device: str, precision: str = "fp32", available: list[str] | None = None,
@@ -181,7 +216,8 @@ class OnnxRuntimeBackend(Backend):
         if self.input_size is None:  # static graph: the model's own size (.onnx shape / config img_size)
             self.input_size = default_static_size(self.model_path)
         onnx_path, self._vocabulary = resolve_onnx(self.model_path, self.input_size, self._batch,
-                                                   cache_dir=self.opts.get("onnx_cache_dir"))
+                                                   cache_dir=self.opts.get("onnx_cache_dir"),
+                                                   resize_in_graph=self.resize_in_graph)
         self.onnx_path = onnx_path
         # an int8 export loads like any other; precision="int8" only insists that it is one
         self.model_precision = onnx_precision(onnx_metadata(onnx_path))
@@ -225,7 +261,8 @@ class OnnxRuntimeBackend(Backend):
         self._vocabulary, self._class_feed = vocabulary, feed
 
     def _run(self, images: np.ndarray) -> InferenceResult:
-        ids, conf, scores, adj = self.session.run(self._out_names, {INPUT_NAME: images, **self._class_feed})
+        with self._runtime_call():
+            ids, conf, scores, adj = self.session.run(self._out_names, {INPUT_NAME: images, **self._class_feed})
         return InferenceResult(ids, conf, scores, adj)
 
     def describe(self) -> dict[str, Any]:

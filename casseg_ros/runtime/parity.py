@@ -12,6 +12,7 @@ import numpy as np
 
 from casseg_ros.model import ContextSegmentor
 
+from .model_export import onnx_metadata, onnx_model_size
 from .onnx_backend import OnnxRuntimeBackend, onnx_input_shape
 from .torch_backend import TorchBackend
 
@@ -33,13 +34,23 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
+def onnx_run_settings(onnx_path: str | os.PathLike) -> dict:
+    """The backend options an export runs with: batch_size, input_size (its static size or the model
+    size of a resize-in-graph export) and resize_in_graph."""
+    batch, h, w, _ = onnx_input_shape(onnx_path)
+    model_size = onnx_model_size(onnx_metadata(onnx_path))
+    return {"batch_size": batch, "input_size": model_size or (h, w), "resize_in_graph": model_size is not None}
+
+
 def compare_onnx_with_torch(model: ContextSegmentor, onnx_path: str | os.PathLike,
                             image_rgb: np.ndarray) -> dict[str, float]:
-    """Run ``model`` (PyTorch backend) and the ONNX (ONNX Runtime backend, CPU) on ``image_rgb`` at
-    the ONNX input size. Returns equal-pixel % and max abs differences."""
-    batch, h, w, _ = onnx_input_shape(onnx_path)
-    reference = TorchBackend.from_model(model, "cpu", (h, w)).infer(image_rgb)
-    exported = OnnxRuntimeBackend(onnx_path, "cpu", (h, w), batch_size=batch).infer(image_rgb)
+    """Run ``model`` (PyTorch backend) and the ONNX (ONNX Runtime backend, CPU) on ``image_rgb`` the
+    way the ONNX runs (its input size; a resize-in-graph export at the image's own size). Returns
+    equal-pixel % and max abs differences."""
+    run = onnx_run_settings(onnx_path)
+    reference = TorchBackend.from_model(model, "cpu", run["input_size"],
+                                        resize_in_graph=run["resize_in_graph"]).infer(image_rgb)
+    exported = OnnxRuntimeBackend(onnx_path, "cpu", **run).infer(image_rgb)
     return {
         "equal_pixels_percent": float((exported.class_ids == reference.class_ids).mean() * 100.0),
         "max_abs_confidence": float(np.abs(exported.confidence - reference.confidence).max()),
@@ -51,7 +62,6 @@ def compare_onnx_with_torch(model: ContextSegmentor, onnx_path: str | os.PathLik
 def compare_onnx(reference_onnx: str | os.PathLike, onnx_path: str | os.PathLike,
                  image_rgb: np.ndarray) -> float:
     """% of class pixels on which two exports of the same model agree (ONNX Runtime, CPU)."""
-    batch, h, w, _ = onnx_input_shape(reference_onnx)
-    reference = OnnxRuntimeBackend(reference_onnx, "cpu", (h, w), batch_size=batch).infer(image_rgb)
-    other = OnnxRuntimeBackend(onnx_path, "cpu", (h, w), batch_size=batch).infer(image_rgb)
+    reference = OnnxRuntimeBackend(reference_onnx, "cpu", **onnx_run_settings(reference_onnx)).infer(image_rgb)
+    other = OnnxRuntimeBackend(onnx_path, "cpu", **onnx_run_settings(onnx_path)).infer(image_rgb)
     return float((other.class_ids == reference.class_ids).mean() * 100.0)

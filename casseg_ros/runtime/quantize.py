@@ -106,6 +106,8 @@ def float_nodes(model: onnx.ModelProto, rules: Iterable[str]) -> list[str]:
 class FrameCalibrationReader:
     """ONNX Runtime ``CalibrationDataReader`` over RGB uint8 frames (any size: resized to the model's
     input like the backends do), at most ``max_frames`` of them, grouped into the model's batch.
+    A graph with a dynamic height and width (a resize-in-graph export) gets the frames as they are,
+    at the camera's size, as it will in use (a batch of several needs frames of one size).
     ``class_embeddings`` ((K,E), the export's own vocabulary) go with every batch when the graph
     takes them as an input."""
 
@@ -114,7 +116,9 @@ class FrameCalibrationReader:
         self._frames = iter(frames)
         self._classes = {} if class_embeddings is None else {
             CLASS_EMBEDDINGS_NAME: np.ascontiguousarray(class_embeddings, dtype=np.float32)}
-        self._batch, self._size = int(input_shape[0]), (int(input_shape[1]), int(input_shape[2]))
+        self._batch = int(input_shape[0])
+        h, w = int(input_shape[1]), int(input_shape[2])
+        self._size = (h, w) if min(h, w) > 0 else None  # None: dynamic, the graph resizes
         self._left = int(max_frames)
         self.frames_used = 0
 
@@ -125,7 +129,8 @@ class FrameCalibrationReader:
         if frame is None:
             return None
         self._left -= 1
-        return resize_images(np.asarray(frame, dtype=np.uint8)[None], self._size)[0]
+        frame = np.asarray(frame, dtype=np.uint8)
+        return frame if self._size is None else resize_images(frame[None], self._size)[0]
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         batch = []

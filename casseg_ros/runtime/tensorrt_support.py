@@ -13,7 +13,8 @@ table text it implements. ``tensorrt_problems(model)`` lists every violation (em
 * tensor types: UINT8 only as a network input or output, INT8 only between Q and DQ;
 * static shapes (``shape_problems``): every input, output and intermediate shape fully known once
   the class count K is fixed (K, the ``class_embeddings`` rows, is the one dynamic axis: the engine
-  covers it with an optimisation profile; EyeLike needs a static input even then). ONNX shape
+  covers it with an optimisation profile; EyeLike needs a static input even then) — and, for a
+  resize-in-graph export, the image height and width (``pin_axes``; the same profile covers them). ONNX shape
   inference cannot follow the exporter's Shape/Gather arithmetic that TensorRT evaluates at build
   time, so check a graph whose shape arithmetic is folded (``quantize.fold_shape_arithmetic``; the
   int8 export already is).
@@ -30,7 +31,7 @@ from onnx import numpy_helper
 
 from .base import CLASS_AXIS
 
-__all__ = ["OPERATOR_TABLE", "operator_table", "pin_class_count", "shape_problems", "tensorrt_problems"]
+__all__ = ["OPERATOR_TABLE", "operator_table", "pin_axes", "pin_class_count", "shape_problems", "tensorrt_problems"]
 
 OPERATOR_TABLE = "data/tensorrt10_onnx_ops.json"
 
@@ -139,17 +140,22 @@ def _type_problems(g: _Graph) -> list[str]:
     return problems
 
 
-def pin_class_count(model: onnx.ModelProto, classes: int) -> onnx.ModelProto:
-    """A copy of ``model`` whose class axis (the symbolic input dim ``classes``) is ``classes``: the
+def pin_axes(model: onnx.ModelProto, sizes: dict[str, int]) -> onnx.ModelProto:
+    """A copy of ``model`` whose symbolic input/output dims named in ``sizes`` have those sizes: the
     graph one TensorRT profile shape runs. Fold its shape arithmetic before ``shape_problems``."""
     pinned = onnx.ModelProto()
     pinned.CopyFrom(model)
     del pinned.graph.value_info[:]  # inferred again from the pinned inputs
     for value in list(pinned.graph.input) + list(pinned.graph.output):
         for dim in value.type.tensor_type.shape.dim:
-            if dim.HasField("dim_param") and dim.dim_param == CLASS_AXIS:
-                dim.dim_value = int(classes)  # replaces the oneof dim_param
+            if dim.HasField("dim_param") and dim.dim_param in sizes:
+                dim.dim_value = int(sizes[dim.dim_param])  # replaces the oneof dim_param
     return pinned
+
+
+def pin_class_count(model: onnx.ModelProto, classes: int) -> onnx.ModelProto:
+    """``pin_axes`` of the class axis (the symbolic input dim ``classes``) to ``classes``."""
+    return pin_axes(model, {CLASS_AXIS: classes})
 
 
 def shape_problems(model: onnx.ModelProto) -> list[str]:

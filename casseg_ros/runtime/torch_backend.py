@@ -5,7 +5,9 @@ cores (``num_threads`` to override). CUDA: fp16/bf16 autocast, channels_last wei
 buffers with non-blocking copies. ``compile=True`` wraps the module in ``torch.compile``
 (static shapes, inductor freezing on unless ``compile_freezing=False``; opt-in: the first call
 compiles for minutes on a small CPU, and on the 2-core build machine it was only ~1.1x faster than
-eager — measure with bench/backends.py before turning it on).
+eager — measure with bench/backends.py before turning it on). ``resize_in_graph=True``: the module
+is ``export_module(model_size=input_size)`` (default the checkpoint's ``img_size``), the same graph
+the other backends export; with ``compile=True`` each new camera size compiles once.
 
 ``TorchBackend.from_model(model, device, input_size)`` runs an in-memory ``ContextSegmentor``
 (training's evaluation, the ablation, benchmarks, tests) through the same path as a checkpoint.
@@ -79,7 +81,10 @@ class TorchBackend(Backend):
             torch.set_num_threads(self.num_threads)
         self._device = torch.device(self.device)
         self._vocabulary, self._class_embeddings = self._classes(self.model.vocabulary)
-        module = self.model.export_module().to(self._device).eval()
+        if self.resize_in_graph and self.input_size is None:
+            self.input_size = tuple(int(v) for v in self.model.config.img_size)
+        model_size = self.input_size if self.resize_in_graph else None
+        module = self.model.export_module(model_size=model_size).to(self._device).eval()
         if self.channels_last:
             module = module.to(memory_format=torch.channels_last)
         if self.compile:
@@ -110,7 +115,7 @@ class TorchBackend(Backend):
             # numpy gives inserted size-1 axes (img[None]) stride 0; same memory, but torch.compile
             # guards on strides and would recompile (minutes on a CPU) on the first such frame.
             x = x.as_strided(x.shape, self._canonical_strides(x.shape))
-        with torch.inference_mode():
+        with torch.inference_mode(), self._runtime_call():  # .cpu() is the device sync
             if self._cuda:
                 x = x.pin_memory().to(self._device, non_blocking=True)
             if self._amp_dtype is not None:
