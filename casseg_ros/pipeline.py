@@ -174,10 +174,11 @@ class FramePipeline:
 
     def _infer(self, images: list[np.ndarray]) -> list[InferenceResult]:
         """One backend call per distinct image size; frames of different sizes share one call when
-        the backend runs at a fixed input size (resized on the host, results resized back)."""
+        the backend runs at a fixed input size and resizes on the host (results resized back).
+        A backend that resizes in its graph takes each size as it is (one call per size)."""
         if len(images) == 1:  # the common single-camera case: a view, no stacking copy
             return [self.backend.infer(images[0][None])]
-        size = self.backend.input_size
+        size = None if self.backend.resize_in_graph else self.backend.input_size
         if size is not None and len({image.shape for image in images}) > 1:
             batch = np.stack([resize_images(image[None], size)[0] for image in images])
             result = self.backend.infer(batch)

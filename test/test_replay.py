@@ -104,6 +104,22 @@ def test_optional_products_are_not_made_unless_asked(tmp_path, tiny_ckpt, small_
                       "/casseg_ros/camera_info": 2}
 
 
+def test_resize_in_graph_replay_resizes_nothing_on_the_host(tmp_path, tiny_ckpt, small_bag, monkeypatch):
+    """`--resize-in-graph` (the node's resize_in_graph): a model size other than the camera's, and
+    masks at the camera's size with no host resize either way."""
+    def no_host_resize(*args, **kwargs):
+        raise AssertionError("host resize with resize_in_graph")
+
+    monkeypatch.setattr("casseg_ros.runtime.base.resize_images", no_host_resize)
+    monkeypatch.setattr("casseg_ros.runtime.base.resize_outputs", no_host_resize)
+    out = tmp_path / "out"
+    assert replay_main([str(small_bag), "--model", str(tiny_ckpt), "--out", str(out), "--no-progress",
+                        "--max-frames", "3", "--overlays", "0", "--input-size", "32x64", "--resize-in-graph"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["status"] == "ok" and metrics["frames_processed"] == 3
+    masks = [m for topic, _, m in _read(out / "bag") if topic == "/casseg_ros/mask"]
+    assert [(m.height, m.width) for m in masks] == [(48, 96)] * 3
+
 def test_bad_inputs_in_a_bag_are_skipped_with_reasons(tmp_path, tiny_ckpt):
     good, _ = scene_pixels()
     s = iter(range(1_000_000_000, 10**12, 100_000_000))

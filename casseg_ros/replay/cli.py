@@ -78,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--input-size", type=_size, default=None,
                    help="HxW the model runs at (images are resized); default: native size")
+    p.add_argument("--resize-in-graph", action="store_true",
+                   help="resize to the model size and back inside the model's graph (the node's resize_in_graph)")
     p.add_argument("--score-threshold", type=float, default=0.0)
     p.add_argument("--min-instance-area", type=int, default=64)
     p.add_argument("--scene-graph-stride", type=int, default=PipelineSettings.scene_graph_stride,
@@ -136,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = RealtimeConfig(bag=args.bags[0], out_dir=args.out, image_topic=args.image_topic, node=args.node,
                              camera_topic=args.camera_topic, spawn_node=args.spawn_node, model_path=args.model,
                              backend=args.backend, device=args.device, input_size=args.input_size,
+                             resize_in_graph=args.resize_in_graph,
                              rate_scale=args.rate_scale, throughput_frames=args.throughput_frames,
                              max_frames=args.max_frames)
         try:
@@ -151,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg = ReplayConfig(bag=args.bags[0], out_dir=args.out, model_path=args.model, image_topic=args.image_topic,
                        label_topic=args.label_topic, backend=args.backend, device=args.device,
-                       input_size=args.input_size, vocabulary_file=args.vocabulary_file, settings=settings,
+                       input_size=args.input_size, resize_in_graph=args.resize_in_graph,
+                       vocabulary_file=args.vocabulary_file, settings=settings,
                        camera_info_topic=args.camera_info_topic, depth_topic=args.depth_topic,
                        depth_max_range_m=args.depth_max_range,
                        products=args.products, max_frames=args.max_frames,

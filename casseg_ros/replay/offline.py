@@ -59,6 +59,7 @@ class ReplayConfig:
     backend: str = "torch"
     device: str = "cpu"
     input_size: tuple[int, int] | None = None
+    resize_in_graph: bool = False  # the node's parameter of that name
     vocabulary_file: str | None = None  # display names/palette, as the node's parameter
     # camera_info / registered depth topics; None: the image topic's siblings when the bag has
     # them (a camera driver's naming), "" = none. With both, the scene graph gets 3D, as the node's.
@@ -105,10 +106,11 @@ def _ground_truth_names(reader) -> list[str] | None:
     return None
 
 
-def load_backend(model_path: Path, backend: str, device: str, input_size) -> Backend:
+def load_backend(model_path: Path, backend: str, device: str, input_size, resize_in_graph: bool = False) -> Backend:
     """create_backend + load + warmup, with failures turned into one clear ReplayError."""
     try:
-        be = create_backend(name=backend, model_path=str(model_path), device=device, input_size=input_size)
+        be = create_backend(name=backend, model_path=str(model_path), device=device, input_size=input_size,
+                            resize_in_graph=resize_in_graph)
         be.load()
         be.warmup()  # as the node does at configure: the same kernels warmed up before frame 0
         _ = be.vocabulary
@@ -327,7 +329,7 @@ def run_replay(cfg: ReplayConfig) -> dict[str, Any]:
             f"salvaged with the mcap stream reader")
         print(f"casseg-replay: warning: {metrics['warnings'][-1]}", file=sys.stderr)
     try:
-        backend = load_backend(cfg.model_path, cfg.backend, cfg.device, cfg.input_size)
+        backend = load_backend(cfg.model_path, cfg.backend, cfg.device, cfg.input_size, cfg.resize_in_graph)
         pipeline = FramePipeline(backend, display_labels(backend, cfg.vocabulary_file))
     except (ReplayError, ValueError, OSError) as exc:  # ValueError/OSError: a bad vocabulary_file
         inputs.reader.close()

@@ -36,6 +36,7 @@ class RealtimeConfig:
     backend: str = "torch"
     device: str = "cpu"
     input_size: tuple[int, int] | None = None
+    resize_in_graph: bool = False
     rate_scale: float = 1.0
     throughput_frames: int = 1000
     max_frames: int | None = None
@@ -85,7 +86,8 @@ def run_realtime(cfg: RealtimeConfig) -> dict[str, Any]:
         with ChildProcesses(out / "live" / "logs", env) as children, GraphWatcher(domain, env) as graph:
             if cfg.spawn_node:
                 argv = node_command(cfg.model_path, cfg.camera_topic, cfg.node.strip("/"),
-                                    params=node_params(cfg.backend, cfg.device, cfg.input_size))
+                                    params=node_params(cfg.backend, cfg.device, cfg.input_size,
+                                                       cfg.resize_in_graph))
                 start_node(children, graph, argv, cfg.node, cfg.node_start_timeout_s)
             else:
                 graph.wait_for_lifecycle_state(cfg.node, "active", cfg.node_start_timeout_s)

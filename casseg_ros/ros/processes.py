@@ -202,11 +202,12 @@ def node_command(model_path: Path | str, camera_topic: str, node_name: str = "ca
     return [sys.executable, "-m", "casseg_ros.ros.segment_node", *node_args, *ros_args]
 
 
-def node_params(backend: str = "torch", device: str = "cpu",
-                input_size: tuple[int, int] | None = None) -> dict[str, Any]:
+def node_params(backend: str = "torch", device: str = "cpu", input_size: tuple[int, int] | None = None,
+                resize_in_graph: bool = False) -> dict[str, Any]:
     """The parameters `casseg-replay` and the demo set (input size 0x0 = native)."""
     h, w = input_size if input_size else (0, 0)
-    return {"backend": backend, "device": device, "input_height": h, "input_width": w}
+    return {"backend": backend, "device": device, "input_height": h, "input_width": w,
+            "resize_in_graph": bool(resize_in_graph)}
 
 
 def player_command(bag: Path | str, topic: str, *options: str) -> list[str]:

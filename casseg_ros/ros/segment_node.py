@@ -196,7 +196,8 @@ class SegmentNode(LifecycleNode):
         self._max_batch = int(self._param("max_batch"))
         t0 = time.perf_counter()
         backend = create_backend(name=self._param("backend"), model_path=str(model_path),
-                                 device=self._param("device"), input_size=input_size)
+                                 device=self._param("device"), input_size=input_size,
+                                 resize_in_graph=bool(self._param("resize_in_graph")))
         self._backend = backend
         backend.load()
         backend.warmup()
