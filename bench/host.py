@@ -76,6 +76,8 @@ from casseg_ros.ros.messages import frame_messages, label_info_msg, point_cloud_
 from casseg_ros.ros.processes import ChildProcesses, init_child_rclpy, loopback_env, random_domain_id  # noqa: E402
 from casseg_ros.ros.processes import StopFlag  # noqa: E402
 from casseg_ros.ros.readiness import wait_for_matched_subscriptions  # noqa: E402
+from casseg_ros.resources import DEMO_MODEL, resolve_data_path  # noqa: E402
+from casseg_ros.runtime import create_backend  # noqa: E402
 from casseg_ros.runtime.base import Backend, InferenceResult, resize_images, resize_outputs  # noqa: E402
 from training.datasets.context_scenes import CONTEXT_CLASSES, ContextScenes  # noqa: E402
 from vision_msgs.msg import LabelInfo  # noqa: E402
@@ -100,18 +102,26 @@ class Config:
     products: Products
     settings: PipelineSettings
     with_depth: bool
-    host_resize: bool = False  # the model runs at MODEL_SIZE, Backend.infer resizes on the host both ways
+    # Which backend: "camera_size" (CannedBackend), "host_resize" (CannedModelSizeBackend), and with
+    # --onnx "onnxruntime" / "onnxruntime_host_resize" (the demo weights on ONNX Runtime at MODEL_SIZE,
+    # resized in the graph / on the host).
+    backend: str = "camera_size"
 
 
 CONFIGS = {"default": Config(DEFAULT, SETTINGS, False), "all": Config(ALL, SETTINGS, True),
            "all_points_stride4": Config(ALL, PipelineSettings(points_stride=4), True),
            "all_no_points": Config(Products(overlay=True, color_mask=True, confidence_image=True), SETTINGS, True),
-           "default_host_resize": Config(DEFAULT, SETTINGS, False, host_resize=True)}
+           "default_host_resize": Config(DEFAULT, SETTINGS, False, backend="host_resize")}
+ONNX_CONFIGS = {"default_onnxruntime": Config(DEFAULT, SETTINGS, False, backend="onnxruntime"),
+                "default_onnxruntime_host_resize": Config(DEFAULT, SETTINGS, False, backend="onnxruntime_host_resize")}
+EVERY_CONFIG = {**CONFIGS, **ONNX_CONFIGS}
 
 
 class CannedBackend:
     """Stand-in for a graph that outputs at the camera's resolution (casseg-export --resize-in-graph,
     or any GPU backend that resizes in its graph): one precomputed full-resolution result, no forward."""
+
+    last_runtime_s = 0.0  # no runtime call: the whole pipeline call is host time
 
     def __init__(self, result: InferenceResult):
         self.result = result
@@ -146,10 +156,9 @@ class Frame:
     image_msg: Image
     depth_msg: Image
     info: CameraInfo
-    pipeline: FramePipeline
     result: InferenceResult
     instances: int
-    pipeline_host_resize: FramePipeline  # the same frame through CannedModelSizeBackend
+    pipelines: dict[str, FramePipeline]  # Config.backend -> the pipeline around that backend
 
 
 def smooth_confidence(height: int, width: int, seed: int) -> np.ndarray:
@@ -172,13 +181,26 @@ def make_frame(height: int, width: int, seed: int = 0) -> Frame:
                              np.full((1, k), 1 / k, np.float32), adjacency)
     palette = np.random.default_rng(0).integers(0, 256, (k, 3), dtype=np.uint8)
     labels = ClassLabels(tuple(CONTEXT_CLASSES), palette)
-    pipeline = FramePipeline(CannedBackend(result), labels)
     model_h, model_w = MODEL_SIZE
     model_size_result = InferenceResult(
         cv2.resize(result.class_ids[0], (model_w, model_h), interpolation=cv2.INTER_NEAREST)[None],
         smooth_confidence(model_h, model_w, seed)[None], result.class_scores, result.adjacency)
-    return Frame((height, width), image, depth, info, pipeline, result, len(scene.instance_classes),
-                 FramePipeline(CannedModelSizeBackend(model_size_result), labels))
+    pipelines = {"camera_size": FramePipeline(CannedBackend(result), labels),
+                 "host_resize": FramePipeline(CannedModelSizeBackend(model_size_result), labels)}
+    return Frame((height, width), image, depth, info, result, len(scene.instance_classes), pipelines)
+
+
+def onnx_pipelines(sizes: list[tuple[int, int]]) -> dict[str, FramePipeline]:
+    """The demo weights on ONNX Runtime (CPU) at MODEL_SIZE, resizing in the graph and on the host,
+    warmed up at every camera size (the first frame of a size allocates for it)."""
+    model = resolve_data_path(DEMO_MODEL, "demo weights")
+    pipelines = {}
+    for name, in_graph in (("onnxruntime", True), ("onnxruntime_host_resize", False)):
+        backend = create_backend("onnxruntime", model, input_size=MODEL_SIZE, resize_in_graph=in_graph).load()
+        for size in sizes:
+            backend.warmup(1, size=size)
+        pipelines[name] = FramePipeline(backend)
+    return pipelines
 
 
 class Publishers:
@@ -193,13 +215,13 @@ class Publishers:
 
 def run_frame(frame: Frame, config: str, publishers: Publishers) -> dict[str, float]:
     """The node's per-frame host work for one camera frame (process_batch + _publish), per stage."""
-    products, settings = CONFIGS[config].products, CONFIGS[config].settings
-    pipeline = frame.pipeline_host_resize if CONFIGS[config].host_resize else frame.pipeline
+    chosen = EVERY_CONFIG[config]
+    products, settings, pipeline = chosen.products, chosen.settings, frame.pipelines[chosen.backend]
     times: dict[str, float] = {}
     t0 = time.perf_counter()
     rgb = to_rgb(frame.image_msg)
     depth = None
-    if CONFIGS[config].with_depth:
+    if chosen.with_depth:
         camera = pinhole_from_info(frame.info)
         metres = depth_to_metres(frame.depth_msg, MAX_RANGE_M)
         check_depth(metres, camera, rgb.shape[:2])
@@ -217,16 +239,18 @@ def run_frame(frame: Frame, config: str, publishers: Publishers) -> dict[str, fl
     if markers is not None:
         publishers.by_name["scene_graph/markers"].publish(markers)
     t4 = time.perf_counter()
-    # The stand-in backends do no compute, so the whole pipeline call is host time (with
-    # host_resize it includes Backend.infer's two resizes).
-    times.update(decode=t1 - t0, pipeline=t2 - t1, build=t3 - t2, publish=t4 - t3)
+    # Host time of the pipeline call: all but the runtime call proper (the stand-ins make none; with
+    # a host resize it includes Backend.infer's two resizes).
+    runtime_s = pipeline.backend.last_runtime_s
+    times.update(decode=t1 - t0, pipeline=t2 - t1 - runtime_s, build=t3 - t2, publish=t4 - t3)
     times["total"] = sum(times.values())
+    times["runtime"] = runtime_s
     return times
 
 
 def breakdown(frame: Frame, publishers: Publishers, repeats: int) -> dict[str, float]:
     """Each product's function alone on this frame's inputs (median ms): the profile."""
-    labels, header = frame.pipeline.labels, Header(frame_id="camera_optical_frame")
+    labels, header = frame.pipelines["camera_size"].labels, Header(frame_id="camera_optical_frame")
     rgb = to_rgb(frame.image_msg)
     class_ids, confidence = frame.result.class_ids[0], frame.result.confidence[0]
     camera = pinhole_from_info(frame.info)
@@ -239,7 +263,7 @@ def breakdown(frame: Frame, publishers: Publishers, repeats: int) -> dict[str, f
 
     graph, runs = scene_graph(SETTINGS.scene_graph_stride)
     graph_full, runs_full = scene_graph(1)
-    full = frame.pipeline.process(rgb, SETTINGS, ALL, DepthFrame(metres, camera))
+    full = frame.pipelines["camera_size"].process(rgb, SETTINGS, ALL, DepthFrame(metres, camera))
     messages = frame_messages(full, labels, header)
     markers = scene_graph_markers(messages["scene_graph"], labels.palette, MARKER_SCALE)
     label_info = label_info_msg(labels, 0.0, header.stamp)
@@ -248,7 +272,7 @@ def breakdown(frame: Frame, publishers: Publishers, repeats: int) -> dict[str, f
         "decode/depth": lambda: (depth_to_metres(frame.depth_msg, MAX_RANGE_M), pinhole_from_info(frame.info)),
         "decode/check_depth": lambda: check_depth(metres, camera, rgb.shape[:2]),
         "host_resize/image": lambda: resize_images(rgb[None], MODEL_SIZE),
-        "host_resize/outputs": lambda: resize_outputs(frame.pipeline_host_resize.backend.result, rgb.shape[:2]),
+        "host_resize/outputs": lambda: resize_outputs(frame.pipelines["host_resize"].backend.result, rgb.shape[:2]),
         "mask_rule": lambda: class_mask(class_ids, confidence, 0.0, labels.mask_encoding),
         "mask_rule/threshold": lambda: class_mask(class_ids, confidence, 0.5, labels.mask_encoding),
         "confidence_image": lambda: confidence_to_mono8(confidence),
@@ -308,6 +332,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=15, help="interleaved frames per size and configuration")
     parser.add_argument("--sizes", default=",".join(f"{w}x{h}" for h, w in SIZES))
     parser.add_argument("--out", type=Path, default=REPO / "out" / "bench" / "host.json")
+    parser.add_argument("--onnx", action="store_true",
+                        help="also default_onnxruntime(_host_resize): the demo weights on ONNX Runtime at 512x1024 "
+                             "(host time = all but session.run; adds ~0.2-0.5 s of CPU forward per frame)")
     parser.add_argument("--subscriber", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.subscriber:
@@ -318,6 +345,12 @@ def main() -> int:
     os.environ.update(env)  # this process's rclpy too: loopback profile, private domain
     load_before = os.getloadavg()
     frames = [make_frame(h, w) for h, w in sizes]
+    configs = dict(CONFIGS)
+    if args.onnx:
+        configs.update(ONNX_CONFIGS)
+        shared = onnx_pipelines(sizes)
+        for frame in frames:
+            frame.pipelines.update(shared)
     with tempfile.TemporaryDirectory() as tmp, ChildProcesses(Path(tmp), env, cwd=REPO) as children:
         children.start("subscriber", [sys.executable, str(Path(__file__).resolve()), "--subscriber"])
         rclpy.init()
@@ -326,12 +359,12 @@ def main() -> int:
             publishers = Publishers(node)
             publishers.wait_matched(30.0)
             for frame in frames:  # warm-up: first-call allocations are not the steady state
-                for config in CONFIGS:
+                for config in configs:
                     run_frame(frame, config, publishers)
-            samples = {(f.size, c): [] for f in frames for c in CONFIGS}
+            samples = {(f.size, c): [] for f in frames for c in configs}
             for i in range(args.rounds):
                 for frame in frames:
-                    order = list(CONFIGS) if i % 2 == 0 else list(reversed(CONFIGS))
+                    order = list(configs) if i % 2 == 0 else list(reversed(configs))
                     for config in order:
                         samples[(frame.size, config)].append(run_frame(frame, config, publishers))
                 children.check_alive("subscriber")
@@ -344,8 +377,8 @@ def main() -> int:
     for frame in frames:
         h, w = frame.size
         host_ms[f"{w}x{h}"] = {config: {stage: _ms([s[stage] for s in samples[(frame.size, config)]])
-                                        for stage in ("decode", "pipeline", "build", "publish", "total")}
-                               for config in CONFIGS}
+                                        for stage in ("decode", "pipeline", "build", "publish", "total", "runtime")}
+                               for config in configs}
         host_ms[f"{w}x{h}"]["instances_drawn"] = frame.instances
     report = {
         "host_ms_1080p": host_ms.get("1920x1080", {}).get("default", {}).get("total"),
@@ -353,6 +386,9 @@ def main() -> int:
         "host_ms_1080p_all_points_stride4": host_ms.get("1920x1080", {}).get("all_points_stride4", {}).get("total"),
         "host_ms_1080p_all_no_points": host_ms.get("1920x1080", {}).get("all_no_points", {}).get("total"),
         "host_ms_1080p_host_resize": host_ms.get("1920x1080", {}).get("default_host_resize", {}).get("total"),
+        "host_ms_1080p_onnxruntime": host_ms.get("1920x1080", {}).get("default_onnxruntime", {}).get("total"),
+        "host_ms_1080p_onnxruntime_host_resize":
+            host_ms.get("1920x1080", {}).get("default_onnxruntime_host_resize", {}).get("total"),
         "goals": {"host_ms_1080p": "<= 5", "host_ms_1080p_all": "<= 10"},
         "host_ms": host_ms,
         "breakdown_ms": profile,
