@@ -12,6 +12,7 @@ import rclpy
 
 from casseg_ros.model.checkpoint import save_checkpoint
 from casseg_ros.perception.scene_graph import extract_scene_graph
+from casseg_ros.pipeline import PipelineSettings
 from model_factory import tiny_model
 from ros_helpers.harness import Probe, header_key, sent_headers, start_camera, start_node
 
@@ -108,7 +109,8 @@ def test_every_raw_encoding_is_segmented_with_header_kept(system):
         assert key in sent_keys
         if key not in masks_by_key:
             continue
-        expected = extract_scene_graph(masks_by_key[key], CLASS_NAMES, min_area=MIN_AREA)
+        expected = extract_scene_graph(masks_by_key[key], CLASS_NAMES, min_area=MIN_AREA,
+                                       stride=PipelineSettings.scene_graph_stride)  # the node's default
         assert [(n.instance_id, n.class_id, n.label, n.area) for n in graph.nodes] == \
                [(i.instance_id, i.class_id, i.label, i.area) for i in expected.instances]
         assert [(n.bbox.x_offset, n.bbox.y_offset, n.bbox.width, n.bbox.height) for n in graph.nodes] == \
