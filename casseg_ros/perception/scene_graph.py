@@ -277,17 +277,12 @@ def segment_instances(
     cx = sum_x[keep] / area[keep]
     cy = sum_y[keep] / area[keep]
     bx0, by0, bx1, by1 = x_min[keep], y_min[keep], x_max[keep], y_max[keep]
+    columns = zip(inst_cls.tolist(), score.tolist(), bx0.tolist(), by0.tolist(), (bx1 - bx0 + 1).tolist(),
+                  (by1 - by0 + 1).tolist(), cx.tolist(), cy.tolist(), area[keep].astype(np.int64).tolist())
     instances = [
-        Instance(
-            instance_id=i,
-            class_id=int(inst_cls[i]),
-            label=str(class_names[int(inst_cls[i])]),
-            score=float(score[i]),
-            bbox=(int(bx0[i]), int(by0[i]), int(bx1[i] - bx0[i] + 1), int(by1[i] - by0[i] + 1)),
-            centroid=(float(cx[i]), float(cy[i])),
-            area=int(area[keep[i]]),
-        )
-        for i in range(n)
+        Instance(instance_id=i, class_id=cls, label=str(class_names[cls]), score=sc, bbox=(x, y, bw, bh),
+                 centroid=(mx, my), area=ar)
+        for i, (cls, sc, x, y, bw, bh, mx, my, ar) in enumerate(columns)
     ]
 
     # Touching pairs: 4-neighbour run pairs, horizontally (consecutive runs of a row, which
@@ -359,8 +354,7 @@ def _relations(pa: np.ndarray, pb: np.ndarray, n: int, inst_cls: np.ndarray, cx:
         weight = np.ones(s.shape[0])
     else:
         weight = adjacency[inst_cls[s], inst_cls[t]]
-    return [
-        Relation(source=int(s[i]), target=int(t[i]), predicate=PREDICATES[int(p[i])],
-                 weight=float(weight[i]))
-        for i in range(s.shape[0])
-    ]
+    # Python scalars first (tolist): a graph of a few hundred relations is built per frame, and
+    # indexing numpy arrays element by element costs more than the objects themselves.
+    return [Relation(source=source, target=target, predicate=PREDICATES[predicate], weight=w)
+            for source, target, predicate, w in zip(s.tolist(), t.tolist(), p.tolist(), weight.tolist())]
