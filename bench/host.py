@@ -67,9 +67,9 @@ from casseg_ros.perception.depth import check_depth, graph_in_3d, labelled_cloud
 from casseg_ros.perception.mask import class_mask  # noqa: E402
 from casseg_ros.perception.overlay import colorize, make_overlay  # noqa: E402
 from casseg_ros.perception.scene_graph import segment_instances  # noqa: E402
-from casseg_ros.pipeline import (ClassLabels, DepthFrame, FramePipeline, PipelineSettings, Products,  # noqa: E402
+from casseg_ros.pipeline import (ClassLabels, DepthFrame, FramePipeline, PipelineSettings, Products, depth_stride,  # noqa: E402
                                  confidence_to_mono8)
-from casseg_ros.ros.camera import depth_to_metres, pinhole_from_info  # noqa: E402
+from casseg_ros.ros.camera import depth_frame, depth_to_metres, pinhole_from_info  # noqa: E402
 from casseg_ros.ros.conversions import numpy_to_image, to_rgb  # noqa: E402
 from casseg_ros.ros.markers import scene_graph_markers  # noqa: E402
 from casseg_ros.ros.messages import frame_messages, label_info_msg, point_cloud_msg, scene_graph_to_msg  # noqa: E402
@@ -221,11 +221,8 @@ def run_frame(frame: Frame, config: str, publishers: Publishers) -> dict[str, fl
     t0 = time.perf_counter()
     rgb = to_rgb(frame.image_msg)
     depth = None
-    if chosen.with_depth:
-        camera = pinhole_from_info(frame.info)
-        metres = depth_to_metres(frame.depth_msg, MAX_RANGE_M)
-        check_depth(metres, camera, rgb.shape[:2])
-        depth = DepthFrame(metres, camera)
+    if chosen.with_depth:  # the node's rule: decoded at the stride the products read
+        depth = depth_frame(frame.depth_msg, frame.info, rgb.shape[:2], MAX_RANGE_M, depth_stride(settings, products))
     t1 = time.perf_counter()
     result = pipeline.process(rgb, settings, products, depth)
     t2 = time.perf_counter()
@@ -270,6 +267,7 @@ def breakdown(frame: Frame, publishers: Publishers, repeats: int) -> dict[str, f
     steps: dict[str, Callable[[], object]] = {
         "decode/image": lambda: to_rgb(frame.image_msg),
         "decode/depth": lambda: (depth_to_metres(frame.depth_msg, MAX_RANGE_M), pinhole_from_info(frame.info)),
+        "decode/depth (stride 4)": lambda: depth_to_metres(frame.depth_msg, MAX_RANGE_M, 4),
         "decode/check_depth": lambda: check_depth(metres, camera, rgb.shape[:2]),
         "host_resize/image": lambda: resize_images(rgb[None], MODEL_SIZE),
         "host_resize/outputs": lambda: resize_outputs(frame.pipelines["host_resize"].backend.result, rgb.shape[:2]),

@@ -19,6 +19,7 @@ Timings: `forward_s` is the backend call; `host_s` everything after it in this p
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Sequence
@@ -94,10 +95,21 @@ class Products:
 
 @dataclass(frozen=True)
 class DepthFrame:
-    """The registered depth image of a frame, in metres (NaN invalid), and the camera's intrinsics."""
+    """The registered depth image of a frame, in metres (NaN invalid), and the camera's intrinsics.
+    Only every `stride`-th pixel of it may be decoded: what the frame's products read
+    (`depth_stride`), so a 1080p depth image is decoded in full only for a full-resolution cloud."""
 
-    metres: np.ndarray  # (H,W) float32, the size of the colour image
+    metres: np.ndarray  # (ceil(H/s), ceil(W/s)) float32: pixels (s*r, s*c) of the colour image's size
     camera: PinholeCamera
+    stride: int = 1
+
+
+def depth_stride(settings: PipelineSettings, products: Products) -> int:
+    """The coarsest depth decimation a frame's products can read: the scene graph's stride, and with
+    the point cloud also a divisor of its stride."""
+    if products.points:
+        return math.gcd(settings.scene_graph_stride, settings.points_stride)
+    return settings.scene_graph_stride
 
 
 @dataclass
@@ -211,10 +223,10 @@ class FramePipeline:
                                         min_area=settings.min_instance_area, ignore_ids=(labels.unknown_id,),
                                         stride=settings.scene_graph_stride)
         if depth is not None:
-            graph = graph_in_3d(graph, runs, depth.metres, depth.camera)
+            graph = graph_in_3d(graph, runs, depth.metres, depth.camera, depth.stride)
             if products.points:
                 result.points = depth_cloud(depth.metres, depth.camera, rgb, mask, confidence,
-                                            settings.points_stride)
+                                            settings.points_stride, depth.stride)
         result.graph = graph
         result.host_s = time.perf_counter() - t1
         return result

@@ -14,9 +14,11 @@ from casseg_ros.perception.depth import (
     organised_points,
 )
 from casseg_ros.perception.scene_graph import segment_instances
-from casseg_ros.ros.camera import depth_to_metres, pinhole_from_info
+from casseg_ros.pipeline import ClassLabels, FramePipeline, PipelineSettings, Products, depth_stride
+from casseg_ros.ros.camera import depth_frame, depth_to_metres, pinhole_from_info
 from casseg_ros.ros.messages import point_cloud_msg, scene_graph_to_msg
 from casseg_ros.ros.stamp_cache import StampCache
+from casseg_ros.runtime.base import InferenceResult
 
 CAMERA = PinholeCamera(fx=500.0, fy=480.0, cx=63.5, cy=40.25, width=128, height=80)
 
@@ -182,3 +184,46 @@ def test_stamp_cache_waits_only_for_a_live_topic_and_stays_bounded():
     started = time.monotonic()
     assert cache.get(5 + 2 * StampCache.LIVE_WINDOW_NS, timeout=0.5) is None  # stale topic: no wait
     assert time.monotonic() - started < 0.1
+
+
+def _info() -> CameraInfo:
+    info = CameraInfo(width=128, height=80)
+    info.k = [500.0, 0.0, 63.5, 0.0, 480.0, 40.25, 0.0, 0.0, 1.0]
+    return info
+
+
+def test_depth_is_decoded_only_at_the_stride_the_products_read():
+    assert depth_stride(PipelineSettings(scene_graph_stride=4, points_stride=1), Products()) == 4
+    assert depth_stride(PipelineSettings(scene_graph_stride=4, points_stride=1), Products(points=True)) == 1
+    assert depth_stride(PipelineSettings(scene_graph_stride=4, points_stride=6), Products(points=True)) == 2
+    mask, depth = _plane_scene()
+    msg = _depth_msg(np.nan_to_num(depth, nan=0.0), "16UC1", pad=6)  # 0 mm: invalid
+    full, sampled = depth_frame(msg, _info(), (80, 128), 30.0), depth_frame(msg, _info(), (80, 128), 30.0, stride=4)
+    assert sampled.stride == 4 and sampled.metres.shape == (20, 32)
+    np.testing.assert_array_equal(sampled.metres, full.metres[::4, ::4])  # the same values, NaN included
+    # The frame's outputs are the same whichever decode the frame got.
+    result = InferenceResult(mask.astype(np.int32)[None], np.full((1, 80, 128), 0.9, np.float32),
+                             np.full((1, 3), 1 / 3, np.float32), np.full((1, 3, 3), 0.5, np.float32))
+    pipeline = FramePipeline(_Canned(result), ClassLabels(("background", "box", "crate"),
+                                                          np.zeros((3, 3), np.uint8)))
+    rgb = np.zeros((80, 128, 3), np.uint8)
+    for settings, products in ((PipelineSettings(min_instance_area=10), Products()),
+                               (PipelineSettings(min_instance_area=10, points_stride=4), Products(points=True))):
+        coarse = depth_frame(msg, _info(), (80, 128), 30.0, depth_stride(settings, products))
+        assert coarse.stride == 4
+        a, b = pipeline.process(rgb, settings, products, full), pipeline.process(rgb, settings, products, coarse)
+        assert a.graph == b.graph and any(inst.centroid_3d for inst in b.graph.instances)
+        assert (a.points is None and b.points is None) or a.points.tobytes() == b.points.tobytes()
+    # A depth image of another size is refused even where its decimation would fit (79 rows -> 20).
+    with pytest.raises(InvalidDepth, match="79"):
+        depth_frame(_depth_msg(depth[:79], "16UC1"), _info(), (80, 128), 30.0, stride=4)
+    with pytest.raises(ValueError, match="every 4th"):  # a cloud finer than the decoded depth
+        pipeline.process(rgb, PipelineSettings(points_stride=1), Products(points=True), coarse)
+
+
+class _Canned:
+    def __init__(self, result: InferenceResult):
+        self.result = result
+
+    def infer(self, images: np.ndarray) -> InferenceResult:
+        return self.result

@@ -65,9 +65,11 @@ def depth_in_metres(depth: np.ndarray, encoding: str, max_range_m: float) -> np.
     return metres
 
 
-def check_depth(depth_m: np.ndarray, camera: PinholeCamera, image_shape: tuple[int, int]) -> None:
-    """InvalidDepth unless depth, camera_info and the colour image have one size, with some valid depth."""
-    if depth_m.shape != tuple(image_shape):
+def check_depth(depth_m: np.ndarray, camera: PinholeCamera, image_shape: tuple[int, int], depth_stride: int = 1
+                ) -> None:
+    """InvalidDepth unless depth, camera_info and the colour image have one size, with some valid depth.
+    `depth_m` may hold every `depth_stride`-th pixel only (as decoded for the frame's products)."""
+    if depth_m.shape != _decimated_shape(image_shape, depth_stride):
         raise InvalidDepth(f"depth image is {depth_m.shape[1]}x{depth_m.shape[0]}, the colour image "
                            f"{image_shape[1]}x{image_shape[0]} (a registered depth image has its size)")
     if (camera.height, camera.width) != tuple(image_shape):
@@ -82,10 +84,22 @@ def decimate(array: np.ndarray, stride: int) -> np.ndarray:
     return array[::stride, ::stride]
 
 
-def _check_camera(depth_m: np.ndarray, camera: PinholeCamera) -> None:
-    if depth_m.shape != (camera.height, camera.width):
-        raise InvalidDepth(f"depth image is {depth_m.shape[1]}x{depth_m.shape[0]}, camera_info says "
-                           f"{camera.width}x{camera.height}")
+def _decimated_shape(shape: tuple[int, int], stride: int) -> tuple[int, int]:
+    """The shape of `decimate(array_of_shape, stride)`."""
+    return -(-int(shape[0]) // stride), -(-int(shape[1]) // stride)
+
+
+def _check_camera(depth_m: np.ndarray, camera: PinholeCamera, depth_stride: int = 1) -> None:
+    if depth_m.shape != _decimated_shape((camera.height, camera.width), depth_stride):
+        raise InvalidDepth(f"depth image is {depth_m.shape[1]}x{depth_m.shape[0]} (every {depth_stride}th pixel), "
+                           f"camera_info says {camera.width}x{camera.height}")
+
+
+def _samples(depth_m: np.ndarray, depth_stride: int, stride: int) -> np.ndarray:
+    """The depth of pixels (stride*r, stride*c), from `depth_m` holding pixels (depth_stride*r, ...)."""
+    if stride % depth_stride:
+        raise ValueError(f"depth decoded at every {depth_stride}th pixel cannot give every {stride}th")
+    return decimate(depth_m, stride // depth_stride)
 
 
 def _rays(camera: PinholeCamera, stride: int) -> tuple[np.ndarray, np.ndarray]:
@@ -200,28 +214,32 @@ def labelled_cloud(xyz: np.ndarray, rgb: np.ndarray, mask: np.ndarray, confidenc
 
 
 def depth_cloud(depth_m: np.ndarray, camera: PinholeCamera, rgb: np.ndarray, mask: np.ndarray,
-                confidence: np.ndarray, stride: int) -> np.ndarray:
+                confidence: np.ndarray, stride: int, depth_stride: int = 1) -> np.ndarray:
     """`labelled_cloud(organised_points(depth_m, camera, stride), rgb, mask, confidence, stride)`,
     with x, y, z written straight into the cloud's fields (no intermediate xyz image: one pass
-    less over the cloud's memory, which at 1080p is 50 MB)."""
-    _check_camera(depth_m, camera)
-    z = decimate(depth_m, stride)
+    less over the cloud's memory, which at 1080p is 50 MB). `depth_m` may hold every
+    `depth_stride`-th pixel only (a divisor of `stride`)."""
+    _check_camera(depth_m, camera, depth_stride)
+    z = _samples(depth_m, depth_stride, stride)
     cloud = message_array(z.shape, POINT_DTYPE)  # PointCloud2.data takes it without a copy
     _write_xyz(z, camera, stride, cloud["x"], cloud["y"], cloud["z"])
     _fill_attributes(cloud, rgb, mask, confidence, stride)
     return cloud
 
 
-def graph_in_3d(graph: SceneGraph, runs: InstanceRuns, depth_m: np.ndarray, camera: PinholeCamera) -> SceneGraph:
+def graph_in_3d(graph: SceneGraph, runs: InstanceRuns, depth_m: np.ndarray, camera: PinholeCamera,
+                depth_stride: int = 1) -> SceneGraph:
     """The graph with a 3D centroid and extent per instance (None without valid depth) and the
     3D distance of every relation whose two ends have one. The depths are those of the runs'
-    samples (`depth_m[::s, ::s]` for a graph found at stride s)."""
+    samples (`depth_m[::s, ::s]` for a graph found at stride s); `depth_m` may hold every
+    `depth_stride`-th pixel only (a divisor of s)."""
     n = len(graph.instances)
     if n == 0:
         return graph
     bboxes = np.array([inst.bbox for inst in graph.instances], dtype=np.float64)
     centroids = np.array([inst.centroid for inst in graph.instances], dtype=np.float64)
-    geometry = object_geometry(runs.to_map(), n, bboxes, centroids, decimate(depth_m, runs.stride), camera)
+    geometry = object_geometry(runs.to_map(), n, bboxes, centroids, _samples(depth_m, depth_stride, runs.stride),
+                               camera)
     instances = [replace(inst, centroid_3d=geo.centroid, extent_3d=geo.extent) if geo.valid_pixels else inst
                  for inst, geo in zip(graph.instances, geometry)]
     where = np.array([geo.centroid for geo in geometry], dtype=np.float64)

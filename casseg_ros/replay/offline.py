@@ -25,7 +25,7 @@ from casseg_ros.perception.depth import InvalidDepth
 from casseg_ros.perception.overlay import make_overlay
 from casseg_ros.perception.scene_graph import scene_graph_record
 from casseg_ros.pipeline import (
-    DepthFrame, FramePipeline, FrameResult, InferenceError, PipelineSettings, Products, display_labels,
+    DepthFrame, FramePipeline, FrameResult, InferenceError, PipelineSettings, Products, depth_stride, display_labels,
 )
 from casseg_ros.replay.bag import (
     CAMERA_INFO_TYPE, COMPRESSED_TYPE, IMAGE_TYPE, IMAGE_TYPES, LABEL_INFO_TYPE, POINT_CLOUD_TYPE, SCENE_GRAPH_TYPE,
@@ -182,7 +182,8 @@ def _depth_of(frame: BagFrame, image_shape: tuple[int, int], cfg: ReplayConfig, 
         stats.depth_notes["no depth image with the frame's stamp"] += 1
         return None, info
     try:
-        return depth_frame(deserialize_message(depth_raw, Image), info, image_shape, cfg.depth_max_range_m), info
+        return depth_frame(deserialize_message(depth_raw, Image), info, image_shape, cfg.depth_max_range_m,
+                           depth_stride(cfg.settings, cfg.products)), info
     except InvalidDepth as exc:
         stats.depth_notes[exc.reason] += 1
         return None, info

@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 from sensor_msgs.msg import CameraInfo, Image
 
-from casseg_ros.perception.depth import DEPTH_ENCODINGS, InvalidDepth, PinholeCamera, check_depth, depth_in_metres
+from casseg_ros.perception.depth import (DEPTH_ENCODINGS, InvalidDepth, PinholeCamera, check_depth, decimate,
+                                        depth_in_metres)
 from casseg_ros.pipeline import DepthFrame
 
 _DEPTH_DTYPES = {"16UC1": np.dtype("<u2"), "32FC1": np.dtype("<f4")}
@@ -20,9 +21,10 @@ def pinhole_from_info(info: CameraInfo) -> PinholeCamera:
         raise InvalidDepth(f"unusable camera_info: {exc}") from exc
 
 
-def depth_to_metres(msg: Image, max_range_m: float) -> np.ndarray:
+def depth_to_metres(msg: Image, max_range_m: float, stride: int = 1) -> np.ndarray:
     """REP-118 depth image (16UC1 mm or 32FC1 m, any row padding, either byte order) -> (H,W)
-    float32 metres with NaN where invalid. InvalidDepth names what is wrong."""
+    float32 metres with NaN where invalid; with `stride`, of every stride-th pixel of every
+    stride-th row only (the rest is never read). InvalidDepth names what is wrong."""
     if msg.encoding not in _DEPTH_DTYPES:
         raise InvalidDepth(f"depth encoding {msg.encoding!r} is not one of {', '.join(DEPTH_ENCODINGS)} (REP-118)")
     dtype = _DEPTH_DTYPES[msg.encoding]
@@ -36,15 +38,20 @@ def depth_to_metres(msg: Image, max_range_m: float) -> np.ndarray:
                            f"{msg.encoding}")
     rows = np.frombuffer(msg.data, dtype=np.uint8, count=step * height).reshape(height, step)
     pixels = rows[:, :width * dtype.itemsize].view(dtype)
-    return depth_in_metres(pixels, msg.encoding, max_range_m)
+    return depth_in_metres(decimate(pixels, stride), msg.encoding, max_range_m)
 
 
-def depth_frame(depth: Image, info: CameraInfo | None, image_shape: tuple[int, int], max_range_m: float) -> DepthFrame:
+def depth_frame(depth: Image, info: CameraInfo | None, image_shape: tuple[int, int], max_range_m: float,
+                stride: int = 1) -> DepthFrame:
     """The registered depth of a frame, checked against its camera_info and image (the node's and
-    replay's one rule). InvalidDepth names what is wrong; the caller keeps the 2D outputs."""
+    replay's one rule), decoded at every `stride`-th pixel (`pipeline.depth_stride`: what the
+    frame's products read). InvalidDepth names what is wrong; the caller keeps the 2D outputs."""
     if info is None:
         raise InvalidDepth("no camera_info with the frame's stamp (needed to place depth in 3D)")
     camera = pinhole_from_info(info)
-    metres = depth_to_metres(depth, max_range_m)
-    check_depth(metres, camera, image_shape)
-    return DepthFrame(metres, camera)
+    if (int(depth.height), int(depth.width)) != tuple(image_shape):
+        raise InvalidDepth(f"depth image is {depth.width}x{depth.height}, the colour image "
+                           f"{image_shape[1]}x{image_shape[0]} (a registered depth image has its size)")
+    metres = depth_to_metres(depth, max_range_m, stride)
+    check_depth(metres, camera, image_shape, stride)
+    return DepthFrame(metres, camera, stride)

@@ -57,7 +57,8 @@ from visualization_msgs.msg import MarkerArray
 from casseg_msgs.msg import SceneGraph
 from casseg_msgs.srv import SetVocabulary
 from casseg_ros.perception.depth import InvalidDepth
-from casseg_ros.pipeline import DepthFrame, FrameInput, FramePipeline, InferenceError, Products, display_labels
+from casseg_ros.pipeline import (DepthFrame, FrameInput, FramePipeline, InferenceError, Products, depth_stride,
+                                 display_labels)
 from casseg_ros.resources import resolve_data_path
 from casseg_ros.ros.camera import depth_frame
 from casseg_ros.ros.cameras import Camera
@@ -379,7 +380,7 @@ class SegmentNode(LifecycleNode):
                         points=outputs["points"].get_subscription_count() > 0)
 
     def _depth_frame(self, camera: Camera, stamp_ns: int, info: CameraInfo | None, image_shape: tuple[int, int],
-                     live: LiveSettings) -> DepthFrame | None:
+                     live: LiveSettings, stride: int) -> DepthFrame | None:
         """The registered depth of this frame, or None; a problem is counted and never stops the
         2D outputs."""
         depth_msg = camera.depths.get(stamp_ns, live.sync_wait_s)
@@ -388,7 +389,7 @@ class SegmentNode(LifecycleNode):
                 camera.stats.on_depth_problem("no depth image with the frame's stamp")
             return None
         try:
-            return depth_frame(depth_msg, info, image_shape, live.depth_max_range_m)
+            return depth_frame(depth_msg, info, image_shape, live.depth_max_range_m, stride)
         except InvalidDepth as exc:
             camera.stats.on_depth_problem(exc.reason)
             self.get_logger().warning(f"camera {camera.label}: depth not used: {exc.reason}",
@@ -417,9 +418,11 @@ class SegmentNode(LifecycleNode):
             info = camera.camera_infos.get(stamp_ns, live.sync_wait_s)
             if info is None:
                 camera.stats.on_camera_info_missing()
-            depth = self._depth_frame(camera, stamp_ns, info, rgb.shape[:2], live)
+            products = self._wanted_products(camera, live)
+            depth = self._depth_frame(camera, stamp_ns, info, rgb.shape[:2], live,
+                                      depth_stride(live.pipeline, products))
             accepted.append((camera, msg, info))
-            inputs.append(FrameInput(rgb, self._wanted_products(camera, live), depth))
+            inputs.append(FrameInput(rgb, products, depth))
         if not inputs:
             return
         try:
