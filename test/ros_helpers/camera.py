@@ -185,13 +185,18 @@ def main(argv: list[str] | None = None) -> int:
             send(frames[index % len(frames)], "raw", "cam_stream")
             index += 1
             pace(period)
-    if args.reliability == "reliable":  # the last frames are delivered before the participant goes away
-        raw_pub.wait_for_all_acked(Duration(seconds=5))
-        compressed_pub.wait_for_all_acked(Duration(seconds=5))
+    finish(node, (raw_pub, compressed_pub) if args.reliability == "reliable" else ())
+    return 0
+
+
+def finish(node, reliable_publishers) -> None:
+    """A camera process's end: its reliable publishers' last frames delivered before the
+    participant goes away, then shut down and say DONE (what the tests wait for)."""
+    for publisher in reliable_publishers:
+        publisher.wait_for_all_acked(Duration(seconds=5))
     node.destroy_node()
     rclpy.shutdown()
     print("DONE", flush=True)
-    return 0
 
 
 if __name__ == "__main__":

@@ -16,12 +16,11 @@ import time
 
 import numpy as np
 import rclpy
-from rclpy.duration import Duration
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from casseg_ros.ros.readiness import ReadinessTimeout, wait_for_matched_subscriptions
-from ros_helpers.camera import encode_compressed, encode_raw, synthetic_scene
+from ros_helpers.camera import encode_compressed, encode_raw, finish, synthetic_scene
 
 FX, FY = 120.0, 110.0
 INVALID_ROWS = 4
@@ -120,11 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             index += 1
             send(index, f"good_after_{case}", good_depth(index, args.height, args.width))
             index += 1
-    for pub in (image_pub, info_pub, depth_pub):
-        pub.wait_for_all_acked(Duration(seconds=5))
-    node.destroy_node()
-    rclpy.shutdown()
-    print("DONE", flush=True)
+    finish(node, (image_pub, info_pub, depth_pub))
     return 0
 
 
