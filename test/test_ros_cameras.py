@@ -9,13 +9,12 @@ from __future__ import annotations
 import threading
 
 import pytest
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from sensor_msgs.msg import Image
 
 from casseg_ros.model.checkpoint import save_checkpoint
 from model_factory import tiny_model
-from ros_helpers.harness import Probe, sent_headers, start_camera, start_node
+from ros_helpers.harness import node_and_probe, sent_headers, start_camera
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -27,13 +26,6 @@ MODEL_SIZE = (64, 128)
 def system(ros_env_module, tmp_path_factory):
     env, ns = ros_env_module, ros_env_module.namespace
     checkpoint = str(save_checkpoint(tmp_path_factory.mktemp("model") / "tiny.safetensors", tiny_model(5)))
-    node = start_node(env.env, ns, f"{ns}/unused/image", dict(
-        model_path=checkpoint, input_height=MODEL_SIZE[0], input_width=MODEL_SIZE[1], min_instance_area=4,
-        qos_reliability="reliable", cameras=list(CAMERAS), max_batch=3))
-    rclpy.init()
-    probe = Probe(f"{ns}/casseg_ros", name="cameras_probe")
-    for camera in CAMERAS:
-        probe.subscribe(f"{camera}/mask", Image)
     statuses: dict[str, dict[str, str]] = {}
     lock = threading.Lock()
 
@@ -41,14 +33,15 @@ def system(ros_env_module, tmp_path_factory):
         with lock:
             for status in msg.status:
                 statuses[status.name] = {kv.key: kv.value for kv in status.values}
-    probe.node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 50)
-    try:
+    with node_and_probe(env.env, ns, f"{ns}/unused/image", dict(
+            model_path=checkpoint, input_height=MODEL_SIZE[0], input_width=MODEL_SIZE[1], min_instance_area=4,
+            qos_reliability="reliable", cameras=list(CAMERAS), max_batch=3),
+            probe_name="cameras_probe") as (node, probe):
+        for camera in CAMERAS:
+            probe.subscribe(f"{camera}/mask", Image)
+        probe.node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 50)
         probe.wait_for_state("active", 120.0, alive=node.check_alive)
         yield env, ns, probe, node, statuses
-    finally:
-        probe.close()
-        rclpy.shutdown()
-        node.stop()
 
 
 def test_each_camera_on_its_own_topics_and_a_stopped_camera_stalls_none(system):

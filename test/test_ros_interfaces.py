@@ -11,13 +11,12 @@ import math
 
 import numpy as np
 import pytest
-import rclpy
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
 from casseg_ros.model.checkpoint import read_vocabulary, save_checkpoint
 from casseg_ros.perception.depth import POINT_DTYPE
 from model_factory import tiny_model
-from ros_helpers.harness import Probe, header_key, start_node, start_rgbd_camera
+from ros_helpers.harness import Probe, header_key, node_and_probe, start_rgbd_camera
 from ros_helpers.rgbd_camera import FX, FY, INVALID_ROWS, plane_depth
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
@@ -37,21 +36,15 @@ def system(ros_env_module, checkpoint):
     """(env, camera namespace, probe, node) with the node active and every output subscribed."""
     env, ns = ros_env_module, ros_env_module.namespace
     camera = f"{ns}/camera"
-    node = start_node(env.env, ns, f"{camera}/image_raw", dict(
-        model_path=checkpoint, input_height=HEIGHT, input_width=WIDTH, min_instance_area=4,
-        qos_reliability="reliable", publish_confidence=True, sync_wait_s=0.3),
-        remaps={"camera_info": f"{camera}/camera_info", "depth/image": f"{camera}/depth/image_raw"})
-    rclpy.init()
-    probe = Probe(f"{ns}/casseg_ros", name="interfaces_probe")
-    for topic, msg_type in (("mask/color", Image), ("camera_info", CameraInfo), ("points", PointCloud2)):
-        probe.subscribe(topic, msg_type)
-    try:
+    with node_and_probe(env.env, ns, f"{camera}/image_raw", dict(
+            model_path=checkpoint, input_height=HEIGHT, input_width=WIDTH, min_instance_area=4,
+            qos_reliability="reliable", publish_confidence=True, sync_wait_s=0.3),
+            remaps={"camera_info": f"{camera}/camera_info", "depth/image": f"{camera}/depth/image_raw"},
+            probe_name="interfaces_probe") as (node, probe):
+        for topic, msg_type in (("mask/color", Image), ("camera_info", CameraInfo), ("points", PointCloud2)):
+            probe.subscribe(topic, msg_type)
         probe.wait_for_state("active", 120.0, alive=node.check_alive)
         yield env, camera, probe, node
-    finally:
-        probe.close()
-        rclpy.shutdown()
-        node.stop()
 
 
 def _sent(camera) -> list[tuple[str, int, int]]:

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import rclpy
 
 from casseg_ros.model.checkpoint import save_checkpoint
 from casseg_ros.perception.scene_graph import extract_scene_graph
 from casseg_ros.pipeline import PipelineSettings
 from model_factory import tiny_model
-from ros_helpers.harness import Probe, header_key, sent_headers, start_camera, start_node
+from ros_helpers.harness import header_key, node_and_probe, sent_headers, start_camera
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]  # node and camera processes
 
@@ -36,18 +35,11 @@ def system(ros_env_module, checkpoint):
     """(env, camera_topic, probe, node_process) with the node active."""
     env, ns = ros_env_module, ros_env_module.namespace
     camera_topic = f"{ns}/camera/image_raw"
-    node = start_node(env.env, ns, camera_topic, dict(
-        model_path=checkpoint, input_height=HEIGHT, input_width=WIDTH, min_instance_area=MIN_AREA,
-        qos_reliability="reliable", publish_confidence=True))
-    rclpy.init()
-    probe = Probe(f"{ns}/casseg_ros")
-    try:
+    with node_and_probe(env.env, ns, camera_topic, dict(
+            model_path=checkpoint, input_height=HEIGHT, input_width=WIDTH, min_instance_area=MIN_AREA,
+            qos_reliability="reliable", publish_confidence=True)) as (node, probe):
         probe.wait_for_state("active", STARTUP_TIMEOUT, alive=node.check_alive)
         yield env, camera_topic, probe, node
-    finally:
-        probe.close()
-        rclpy.shutdown()
-        node.stop()
 
 
 def run_camera(env, topic, *args, timeout=90.0):

@@ -11,7 +11,6 @@ import threading
 
 import numpy as np
 import pytest
-import rclpy
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from std_msgs.msg import ColorRGBA
@@ -20,7 +19,7 @@ from vision_msgs.msg import LabelInfo
 from casseg_msgs.srv import SetVocabulary
 from casseg_ros.model.checkpoint import save_checkpoint
 from model_factory import tiny_local_model
-from ros_helpers.harness import Probe, start_camera, start_node, wait_until
+from ros_helpers.harness import node_and_probe, start_camera, wait_until
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -31,10 +30,6 @@ HEIGHT, WIDTH = 64, 128
 def system(ros_env_module, tmp_path_factory):
     env, ns = ros_env_module, ros_env_module.namespace
     checkpoint = str(save_checkpoint(tmp_path_factory.mktemp("model") / "local.safetensors", tiny_local_model()))
-    node = start_node(env.env, ns, f"{ns}/camera/image_raw", dict(
-        model_path=checkpoint, input_height=HEIGHT, input_width=WIDTH, qos_reliability="reliable"))
-    rclpy.init()
-    probe = Probe(f"{ns}/casseg_ros", name="vocabulary_probe")
     events: list[tuple[str, object]] = []  # ("mask" | "label_info", msg) in arrival order
     lock = threading.Lock()
 
@@ -47,18 +42,16 @@ def system(ros_env_module, tmp_path_factory):
     latched = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
                          durability=DurabilityPolicy.TRANSIENT_LOCAL)
     reliable = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=50, reliability=ReliabilityPolicy.RELIABLE)
-    # One callback group (the probe's single-threaded executor): arrival order is kept.
-    probe.node.create_subscription(LabelInfo, f"{ns}/casseg_ros/label_info", record("label_info"), latched)
-    probe.node.create_subscription(Image, f"{ns}/casseg_ros/mask", record("mask"), reliable)
-    client = probe.node.create_client(SetVocabulary, f"{ns}/casseg_ros/set_vocabulary")
-    try:
+    with node_and_probe(env.env, ns, f"{ns}/camera/image_raw", dict(
+            model_path=checkpoint, input_height=HEIGHT, input_width=WIDTH, qos_reliability="reliable"),
+            probe_name="vocabulary_probe") as (node, probe):
+        # One callback group (the probe's single-threaded executor): arrival order is kept.
+        probe.node.create_subscription(LabelInfo, f"{ns}/casseg_ros/label_info", record("label_info"), latched)
+        probe.node.create_subscription(Image, f"{ns}/casseg_ros/mask", record("mask"), reliable)
+        client = probe.node.create_client(SetVocabulary, f"{ns}/casseg_ros/set_vocabulary")
         probe.wait_for_state("active", 120.0, alive=node.check_alive)
         assert client.wait_for_service(timeout_sec=30)
         yield env, ns, probe, node, client, events, lock
-    finally:
-        probe.close()
-        rclpy.shutdown()
-        node.stop()
 
 
 def _call(client, timeout: float = 120.0, **fields) -> SetVocabulary.Response:

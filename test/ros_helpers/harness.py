@@ -14,8 +14,9 @@ import tempfile
 import threading
 import time
 from collections import defaultdict
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
@@ -62,6 +63,23 @@ def start_node(env: dict[str, str], namespace: str, camera_topic: str, params: d
     for source, target in (remaps or {}).items():  # argv ends inside --ros-args
         argv += ["-r", f"{source}:={target}"]
     return ChildProcess("segment_node", argv, env, _log_path("segment_node"), cwd=REPO)
+
+
+@contextmanager
+def node_and_probe(env: dict[str, str], namespace: str, camera_topic: str, params: dict[str, Any],
+                   remaps: dict[str, str] | None = None, probe_name: str = "probe") -> Iterator[tuple[ChildProcess, Probe]]:
+    """The segmentation node (`start_node`) and a `Probe` on it in this process's rclpy; yields
+    (node, probe) before the node is active (add subscriptions, then `probe.wait_for_state`), and
+    closes the probe, rclpy and the node afterwards."""
+    node = start_node(env, namespace, camera_topic, params, remaps=remaps)
+    rclpy.init()
+    probe = Probe(f"{namespace}/casseg_ros", name=probe_name)
+    try:
+        yield node, probe
+    finally:
+        probe.close()
+        rclpy.shutdown()
+        node.stop()
 
 
 def start_rgbd_camera(env: dict[str, str], namespace: str, *args: str) -> ChildProcess:
