@@ -67,7 +67,8 @@ def start_node(env: dict[str, str], namespace: str, camera_topic: str, params: d
 
 @contextmanager
 def node_and_probe(env: dict[str, str], namespace: str, camera_topic: str, params: dict[str, Any],
-                   remaps: dict[str, str] | None = None, probe_name: str = "probe") -> Iterator[tuple[ChildProcess, Probe]]:
+                   remaps: dict[str, str] | None = None, probe_name: str = "probe",
+                   ) -> Iterator[tuple[ChildProcess, Probe]]:
     """The segmentation node (`start_node`) and a `Probe` on it in this process's rclpy; yields
     (node, probe) before the node is active (add subscriptions, then `probe.wait_for_state`), and
     closes the probe, rclpy and the node afterwards."""
