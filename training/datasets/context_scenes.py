@@ -44,6 +44,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from casseg_ros.perception.depth import PinholeCamera
+
 CONTEXT_CLASSES: list[str] = [
     "sky", "building", "vegetation", "road", "sidewalk", "water", "person", "car", "boat",
 ]
@@ -67,15 +69,10 @@ FOCAL_PER_WIDTH = 0.5  # fx = fy = W / 2: a 90 degree horizontal field of view
 
 
 @dataclass(frozen=True)
-class SceneCamera:
-    """The pinhole camera a scene is drawn with, over the ground plane (optical frame, metres)."""
+class SceneCamera(PinholeCamera):
+    """The pinhole camera a scene is drawn with (the intrinsics the node gets from camera_info), and
+    its pose over the ground plane (optical frame, metres)."""
 
-    fx: float
-    fy: float
-    cx: float
-    cy: float
-    width: int
-    height: int
     mount_height_m: float  # camera centre above the ground plane
     pitch_rad: float  # optical axis below the horizontal
 
