@@ -65,12 +65,14 @@ def depth_in_metres(depth: np.ndarray, encoding: str, max_range_m: float) -> np.
     return metres
 
 
-def check_depth(depth_m: np.ndarray, camera: PinholeCamera, image_shape: tuple[int, int], depth_stride: int = 1
-                ) -> None:
+def check_depth(depth_m: np.ndarray, camera: PinholeCamera, image_shape: tuple[int, int],
+                depth_shape: tuple[int, int] | None = None) -> None:
     """InvalidDepth unless depth, camera_info and the colour image have one size, with some valid depth.
-    `depth_m` may hold every `depth_stride`-th pixel only (as decoded for the frame's products)."""
-    if depth_m.shape != _decimated_shape(image_shape, depth_stride):
-        raise InvalidDepth(f"depth image is {depth_m.shape[1]}x{depth_m.shape[0]}, the colour image "
+    `depth_shape`: the depth image's own size, when `depth_m` holds only every s-th pixel of it (as
+    decoded for the frame's products); default `depth_m.shape`."""
+    depth_h, depth_w = depth_m.shape if depth_shape is None else depth_shape
+    if (depth_h, depth_w) != tuple(image_shape):
+        raise InvalidDepth(f"depth image is {depth_w}x{depth_h}, the colour image "
                            f"{image_shape[1]}x{image_shape[0]} (a registered depth image has its size)")
     if (camera.height, camera.width) != tuple(image_shape):
         raise InvalidDepth(f"camera_info is for {camera.width}x{camera.height}, the image is "

@@ -49,9 +49,6 @@ def depth_frame(depth: Image, info: CameraInfo | None, image_shape: tuple[int, i
     if info is None:
         raise InvalidDepth("no camera_info with the frame's stamp (needed to place depth in 3D)")
     camera = pinhole_from_info(info)
-    if (int(depth.height), int(depth.width)) != tuple(image_shape):
-        raise InvalidDepth(f"depth image is {depth.width}x{depth.height}, the colour image "
-                           f"{image_shape[1]}x{image_shape[0]} (a registered depth image has its size)")
     metres = depth_to_metres(depth, max_range_m, stride)
-    check_depth(metres, camera, image_shape, stride)
+    check_depth(metres, camera, image_shape, (int(depth.height), int(depth.width)))
     return DepthFrame(metres, camera, stride)
