@@ -19,6 +19,7 @@ from casseg_ros.ros.camera import depth_frame, depth_to_metres, pinhole_from_inf
 from casseg_ros.ros.messages import point_cloud_msg, scene_graph_to_msg
 from casseg_ros.ros.stamp_cache import StampCache
 from casseg_ros.runtime.base import InferenceResult
+from model_factory import CannedBackend
 
 CAMERA = PinholeCamera(fx=500.0, fy=480.0, cx=63.5, cy=40.25, width=128, height=80)
 
@@ -204,7 +205,7 @@ def test_depth_is_decoded_only_at_the_stride_the_products_read():
     # The frame's outputs are the same whichever decode the frame got.
     result = InferenceResult(mask.astype(np.int32)[None], np.full((1, 80, 128), 0.9, np.float32),
                              np.full((1, 3), 1 / 3, np.float32), np.full((1, 3, 3), 0.5, np.float32))
-    pipeline = FramePipeline(_Canned(result), ClassLabels(("background", "box", "crate"),
+    pipeline = FramePipeline(CannedBackend(result), ClassLabels(("background", "box", "crate"),
                                                           np.zeros((3, 3), np.uint8)))
     rgb = np.zeros((80, 128, 3), np.uint8)
     for settings, products in ((PipelineSettings(min_instance_area=10), Products()),
@@ -220,10 +221,3 @@ def test_depth_is_decoded_only_at_the_stride_the_products_read():
     with pytest.raises(ValueError, match="every 4th"):  # a cloud finer than the decoded depth
         pipeline.process(rgb, PipelineSettings(points_stride=1), Products(points=True), coarse)
 
-
-class _Canned:
-    def __init__(self, result: InferenceResult):
-        self.result = result
-
-    def infer(self, images: np.ndarray) -> InferenceResult:
-        return self.result

@@ -15,6 +15,7 @@ from casseg_ros.pipeline import (ClassLabels, DepthFrame, FramePipeline, Pipelin
 from casseg_ros.ros.conversions import numpy_to_image
 from casseg_ros.ros.messages import frame_messages
 from casseg_ros.runtime.base import InferenceResult
+from model_factory import CannedBackend
 
 CAMERA = PinholeCamera(fx=500.0, fy=480.0, cx=63.5, cy=40.25, width=128, height=80)
 
@@ -80,7 +81,7 @@ def test_published_products_are_handed_to_their_messages_without_a_copy():
     result = InferenceResult(class_ids[None], confidence[None], np.full((1, 5), 0.2, np.float32),
                              np.eye(5, dtype=np.float32)[None])
     labels = ClassLabels(tuple("abcde"), rng.integers(0, 256, (5, 3), dtype=np.uint8))
-    pipeline = FramePipeline(_Canned(result), labels)
+    pipeline = FramePipeline(CannedBackend(result), labels)
     frame = pipeline.process(rgb, PipelineSettings(points_stride=2),
                              Products(overlay=True, color_mask=True, confidence_image=True, points=True),
                              DepthFrame(depth, CAMERA))
@@ -95,12 +96,3 @@ def test_published_products_are_handed_to_their_messages_without_a_copy():
     assert backing_bytes(strided) is None
     assert bytes(numpy_to_image(strided, "rgb8", Header()).data) == np.ascontiguousarray(strided).tobytes()
 
-
-class _Canned:
-    """A backend stand-in that returns one precomputed result."""
-
-    def __init__(self, result: InferenceResult):
-        self.result = result
-
-    def infer(self, images: np.ndarray) -> InferenceResult:
-        return self.result
