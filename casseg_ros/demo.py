@@ -50,7 +50,8 @@ from casseg_ros.replay.session import PlayedRun, play_and_record, start_node
 from casseg_ros.resources import DEMO_BAG, DEMO_MODEL, resolve_data_path
 from casseg_ros.ros.camera import depth_to_metres
 from casseg_ros.ros.messages import scene_graph_from_msg
-from casseg_ros.ros.processes import ChildProcesses, camera_siblings, loopback_env, node_command, random_domain_id
+from casseg_ros.ros.processes import ChildProcesses, camera_siblings, loopback_env, node_command, random_domain_id, \
+    sigint_default
 from casseg_ros.ros.readiness import GraphWatcher, ReadinessTimeout
 
 CAMERA_TOPIC = "/camera/image_raw"
@@ -395,6 +396,7 @@ def _inputs(bag: Path | None, model: Path | None) -> tuple[Path, Path]:
     return bag.resolve(), model.resolve()
 
 
+@sigint_default()  # Ctrl-C stops the demo and its children also when started from a background job
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m casseg_ros.demo", description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=Path("out/demo"))

@@ -16,6 +16,7 @@ import pytest
 from sensor_msgs.msg import Image
 
 from replay_helpers import make_demo_bag_module, tiny_context_checkpoint, write_bag
+from signal_helpers import sigint_disposition
 
 from casseg_ros import demo
 from casseg_ros.replay.bag import POINT_CLOUD_TYPE, typestore
@@ -207,9 +208,11 @@ def test_realtime_mode_measures_the_live_node(tmp_path, tiny_ckpt, demo_bag):
 
 def test_demo_ctrl_c_stops_every_child(tmp_path, tiny_ckpt, demo_bag, ros_env):
     slow_bag = make_demo_bag_module().build(tmp_path / "slow.mcap", frames=200, height=64, width=128, rate_hz=10.0)
-    proc = subprocess.Popen([sys.executable, "-m", "casseg_ros.demo", "--out", str(tmp_path / "demo"), "--bag",
-                             str(slow_bag), "--model", str(tiny_ckpt)], env=ros_env.env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # Started as a background job or a CI runner starts it, with SIGINT ignored: Ctrl-C must still work.
+    with sigint_disposition(signal.SIG_IGN):
+        proc = subprocess.Popen([sys.executable, "-m", "casseg_ros.demo", "--out", str(tmp_path / "demo"), "--bag",
+                                 str(slow_bag), "--model", str(tiny_ckpt)], env=ros_env.env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
     def started() -> list[psutil.Process]:
         children = psutil.Process(proc.pid).children(recursive=True)

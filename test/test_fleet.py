@@ -23,6 +23,7 @@ import pytest
 from distributed import LocalCluster
 
 from replay_helpers import make_demo_bag_module, ros_image, scene_pixels, tiny_context_checkpoint, write_bag
+from signal_helpers import sigint_disposition
 
 from casseg_ros.replay.bag import open_reader, read_bag_messages, typestore
 from casseg_ros.replay.cli import main as replay_main
@@ -335,9 +336,11 @@ def test_ctrl_c_stops_the_workers_and_leaves_no_partial_file(fleet_inputs, tmp_p
     make_demo_bag_module().build(folder / "long.mcap", frames=600, height=48, width=96, rate_hz=10.0)
     shutil.copy(bags / "a.mcap", folder / "a.mcap")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.Popen([sys.executable, "-m", "casseg_ros.replay.cli", *_cli_args(folder, model, out, 2)],
-                            cwd=REPO, env=env, start_new_session=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    # Started as a background job or a CI runner starts it, with SIGINT ignored: Ctrl-C must still work.
+    with sigint_disposition(signal.SIG_IGN):
+        proc = subprocess.Popen([sys.executable, "-m", "casseg_ros.replay.cli", *_cli_args(folder, model, out, 2)],
+                                cwd=REPO, env=env, start_new_session=True, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 240
         while not any((out / "bags").glob("long/.bag.*")) and time.monotonic() < deadline:  # being written

@@ -1,6 +1,8 @@
 """The process toolkit: readiness waits read from the ROS graph, and a child always stopped."""
 from __future__ import annotations
 
+import os
+import signal
 import sys
 import time
 
@@ -8,7 +10,9 @@ import pytest
 import rclpy
 from std_msgs.msg import String
 
-from casseg_ros.ros.processes import ChildProcess, ChildProcesses, loopback_env
+from signal_helpers import sigint_disposition
+
+from casseg_ros.ros.processes import ChildProcess, ChildProcesses, loopback_env, sigint_default
 from casseg_ros.ros.readiness import GraphWatcher, ReadinessTimeout, wait_for, wait_for_matched_subscriptions
 
 
@@ -25,6 +29,7 @@ def participants(ros_env):
         context.try_shutdown()
 
 
+@pytest.mark.ros
 def test_matched_subscription_wait_times_out_clearly_then_returns_once_matched(participants):
     writer_node, reader_node = participants
     pub = writer_node.create_publisher(String, "/readiness/topic", 10)
@@ -36,6 +41,7 @@ def test_matched_subscription_wait_times_out_clearly_then_returns_once_matched(p
     assert wait_for_matched_subscriptions(pub, timeout=30.0) == 1
 
 
+@pytest.mark.ros
 def test_graph_watcher_waits_for_the_named_subscriber(participants, ros_env):
     _, other = participants
     with GraphWatcher(ros_env.domain_id, ros_env.env) as graph:
@@ -56,16 +62,34 @@ def test_wait_ends_with_the_child_error_when_the_child_exits(tmp_path):
     assert time.monotonic() - t0 < 10.0
 
 
+# A background job (`nohup make test &`, a CI runner) starts everything with SIGINT ignored.
+PARENTS = {"parent-ignores-sigint": signal.SIG_IGN, "parent-handles-sigint": signal.default_int_handler}
+
+
+@pytest.mark.parametrize("parent", PARENTS.values(), ids=PARENTS.keys())
 @pytest.mark.parametrize("ignored, status", [((), -2), (("SIGINT",), -15), (("SIGINT", "SIGTERM"), -9)])
-def test_stop_escalates_sigint_sigterm_sigkill(tmp_path, ignored, status):
+def test_stop_escalates_sigint_sigterm_sigkill(tmp_path, ignored, status, parent):
     code = ("import signal, sys, time\n"
             + "".join(f"signal.signal(signal.{name}, signal.SIG_IGN)\n" for name in ignored)
             + "print('handlers' + ' set', flush=True)\ntime.sleep(60)\n")
     with ChildProcesses(tmp_path, loopback_env(1)) as children:
-        child = children.start("stubborn", [sys.executable, "-c", code])
+        with sigint_disposition(parent):
+            child = children.start("stubborn", [sys.executable, "-c", code])
         wait_for(lambda: "handlers set" in child.output(), 30.0, "the child to install its handlers", child.check_alive)
         assert child.stop(timeout=0.5, grace=0.5) == status
     assert "stubborn" in str(child.log_path)
+
+
+def test_sigint_default_raises_keyboard_interrupt_where_sigint_was_ignored():
+    with sigint_disposition(signal.SIG_IGN):
+        with pytest.raises(KeyboardInterrupt):
+            with sigint_default():
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(5)  # the handler runs at the next bytecode: never reached
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # the caller's disposition is back
+    handler = signal.getsignal(signal.SIGINT)
+    with sigint_default():  # a SIGINT that is not ignored is left alone
+        assert signal.getsignal(signal.SIGINT) is handler
 
 
 def test_loopback_env_is_private_and_loopback_only():

@@ -27,6 +27,7 @@ from casseg_ros.replay.fleet_inputs import FleetInputError, collect_bags, is_bag
 from casseg_ros.replay.offline import ReplayConfig, ReplayError, run_replay
 from casseg_ros.replay.realtime import RealtimeConfig, run_realtime
 from casseg_ros.resources import DEMO_MODEL, resolve_data_path
+from casseg_ros.ros.processes import sigint_default
 
 
 def _size(text: str) -> tuple[int, int] | None:
@@ -121,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@sigint_default()  # exit 130 on Ctrl-C also when started from a background job (SIGINT inherited ignored)
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.model is None:

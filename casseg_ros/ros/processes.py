@@ -6,11 +6,14 @@ One toolkit for everything that runs the node, a player and a recorder as separa
 - `loopback_env`: a child's environment: the project's loopback-only Fast DDS profile, a private
   `ROS_DOMAIN_ID`, rmw_fastrtps, unbuffered output.
 - `ChildProcess`: one child in its own session (a Ctrl-C in the terminal reaches only the parent,
-  which then stops the children in order), its output in a log file (no pipe can fill up).
+  which then stops the children in order), its output in a log file (no pipe can fill up), SIGINT
+  and SIGTERM at their default dispositions whatever its parent ignores.
   `stop` always ends it: SIGINT (clean ROS shutdown), then SIGTERM, then SIGKILL.
 - `ChildProcesses`: named children that are all stopped on exit, error, Ctrl-C (reverse order).
 - `node_command`, `player_command`, `recorder_command`: the argv of each child;
   `camera_siblings`: the camera_info and depth topics next to a camera's image topic.
+- `sigint_default`: a program that stops its children on Ctrl-C (the demo, `casseg-replay`) gets
+  KeyboardInterrupt on SIGINT even where it was started with SIGINT ignored.
 
 When a child is *ready* is read from the ROS graph, never from its log: see
 `casseg_ros.ros.readiness`.
@@ -22,8 +25,10 @@ import random
 import signal
 import subprocess
 import sys
+import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, Mapping, Sequence
+from typing import IO, Any, Iterator, Mapping, Sequence
 
 import rclpy
 from rclpy.signals import SignalHandlerOptions
@@ -34,6 +39,32 @@ from casseg_ros.resources import loopback_profile
 DOMAIN_ID_RANGE = (1, 232)
 # SIGINT lets rclpy shut down cleanly (a recorder closes its bag); the rest only end a stuck child.
 STOP_SEQUENCE = (signal.SIGINT, signal.SIGTERM, signal.SIGKILL)
+
+
+def _default_stop_signals() -> None:
+    """Runs in the child between fork and exec. An ignored signal stays ignored across exec, and a
+    background job (`nohup make test &`, a CI runner, a supervisor) starts its children with SIGINT
+    ignored: without this a child started from there would outlive `stop`'s SIGINT."""
+    for sig in STOP_SEQUENCE[:-1]:
+        signal.signal(sig, signal.SIG_DFL)
+
+
+@contextmanager
+def sigint_default() -> Iterator[None]:
+    """SIGINT raises KeyboardInterrupt inside the block even where this process was started with
+    SIGINT ignored (Python installs its handler at start-up only when SIGINT was not ignored), so
+    Ctrl-C, `kill -INT` and supervisors stop it from any parent. The previous disposition is back
+    afterwards (a `main` called in-process leaves its caller's as it was). Also a decorator.
+    Outside the main thread (no signal handlers there) it changes nothing."""
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is not signal.SIG_IGN or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def random_domain_id() -> int:
@@ -69,7 +100,8 @@ class ChildProcess:
         self._log.write(f"$ {' '.join(self.argv)}\n".encode())
         self._log.flush()
         self.proc = subprocess.Popen(self.argv, env=dict(env), cwd=cwd, stdout=self._log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+                                     stderr=subprocess.STDOUT, start_new_session=True,
+                                     preexec_fn=_default_stop_signals)
 
     @property
     def pid(self) -> int:
