@@ -10,12 +10,19 @@ export TRANSFORMERS_OFFLINE := 1
 
 .PHONY: setup test test-fast test-fast-reversed demo bench clean
 
+EDITABLE_INSTALL = $(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+
+# The stamp says set-up ran once, not that nothing removed the editable install since (a
+# `pip install` of this package elsewhere with the venv's pip uninstalls it first), so every
+# `setup` checks it — from outside the checkout — and reinstalls it when it is gone or broken.
 setup: $(STAMP)
+	@(cd / && $(abspath $(PY)) $(CURDIR)/scripts/check_editable.py $(CURDIR)) || \
+	  { echo "setup: reinstalling the editable install of casseg_ros"; $(EDITABLE_INSTALL); }
 
 $(STAMP): requirements.txt constraints.txt setup.py scripts/build_interfaces.sh $(wildcard interfaces/*/msg/*.msg interfaces/*/srv/*.srv interfaces/*/CMakeLists.txt)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -r requirements.txt -c constraints.txt
-	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(EDITABLE_INSTALL)
 	bash scripts/build_interfaces.sh $(VENV)
 	touch $(STAMP)
 

@@ -32,6 +32,11 @@ def _repo_pythonpath(current: str | None) -> str:
     return os.pathsep.join(p for p in (str(REPO_ROOT), current or "") if p)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked `after_suite` (what the suite left behind) run after every other selected test."""
+    items.sort(key=lambda item: item.get_closest_marker("after_suite") is not None)  # stable sort
+
+
 @dataclass(frozen=True)
 class RosEnv:
     domain_id: int

@@ -1,6 +1,12 @@
 """A non-editable install works on its own: `pip install --prefix` of the repo, then, from an empty
 working directory, the installed package finds its installed data (casseg_ros.resources) and the
-installed `casseg-replay` evaluates the installed demo weights on the installed demo recording."""
+installed `casseg-replay` evaluates the installed demo weights on the installed demo recording.
+
+The install leaves the environment that runs the suite alone: pip finds this package already
+installed (editable) in the venv whose pip it is, and without `--ignore-installed` it uninstalls
+that first — the venv's console entries and `import casseg_ros` outside the checkout were gone
+after the suite. No pip cache or user configuration either (test_environment.py checks after the
+whole suite that the editable install still works)."""
 from __future__ import annotations
 
 import json
@@ -33,8 +39,10 @@ def installed(tmp_path_factory) -> dict:
     shutil.copytree(REPO, source, ignore=NOT_SOURCE)
     prefix = root / "prefix"
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--no-index", "--prefix", str(prefix), str(source)],
-                   check=True, capture_output=True, text=True, timeout=300)
+                    "--no-index", "--ignore-installed", "--no-cache-dir", "--disable-pip-version-check",
+                    "--prefix", str(prefix), str(source)],
+                   env=dict(os.environ, PIP_CONFIG_FILE=os.devnull), check=True, capture_output=True, text=True,
+                   timeout=300)
     site = _only(list(prefix.glob("lib/python3*/site-packages")), "site-packages")
     env = dict(os.environ, PYTHONPATH=str(site),
                AMENT_PREFIX_PATH=os.pathsep.join(p for p in (str(prefix), os.environ.get("AMENT_PREFIX_PATH")) if p))

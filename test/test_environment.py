@@ -1,0 +1,57 @@
+"""What the suite leaves behind: the environment that ran it still works. Marked `after_suite`:
+conftest.py runs it after every other selected test, whatever the order of the rest.
+
+`make setup` installs this checkout editable into the venv, with four console entries. A test
+that installed the package elsewhere with the venv's own pip once uninstalled them on the way
+(test_install.py): after `make test` the entries were gone and `import casseg_ros` failed outside
+the checkout. Here, from an empty working directory and without the PYTHONPATH the tests give
+their children, `import casseg_ros` must find this checkout, and every console entry must run.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+ENTRIES = ("casseg_ros", "casseg-export", "casseg-replay", "casseg-vocab")  # setup.py's console_scripts
+
+# Runs each console script file as its own program would (`__main__`, argv [script, --help]) in one
+# interpreter: the four import the same heavy modules, once is enough.
+RUN_ENTRIES = """
+import contextlib, io, json, runpy, sys
+import casseg_ros
+found = {"package": casseg_ros.__file__, "entries": {}}
+for script in sys.argv[1:]:
+    sys.argv = [script, "--help"]
+    output = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(output):
+            runpy.run_path(script, run_name="__main__")
+        status = "returned without exiting"
+    except SystemExit as exc:
+        status = exc.code
+    found["entries"][script] = {"status": status, "output": output.getvalue()}
+print(json.dumps(found))
+"""
+
+
+@pytest.mark.after_suite
+def test_the_editable_install_and_its_console_entries_still_work(tmp_path):
+    scripts = [Path(sys.executable).parent / name for name in ENTRIES]
+    for script in scripts:
+        assert script.is_file() and os.access(script, os.X_OK), f"console entry {script} is gone"
+        assert script.read_text().splitlines()[0] == f"#!{sys.executable}", f"{script} is not this venv's"
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    result = subprocess.run([sys.executable, "-c", RUN_ENTRIES, *map(str, scripts)], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    assert Path(found["package"]).is_relative_to(REPO / "casseg_ros"), found["package"]
+    for name, script in zip(ENTRIES, scripts):
+        entry = found["entries"][str(script)]
+        assert entry["status"] == 0 and f"usage: {name} " in entry["output"], (name, entry)
