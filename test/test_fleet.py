@@ -1,9 +1,16 @@
 """Fleet replay (casseg-replay over many bags on Dask): agreement between worker counts, the pooled
 mIoU, a killed worker, re-runs, Ctrl-C, an existing cluster, and the loopback-only network rule.
 
-One folder of generated bags (good, truncated, missing topic, labels renumbered) is replayed once
-with 1 worker (through the CLI) and once with 2 workers (through the Python API, with a task
-function that kills its worker the first time it replays bag "a"); the tests compare the two.
+One folder of generated bags (good, truncated, missing topic, labels renumbered) is replayed with
+1 worker (through the CLI, the default thread count), 2 workers (through the Python API, with a
+task function that kills its worker the first time it replays bag "a") and 4 workers (the CLI,
+`--threads 1` given); the tests compare them. Every bag runs its backend with one fixed thread
+count, a setting of the run recorded in fleet.json: with it the per-bag results are identical
+whatever the worker count. What the thread count changes: the order of floating-point sums, so a
+pixel whose two best classes tie to ~1e-7 may flip (1 of the truncated bag's 16 562 labelled
+pixels went from one class to the other between 1 and 2 threads on an AVX-512/AMX Xeon); a run
+with another thread count is therefore a different run (`test_the_thread_count_is_part_of_the_run`).
+Every test that needs a fleet run (a local Dask cluster replaying the bags) is `slow`.
 """
 from __future__ import annotations
 
@@ -85,9 +92,9 @@ def _base_config(model: Path) -> ReplayConfig:
     return ReplayConfig(bag=Path(), out_dir=Path(), model_path=model, image_topic=IMAGE_TOPIC, progress=False)
 
 
-def _cli_args(bags: Path, model: Path, out: Path, workers: int) -> list[str]:
+def _cli_args(bags: Path, model: Path, out: Path, workers: int, *options: str) -> list[str]:
     return [str(bags), "--model", str(model), "--out", str(out), "--image-topic", IMAGE_TOPIC,
-            "--workers", str(workers), "--no-progress"]
+            "--workers", str(workers), "--no-progress", *options]
 
 
 def kill_first_attempt_of_victim(task):
@@ -161,12 +168,24 @@ def two_workers(fleet_inputs, tmp_path_factory):
     out = tmp_path_factory.mktemp("two") / "out"
     tasks = plan_tasks(collect_bags([bags], exclude=out), out, _base_config(model))
     with SocketWatcher() as sockets:
-        run_fleet(tasks, out, workers=2, threads=2, progress=False, task_fn=kill_first_attempt_of_victim)
+        run_fleet(tasks, out, workers=2, progress=False, task_fn=kill_first_attempt_of_victim)
     return out, sockets.seen
+
+
+@pytest.fixture(scope="module")
+def four_workers(fleet_inputs, tmp_path_factory) -> Path:
+    bags, model = fleet_inputs
+    out = tmp_path_factory.mktemp("four") / "out"
+    assert replay_main(_cli_args(bags, model, out, 4, "--threads", "1")) == 1
+    return out
 
 
 def _fleet(out: Path) -> dict:
     return json.loads((out / "fleet.json").read_text())
+
+
+def _metrics(out: Path, bag: str) -> dict:
+    return json.loads((out / "bags" / bag / "metrics.json").read_text())
 
 
 def _results(out: Path) -> dict[str, dict]:
@@ -179,11 +198,17 @@ def _results(out: Path) -> dict[str, dict]:
     return results
 
 
-def test_one_and_two_workers_give_the_same_results(one_worker, two_workers):
+@pytest.mark.slow
+def test_one_two_and_four_workers_give_the_same_results(one_worker, two_workers, four_workers):
     out2, _ = two_workers
-    one, two = _results(one_worker), _results(out2)
+    one, two, four = _results(one_worker), _results(out2), _results(four_workers)
     assert set(one) == {"a", "b", "b_renumbered", "truncated", "missing_topic"}
-    assert one == two
+    assert one == two == four
+    # ... at one fixed thread count per bag, the run's setting (default 1), not a share of the cores.
+    runs = [_fleet(out)["run"] for out in (one_worker, out2, four_workers)]
+    assert [(run["workers"], run["threads_per_task"]) for run in runs] == [(1, 1), (2, 1), (4, 1)]
+    for out in (one_worker, out2, four_workers):
+        assert {_metrics(out, name)["backend"]["num_threads"] for name in ("a", "b", "truncated")} == {1}
     assert {n: r["status"] for n, r in one.items()} == {
         "a": "ok", "b": "ok", "b_renumbered": "ok", "truncated": "incomplete", "missing_topic": "failed"}
     assert "truncated or corrupt" in one["truncated"]["reason"] and 0 < one["truncated"]["frames_processed"] < 40
@@ -206,11 +231,12 @@ def test_one_and_two_workers_give_the_same_results(one_worker, two_workers):
     assert (one_worker / "figures" / "miou_per_bag.png").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_each_bag_folder_is_what_a_single_bag_run_writes(one_worker, fleet_inputs, tmp_path):
     bags, model = fleet_inputs
     single = tmp_path / "single"
     assert replay_main([str(bags / "a.mcap"), "--model", str(model), "--out", str(single),
-                        "--image-topic", IMAGE_TOPIC, "--no-progress"]) == 0
+                        "--image-topic", IMAGE_TOPIC, "--no-progress", "--threads", "1"]) == 0  # the fleet's
     fleet_bag = one_worker / "bags" / "a"
     files = {p.relative_to(fleet_bag) for p in fleet_bag.rglob("*")}
     assert files - {Path(TASK_RECORD)} == {p.relative_to(single) for p in single.rglob("*")}
@@ -237,6 +263,7 @@ def _labels_by_stamp(bag: Path) -> tuple[dict[int, np.ndarray], list[str]]:
     return labels, names
 
 
+@pytest.mark.slow
 def test_aggregate_miou_is_the_miou_of_all_frames_pooled(one_worker, fleet_inputs):
     """Recomputed here from the output masks and the input labels, every frame in one evaluator."""
     bags, _ = fleet_inputs
@@ -261,6 +288,7 @@ def test_aggregate_miou_is_the_miou_of_all_frames_pooled(one_worker, fleet_input
     assert fleet["iou"]["miou"] != pytest.approx(sum(per_bag) / len(per_bag), abs=1e-9)
 
 
+@pytest.mark.slow
 def test_killed_worker_bag_is_retried_once_elsewhere_and_counted_once(two_workers, one_worker):
     out, _ = two_workers
     attempts: dict[str, list[int]] = {}
@@ -276,6 +304,7 @@ def test_killed_worker_bag_is_retried_once_elsewhere_and_counted_once(two_worker
     assert not [p for p in (out / "bags").rglob(".*")], "leftovers of the killed attempt"
 
 
+@pytest.mark.slow
 def test_every_socket_the_run_opened_is_on_loopback(two_workers):
     _, sockets = two_workers
     listening = [s for s in sockets if s[2] == psutil.CONN_LISTEN]
@@ -285,6 +314,7 @@ def test_every_socket_the_run_opened_is_on_loopback(two_workers):
         assert raddr is None or raddr.ip == "127.0.0.1", (pid, kind, status, laddr, raddr)
 
 
+@pytest.mark.slow
 def test_rerun_skips_complete_bags_and_redoes_the_others(one_worker, fleet_inputs, tmp_path):
     bags, model = fleet_inputs
     out = tmp_path / "out"
@@ -305,6 +335,7 @@ def test_rerun_skips_complete_bags_and_redoes_the_others(one_worker, fleet_input
     assert _results(out) == _results(one_worker) and fleet["iou"] == _fleet(one_worker)["iou"]
 
 
+@pytest.mark.slow
 def test_same_command_runs_on_an_existing_cluster(one_worker, fleet_inputs, tmp_path):
     bags, model = fleet_inputs
     out = tmp_path / "out"
@@ -329,6 +360,7 @@ def _alive(pids: list[int], timeout: float) -> list[str]:
     return [" ".join(p.cmdline()) for p in alive if p.status() != psutil.STATUS_ZOMBIE]
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_the_workers_and_leaves_no_partial_file(fleet_inputs, tmp_path):
     bags, model = fleet_inputs
     folder, out = tmp_path / "bags", tmp_path / "out"
@@ -379,11 +411,33 @@ def test_inputs_folders_list_files_and_names(fleet_inputs, tmp_path):
     assert output_names(twins) == names  # the same bag always gets the same folder
 
 
-def test_core_shares_split_the_cores():
+@pytest.mark.slow
+def test_the_thread_count_is_part_of_the_run(one_worker, fleet_inputs, tmp_path):
+    """Another --threads is another run: no bag is taken from the 1-thread run, each bag's backend
+    runs 2 threads, and the results agree with 1 thread's but for pixels on a ~1e-7 tie."""
+    bags, model = fleet_inputs
+    out = tmp_path / "out"
+    shutil.copytree(one_worker, out)
+    assert replay_main([str(bags / "a.mcap"), str(bags / "more" / "b.mcap"), "--model", str(model), "--out", str(out),
+                        "--image-topic", IMAGE_TOPIC, "--workers", "1", "--threads", "2", "--no-progress"]) == 0
+    fleet = _fleet(out)
+    assert fleet["run"]["threads_per_task"] == 2 and fleet["run"]["bags_reused"] == 0
+    assert {_metrics(out, name)["backend"]["num_threads"] for name in ("a", "b")} == {2}
+    one, two = _results(one_worker), _results(out)
+    for name in ("a", "b"):
+        same = {k: v for k, v in one[name].items() if k not in ("confusion_matrix", "miou")}
+        assert {k: v for k, v in two[name].items() if k not in ("confusion_matrix", "miou")} == same
+        cm1, cm2 = np.asarray(one[name]["confusion_matrix"]), np.asarray(two[name]["confusion_matrix"])
+        assert cm1.sum() == cm2.sum() and np.abs(cm1 - cm2).sum() <= 2e-3 * cm1.sum(), name
+
+
+def test_core_shares_give_each_worker_its_own_cores():
     cores = sorted(os.sched_getaffinity(0))
-    assert core_shares(1, threads=2) == [cores[:2]]
-    assert core_shares(len(cores)) == [[c] for c in cores]  # one core each
-    assert core_shares(len(cores) + 1)[-1] == [cores[0]]  # more workers than cores: shared round-robin
+    assert core_shares(1, 1) == [cores[:1]]
+    assert core_shares(len(cores), 1) == [[c] for c in cores]  # one core each
+    assert core_shares(len(cores) + 1, 1)[-1] == [cores[0]]  # more workers than cores: shared round-robin
+    assert core_shares(2, 2) == [sorted({cores[i % len(cores)] for i in (0, 1)}),
+                                 sorted({cores[i % len(cores)] for i in (2, 3)})]
 
 
 def test_confusion_matrices_sum_to_the_pooled_evaluation():

@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from casseg_ros.pipeline import PipelineSettings, Products
-from casseg_ros.replay.fleet import plan_tasks, run_fleet
+from casseg_ros.replay.fleet import FLEET_TASK_THREADS, plan_tasks, run_fleet, task_threads
 from casseg_ros.replay.fleet_inputs import FleetInputError, collect_bags, is_bag
 from casseg_ros.replay.offline import ReplayConfig, ReplayError, run_replay
 from casseg_ros.replay.realtime import RealtimeConfig, run_realtime
@@ -103,10 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overlays", type=int, default=4, help="sample overlays in the report")
     p.add_argument("--no-progress", action="store_true")
     fleet = p.add_argument_group("several recordings (fleet replay on Dask)")
+    p.add_argument("--threads", type=_positive, default=None,
+                   help="CPU threads of the backend for each recording, a setting of the run: results are "
+                        "identical for one --threads whatever --workers (default: every usable core for one "
+                        "recording, 1 per recording in a fleet)")
     fleet.add_argument("--workers", type=_positive, default=None,
-                       help="worker processes of the local Dask cluster (default: one per core, at most one per bag)")
-    fleet.add_argument("--threads", type=_positive, default=None,
-                       help="cores the local workers share, split evenly between them (default: all usable cores)")
+                       help="worker processes of the local Dask cluster, each pinned to --threads cores of its "
+                            "own (default: one per --threads usable cores, at most one per bag)")
     fleet.add_argument("--scheduler", default=None, metavar="tcp://HOST:8786",
                        help="run on this existing Dask cluster instead of a local one")
     live = p.add_argument_group("--realtime")
@@ -156,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg = ReplayConfig(bag=args.bags[0], out_dir=args.out, model_path=args.model, image_topic=args.image_topic,
                        label_topic=args.label_topic, backend=args.backend, device=args.device,
-                       input_size=args.input_size, resize_in_graph=args.resize_in_graph,
+                       input_size=args.input_size, resize_in_graph=args.resize_in_graph, num_threads=args.threads,
                        vocabulary_file=args.vocabulary_file, settings=settings,
                        camera_info_topic=args.camera_info_topic, depth_topic=args.depth_topic,
                        depth_max_range_m=args.depth_max_range,
@@ -191,11 +194,11 @@ def _run_fleet(args: argparse.Namespace, base: ReplayConfig) -> int:
     except FleetInputError as exc:
         print(f"casseg-replay: error: {exc}", file=sys.stderr)
         return 2
-    workers = args.workers or min(len(bags), args.threads or len(os.sched_getaffinity(0)))
     tasks = plan_tasks(bags, args.out, base)
+    threads = task_threads(tasks) or FLEET_TASK_THREADS
+    workers = args.workers or max(1, min(len(bags), len(os.sched_getaffinity(0)) // threads))
     try:
-        fleet = run_fleet(tasks, args.out, workers=workers, threads=args.threads, scheduler=args.scheduler,
-                          progress=not args.no_progress)
+        fleet = run_fleet(tasks, args.out, workers=workers, scheduler=args.scheduler, progress=not args.no_progress)
     except KeyboardInterrupt:
         print("casseg-replay: interrupted; complete recordings are kept, run the same command again to "
               "finish the others", file=sys.stderr)

@@ -4,7 +4,9 @@
     fleet = run_fleet(tasks, out, workers=2)
 
 Bags whose folder is already complete for the same inputs are not run again (their stored
-summaries are used), so re-running an interrupted command finishes the rest. The per-bag work
+summaries are used), so re-running an interrupted command finishes the rest. Every bag runs
+with the same fixed thread count (`FLEET_TASK_THREADS` unless the run sets one, recorded in
+fleet.json), so its results are the same whatever the number of workers. The per-bag work
 is `fleet_task.run_bag_task`, a plain function; `fleet_dask` is the only Dask code.
 """
 from __future__ import annotations
@@ -23,23 +25,42 @@ from casseg_ros.replay.fleet_task import (
 from casseg_ros.replay.offline import ReplayConfig
 
 
+# Threads of each bag's backend in a fleet unless the run says otherwise: the bags run side by
+# side, one core each. A setting of the run, never derived from the number of workers: a bag's
+# results depend on its thread count (see ReplayConfig.num_threads), so they would otherwise
+# change with --workers.
+FLEET_TASK_THREADS = 1
+
+
 def plan_tasks(bags: list[Path], out_dir: Path, base: ReplayConfig) -> list[BagTask]:
-    """One task per bag: `base`'s options, the bag, and its folder OUT/bags/NAME."""
-    return [BagTask(name=name, config=dataclasses.replace(base, bag=bag, out_dir=Path(out_dir) / BAGS_FOLDER / name))
+    """One task per bag: `base`'s options, the bag, and its folder OUT/bags/NAME; each runs its
+    backend with `base.num_threads` threads (None: FLEET_TASK_THREADS)."""
+    threads = base.num_threads or FLEET_TASK_THREADS
+    return [BagTask(name=name, config=dataclasses.replace(base, bag=bag, out_dir=Path(out_dir) / BAGS_FOLDER / name,
+                                                          num_threads=threads))
             for bag, name in zip(bags, output_names(bags))]
 
 
-def run_fleet(tasks: list[BagTask], out_dir: Path, *, workers: int, threads: int | None = None,
-              scheduler: str | None = None, progress: bool = True,
-              task_fn: Callable[[BagTask], dict[str, Any]] = run_bag_task) -> dict[str, Any]:
+def task_threads(tasks: list[BagTask]) -> int | None:
+    """The thread count every task runs with (None for no tasks); ValueError unless it is one fixed number."""
+    counts = {task.config.num_threads for task in tasks}
+    if len(counts) > 1 or None in counts:
+        raise ValueError(f"the tasks of a fleet run need one fixed num_threads (plan_tasks sets it), got {counts}")
+    return next(iter(counts), None)
+
+
+def run_fleet(tasks: list[BagTask], out_dir: Path, *, workers: int, scheduler: str | None = None,
+              progress: bool = True, task_fn: Callable[[BagTask], dict[str, Any]] = run_bag_task) -> dict[str, Any]:
     """Run the tasks not yet complete, then write OUT/fleet.json and OUT/report.md; returns the
-    fleet dict. Ctrl-C: the cluster stops, the interrupted tasks' leftovers are removed, and
-    KeyboardInterrupt propagates (nothing aggregate is written)."""
+    fleet dict. Each local worker is pinned to as many cores as a task has threads. Ctrl-C: the
+    cluster stops, the interrupted tasks' leftovers are removed, and KeyboardInterrupt propagates
+    (nothing aggregate is written)."""
     start = time.perf_counter()
+    threads = task_threads(tasks)
     stored = [completed_summary(task) for task in tasks]
     todo = [task for task, summary in zip(tasks, stored) if summary is None]
     try:
-        fresh = iter(run_on_dask(task_fn, todo, failed_summary, workers=workers, threads=threads,
+        fresh = iter(run_on_dask(task_fn, todo, failed_summary, workers=workers, cores_each=threads or 1,
                                  scheduler=scheduler, progress=progress))
     except KeyboardInterrupt:
         if scheduler is None:  # the local workers have ended: what they left can go
@@ -50,7 +71,7 @@ def run_fleet(tasks: list[BagTask], out_dir: Path, *, workers: int, threads: int
     summaries = [{**summary, "reused": True} if summary is not None else {**next(fresh), "reused": False}
                  for summary in stored]
     engine = f"Dask scheduler {scheduler}" if scheduler else f"local Dask cluster, {workers} worker(s)"
-    run = {"engine": engine, "workers": None if scheduler else workers, "threads": threads,
+    run = {"engine": engine, "workers": None if scheduler else workers, "threads_per_task": threads,
            "model": str(tasks[0].config.model_path) if tasks else None,
            "bags_run": len(todo), "bags_reused": len(tasks) - len(todo), "wall_s": time.perf_counter() - start}
     fleet = aggregate(summaries, run)

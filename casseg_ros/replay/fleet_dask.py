@@ -2,14 +2,15 @@
 
 Local cluster (default): `workers` processes (each under a Dask nanny), one task at a time each,
 every socket on 127.0.0.1 (scheduler, workers, nannies, the scheduler's HTTP endpoint on a random
-port), no dashboard. Each worker process is pinned to its own share of the cores (`CoreShare`):
-the backends size their thread pools from the cores a process may use
-(`casseg_ros.runtime.base.physical_cpu_count`), so N workers on C cores run C/N threads each and
-the total stays C.
+port), no dashboard. Each worker process is pinned to its own `cores_each` cores (`CoreShare`),
+as many as a task runs threads: the thread count is the task's own setting
+(`ReplayConfig.num_threads`), never derived from the cores or the workers, so a task computes
+the same numbers on any worker of any cluster.
 
 Existing cluster (`scheduler="tcp://host:8786"`): the same tasks are submitted to it; its workers
 need casseg_ros installed and the bags, model and output folder at the same paths (a shared
-file system). Their threads and retries are that cluster's settings.
+file system). Its Dask threads per worker and its retries are that cluster's settings; each task still
+runs its backend with its own thread count.
 
 Faults: a task whose worker dies (killed, out of memory) is rescheduled by Dask on another worker
 (`distributed.scheduler.allowed-failures` = 1 on the local cluster: one retry, then the task is
@@ -39,13 +40,11 @@ LOCAL_SCHEDULER_CONFIG = {"distributed.scheduler.allowed-failures": 1,
                           "distributed.scheduler.worker-saturation": 1.0}
 
 
-def core_shares(workers: int, threads: int | None = None) -> list[list[int]]:
-    """Cores of each local worker: the first `threads` cores this process may use (default: all),
-    split into equal contiguous shares (workers beyond the cores share them round-robin)."""
+def core_shares(workers: int, cores_each: int) -> list[list[int]]:
+    """Cores of each local worker: `cores_each` consecutive cores of those this process may use,
+    worker after worker (round-robin once workers x cores_each exceeds them)."""
     cores = sorted(os.sched_getaffinity(0))
-    cores = cores[: max(1, threads)] if threads else cores
-    per = max(1, len(cores) // workers)
-    return [[cores[(i * per + j) % len(cores)] for j in range(per)] for i in range(workers)]
+    return [sorted({cores[(i * cores_each + j) % len(cores)] for j in range(cores_each)}) for i in range(workers)]
 
 
 class CoreShare(WorkerPlugin):
@@ -83,8 +82,9 @@ def _sigint_ignored() -> Iterator[None]:
 
 
 @contextmanager
-def dask_client(workers: int, threads: int | None = None, scheduler: str | None = None) -> Iterator[Client]:
-    """A client of `scheduler`, or of a new local cluster of `workers` processes on loopback."""
+def dask_client(workers: int, cores_each: int = 1, scheduler: str | None = None) -> Iterator[Client]:
+    """A client of `scheduler`, or of a new local cluster of `workers` processes on loopback,
+    each pinned to `cores_each` cores."""
     if scheduler:
         with Client(scheduler) as client:
             yield client
@@ -96,7 +96,7 @@ def dask_client(workers: int, threads: int | None = None, scheduler: str | None 
                                # on loopback, on a free port, never the fixed 8787
                                scheduler_kwargs={"dashboard_address": f"{LOOPBACK}:0"})
     with cluster, Client(cluster) as client:
-        client.register_plugin(CoreShare(core_shares(workers, threads)))
+        client.register_plugin(CoreShare(core_shares(workers, cores_each)))
         yield client
 
 
@@ -105,7 +105,7 @@ def _reason(exc: BaseException) -> str:
 
 
 def run_on_dask(fn: Callable[[Any], dict], tasks: Sequence[Any], failed: Callable[[Any, str], dict], *,
-                workers: int, threads: int | None = None, scheduler: str | None = None,
+                workers: int, cores_each: int = 1, scheduler: str | None = None,
                 progress: bool = True) -> list[dict]:
     """`fn(task)` for every task on Dask; results in task order. A task whose future fails (its
     worker died twice, or `fn` raised) gets `failed(task, reason)`. Ctrl-C: futures cancelled,
@@ -114,7 +114,7 @@ def run_on_dask(fn: Callable[[Any], dict], tasks: Sequence[Any], failed: Callabl
     if not tasks:
         return []
     run_id = uuid.uuid4().hex[:8]  # keys unique on a shared scheduler
-    with dask_client(workers, threads, scheduler) as client:
+    with dask_client(workers, cores_each, scheduler) as client:
         futures = {client.submit(fn, task, key=f"casseg-replay-{run_id}-{i}", pure=False): i
                    for i, task in enumerate(tasks)}
         frames = 0

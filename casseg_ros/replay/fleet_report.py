@@ -70,6 +70,7 @@ def write_fleet_report(out_dir: Path, fleet: dict[str, Any]) -> Path:
              f"{fleet['bags']} recordings ({counts[STATUS_OK]} ok, {counts[STATUS_INCOMPLETE]} incomplete, "
              f"{counts[STATUS_FAILED]} failed), {fleet['frames_processed']} frames processed "
              f"({fleet['frames_skipped']} skipped), model `{run.get('model')}`, {run.get('engine')}, "
+             f"{run.get('threads_per_task')} thread(s) per recording, "
              f"wall {_fmt(run.get('wall_s'))} s ({_fmt(run['frames_per_s'])} frames/s). "
              f"Each recording's own report: `{BAGS_FOLDER}/NAME/report.md`.", ""]
     problems = [b for b in fleet["per_bag"] if b["status"] != STATUS_OK]

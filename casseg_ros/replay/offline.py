@@ -60,6 +60,10 @@ class ReplayConfig:
     device: str = "cpu"
     input_size: tuple[int, int] | None = None
     resize_in_graph: bool = False  # the node's parameter of that name
+    # Intra-op threads of a CPU backend; None: the physical cores this process may use. Part of the
+    # results: floating-point sums split over another number of threads round differently, which
+    # can flip a pixel whose two best classes tie to ~1e-7.
+    num_threads: int | None = None
     vocabulary_file: str | None = None  # display names/palette, as the node's parameter
     # camera_info / registered depth topics; None: the image topic's siblings when the bag has
     # them (a camera driver's naming), "" = none. With both, the scene graph gets 3D, as the node's.
@@ -106,11 +110,12 @@ def _ground_truth_names(reader) -> list[str] | None:
     return None
 
 
-def load_backend(model_path: Path, backend: str, device: str, input_size, resize_in_graph: bool = False) -> Backend:
+def load_backend(model_path: Path, backend: str, device: str, input_size, resize_in_graph: bool = False,
+                 num_threads: int | None = None) -> Backend:
     """create_backend + load + warmup, with failures turned into one clear ReplayError."""
     try:
         be = create_backend(name=backend, model_path=str(model_path), device=device, input_size=input_size,
-                            resize_in_graph=resize_in_graph)
+                            resize_in_graph=resize_in_graph, num_threads=num_threads)
         be.load()
         be.warmup()  # as the node does at configure: the same kernels warmed up before frame 0
         _ = be.vocabulary
@@ -330,7 +335,8 @@ def run_replay(cfg: ReplayConfig) -> dict[str, Any]:
             f"salvaged with the mcap stream reader")
         print(f"casseg-replay: warning: {metrics['warnings'][-1]}", file=sys.stderr)
     try:
-        backend = load_backend(cfg.model_path, cfg.backend, cfg.device, cfg.input_size, cfg.resize_in_graph)
+        backend = load_backend(cfg.model_path, cfg.backend, cfg.device, cfg.input_size, cfg.resize_in_graph,
+                               cfg.num_threads)
         pipeline = FramePipeline(backend, display_labels(backend, cfg.vocabulary_file))
     except (ReplayError, ValueError, OSError) as exc:  # ValueError/OSError: a bad vocabulary_file
         inputs.reader.close()
