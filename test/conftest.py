@@ -11,6 +11,11 @@
 The environment itself comes from the package's process toolkit (`casseg_ros.ros.processes`).
 ROS_AUTOMATIC_DISCOVERY_RANGE is deliberately left alone: the profile already restricts the
 transports, and the variable changes discovery in ways that differ between RMWs.
+
+Nothing the suite runs writes into the user's home: the ROS log files (~/.ros/log), matplotlib's
+font cache (~/.cache/matplotlib) and the project's ONNX export and engine caches
+(~/.cache/casseg_ros) go to one temporary folder of the session instead, for the test process and
+every child it starts (ONNX Runtime's telemetry cache is switched off by `import casseg_ros`).
 """
 from __future__ import annotations
 
@@ -64,6 +69,17 @@ def _ros_loopback_session():
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _user_files_in_tmp(tmp_path_factory):
+    root = tmp_path_factory.mktemp("user_files")
+    folders = {"ROS_LOG_DIR": "ros_log", "MPLCONFIGDIR": "matplotlib", "CASSEG_ONNX_CACHE": "onnx_cache",
+               "CASSEG_ENGINE_CACHE": "engine_cache"}
+    with pytest.MonkeyPatch.context() as patch:
+        for key, name in folders.items():
+            patch.setenv(key, str(root / name))
+        yield
 
 
 def make_ros_env() -> RosEnv:

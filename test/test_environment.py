@@ -55,3 +55,26 @@ def test_the_editable_install_and_its_console_entries_still_work(tmp_path):
     for name, script in zip(ENTRIES, scripts):
         entry = found["entries"][str(script)]
         assert entry["status"] == 0 and f"usage: {name} " in entry["output"], (name, entry)
+
+
+def test_importing_casseg_ros_keeps_onnx_runtime_from_phoning_home(tmp_path):
+    """ONNX Runtime >= 1.29 on Linux uploads usage events (a DNS lookup of Microsoft's collector
+    at the first session) and keeps a device id and an event cache in ~/.cache/Microsoft, unless
+    ORT_DISABLE_TELEMETRY=1 is set before it starts: `import casseg_ros` sets it."""
+    home = tmp_path / "home"
+    home.mkdir()
+    # Also without the CI variables under which ONNX Runtime stays quiet by itself.
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("ORT_DISABLE_TELEMETRY", "CI", "GITHUB_ACTIONS", "GITLAB_CI", "TF_BUILD")}
+    code = ("import casseg_ros\n"
+            "import numpy as np, onnxruntime\n"
+            "from onnx import TensorProto, helper\n"
+            "x, y = (helper.make_tensor_value_info(n, TensorProto.FLOAT, [1]) for n in 'xy')\n"
+            "graph = helper.make_graph([helper.make_node('Relu', ['x'], ['y'])], 'g', [x], [y])\n"
+            "model = helper.make_model(graph, opset_imports=[helper.make_opsetid('', 17)])\n"
+            "session = onnxruntime.InferenceSession(model.SerializeToString(), providers=['CPUExecutionProvider'])\n"
+            "print(session.run(None, {'x': np.ones(1, np.float32)})[0][0])\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=dict(env, HOME=str(home)),
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "1.0", result.stderr[-3000:]
+    assert [p.relative_to(home).as_posix() for p in home.rglob("*")] == []
