@@ -26,11 +26,25 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
+
+from checkout_snapshot import checkout_files
 
 from casseg_ros.resources import loopback_profile
 from casseg_ros.ros.processes import loopback_env, random_domain_id
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+_CHECKOUT_AT_START = pytest.StashKey[dict]()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config.stash[_CHECKOUT_AT_START] = checkout_files()
+
+
+@pytest.fixture(scope="session")
+def checkout_at_start(request) -> dict[str, int]:
+    """The checkout's files when the session started (before collection), to compare with at the end."""
+    return request.config.stash[_CHECKOUT_AT_START]
 
 
 def _repo_pythonpath(current: str | None) -> str:
@@ -80,6 +94,16 @@ def _user_files_in_tmp(tmp_path_factory):
         for key, name in folders.items():
             patch.setenv(key, str(root / name))
         yield
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads_kept():
+    """torch's thread count is process-wide, and a backend loaded in the test process (an
+    in-process replay) sets it to the cores; results depend on it, so no test leaves it changed
+    for the tests after it."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
 
 
 def make_ros_env() -> RosEnv:

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from checkout_snapshot import checkout_files
+
 REPO = Path(__file__).resolve().parent.parent
 ENTRIES = ("casseg_ros", "casseg-export", "casseg-replay", "casseg-vocab")  # setup.py's console_scripts
 
@@ -78,3 +80,12 @@ def test_importing_casseg_ros_keeps_onnx_runtime_from_phoning_home(tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == "1.0", result.stderr[-3000:]
     assert [p.relative_to(home).as_posix() for p in home.rglob("*")] == []
+
+
+@pytest.mark.after_suite
+def test_the_suite_wrote_nothing_into_the_checkout(checkout_at_start):
+    """Every test writes into its temporary folder: nothing new or changed in the checkout (an
+    export's external data, a default output folder such as out/, a cache) after the suite."""
+    now = checkout_files()
+    assert sorted(set(now) - set(checkout_at_start)) == []
+    assert sorted(p for p in checkout_at_start if p in now and now[p] != checkout_at_start[p]) == []
