@@ -8,7 +8,8 @@ Modes:
   --compressed jpeg,png       sensor_msgs/CompressedImage frames (topic <topic>/compressed)
   --bad raw|compressed        each malformed message of that kind, then a good frame whose
                               frame_id is `good_after_<case>`
-  --duration S                keep publishing rgb8 for S seconds (benchmarks, rate tests)
+  --duration S                keep publishing rgb8 for S seconds (benchmarks, rate tests), or until
+                              SIGINT/SIGTERM, then end as after the last frame (exit 0)
 Frames are a deterministic synthetic scene (sky gradient, road, coloured boxes that move), so
 consecutive frames differ and the model sees structure.
 """
@@ -26,6 +27,7 @@ from rclpy.duration import Duration
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 
+from casseg_ros.ros.processes import StopFlag, init_child_rclpy
 from casseg_ros.ros.readiness import ReadinessTimeout, wait_for_matched_subscriptions
 
 
@@ -124,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wait-subscribers", type=float, default=20.0)
     args = parser.parse_args(argv)
 
-    rclpy.init()
+    stop = StopFlag()
+    init_child_rclpy()
     node = rclpy.create_node("fake_camera")
     qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=(
         ReliabilityPolicy.RELIABLE if args.reliability == "reliable" else ReliabilityPolicy.BEST_EFFORT))
@@ -181,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         # on a loaded machine drawing 512x1024 frames would cap the rate below the one asked for.
         frames = [encode_raw(synthetic_scene(args.height, args.width, i), "rgb8") for i in range(16)]
         end = time.monotonic() + args.duration
-        while time.monotonic() < end:
+        while time.monotonic() < end and not stop.stop:
             send(frames[index % len(frames)], "raw", "cam_stream")
             index += 1
             pace(period)
