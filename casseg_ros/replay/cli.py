@@ -102,11 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-frames", type=int, default=None)
     p.add_argument("--overlays", type=int, default=4, help="sample overlays in the report")
     p.add_argument("--no-progress", action="store_true")
-    fleet = p.add_argument_group("several recordings (fleet replay on Dask)")
     p.add_argument("--threads", type=_positive, default=None,
                    help="CPU threads of the backend for each recording, a setting of the run: results are "
                         "identical for one --threads whatever --workers (default: every usable core for one "
                         "recording, 1 per recording in a fleet)")
+    fleet = p.add_argument_group("several recordings (fleet replay on Dask)")
     fleet.add_argument("--workers", type=_positive, default=None,
                        help="worker processes of the local Dask cluster, each pinned to --threads cores of its "
                             "own (default: one per --threads usable cores, at most one per bag)")
