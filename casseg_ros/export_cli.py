@@ -42,11 +42,15 @@ from casseg_ros.runtime.parity import compare_onnx, compare_onnx_with_torch, loa
 from casseg_ros.runtime.quantize import Int8Settings, quantize_onnx
 from casseg_ros.runtime.tensorrt_backend import TensorRTBackend, tensorrt_missing
 
+DEFAULT_OUT = Path("out/export")  # relative to the working directory
+
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="casseg-export", description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoint", help="model checkpoint (.safetensors)")
-    p.add_argument("-o", "--output", help="ONNX path (default: <checkpoint stem>-<H>x<W>.onnx next to it)")
+    p.add_argument("-o", "--output", help="ONNX path (default: out/export/<checkpoint stem>-<H>x<W>.onnx, like "
+                                          "the other tools' out/ folders: never beside the checkpoint, which may be "
+                                          "the repository's models/ or an installed share/ folder)")
     p.add_argument("--input-size", nargs=2, type=int, default=(512, 1024), metavar=("H", "W"))
     p.add_argument("--resize-in-graph", action="store_true",
                    help="images of any size in, resized to --input-size inside the graph; outputs at the image size")
@@ -98,7 +102,7 @@ def _main(args) -> int:
     if args.int8 and not args.calibration:
         raise ValueError("--int8 needs --calibration (a bag or a folder of images)")
     rig = args.resize_in_graph
-    out = Path(args.output) if args.output else ckpt.with_name(f"{ckpt.stem}-{h}x{w}{'-rig' if rig else ''}.onnx")
+    out = Path(args.output) if args.output else DEFAULT_OUT / f"{ckpt.stem}-{h}x{w}{'-rig' if rig else ''}.onnx"
     # a resize-in-graph export is checked at a size other than the model's, so that its resize runs
     image = load_image(args.image) if args.image else make_test_pattern(*((h + h // 2, w + w // 2) if rig else (h, w)))
     if args.int8:  # open the calibration data before the (slow) export: a bad bag fails fast

@@ -81,6 +81,13 @@ def test_cli_exports_validates_and_reports(ckpt, tmp_path, capsys):
     assert report["image"] == str(image)
 
 
+def test_cli_default_output_is_out_export_not_beside_the_checkpoint(ckpt, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main([str(ckpt), "--input-size", *map(str, SIZE)]) == 0, capsys.readouterr().out
+    assert [p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.onnx")] == ["out/export/full-64x128.onnx"]
+    assert not list(ckpt.parent.glob("*.onnx"))
+
+
 def test_cli_errors_are_messages_not_tracebacks(ckpt, tmp_path, capsys):
     assert main([str(tmp_path / "missing.safetensors")]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
