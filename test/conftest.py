@@ -20,7 +20,9 @@ every child it starts (ONNX Runtime's telemetry cache is switched off by `import
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +37,28 @@ from casseg_ros.ros.processes import loopback_env, random_domain_id
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 _CHECKOUT_AT_START = pytest.StashKey[dict]()
+
+
+_USER_FILES = pytest.StashKey[tuple]()
+# Where the tools would write into the user's home, and the folder of the session's user_files/ instead.
+USER_FILE_FOLDERS = {"ROS_LOG_DIR": "ros_log", "MPLCONFIGDIR": "matplotlib", "CASSEG_ONNX_CACHE": "onnx_cache",
+                     "CASSEG_ENGINE_CACHE": "engine_cache"}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Before collection: test modules import matplotlib (through the report code) while collected,
+    # and it settles its config and cache folders at import.
+    root = Path(tempfile.mkdtemp(prefix="casseg_test_user_files_"))
+    patch = pytest.MonkeyPatch()
+    for key, name in USER_FILE_FOLDERS.items():
+        patch.setenv(key, str(root / name))
+    config.stash[_USER_FILES] = (root, patch)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    root, patch = config.stash[_USER_FILES]
+    patch.undo()
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -83,17 +107,6 @@ def _ros_loopback_session():
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
-
-
-@pytest.fixture(autouse=True, scope="session")
-def _user_files_in_tmp(tmp_path_factory):
-    root = tmp_path_factory.mktemp("user_files")
-    folders = {"ROS_LOG_DIR": "ros_log", "MPLCONFIGDIR": "matplotlib", "CASSEG_ONNX_CACHE": "onnx_cache",
-               "CASSEG_ENGINE_CACHE": "engine_cache"}
-    with pytest.MonkeyPatch.context() as patch:
-        for key, name in folders.items():
-            patch.setenv(key, str(root / name))
-        yield
 
 
 @pytest.fixture(autouse=True)
