@@ -87,9 +87,9 @@ def test_sigint_default_raises_keyboard_interrupt_where_sigint_was_ignored():
                 os.kill(os.getpid(), signal.SIGINT)
                 time.sleep(5)  # the handler runs at the next bytecode: never reached
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # the caller's disposition is back
-    handler = signal.getsignal(signal.SIGINT)
-    with sigint_default():  # a SIGINT that is not ignored is left alone
-        assert signal.getsignal(signal.SIGINT) is handler
+    with sigint_disposition(signal.default_int_handler):  # a SIGINT that is not ignored is left alone
+        with sigint_default():
+            assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_loopback_env_is_private_and_loopback_only():
