@@ -29,7 +29,7 @@ setup(
     entry_points={
         "console_scripts": [
             f"casseg_ros = {PACKAGE}.ros.segment_node:main",
-            f"casseg-export = {PACKAGE}.export_cli:main",
+            f"casseg-export = {PACKAGE}.export.cli:main",
             f"casseg-replay = {PACKAGE}.replay.cli:main",
             f"casseg-vocab = {PACKAGE}.vocab_cli:main",
         ],

@@ -17,8 +17,8 @@ _publish):
   on the host;
 - build: ros/messages.frame_messages (+ markers when subscribed);
 - publish: a real rclpy publisher per output with a subscriber in another process (this script
-  with --subscriber, started with ros/processes.py on loopback DDS, readiness = matched
-  subscriptions), so serialisation and the DDS write are counted.
+  with --subscriber, started with casseg_ros/processes/children.py on loopback DDS, readiness =
+  matched subscriptions), so serialisation and the DDS write are counted.
 
 Two configurations, run interleaved frame by frame (so a slow spell of the shared machine hits both):
 `default` = mask, confidence image, scene graph (what a node with no optional subscribers makes,
@@ -69,14 +69,14 @@ from casseg_ros.perception.overlay import colorize, make_overlay  # noqa: E402
 from casseg_ros.perception.scene_graph import segment_instances  # noqa: E402
 from casseg_ros.pipeline import (ClassLabels, DepthFrame, FramePipeline, PipelineSettings, Products, depth_stride,  # noqa: E402
                                  confidence_to_mono8)
-from casseg_ros.ros.camera import depth_frame, depth_to_metres, pinhole_from_info  # noqa: E402
+from casseg_ros.processes.children import ChildProcesses, init_child_rclpy, loopback_env, random_domain_id  # noqa: E402
+from casseg_ros.processes.children import StopFlag  # noqa: E402
+from casseg_ros.processes.readiness import wait_for_matched_subscriptions  # noqa: E402
+from casseg_ros.resources import DEMO_MODEL, resolve_data_path  # noqa: E402
 from casseg_ros.ros.conversions import numpy_to_image, to_rgb  # noqa: E402
+from casseg_ros.ros.depth_conversions import depth_frame, depth_to_metres, pinhole_from_info  # noqa: E402
 from casseg_ros.ros.markers import scene_graph_markers  # noqa: E402
 from casseg_ros.ros.messages import frame_messages, label_info_msg, point_cloud_msg, scene_graph_to_msg  # noqa: E402
-from casseg_ros.ros.processes import ChildProcesses, init_child_rclpy, loopback_env, random_domain_id  # noqa: E402
-from casseg_ros.ros.processes import StopFlag  # noqa: E402
-from casseg_ros.ros.readiness import wait_for_matched_subscriptions  # noqa: E402
-from casseg_ros.resources import DEMO_MODEL, resolve_data_path  # noqa: E402
 from casseg_ros.runtime import create_backend  # noqa: E402
 from casseg_ros.runtime.base import Backend, InferenceResult, resize_images, resize_outputs  # noqa: E402
 from training.datasets.context_scenes import CONTEXT_CLASSES, ContextScenes  # noqa: E402

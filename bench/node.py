@@ -35,7 +35,7 @@ given; on a CPU it is slower than 30 Hz at 512x1024, which is the regime the slo
 about. Usage:
     python bench/node.py [--model PATH] [--device cpu] [--seconds 60] [--out out/bench/node.json]
 (`--seconds 10`: a short check run; `--only points`: points_ms alone, in seconds.) Processes are started, made ready (node active, outputs
-matched) and stopped with casseg_ros.ros.processes / readiness, on loopback DDS in a private domain.
+matched) and stopped with casseg_ros.processes.children / readiness, on loopback DDS in a private domain.
 """
 from __future__ import annotations
 
@@ -65,13 +65,13 @@ from casseg_ros.fileio import atomic_write_text  # noqa: E402
 from casseg_ros.perception.depth import check_depth, graph_in_3d, labelled_cloud, organised_points  # noqa: E402
 from casseg_ros.perception.scene_graph import segment_instances  # noqa: E402
 from casseg_ros.pipeline import ClassLabels, DepthFrame, FramePipeline, PipelineSettings, Products  # noqa: E402
-from casseg_ros.replay.session import start_node  # noqa: E402
-from casseg_ros.ros.camera import depth_to_metres, pinhole_from_info  # noqa: E402
+from casseg_ros.replay.live.session import start_node  # noqa: E402
+from casseg_ros.ros.depth_conversions import depth_to_metres, pinhole_from_info  # noqa: E402
 from casseg_ros.ros.messages import point_cloud_msg  # noqa: E402
 from casseg_ros.runtime.base import InferenceResult  # noqa: E402
 from training.datasets.context_scenes import CONTEXT_CLASSES, ContextScenes  # noqa: E402
-from casseg_ros.ros.processes import ChildProcesses, loopback_env, node_command, random_domain_id  # noqa: E402
-from casseg_ros.ros.readiness import GraphWatcher, wait_for, wait_for_matched_publishers  # noqa: E402
+from casseg_ros.processes.children import ChildProcesses, loopback_env, node_command, random_domain_id  # noqa: E402
+from casseg_ros.processes.readiness import GraphWatcher, wait_for, wait_for_matched_publishers  # noqa: E402
 
 CAMERA = REPO / "test" / "ros_helpers" / "camera.py"
 HEIGHT, WIDTH = 512, 1024

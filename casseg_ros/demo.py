@@ -3,7 +3,7 @@
     python -m casseg_ros.demo --out out/demo        (what `make demo` runs)
 
 Three processes in a private DDS domain on loopback (config/fastdds_loopback.xml), started and
-stopped with casseg_ros.ros.processes, ready when the ROS graph says so (casseg_ros.replay.session):
+stopped with casseg_ros.processes.children, ready when the ROS graph says so (casseg_ros.replay.live.session):
   player    data/demo.mcap's camera frames on /camera/image_raw at the recorded rate, each with its
             /camera/camera_info and registered depth /camera/depth/image_raw (same stamp)
   node      casseg_ros (python -m casseg_ros.ros.segment_node) with models/casseg_demo.safetensors
@@ -40,18 +40,18 @@ from rosbags.rosbag2 import Reader
 from casseg_ros.model.checkpoint import read_vocabulary
 from casseg_ros.perception import make_overlay
 from casseg_ros.perception.scene_graph import scene_graph_record
+from casseg_ros.processes.children import ChildProcesses, camera_siblings, loopback_env, node_command, random_domain_id
+from casseg_ros.processes.readiness import GraphWatcher, ReadinessTimeout
 from casseg_ros.replay.bag import CAMERA_INFO_TYPE, IMAGE_TYPE, IMAGE_TYPES, LABEL_INFO_TYPE, POINT_CLOUD_TYPE, \
     SCENE_GRAPH_TYPE, BagError, find_connection, open_reader, stamp_ns, typestore
+from casseg_ros.replay.live.recording import cloud_array, live_metrics, read_recording
+from casseg_ros.replay.live.session import PlayedRun, play_and_record, start_node
 from casseg_ros.replay.metrics import IoUEvaluator
-from casseg_ros.replay.offline import gt_mapping
-from casseg_ros.replay.recording import cloud_array, live_metrics, read_recording
+from casseg_ros.replay.offline.run import gt_mapping
 from casseg_ros.replay.report import birds_eye_figure, save_png, scene_graph_markdown, write_json, write_report
-from casseg_ros.replay.session import PlayedRun, play_and_record, start_node
 from casseg_ros.resources import DEMO_BAG, DEMO_MODEL, resolve_data_path
-from casseg_ros.ros.camera import depth_to_metres
+from casseg_ros.ros.depth_conversions import depth_to_metres
 from casseg_ros.ros.messages import scene_graph_from_msg
-from casseg_ros.ros.processes import ChildProcesses, camera_siblings, loopback_env, node_command, random_domain_id
-from casseg_ros.ros.readiness import GraphWatcher, ReadinessTimeout
 
 CAMERA_TOPIC = "/camera/image_raw"
 NODE = "/casseg_ros"

@@ -1,6 +1,6 @@
 """The one per-frame pipeline, without ROS: decoded frame -> backend -> mask rule -> products -> scene graph.
 
-The node (casseg_ros/ros/segment_node.py), the offline replay (casseg_ros/replay/offline.py) and
+The node (casseg_ros/ros/segment_node.py), the offline replay (casseg_ros/replay/offline/run.py) and
 the benchmarks all call `FramePipeline.process`, so a figure measured offline is the node's figure
 and a mask written by replay is byte for byte the mask the node publishes.
 

@@ -18,11 +18,11 @@ from sensor_msgs.msg import Image
 from replay_helpers import make_demo_bag_module, tiny_context_checkpoint, write_bag
 
 from casseg_ros import demo
+from casseg_ros.processes.children import ChildProcesses, node_command, player_command, recorder_command
+from casseg_ros.processes.readiness import GraphWatcher, wait_for
 from casseg_ros.replay.bag import POINT_CLOUD_TYPE, typestore
-from casseg_ros.replay.recording import read_recording
-from casseg_ros.replay.session import play_and_record, start_node
-from casseg_ros.ros.processes import ChildProcesses, node_command, player_command, recorder_command
-from casseg_ros.ros.readiness import GraphWatcher, wait_for
+from casseg_ros.replay.live.recording import read_recording
+from casseg_ros.replay.live.session import play_and_record, start_node
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]  # node, player, recorder processes
 

@@ -22,10 +22,10 @@ import sys
 from pathlib import Path
 
 from casseg_ros.pipeline import PipelineSettings, Products
-from casseg_ros.replay.fleet import plan_tasks, run_fleet
-from casseg_ros.replay.fleet_inputs import FleetInputError, collect_bags, is_bag
-from casseg_ros.replay.offline import ReplayConfig, ReplayError, run_replay
-from casseg_ros.replay.realtime import RealtimeConfig, run_realtime
+from casseg_ros.replay.fleet.inputs import FleetInputError, collect_bags, is_bag
+from casseg_ros.replay.fleet.run import plan_tasks, run_fleet
+from casseg_ros.replay.live.run import RealtimeConfig, run_realtime
+from casseg_ros.replay.offline.run import ReplayConfig, ReplayError, run_replay
 from casseg_ros.resources import DEMO_MODEL, resolve_data_path
 
 

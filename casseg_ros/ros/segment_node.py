@@ -60,9 +60,9 @@ from casseg_ros.perception.depth import InvalidDepth
 from casseg_ros.pipeline import (DepthFrame, FrameInput, FramePipeline, InferenceError, Products, depth_stride,
                                  display_labels)
 from casseg_ros.resources import resolve_data_path
-from casseg_ros.ros.camera import depth_frame
 from casseg_ros.ros.cameras import Camera
 from casseg_ros.ros.conversions import DEFAULT_MAX_PIXELS, InvalidImage, to_rgb
+from casseg_ros.ros.depth_conversions import depth_frame
 from casseg_ros.ros.diagnostics import backend_status, camera_status, diagnostic_array
 from casseg_ros.ros.latest_frame import LatestFrames, TakenFrame
 from casseg_ros.ros.markers import scene_graph_markers

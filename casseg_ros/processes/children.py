@@ -13,7 +13,7 @@ One toolkit for everything that runs the node, a player and a recorder as separa
   `camera_siblings`: the camera_info and depth topics next to a camera's image topic.
 
 When a child is *ready* is read from the ROS graph, never from its log: see
-`casseg_ros.ros.readiness`.
+`casseg_ros.processes.readiness`.
 """
 from __future__ import annotations
 
@@ -211,16 +211,16 @@ def node_params(backend: str = "torch", device: str = "cpu", input_size: tuple[i
 
 
 def player_command(bag: Path | str, topic: str, *options: str) -> list[str]:
-    """`python -m casseg_ros.replay.player` publishing `bag`'s camera frames on `topic`
-    (options: see `casseg_ros.replay.player`)."""
-    return [sys.executable, "-m", "casseg_ros.replay.player", "--bag", str(bag), "--topic", topic, *options]
+    """`python -m casseg_ros.replay.live.player` publishing `bag`'s camera frames on `topic`
+    (options: see `casseg_ros.replay.live.player`)."""
+    return [sys.executable, "-m", "casseg_ros.replay.live.player", "--bag", str(bag), "--topic", topic, *options]
 
 
 def recorder_command(out: Path | str, node: str = "/casseg_ros", name: str | None = None,
                      options: Sequence[str] = ()) -> list[str]:
-    """`python -m casseg_ros.replay.recorder` writing `node`'s outputs into the rosbag2 `out`;
+    """`python -m casseg_ros.replay.live.recorder` writing `node`'s outputs into the rosbag2 `out`;
     `name` is its ROS node name (what a readiness wait looks for in the graph)."""
-    argv = [sys.executable, "-m", "casseg_ros.replay.recorder", "--out", str(out), "--node", node]
+    argv = [sys.executable, "-m", "casseg_ros.replay.live.recorder", "--out", str(out), "--node", node]
     if name:
         argv += ["--name", name]
     return [*argv, *options]

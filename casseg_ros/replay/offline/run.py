@@ -27,16 +27,16 @@ from casseg_ros.perception.scene_graph import scene_graph_record
 from casseg_ros.pipeline import (
     DepthFrame, FramePipeline, FrameResult, InferenceError, PipelineSettings, Products, depth_stride, display_labels,
 )
+from casseg_ros.processes.children import camera_siblings
 from casseg_ros.replay.bag import (
     CAMERA_INFO_TYPE, COMPRESSED_TYPE, IMAGE_TYPE, IMAGE_TYPES, LABEL_INFO_TYPE, POINT_CLOUD_TYPE, SCENE_GRAPH_TYPE,
     BagError, BagFrame, FrameStream, OutputBag, find_connection, open_reader, stamp_ns, typestore,
 )
 from casseg_ros.replay.metrics import IoUEvaluator, InvalidLabel, ReplayStats, label_to_ids
 from casseg_ros.replay.report import write_json, write_report
-from casseg_ros.ros.camera import depth_frame
 from casseg_ros.ros.conversions import InvalidImage, to_rgb
+from casseg_ros.ros.depth_conversions import depth_frame
 from casseg_ros.ros.messages import frame_messages, label_info_msg
-from casseg_ros.ros.processes import camera_siblings
 from casseg_ros.runtime import Backend, BackendUnavailable, create_backend
 
 NODE_NS = "/casseg_ros"  # output topics as the node names them (~/mask of node "casseg_ros")
@@ -173,7 +173,7 @@ def _camera_connections(reader, cfg: ReplayConfig, image_topic: str) -> dict[str
 
 def _depth_of(frame: BagFrame, image_shape: tuple[int, int], cfg: ReplayConfig, stats: ReplayStats
               ) -> tuple[DepthFrame | None, CameraInfo | None]:
-    """The frame's registered depth (the node's rule, `ros.camera.depth_frame`) and camera_info."""
+    """The frame's registered depth (the node's rule, `ros.depth_conversions.depth_frame`) and camera_info."""
     info_raw, depth_raw = frame.companions.get("camera_info"), frame.companions.get("depth")
     info = deserialize_message(info_raw, CameraInfo) if info_raw is not None else None
     if "depth" not in frame.companions:

@@ -1,6 +1,6 @@
 """Recorder: the node's outputs written to an mcap rosbag2, like `ros2 bag record`.
 
-    python -m casseg_ros.replay.recorder --out OUT_BAG [--node /casseg_ros] [--name NAME] [--no-overlay] [--points]
+    python -m casseg_ros.replay.live.recorder --out OUT_BAG [--node /casseg_ros] [--name NAME] [--no-overlay] [--points]
 
 Subscribes to the node's mask, colour mask, overlay, camera_info, scene graph, label_info
 (transient local), optionally its point cloud (--points: about 24 bytes a pixel, so off unless
@@ -10,7 +10,7 @@ the node that work.
 On SIGINT/SIGTERM it takes what has already arrived, closes the bag and moves it into place.
 Whether it is ready is read from the graph: once every subscription is matched to the node's
 writers and the node's latched label_info has arrived, its node (--name) advertises `~/ready`
-(`casseg_ros.ros.readiness.GraphWatcher.wait_for_publisher`). Seeing the recorder's subscription
+(`casseg_ros.processes.readiness.GraphWatcher.wait_for_publisher`). Seeing the recorder's subscription
 in the graph is not enough: DDS matches the two sides separately, and a frame published before
 the node's writer matched the recorder's reader is not delivered.
 """
@@ -31,9 +31,9 @@ from std_msgs.msg import Empty
 from vision_msgs.msg import LabelInfo
 
 from casseg_msgs.msg import SceneGraph
+from casseg_ros.processes.children import StopFlag, init_child_rclpy
 from casseg_ros.replay.bag import CAMERA_INFO_TYPE, DIAGNOSTICS_TYPE, IMAGE_TYPE, LABEL_INFO_TYPE, POINT_CLOUD_TYPE, \
     SCENE_GRAPH_TYPE, OutputBag
-from casseg_ros.ros.processes import StopFlag, init_child_rclpy
 
 SPIN_S = 0.1
 # On stop: keep taking messages until none has arrived for this long (what DDS already delivered).
@@ -42,7 +42,7 @@ DRAIN_MAX_S = 5.0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m casseg_ros.replay.recorder", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m casseg_ros.replay.live.recorder", description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, required=True, help="rosbag2 directory to create (mcap)")
     p.add_argument("--node", default="/casseg_ros", help="fully qualified name of the node to record")
     p.add_argument("--name", default=None, help="ROS node name of the recorder (default casseg_recorder_<pid>)")
