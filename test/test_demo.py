@@ -218,7 +218,7 @@ def test_demo_ctrl_c_stops_every_child(tmp_path, tiny_ckpt, demo_bag, ros_env):
             commands = " ".join(" ".join(c.cmdline()) for c in children)
         except psutil.NoSuchProcess:  # one just exited (re-exec): look again
             return []
-        running = all(module in commands for module in ("segment_node", "replay.recorder", "replay.player"))
+        running = all(module in commands for module in ("ros.node_main", "replay.live.recorder", "replay.live.player"))
         return children if running else []
 
     # The demo prints a few lines only: its pipe cannot fill while we wait (read at communicate()).

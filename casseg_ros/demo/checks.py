@@ -20,7 +20,6 @@ from rosbags.rosbag2 import Reader
 from casseg_ros.model.checkpoint import read_vocabulary
 from casseg_ros.perception import make_overlay
 from casseg_ros.perception.scene_graph import scene_graph_record
-from casseg_ros.processes.children import camera_siblings
 from casseg_ros.replay.bag import CAMERA_INFO_TYPE, IMAGE_TYPE, IMAGE_TYPES, LABEL_INFO_TYPE, POINT_CLOUD_TYPE, \
     SCENE_GRAPH_TYPE, find_connection, open_reader, stamp_ns, typestore
 from casseg_ros.replay.live.recording import cloud_array, live_metrics, read_recording
@@ -29,11 +28,13 @@ from casseg_ros.replay.metrics import IoUEvaluator
 from casseg_ros.replay.offline.run import gt_mapping
 from casseg_ros.replay.report import birds_eye_figure, save_png, scene_graph_markdown, write_json, write_report
 from casseg_ros.ros.depth_conversions import depth_to_metres
+from casseg_ros.ros.frame_io import InputSettings
 from casseg_ros.ros.messages import scene_graph_from_msg
+from casseg_ros.ros.topics import NODE_NAME, camera_siblings
 
-NODE = "/casseg_ros"
+NODE = f"/{NODE_NAME}"
 # The node's depth_max_range_m in the demo (its default): farther depth gives NaN points.
-DEPTH_MAX_RANGE_M = 20.0
+DEPTH_MAX_RANGE_M = InputSettings.depth_max_range_m
 # A valid point must project back onto its pixel centre to within this (pixels).
 REPROJECTION_TOLERANCE_PX = 0.5
 

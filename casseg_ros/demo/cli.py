@@ -6,7 +6,7 @@ Three processes in a private DDS domain on loopback (config/fastdds_loopback.xml
 stopped with casseg_ros.processes.children, ready when the ROS graph says so (casseg_ros.replay.live.session):
   player    data/demo.mcap's camera frames on /camera/image_raw at the recorded rate, each with its
             /camera/camera_info and registered depth /camera/depth/image_raw (same stamp)
-  node      casseg_ros (python -m casseg_ros.ros.segment_node) with models/casseg_demo.safetensors
+  node      casseg_ros (python -m casseg_ros.ros.node_main) with models/casseg_demo.safetensors
   recorder  the node's mask, colour mask, overlay, camera_info, point cloud, scene graph,
             label_info and /diagnostics -> an mcap bag
 Then `casseg_ros.demo.checks` evaluates the recording against the bag's ground-truth labels and
@@ -33,11 +33,12 @@ import time
 from pathlib import Path
 
 from casseg_ros.demo.checks import DEPTH_MAX_RANGE_M, NODE, DemoError, evaluate
-from casseg_ros.processes.children import ChildProcesses, camera_siblings, loopback_env, node_command, random_domain_id
+from casseg_ros.processes.children import ChildProcesses, loopback_env, node_command, random_domain_id
 from casseg_ros.processes.readiness import GraphWatcher, ReadinessTimeout
 from casseg_ros.replay.bag import BagError, open_reader
 from casseg_ros.replay.live.session import PlayedRun, play_and_record, start_node
 from casseg_ros.resources import DEMO_BAG, DEMO_MODEL, resolve_data_path
+from casseg_ros.ros.topics import camera_siblings
 
 CAMERA_TOPIC = "/camera/image_raw"
 

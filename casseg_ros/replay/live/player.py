@@ -45,18 +45,18 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_
 from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from casseg_msgs.msg import SceneGraph
 from casseg_ros.fileio import atomic_write_text
-from casseg_ros.processes.children import StopFlag, camera_siblings, init_child_rclpy
+from casseg_ros.processes.children import StopFlag, init_child_rclpy
 from casseg_ros.processes.readiness import ReadinessTimeout, StampLog, wait_for, wait_for_matched_publishers, \
     wait_for_matched_subscriptions
 from casseg_ros.replay.bag import CAMERA_INFO_TYPE, IMAGE_TYPE, IMAGE_TYPES, BagError, find_connection, \
     header_stamp_of, open_reader
+from casseg_ros.ros.topics import OUTPUTS, camera_siblings
 
-# Output topics a player can be paced by, by their last path element.
 # Longest wait for the consumer's camera_info / depth readers to match (see _play).
 COMPANION_MATCH_S = 10.0
-PACING_TYPES = {"scene_graph": SceneGraph, "mask": Image, "overlay": Image, "confidence": Image}
+# Output topics a player can be paced by, by their last path element.
+PACING_TYPES = {name: OUTPUTS[name].msg_type for name in ("scene_graph", "mask", "overlay", "confidence")}
 
 
 @dataclass
