@@ -1,8 +1,9 @@
 """The one per-frame pipeline, without ROS: decoded frame -> backend -> mask rule -> products -> scene graph.
 
-The node (casseg_ros/ros/segment_node.py), the offline replay (casseg_ros/replay/offline/run.py) and
-the benchmarks all call `FramePipeline.process`, so a figure measured offline is the node's figure
-and a mask written by replay is byte for byte the mask the node publishes.
+The node, the offline replay and the benchmarks all call `FramePipeline.process_batch` from the
+one frame step at the message level (casseg_ros/ros/frame_io.py), and bring their backend up with
+`start_backend`, so a figure measured offline is the node's figure and a mask written by replay is
+byte for byte the mask the node publishes.
 
 Optional products cost host time at full resolution, so they are made only when a caller asks
 (the node: when the topic has a subscriber or the parameter is on):
