@@ -25,7 +25,7 @@ from casseg_ros.replay.bag import CAMERA_INFO_TYPE, IMAGE_TYPE, IMAGE_TYPES, LAB
 from casseg_ros.replay.live.recording import cloud_array, live_metrics, read_recording
 from casseg_ros.replay.live.session import PlayedRun
 from casseg_ros.replay.metrics import IoUEvaluator
-from casseg_ros.replay.offline.run import gt_mapping
+from casseg_ros.replay.offline.ground_truth import gt_mapping
 from casseg_ros.replay.report import birds_eye_figure, save_png, scene_graph_markdown, write_json, write_report
 from casseg_ros.ros.depth_conversions import depth_to_metres
 from casseg_ros.ros.frame_io import InputSettings

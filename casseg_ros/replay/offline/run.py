@@ -1,11 +1,12 @@
-"""Offline replay: every frame of a recording through the node's pipeline, outputs into a new bag.
+"""Offline replay: every frame of a recording through the node's frame step, outputs into a new bag.
 
 Per frame: raw CDR from rosbags -> the node's message classes (rclpy deserialiser, no DDS) -> the
 node's frame step (`casseg_ros.ros.frame_io`: `frame_input`, `FramePipeline.process`,
 `frame_outputs`) -> output bag, under the node's topic names and types (`casseg_ros.ros.topics`).
 The output bag therefore holds, message for message, what the live node publishes for the same
-frames. Bad frames are skipped with the node's rejection reason; a bag that stops
-being readable ends the run with a clear error while everything done so far is kept.
+frames; a ground-truth label topic is scored as it goes (`ground_truth`). Bad frames are skipped
+with the node's rejection reason; a bag that stops being readable ends the run with a clear error
+while everything done so far is kept.
 """
 from __future__ import annotations
 
@@ -27,10 +28,11 @@ from casseg_ros.pipeline import (
     FramePipeline, FrameResult, InferenceError, PipelineSettings, Products, display_labels, start_backend,
 )
 from casseg_ros.replay.bag import (
-    CAMERA_INFO_TYPE, COMPRESSED_TYPE, IMAGE_TYPE, IMAGE_TYPES, LABEL_INFO_TYPE, BagError, BagFrame, FrameStream,
-    OutputBag, find_connection, open_reader, stamp_ns, typestore,
+    CAMERA_INFO_TYPE, COMPRESSED_TYPE, IMAGE_TYPE, IMAGE_TYPES, BagError, BagFrame, FrameStream, OutputBag,
+    find_connection, open_reader, stamp_ns,
 )
-from casseg_ros.replay.metrics import IoUEvaluator, InvalidLabel, ReplayStats, label_to_ids
+from casseg_ros.replay.metrics import ReplayStats
+from casseg_ros.replay.offline.ground_truth import GroundTruth, auto_label_topic, ground_truth_names
 from casseg_ros.replay.report import write_json, write_report
 from casseg_ros.ros.frame_io import Companions, InputSettings, Rejection, frame_input, frame_outputs
 from casseg_ros.ros.messages import label_info_msg
@@ -70,37 +72,6 @@ class ReplayConfig:
     progress: bool = True
 
 
-def gt_mapping(gt_names: list[str], model_names: list[str]) -> tuple[np.ndarray, list[str]]:
-    """LUT ground-truth id -> model id by class name (255 where the model lacks the class)."""
-    index = {n: i for i, n in enumerate(model_names)}
-    lut = np.full(max(len(gt_names), 1), 255, dtype=np.int64)
-    missing = []
-    for i, name in enumerate(gt_names):
-        if name in index:
-            lut[i] = index[name]
-        else:
-            missing.append(name)
-    return lut, missing
-
-
-def _auto_label_topic(reader, image_topic: str) -> str | None:
-    candidates = [c.topic for c in reader.connections
-                  if c.msgtype == IMAGE_TYPE and c.topic != image_topic and "label" in c.topic.lower()]
-    return candidates[0] if len(candidates) == 1 else None
-
-
-def _ground_truth_names(reader) -> list[str] | None:
-    """Class names of the ground truth from a vision_msgs/LabelInfo topic in the bag, if one exists."""
-    conns = [c for c in reader.connections if c.msgtype == LABEL_INFO_TYPE]
-    if len(conns) != 1:
-        return None
-    for _, _, raw in reader.messages(connections=conns):
-        msg = typestore().deserialize_cdr(raw, LABEL_INFO_TYPE)
-        by_id = {int(c.class_id): str(c.class_name) for c in msg.class_map}
-        return [by_id.get(i, f"<unnamed {i}>") for i in range(max(by_id) + 1)] if by_id else None
-    return None
-
-
 def load_backend(model_path: Path, backend: str, device: str, input_size, resize_in_graph: bool = False) -> Backend:
     """The node's bring-up (`pipeline.start_backend`), with failures turned into one clear ReplayError."""
     try:
@@ -134,9 +105,9 @@ def _open_inputs(cfg: ReplayConfig) -> _Inputs:
         raise ReplayError(str(exc)) from exc
     try:
         image_conn = find_connection(reader, cfg.image_topic, IMAGE_TYPES, "image")
-        label_topic = cfg.label_topic if cfg.label_topic is not None else _auto_label_topic(reader, image_conn.topic)
+        label_topic = cfg.label_topic if cfg.label_topic is not None else auto_label_topic(reader, image_conn.topic)
         label_conn = find_connection(reader, label_topic, (IMAGE_TYPE,), "label") if label_topic else None
-        gt_names = _ground_truth_names(reader) if label_conn else None
+        gt_names = ground_truth_names(reader) if label_conn else None
         camera_conns = _camera_connections(reader, cfg, image_conn.topic)
     except BagError as exc:
         reader.close()
@@ -169,36 +140,6 @@ def _companions(frame: BagFrame) -> Companions:
     return Companions(deserialize_message(info_raw, CameraInfo) if info_raw is not None else None,
                       deserialize_message(depth_raw, Image) if depth_raw is not None else None,
                       "depth" in frame.companions)
-
-
-class _GroundTruth:
-    """Scores each frame's argmax against the bag's label topic (ids mapped by class name)."""
-
-    def __init__(self, model_names: list[str], gt_names: list[str] | None, stats: ReplayStats):
-        self.lut, self.missing = gt_mapping(gt_names, model_names) if gt_names else (None, [])
-        self.iou = IoUEvaluator(model_names, self.lut)
-        self.stats = stats
-
-    def update(self, frame: BagFrame, class_ids: np.ndarray) -> np.ndarray | None:
-        """Ground-truth ids of the frame (None when it has no usable label); counted in the IoU."""
-        if frame.label_raw is None:
-            self.stats.label_notes[frame.label_note or "no label"] += 1
-            return None
-        try:
-            gt = label_to_ids(deserialize_message(frame.label_raw, Image))
-            self.iou.update(class_ids, gt)
-        except InvalidLabel as exc:
-            self.stats.label_notes[exc.reason] += 1
-            return None
-        except Exception as exc:  # noqa: BLE001 - malformed label CDR
-            self.stats.label_notes[f"undecodable label message: {type(exc).__name__}"] += 1
-            return None
-        return gt
-
-    def in_model_ids(self, gt: np.ndarray) -> np.ndarray:
-        if self.lut is None:
-            return gt.astype(np.int32)
-        return np.where(gt < 255, self.lut[np.clip(gt, 0, len(self.lut) - 1)], 255).astype(np.int32)
 
 
 class _Outputs:
@@ -238,7 +179,7 @@ def _figure(rgb: np.ndarray, result: FrameResult, gt_ids: np.ndarray | None, pip
 
 
 def _replay_frames(cfg: ReplayConfig, inputs: _Inputs, pipeline: FramePipeline, outputs: _Outputs,
-                   truth: _GroundTruth | None, stats: ReplayStats) -> None:
+                   truth: GroundTruth | None, stats: ReplayStats) -> None:
     conn = inputs.image_conn
     total = conn.msgcount if cfg.max_frames is None else min(conn.msgcount, cfg.max_frames)
     figure_at = set(np.linspace(0, max(total - 1, 0), num=min(cfg.num_overlays, total), dtype=int).tolist())
@@ -318,7 +259,7 @@ def run_replay(cfg: ReplayConfig) -> dict[str, Any]:
 
     stats = ReplayStats()
     names = list(pipeline.labels.names)
-    truth = _GroundTruth(names, inputs.gt_names, stats) if inputs.label_conn else None
+    truth = GroundTruth(names, inputs.gt_names, stats) if inputs.label_conn else None
     metrics.update(image_topic=inputs.image_conn.topic, image_type=inputs.image_conn.msgtype,
                    label_topic=inputs.label_conn.topic if inputs.label_conn else None,
                    ground_truth_classes=inputs.gt_names,
