@@ -1,6 +1,6 @@
 """The frame step at the message level: one camera frame's messages in, its output messages out.
 
-One implementation, shared by the node (`frame_batch`, on its worker thread), offline replay
+One implementation, shared by the node (`camera_batch`, on its worker thread), offline replay
 (`casseg_ros.replay.offline.run`) and `bench/host.py`, which times these very functions:
 
     frame_input(image, companions, settings, products, inputs) -> DecodedFrame | Rejection
