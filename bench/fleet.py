@@ -3,8 +3,9 @@
 
 The cores stay the same (`--cores`, default 2: this machine): one worker running each bag with 2
 threads, against 2 workers running a bag each with 1 thread (`--threads` of casseg-replay, each
-worker pinned to its own cores). Wall time is the whole fleet run as `casseg-replay` does it:
-cluster start, every bag (model load + frames + outputs), aggregate report. The thread count is
+worker pinned to its own cores by `casseg_ros.replay.fleet.dask_cluster.CoreShare`). Wall time is
+the whole fleet run as `casseg-replay` does it: cluster start, every bag (model load + frames +
+outputs), aggregate report. The thread count is
 part of a bag's results (floating-point sums in another order), so identity is checked where it
 must hold — 2 workers x 1 thread against 1 worker x 1 thread (a third run) — and the difference
 the thread count makes is reported (`thread_count_effect`: labelled pixels counted differently).
@@ -32,9 +33,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from casseg_ros.fileio import atomic_write_text  # noqa: E402
-from casseg_ros.replay.fleet import plan_tasks, run_fleet  # noqa: E402
-from casseg_ros.replay.fleet_inputs import collect_bags  # noqa: E402
-from casseg_ros.replay.offline import ReplayConfig  # noqa: E402
+from casseg_ros.replay.fleet.inputs import collect_bags  # noqa: E402
+from casseg_ros.replay.fleet.run import plan_tasks, run_fleet  # noqa: E402
+from casseg_ros.replay.offline.run import ReplayConfig  # noqa: E402
 
 # Per-bag fields that must not depend on the worker count (timings do).
 RESULT_FIELDS = ("name", "status", "frames_processed", "frames_skipped", "miou", "confusion_matrix")

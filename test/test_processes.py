@@ -12,8 +12,8 @@ from std_msgs.msg import String
 
 from signal_helpers import sigint_disposition
 
-from casseg_ros.ros.processes import ChildProcess, ChildProcesses, loopback_env, sigint_default
-from casseg_ros.ros.readiness import GraphWatcher, ReadinessTimeout, wait_for, wait_for_matched_subscriptions
+from casseg_ros.processes.children import ChildProcess, ChildProcesses, loopback_env, sigint_default
+from casseg_ros.processes.readiness import GraphWatcher, ReadinessTimeout, wait_for, wait_for_matched_subscriptions
 
 
 @pytest.fixture
