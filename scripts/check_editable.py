@@ -2,7 +2,8 @@
 """Exit 0 when the running interpreter has the editable install of the checkout CHECKOUT: the
 `casseg_ros` distribution is installed editable from CHECKOUT, `import casseg_ros` finds
 CHECKOUT's package from any working directory, and every console entry the distribution declares
-is in the interpreter's bin folder. Otherwise print what is wrong and exit 1.
+is in the interpreter's bin folder and names a module the checkout has. Otherwise print what is
+wrong and exit 1.
 
 `make setup` runs it every time (run it from outside the checkout, so the working directory does
 not put the package on the path): its stamp file says that set-up ran once, not that nothing
@@ -13,6 +14,7 @@ Usage: python scripts/check_editable.py CHECKOUT
 """
 from __future__ import annotations
 
+import ast
 import importlib.metadata
 import importlib.util
 import json
@@ -41,7 +43,31 @@ def problems(checkout: Path) -> list[str]:
     if not entries:
         found.append(f"{DISTRIBUTION} declares no console entries")
     found += [f"console entry {bin_dir / name} is missing" for name in entries if not (bin_dir / name).is_file()]
+    # An install made before a module moved keeps entries (and their scripts) naming the old place.
+    found += [f"console entry {ep.name} runs {ep.value}, which the checkout no longer has (installed from an "
+              f"older setup.py)" for ep in dist.entry_points if ep.group == "console_scripts" and not _defines(ep)]
     return found
+
+
+def _defines(entry: importlib.metadata.EntryPoint) -> bool:
+    """Whether the entry's module is in the checkout and names its function at top level (read
+    from the source: importing the node's module would start ROS)."""
+    try:
+        spec = importlib.util.find_spec(entry.module)
+    except ModuleNotFoundError:  # a parent package is gone
+        return False
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        return spec is not None
+    names = set()
+    for node in ast.parse(Path(spec.origin).read_text()).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(t.id for t in targets if isinstance(t, ast.Name))
+    return entry.attr.split(".")[0] in names
 
 
 def main(argv: list[str] | None = None) -> int:
