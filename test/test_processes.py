@@ -12,6 +12,7 @@ from std_msgs.msg import String
 
 from signal_helpers import sigint_disposition
 
+from casseg_ros.processes import children as children_module
 from casseg_ros.processes.children import ChildProcess, ChildProcesses, loopback_env, sigint_default
 from casseg_ros.processes.readiness import GraphWatcher, ReadinessTimeout, wait_for, wait_for_matched_subscriptions
 
@@ -78,6 +79,33 @@ def test_stop_escalates_sigint_sigterm_sigkill(tmp_path, ignored, status, parent
         wait_for(lambda: "handlers set" in child.output(), 30.0, "the child to install its handlers", child.check_alive)
         assert child.stop(timeout=0.5, grace=0.5) == status
     assert "stubborn" in str(child.log_path)
+
+
+def test_ctrl_c_while_a_child_starts_still_stops_that_child(tmp_path, monkeypatch):
+    """Ctrl-C arriving while Popen is still returning (the child already runs: a supervisor that
+    sends SIGINT once it sees the child, or a user's timing) must not leave that child unknown to
+    ChildProcesses, and so never stopped."""
+    real_popen = children_module.subprocess.Popen
+
+    def popen_then_ctrl_c(*args, **kwargs):
+        proc = real_popen(*args, **kwargs)
+        started.append(proc)
+        signal.raise_signal(signal.SIGINT)  # the Python handler runs before Popen's caller goes on
+        return proc
+
+    started = []
+    monkeypatch.setattr(children_module.subprocess, "Popen", popen_then_ctrl_c)
+    with sigint_disposition(signal.default_int_handler):
+        with pytest.raises(KeyboardInterrupt):
+            with ChildProcesses(tmp_path, loopback_env(1)) as children:
+                children.start("sleeper", [sys.executable, "-c", "import time; time.sleep(60)"])
+                time.sleep(5)  # never reached: the Ctrl-C is raised by start()
+    assert len(started) == 1
+    try:
+        assert started[0].wait(5) is not None  # stopped on the way out of the with block
+    finally:
+        started[0].kill()
+        started[0].wait()
 
 
 def test_sigint_default_raises_keyboard_interrupt_where_sigint_was_ignored():

@@ -68,6 +68,29 @@ def sigint_default() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
+@contextmanager
+def _stop_signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM that arrive inside the block take effect when it ends. A child already
+    runs before Popen returns; a KeyboardInterrupt raised in between would lose its Popen object
+    and leave the child running. Only Python-level handlers are held (a disposition set by C code,
+    e.g. rclpy's, is left alone), and only in the main thread, where handlers run."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    held = {sig: signal.getsignal(sig) for sig in STOP_SEQUENCE[:-1]}
+    held = {sig: handler for sig, handler in held.items() if callable(handler)}
+    for sig in held:
+        signal.signal(sig, lambda signum, frame: pending.append(signum))
+    try:
+        yield
+    finally:
+        for sig, handler in held.items():
+            signal.signal(sig, handler)
+        for sig in pending:
+            signal.raise_signal(sig)
+
+
 def random_domain_id() -> int:
     """A private DDS domain, so concurrent runs on one machine do not see each other's topics."""
     return random.SystemRandom().randint(*DOMAIN_ID_RANGE)
@@ -175,8 +198,9 @@ class ChildProcesses:
     def start(self, name: str, argv: Sequence[str]) -> ChildProcess:
         if name in self.children and self.children[name].running():
             raise ValueError(f"a child named {name!r} is already running")
-        child = ChildProcess(name, argv, self.env, self.log_dir / f"{name}.log", self.cwd)
-        self.children[name] = child
+        with _stop_signals_held():  # a Ctrl-C during Popen lands once the child is known, so it is stopped
+            child = ChildProcess(name, argv, self.env, self.log_dir / f"{name}.log", self.cwd)
+            self.children[name] = child
         return child
 
     def __getitem__(self, name: str) -> ChildProcess:
