@@ -21,6 +21,7 @@ class DataConfig:
     root: str = ""                     # dataset root (cityscapes / coco)
     coco_year: int = 2017
     # context_scenes only
+    layout: str = "standard"           # standard | long_range (the cue beyond a Swin window: long_range_scenes.py)
     num_train: int = 2000
     num_val: int = 200
     height: int = 128

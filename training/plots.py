@@ -1,4 +1,4 @@
-"""Evaluation plots: confusion matrix, per-class IoU bars, cross-attention maps.
+"""Evaluation plots: confusion matrix, per-class IoU bars, cross-attention and region assignment maps.
 
 Figures are built with matplotlib's object API (``matplotlib.figure.Figure``: no pyplot state, no
 global backend switch) and written through ``casseg_ros.fileio`` like every file training writes.
@@ -60,8 +60,9 @@ def plot_per_class_iou(per_class: dict, path: str, title: str = "per-class IoU")
 
 
 def plot_attention(image: np.ndarray, attention: np.ndarray, class_names, path: str, top: int = 6,
-                   pred: np.ndarray | None = None, palette: np.ndarray | None = None) -> None:
-    """Image (+ prediction) and the (K, h, w) cross-attention maps of the ``top`` most-attended classes."""
+                   pred: np.ndarray | None = None, palette: np.ndarray | None = None, prefix: str = "attn") -> None:
+    """Image (+ prediction) and the ``top`` heaviest of (K, h, w) maps: cross-attention of the classes,
+    or the soft assignment to region nodes (``class_names`` then names the regions)."""
     order = np.argsort(-attention.reshape(attention.shape[0], -1).mean(1))[:top]
     n = len(order) + (2 if pred is not None else 1)
     fig = Figure(figsize=(2.6 * n, 2.2))
@@ -78,7 +79,7 @@ def plot_attention(image: np.ndarray, attention: np.ndarray, class_names, path: 
         a = cv2.resize(attention[c], (image.shape[1], image.shape[0]), interpolation=cv2.INTER_LINEAR)
         axes[ax_i].imshow(image)
         axes[ax_i].imshow(a, cmap="jet", alpha=0.5)
-        axes[ax_i].set_title(f"attn: {class_names[c]}", fontsize=8)
+        axes[ax_i].set_title(f"{prefix}: {class_names[c]}", fontsize=8)
     for ax in axes:
         ax.axis("off")
     fig.tight_layout()

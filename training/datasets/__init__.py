@@ -8,6 +8,7 @@ from __future__ import annotations
 from .cityscapes import CITYSCAPES_CLASSES, CityscapesSemantic
 from .coco import COCOPanopticSemantic
 from .context_scenes import CONTEXT_CLASSES, CONTEXT_THINGS, ContextScenes
+from .long_range_scenes import LongRangeContextScenes
 
 __all__ = [
     "CITYSCAPES_CLASSES",
@@ -16,6 +17,7 @@ __all__ = [
     "CityscapesSemantic",
     "COCOPanopticSemantic",
     "ContextScenes",
+    "LongRangeContextScenes",
     "build_dataset",
 ]
 
@@ -31,5 +33,8 @@ def build_dataset(data_cfg, split: str):
         n = data_cfg.num_train if split == "train" else data_cfg.num_val
         # train and val use disjoint seed streams
         seed = data_cfg.seed if split == "train" else data_cfg.seed + 1_000_003
-        return ContextScenes(n, height=data_cfg.height, width=data_cfg.width, seed=seed)
+        layouts = {"standard": ContextScenes, "long_range": LongRangeContextScenes}
+        if data_cfg.layout not in layouts:
+            raise ValueError(f"unknown context_scenes layout {data_cfg.layout!r} (expected {' or '.join(layouts)})")
+        return layouts[data_cfg.layout](n, height=data_cfg.height, width=data_cfg.width, seed=seed)
     raise ValueError(f"unknown dataset {name!r} (expected cityscapes, coco or context_scenes)")
