@@ -8,7 +8,7 @@ The paper's settings are the defaults of the Cityscapes / COCO configs: Adam, lr
 batch 16 (4 GPUs x 4), CE + 0.1 * contrastive (temperature 0.07), Swin-T backbone initialised from
 ImageNet weights in a local safetensors file (no downloads happen anywhere in this project).
 The context-scenes configs are sized for a 2-core CPU (swin_nano, 96x192, batch 8); so are the
-long-range ones (swin_nano, 128x672, output stride 8, batch 4, one thread: two runs share the cores).
+long-range ones (swin_nano, 64x672, output stride 8, batch 4, 500 steps, one thread: two runs share the cores).
 """
 from __future__ import annotations
 
@@ -70,15 +70,15 @@ GRAPH_VARIANTS = {
        for nodes in ("classes", "regions") for edges in ("spatial", "semantic", "both")},
 }
 LONG_RANGE = dict(
-    model=dict(backbone="swin_nano", img_size=[128, 672], drop_path_rate=0.0, decoder_dim=64, output_stride=8,
+    model=dict(backbone="swin_nano", img_size=[64, 672], drop_path_rate=0.0, decoder_dim=64, output_stride=8,
                fusion=False, contrastive=False, graph_layers=2, graph_regions=8, graph_region_iterations=3,
                graph_topk=4),
     # no random scale: a zoom-out would bring the cue into the backbone's windows (long_range_scenes.py)
-    data=dict(name="context_scenes", layout="long_range", num_train=4000, num_val=100, height=128, width=672,
-              seed=0, crop_size=[128, 672], base_size=0, scale_range=[1.0, 1.0], hflip=True, photometric=True,
+    data=dict(name="context_scenes", layout="long_range", num_train=4000, num_val=100, height=64, width=672,
+              seed=0, crop_size=[64, 672], base_size=0, scale_range=[1.0, 1.0], hflip=True, photometric=True,
               eval_size=None, num_workers=0),
     optim=dict(PAPER_OPTIM, lr=1.0e-3, batch_size=4),
-    train=dict(steps=400, checkpoint_every=100, eval_every=0, log_every=20, seed=0, amp=True, device="auto",
+    train=dict(steps=500, checkpoint_every=100, eval_every=0, log_every=20, seed=0, amp=True, device="auto",
                num_threads=1),
 )
 
