@@ -17,6 +17,7 @@ import pytest
 
 from casseg_ros.perception.palette import default_palette
 from casseg_ros.text import (
+    EmbeddingProvider,
     EmbeddingProviderError,
     OpenAIProvider,
     Vocabulary,
@@ -25,6 +26,7 @@ from casseg_ros.text import (
     get_provider,
 )
 from casseg_ros.text import providers as providers_module
+from casseg_ros.text.vocabulary import l2_normalize
 from casseg_ros.vocab_cli import load_class_names, main as cli_main
 
 API_KEY = "sk-test-DO-NOT-LEAK-5f2c9a"
@@ -78,6 +80,35 @@ def test_build_vocabulary_local_uses_the_template(local_embeddings):
     assert vocab.descriptions is None
     np.testing.assert_allclose(vocab.embeddings[0], emb["car"], atol=1e-5)
     np.testing.assert_array_equal(vocab.palette, default_palette(4))
+
+
+class _RecordingProvider(EmbeddingProvider):
+    """Deterministic pseudo-embeddings per text; remembers what it was asked to embed."""
+
+    name = "recording"
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+
+    def embed(self, texts):
+        self.texts += list(texts)
+        rows = [np.random.default_rng(abs(hash(t)) % 2**32).standard_normal(16) for t in texts]
+        return l2_normalize(np.stack(rows))
+
+
+def test_build_vocabulary_averages_the_prompt_templates():
+    provider = _RecordingProvider()
+    templates = ["a photo of a {name}.", "{name}", "an image of {name}."]
+    vocab = build_vocabulary(["road", "car"], provider, templates=templates)
+    assert provider.texts == ["a photo of a road.", "a photo of a car.", "road", "car", "an image of road.",
+                              "an image of car."]
+    asked = list(provider.texts)
+    single = {t: provider.embed([t])[0] for t in asked}
+    expected = l2_normalize(np.stack([np.mean([single[t.format(name=n)] for t in templates], 0) for n in ("road", "car")]))
+    np.testing.assert_allclose(vocab.embeddings, expected, atol=1e-6)
+    assert not np.allclose(vocab.embeddings[0], single["a photo of a road."])  # not just the first template
+    with pytest.raises(ValueError, match="templates are for names"):
+        build_vocabulary(["road"], provider, descriptions=["grey"], templates=templates)
 
 
 # ------------------------------------------------------------------------- vocabulary file

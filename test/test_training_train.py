@@ -176,3 +176,47 @@ def test_paper_configs_train_and_evaluate_on_fixtures(tmp_path, dataset):
     m = train(cfg, progress=False)
     assert m["step"] == 1 and 0 <= m["val_miou"] <= 1
     assert (m["val_map"] is not None) == (dataset == "coco")
+
+
+def test_the_graph_ablation_and_names_configs():
+    """training/configs/long_range: the baseline and {classes, regions} x {spatial, semantic, both}, graph
+    only; training/configs/names: the demo model with and without the name pool, nothing else apart."""
+    from casseg_ros.model import ModelConfig
+
+    long_range = sorted((REPO / "training" / "configs" / "long_range").glob("*.yaml"))
+    seen = set()
+    for path in long_range:
+        cfg = load_config(str(path))
+        mc = ModelConfig.from_dict(cfg.model)
+        assert not mc.fusion and not mc.contrastive and cfg.data.layout == "long_range", path.name
+        assert cfg.data.scale_range == (1.0, 1.0) and cfg.data.width >= 672
+        seen.add("baseline" if not mc.graph else f"{mc.graph_nodes}-{mc.graph_edges}")
+        assert path.stem in seen
+    assert len(long_range) == len(seen) == 7
+    control, names = (load_config(str(REPO / "training" / "configs" / "names" / f"{n}.yaml")) for n in ("control", "names"))
+    assert control.train.paraphrases == "" and (REPO / names.train.paraphrases).is_file()
+    assert control.train.prompt_templates == names.train.prompt_templates and len(names.train.prompt_templates) >= 3
+    assert control.model == names.model and control.data == names.data and control.optim == names.optim
+    assert {k: v for k, v in vars(control.train).items() if k not in ("paraphrases", "out_dir")} == \
+        {k: v for k, v in vars(names.train).items() if k not in ("paraphrases", "out_dir")}
+
+
+def test_names_training_records_its_prompts_and_pool(tmp_path):
+    """Every name embedded as the mean over the templates; the checkpoint says which templates and pool."""
+    from casseg_ros.model.checkpoint import read_checkpoint
+    from casseg_ros.text import build_vocabulary
+    from model_factory import local_vocabulary
+    from training.datasets import CONTEXT_CLASSES
+
+    local_vocabulary(("road",))  # sets the hub offline, as every test using the bundled model does
+    templates = ["a photo of a {name}.", "{name}"]
+    pool = tmp_path / "pool.yaml"
+    pool.write_text(yaml.safe_dump({"road": ["roadway"], "car": ["sedan"]}))
+    path = tiny_config(tmp_path, "names", train__paraphrases=str(pool), train__prompt_templates=templates,
+                       train__steps=2)
+    m = train(load_config(str(path)), progress=False)
+    assert m["step"] == 2
+    state, meta = read_checkpoint(tmp_path / "names" / "model_final.safetensors")
+    assert meta["extra"]["prompt_templates"] == templates and meta["extra"]["name_pool"] == str(pool)
+    expected = build_vocabulary(CONTEXT_CLASSES, "local", templates=templates).embeddings
+    np.testing.assert_allclose(state["class_embeddings"].numpy(), expected, atol=1e-6)

@@ -30,6 +30,9 @@ class ModelConfig:
     """Width D of the pixel decoder, the fused features and the joint pixel/text space."""
     output_stride: int = 8
     """Stride of the pixel-embedding map (4 or 8)."""
+    decoder_norm: str = "group"
+    """``group`` (GroupNorm: its statistics span the whole image) or ``pixel`` (LayerNorm over each
+    pixel's channels: no image-wide path, what a baseline without context modules needs)."""
     fusion: bool = True
     fusion_heads: int = 4
     fusion_stride: int = 16
@@ -62,6 +65,8 @@ class ModelConfig:
             raise ValueError(f"output_stride must be 4 or 8, got {self.output_stride}")
         if self.fusion_stride not in (16, 32):
             raise ValueError(f"fusion_stride must be 16 or 32, got {self.fusion_stride}")
+        if self.decoder_norm not in ("group", "pixel"):
+            raise ValueError(f"decoder_norm must be group or pixel, got {self.decoder_norm!r}")
         if self.graph_nodes not in GRAPH_NODES:
             raise ValueError(f"graph_nodes must be one of {GRAPH_NODES}, got {self.graph_nodes!r}")
         if self.graph_edges not in GRAPH_EDGES:

@@ -78,7 +78,8 @@ class ContextSegmentor(nn.Module):
         self.register_buffer("class_embeddings", embeddings)
         dim = config.decoder_dim
         self.backbone = SwinBackbone(config.backbone, config.img_size, config.drop_path_rate, config.backbone_weights)
-        self.decoder = FPNPixelDecoder(self.backbone.channels, self.backbone.strides, dim, config.output_stride)
+        self.decoder = FPNPixelDecoder(self.backbone.channels, self.backbone.strides, dim, config.output_stride,
+                                       config.decoder_norm)
         self.text_proj = nn.Sequential(nn.Linear(embeddings.shape[1], dim), nn.GELU(), nn.Linear(dim, dim))
         self.pixel_proj = nn.Conv2d(dim, dim, 1)
         self.fusion = CrossAttentionFusion(dim, config.fusion_heads) if config.fusion else None
