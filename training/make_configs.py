@@ -8,7 +8,7 @@ The paper's settings are the defaults of the Cityscapes / COCO configs: Adam, lr
 batch 16 (4 GPUs x 4), CE + 0.1 * contrastive (temperature 0.07), Swin-T backbone initialised from
 ImageNet weights in a local safetensors file (no downloads happen anywhere in this project).
 The context-scenes configs are sized for a 2-core CPU (swin_nano, 96x192, batch 8); so are the
-long-range ones (swin_nano, 64x672, output stride 8, batch 4, 500 steps, one thread: two runs share the cores).
+long-range ones (swin_nano, 64x672, output stride 8, batch 4, 300 steps, one thread: two runs share the cores).
 """
 from __future__ import annotations
 
@@ -81,7 +81,7 @@ LONG_RANGE = dict(
               seed=0, crop_size=[64, 672], base_size=0, scale_range=[1.0, 1.0], hflip=True, photometric=True,
               eval_size=None, num_workers=0),
     optim=dict(PAPER_OPTIM, lr=1.0e-3, batch_size=4),
-    train=dict(steps=500, checkpoint_every=100, eval_every=0, log_every=20, seed=0, amp=True, device="auto",
+    train=dict(steps=300, checkpoint_every=100, eval_every=0, log_every=20, seed=0, amp=True, device="auto",
                num_threads=1),
 )
 
