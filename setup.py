@@ -10,7 +10,7 @@ setup(
     version="0.1.0",
     packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*", "training", "training.*"]),
     # Read through the package (importlib.resources): the training configs, the TensorRT operator table.
-    package_data={"training": ["configs/*.yaml", "configs/long_range/*.yaml"], f"{PACKAGE}.runtime": ["data/*.json"]},
+    package_data={"training": ["configs/*.yaml", "configs/long_range/*.yaml", "configs/names/*.yaml"], f"{PACKAGE}.runtime": ["data/*.json"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),

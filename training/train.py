@@ -160,9 +160,10 @@ class ParaphraseSampler:
     """Class-name paraphrases for training (``train.paraphrases``): at every step each class is
     scored against one of its names — the trained name or a paraphrase — drawn with a per-step seed
     (a resume draws the same names), so the text projection learns a region of the language space
-    per class instead of nine points. The class ids and labels do not change."""
+    per class instead of nine points. The class ids and labels do not change. ``templates``: embed
+    the other names the way the vocabulary's were (``train.prompt_templates``)."""
 
-    def __init__(self, vocab: Vocabulary, paraphrase_file: str, seed: int) -> None:
+    def __init__(self, vocab: Vocabulary, paraphrase_file: str, seed: int, templates=()) -> None:
         table = yaml.safe_load(Path(paraphrase_file).read_text()) or {}
         unknown = sorted(set(table) - set(vocab.names))
         if unknown:
@@ -172,7 +173,8 @@ class ParaphraseSampler:
         extra = [n for options in self.names for n in options[1:]]
         bank = dict(zip(vocab.names, vocab.embeddings))
         if extra:
-            bank.update(zip(extra, build_vocabulary(extra, vocab.provider, templates=list(templates) or None).embeddings))
+            embedded = build_vocabulary(extra, vocab.provider, templates=list(templates) or None)
+            bank.update(zip(extra, embedded.embeddings))
         self.options = [torch.from_numpy(np.stack([bank[n] for n in options])) for options in self.names]
         self.seed = int(seed)
 
