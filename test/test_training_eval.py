@@ -86,6 +86,15 @@ def test_evaluate_cityscapes_end_to_end(tmp_path):
     assert not list(tmp_path.rglob(".*.tmp"))  # every file went through the atomic writer
 
 
+def test_evaluate_saves_region_assignment_maps_like_attention_maps(tmp_path):
+    ds = ContextScenes(2, 64, 128, seed=5)
+    backend = _ConstantBackend(9, lambda h, w: np.zeros((h, w), np.int64))
+    model = tiny_model(num_classes=9, fusion=False, graph_nodes="regions", graph_edges="semantic")
+    evaluate(backend, ds, out_dir=str(tmp_path), attention_model=model, compute_map=False)
+    assert (tmp_path / "assignment_000.png").stat().st_size > 0 and (tmp_path / "assignment_001.png").is_file()
+    assert not list(tmp_path.glob("attention_*.png"))  # no fusion, no cross-attention maps
+
+
 def _collector_with_gt():
     ds = ContextScenes(4, 64, 128, seed=5)
     col = InstanceCollector([{"id": c, "name": ds.class_names[c]} for c in ds.thing_classes])
