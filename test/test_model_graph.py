@@ -191,3 +191,23 @@ def test_exported_graph_agrees_with_pytorch_for_any_class_count(tmp_path, varian
         assert (rt.class_ids == ro.class_ids).mean() >= 0.999
         assert np.abs(rt.confidence - ro.confidence).max() <= 1e-3
         assert np.abs(rt.adjacency - ro.adjacency).max() <= 1e-3
+
+
+@pytest.mark.parametrize("variant", [dict(graph_nodes="regions", graph_edges="both", graph_topk=3),
+                                     dict(graph_nodes="classes", graph_edges="semantic", graph_topk=3)], ids=_id)
+def test_exported_graph_variants_parse_in_tensorrt10_with_static_shapes(tmp_path, variant):
+    """Checked against TensorRT 10's parser table (no TensorRT here): every operator and restriction,
+    and, with the class count pinned as one optimisation-profile shape builds it, every shape static."""
+    import onnx
+
+    from casseg_ros.runtime.model_export import export_checkpoint
+    from casseg_ros.runtime.quantize import fold_shape_arithmetic
+    from casseg_ros.runtime.tensorrt_support import pin_class_count, shape_problems, tensorrt_problems
+
+    ckpt = save_checkpoint(tmp_path / "m.safetensors", tiny_model(num_classes=5, **variant))
+    onnx_path, _ = export_checkpoint(ckpt, tmp_path / "m.onnx", (64, 128))
+    assert tensorrt_problems(onnx.load(str(onnx_path))) == []
+    pinned = tmp_path / "k7.onnx"
+    onnx.save(pin_class_count(onnx.load(str(onnx_path)), 7), str(pinned))
+    fold_shape_arithmetic(pinned, tmp_path / "k7-folded.onnx")
+    assert shape_problems(onnx.load(str(tmp_path / "k7-folded.onnx"))) == []
