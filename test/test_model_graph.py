@@ -18,7 +18,7 @@ from casseg_ros.model.graph import (
     top_k_mask,
 )
 from casseg_ros.runtime import create_backend
-from casseg_ros.runtime.parity import make_test_pattern
+from casseg_ros.export.parity import make_test_pattern
 from model_factory import random_vocabulary, tiny_model
 
 torch.set_num_threads(1)
@@ -201,7 +201,7 @@ def test_exported_graph_variants_parse_in_tensorrt10_with_static_shapes(tmp_path
     import onnx
 
     from casseg_ros.runtime.model_export import export_checkpoint
-    from casseg_ros.runtime.quantize import fold_shape_arithmetic
+    from casseg_ros.export.quantize import fold_shape_arithmetic
     from casseg_ros.runtime.tensorrt_support import pin_class_count, shape_problems, tensorrt_problems
 
     ckpt = save_checkpoint(tmp_path / "m.safetensors", tiny_model(num_classes=5, **variant))
