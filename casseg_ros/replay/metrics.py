@@ -73,6 +73,9 @@ class IoUEvaluator:
         self.gt_pixels = np.zeros(len(class_names), dtype=np.int64)
 
     def update(self, predicted_ids: np.ndarray, gt_ids: np.ndarray) -> None:
+        if len(self.class_names) > IGNORE_INDEX:  # class 255 would be the ground truth's ignore id
+            raise InvalidLabel(f"{len(self.class_names)} classes: ground truth is scored for up to "
+                               f"{IGNORE_INDEX} (ids 0..{IGNORE_INDEX - 1}; {IGNORE_INDEX} = ignore)")
         if predicted_ids.shape != gt_ids.shape:
             raise InvalidLabel(f"label size {gt_ids.shape[1]}x{gt_ids.shape[0]} != image size "
                                f"{predicted_ids.shape[1]}x{predicted_ids.shape[0]}")
