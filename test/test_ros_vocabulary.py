@@ -20,6 +20,7 @@ from casseg_msgs.srv import SetVocabulary
 from casseg_ros.model.checkpoint import save_checkpoint
 from model_factory import tiny_local_model
 from ros_helpers.harness import node_and_probe, start_camera, wait_until
+from training.datasets import ADE20K_CLASSES
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -107,3 +108,36 @@ def test_swap_while_frames_flow_and_bad_requests_keep_the_vocabulary(system):
     assert names[-1] == ["road", "automobile", "pedestrian"] and len(names[0]) > 3
     after = [msg for kind, msg in recorded[swap_at:] if kind == "mask"]
     assert all(set(np.frombuffer(bytes(m.data), np.uint8).tolist()) <= {0, 1, 2, 255} for m in after)
+
+
+def test_ade20k_150_names_swap_in_and_more_than_a_mask_holds_are_refused(system):
+    """ADE20K's 150 class names through the service (embedded offline by the local MiniLM), then a
+    request for more classes than a mono16 mask has ids: refused, the 150 stay."""
+    env, ns, probe, node, client, events, lock = system
+    camera = start_camera(env.env, f"{ns}/camera/image_raw", "--duration", "20", "--rate", "15",
+                          "--height", str(HEIGHT), "--width", str(WIDTH))
+    try:
+        assert wait_until(lambda: sum(k == "mask" for k, _ in events) >= 3, 60.0), node.output()
+        response = _call(client, class_names=list(ADE20K_CLASSES))
+        assert response.success and response.message.startswith("150 classes"), response.message
+        print(f"set_vocabulary with the 150 ADE20K names: {response.message}")  # embedding and swap times
+        with lock:
+            swap_at = len(events)
+        assert wait_until(lambda: sum(k == "mask" for k, _ in events[swap_at:]) >= 5, 60.0), node.output()
+        too_many = [f"class {i}" for i in range(65536)]
+        response = _call(client, class_names=too_many)
+        assert not response.success and "65536 classes: a mask holds at most 65535" in response.message
+        with lock:
+            refused_at = len(events)
+        assert wait_until(lambda: sum(k == "mask" for k, _ in events[refused_at:]) >= 3, 60.0), node.output()
+    finally:
+        assert camera.wait(60) == 0, camera.output()
+    with lock:
+        recorded = list(events)
+    _label_maps_cover_masks(recorded)
+    # the last label_info (published before the service answered): the 150 names, the refusal changed nothing
+    infos = [msg for kind, msg in recorded if kind == "label_info"]
+    assert [c.class_name for c in infos[-1].class_map] == list(ADE20K_CLASSES)
+    after = [msg for kind, msg in recorded[swap_at:] if kind == "mask"]
+    assert {m.encoding for m in after} == {"mono8"}  # 150 classes + the unknown id fit 8 bits
+    assert all(set(np.frombuffer(bytes(m.data), np.uint8).tolist()) <= set(range(150)) | {255} for m in after)

@@ -200,14 +200,18 @@ class SegmentationPipeline(nn.Module):
         else:
             out = self.model(self.model.normalize_uint8(images_nhwc_uint8, self.model_size),
                              class_embeddings=class_embeddings, output_size=images_nhwc_uint8.shape[1:3])
-        # Softmax written out: exported as elementwise Exp/ReduceSum/Div, because ONNX Runtime's
+        # Softmax written out: exported as elementwise Exp/ReduceSum/Mul, because ONNX Runtime's
         # Softmax over the channel axis of a full-resolution map transposes it and took ~40 % of
         # the whole CPU frame. The max softmax probability is 1 / sum(exp(logit - max logit)).
-        top, class_ids = out.logits.max(1, keepdim=True)
-        exp = (out.logits - top).exp()
-        total = exp.sum(1, keepdim=True)
-        confidence = total.reciprocal()[:, 0]
-        class_scores = (exp / total).mean(dim=(2, 3))
+        # In place on the logits, which nothing reads afterwards: with K classes they are K full-
+        # resolution maps (150 at 512x1024: 315 MB), and every new tensor of that size costs a
+        # fresh allocation and its page faults (most of what K = 150 cost over K = 19: bench/model.py).
+        logits = out.logits
+        top, class_ids = logits.max(1, keepdim=True)
+        exp = logits.sub_(top).exp_()
+        inverse_total = exp.sum(1, keepdim=True).reciprocal()
+        confidence = inverse_total[:, 0]
+        class_scores = exp.mul_(inverse_total).mean(dim=(2, 3))  # the mean softmax probability per class
         return class_ids[:, 0].to(torch.int32), confidence, class_scores, out.adjacency
 
 
