@@ -39,8 +39,9 @@ __all__ = ["EXPORT_VERSION", "HEIGHT_AXIS", "META_CALIBRATION", "META_CHECKPOINT
            "onnx_vocabulary"]
 
 # bump when the exported graph or its metadata layout changes (cache key); 3: node scopes;
-# 4: class embeddings as a second input with a dynamic class count
-EXPORT_VERSION = "4"
+# 4: class embeddings as a second input with a dynamic class count; 5: argmax then the max logit
+# gathered, class scores as one matrix-vector product, no Slice when nothing is cropped
+EXPORT_VERSION = "5"
 META_VOCAB = "casseg.vocabulary"
 META_CONFIG = "casseg.model_config"
 META_CHECKPOINT = "casseg.checkpoint_sha256"
