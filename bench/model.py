@@ -61,13 +61,15 @@ from casseg_ros.fileio import atomic_write_text  # noqa: E402
 from casseg_ros.model import ContextSegmentor, ModelConfig  # noqa: E402
 from casseg_ros.perception.palette import default_palette  # noqa: E402
 from casseg_ros.pipeline import ClassLabels, FramePipeline, PipelineSettings, Products  # noqa: E402
-from casseg_ros.ros.messages import frame_messages, label_info_msg  # noqa: E402
+from casseg_ros.ros.frame_io import frame_outputs  # noqa: E402
+from casseg_ros.ros.messages import label_info_msg  # noqa: E402
 from casseg_ros.ros.vocabulary_request import vocabulary_from_request  # noqa: E402
 from casseg_ros.runtime import Backend, BackendUnavailable, InferenceResult, TorchBackend, create_backend  # noqa: E402
+from casseg_ros.runtime.canned import CannedBackend  # noqa: E402
 from casseg_ros.runtime.model_export import export_model  # noqa: E402
 from casseg_ros.runtime.onnx_backend import OnnxRuntimeBackend  # noqa: E402
 from casseg_ros.text import Vocabulary  # noqa: E402
-from host import CannedBackend, smooth_confidence  # noqa: E402  (bench/host.py: the host path's stand-ins)
+from host import smooth_confidence  # noqa: E402  (bench/host.py: the host path's confidence stand-in)
 from model_parts import (PARTS, ContextParts, ProfiledOnnxRuntimeBackend, cpu_isa, memory_probe_env,  # noqa: E402
                          onnx_part_seconds, peak_rss_mib, reset_peak_rss, rss_mib)
 from training.datasets import ADE20K_CLASSES  # noqa: E402
@@ -284,7 +286,7 @@ def host_cost(ks: list[int], size: tuple[int, int], repeats: int) -> dict:
     header = Header(frame_id="camera_optical_frame")
     steps = {
         "pipeline": lambda k, p, rgb: p.process(rgb, PipelineSettings(), HOST_PRODUCTS),
-        "messages": lambda k, p, rgb: frame_messages(results[k], p.labels, header),
+        "messages": lambda k, p, rgb: frame_outputs(results[k], p.labels, header),  # the node's output step
         "label_info": lambda k, p, rgb: label_info_msg(p.labels, 0.0, header.stamp),
         "palette": lambda k, p, rgb: default_palette(k),
     }

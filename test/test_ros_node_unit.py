@@ -159,7 +159,7 @@ def test_missing_model_path_error_names_every_tried_path(tmp_path, monkeypatch):
 @pytest.mark.ros
 def test_executable_with_shipped_config_and_no_model_exits_with_the_path(ros_env, tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "casseg_ros.ros.segment_node", "--ros-args", "-r", f"__ns:={ros_env.namespace}",
+        [sys.executable, "-m", "casseg_ros.ros.node_main", "--ros-args", "-r", f"__ns:={ros_env.namespace}",
          "--params-file", str(REPO / "config" / "segment.yaml")],
         env=ros_env.env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1, result.stdout + result.stderr

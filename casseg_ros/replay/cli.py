@@ -22,11 +22,12 @@ import sys
 from pathlib import Path
 
 from casseg_ros.pipeline import PipelineSettings, Products
-from casseg_ros.replay.fleet import plan_tasks, run_fleet
-from casseg_ros.replay.fleet_inputs import FleetInputError, collect_bags, is_bag
-from casseg_ros.replay.offline import ReplayConfig, ReplayError, run_replay
-from casseg_ros.replay.realtime import RealtimeConfig, run_realtime
+from casseg_ros.replay.fleet.inputs import FleetInputError, collect_bags, is_bag
+from casseg_ros.replay.fleet.run import plan_tasks, run_fleet
+from casseg_ros.replay.live.run import RealtimeConfig, run_realtime
+from casseg_ros.replay.offline.run import ReplayConfig, ReplayError, run_replay
 from casseg_ros.resources import DEMO_MODEL, resolve_data_path
+from casseg_ros.ros.frame_io import InputSettings
 
 
 def _size(text: str) -> tuple[int, int] | None:
@@ -80,12 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="HxW the model runs at (images are resized); default: native size")
     p.add_argument("--resize-in-graph", action="store_true",
                    help="resize to the model size and back inside the model's graph (the node's resize_in_graph)")
-    p.add_argument("--score-threshold", type=float, default=0.0)
-    p.add_argument("--min-instance-area", type=int, default=64)
+    p.add_argument("--score-threshold", type=float, default=PipelineSettings.score_threshold)
+    p.add_argument("--min-instance-area", type=int, default=PipelineSettings.min_instance_area)
     p.add_argument("--scene-graph-stride", type=int, default=PipelineSettings.scene_graph_stride,
                    help="find the scene graph on every n-th row and column of the mask (the node's "
                         "scene_graph_stride; 1 = full resolution)")
-    p.add_argument("--overlay-alpha", type=float, default=0.5)
+    p.add_argument("--overlay-alpha", type=float, default=PipelineSettings.overlay_alpha)
     p.add_argument("--vocabulary-file", default=None,
                    help="display names/palette for the labels (the node's vocabulary_file parameter)")
     p.add_argument("--products", type=_products, default=Products(),
@@ -97,7 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--depth-topic", default=None,
                    help="registered depth topic (16UC1 mm / 32FC1 m; default: the sibling depth/image_raw "
                         "when the bag has it; '' for none): the scene graph gets 3D as the node's does")
-    p.add_argument("--depth-max-range", type=float, default=20.0, help="metres; farther depth is invalid")
+    p.add_argument("--depth-max-range", type=float, default=InputSettings.depth_max_range_m,
+                   help="metres; farther depth is invalid (the node's depth_max_range_m)")
     p.add_argument("--max-frames", type=int, default=None)
     p.add_argument("--overlays", type=int, default=4, help="sample overlays in the report")
     p.add_argument("--no-progress", action="store_true")

@@ -1,5 +1,9 @@
 """The node's parameters: declarations (type, range, description saying when a change applies),
-validation that a descriptor cannot express, and the live settings the worker reads per frame."""
+validation that a descriptor cannot express, and the live settings the worker reads per frame.
+
+Defaults that shape a frame come from the settings dataclasses the frame step reads
+(`pipeline.PipelineSettings`, `frame_io.InputSettings`), so the node, replay and the benchmarks
+start from the same values."""
 from __future__ import annotations
 
 import re
@@ -10,7 +14,7 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 
 from casseg_ros.pipeline import PipelineSettings
 from casseg_ros.resources import DEMO_MODEL
-from casseg_ros.ros.conversions import DEFAULT_MAX_PIXELS
+from casseg_ros.ros.frame_io import InputSettings
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 TRANSPORTS = ("raw", "compressed")
@@ -38,6 +42,7 @@ def param_specs() -> list[tuple[str, Any, ParameterDescriptor]]:
     at_activate = " Changes only while not active (deactivate, set, activate)."
     live = " Changes live (next frame)."
     D = ParameterDescriptor
+    frame, inputs = PipelineSettings(), InputSettings()
     return [
         ("model_path", DEMO_MODEL, D(
             type=ParameterType.PARAMETER_STRING,
@@ -82,7 +87,7 @@ def param_specs() -> list[tuple[str, Any, ParameterDescriptor]]:
             type=ParameterType.PARAMETER_STRING,
             description="Text-embedding provider for ~/set_vocabulary (local, openai, ...); empty: the one the "
                         "checkpoint's vocabulary was embedded with." + at_configure)),
-        ("max_input_pixels", DEFAULT_MAX_PIXELS, D(
+        ("max_input_pixels", inputs.max_input_pixels, D(
             type=ParameterType.PARAMETER_INTEGER, integer_range=_int_range(1, 8192 * 8192),
             description="Images with more pixels are rejected before decoding (protects against forged "
                         "headers)." + at_configure)),
@@ -103,18 +108,18 @@ def param_specs() -> list[tuple[str, Any, ParameterDescriptor]]:
                         "standard qos_overrides.<topic>.subscription.<policy> parameters take precedence."
                         + at_activate,
             additional_constraints="best_effort | reliable")),
-        ("score_threshold", 0.0, D(
+        ("score_threshold", frame.score_threshold, D(
             type=ParameterType.PARAMETER_DOUBLE, floating_point_range=_float_range(0.0, 1.0),
             description="Pixels whose confidence is below it get the unknown id (255, or 65535 in mono16)." + live)),
-        ("min_instance_area", 64, D(
+        ("min_instance_area", frame.min_instance_area, D(
             type=ParameterType.PARAMETER_INTEGER, integer_range=_int_range(1, 1 << 26),
             description="Connected regions smaller than this many pixels are not scene-graph nodes." + live)),
-        ("scene_graph_stride", 4, D(
+        ("scene_graph_stride", frame.scene_graph_stride, D(
             type=ParameterType.PARAMETER_INTEGER, integer_range=_int_range(1, 64),
             description="The scene graph is found on every n-th row and column of the mask and measured in "
                         "image pixels (4: the model's output stride, ~3x less host time at 1080p than 1; "
                         "docs/ros_node.md says how the two differ)." + live)),
-        ("overlay_alpha", 0.5, D(
+        ("overlay_alpha", frame.overlay_alpha, D(
             type=ParameterType.PARAMETER_DOUBLE, floating_point_range=_float_range(0.0, 1.0),
             description="Weight of the class colour in ~/overlay." + live)),
         ("publish_confidence", False, D(
@@ -125,10 +130,10 @@ def param_specs() -> list[tuple[str, Any, ParameterDescriptor]]:
             description="Without depth: metres per image pixel in ~/scene_graph/markers (an image-plane "
                         "diagram: x = column, y = row, z = 0 in the image's frame_id). With depth the markers "
                         "are the objects' 3D positions and this is unused." + live)),
-        ("depth_max_range_m", 20.0, D(
+        ("depth_max_range_m", inputs.depth_max_range_m, D(
             type=ParameterType.PARAMETER_DOUBLE, floating_point_range=_float_range(0.01, 1000.0),
             description="Depth beyond this many metres is invalid (NaN points, not used for 3D centroids)." + live)),
-        ("points_stride", 1, D(
+        ("points_stride", frame.points_stride, D(
             type=ParameterType.PARAMETER_INTEGER, integer_range=_int_range(1, 64),
             description="~/points keeps every n-th pixel of every n-th row (the mask decimated alike)." + live)),
         ("sync_wait_s", 0.05, D(
@@ -143,9 +148,9 @@ class LiveSettings:
     """Parameters the worker reads every frame; replaced as a whole so reads need no lock."""
 
     pipeline: PipelineSettings
+    inputs: InputSettings
     publish_confidence: bool
     marker_scale: float
-    depth_max_range_m: float
     sync_wait_s: float
 
     @classmethod
@@ -156,9 +161,10 @@ class LiveSettings:
                                              scene_graph_stride=int(value("scene_graph_stride")),
                                              overlay_alpha=float(value("overlay_alpha")),
                                              points_stride=int(value("points_stride"))),
+                   inputs=InputSettings(max_input_pixels=int(value("max_input_pixels")),
+                                        depth_max_range_m=float(value("depth_max_range_m"))),
                    publish_confidence=bool(value("publish_confidence")),
                    marker_scale=float(value("marker_scale")),
-                   depth_max_range_m=float(value("depth_max_range_m")),
                    sync_wait_s=float(value("sync_wait_s")))
 
 
@@ -183,6 +189,20 @@ def validate_parameter(name: str, value: Any) -> str | None:
     if name in ("input_height", "input_width") and 0 < int(value) < 32:
         return f"{name} must be 0 (native size) or >= 32, got {value}"
     return None
+
+
+def change_problem(changes: dict[str, Any], current: Callable[[str], Any], configured: bool, active: bool) -> str | None:
+    """Why the node refuses a set of parameter changes (`current(name)`: the value now), or None."""
+    for name, value in changes.items():
+        reason = validate_parameter(name, value)
+        if reason:
+            return reason
+        if name in MODEL_PARAMS and configured:
+            return f"{name} is applied at configure: deactivate and cleanup the node first"
+        if name in SUBSCRIPTION_PARAMS and active:
+            return f"{name} is applied at activate: deactivate the node first"
+    return validate_input_size(changes.get("input_height", current("input_height")),
+                               changes.get("input_width", current("input_width")))
 
 
 def validate_input_size(height: int, width: int) -> str | None:
