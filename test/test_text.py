@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 
-from casseg_ros.perception.palette import default_palette
+from casseg_ros.perception.palette import palette_for_names
 from casseg_ros.text import (
     EmbeddingProviderError,
     OpenAIProvider,
@@ -77,7 +77,7 @@ def test_build_vocabulary_local_uses_the_template(local_embeddings):
     assert vocab.names == ["car", "truck", "sky", "road"] and vocab.provider == "local"
     assert vocab.descriptions is None
     np.testing.assert_allclose(vocab.embeddings[0], emb["car"], atol=1e-5)
-    np.testing.assert_array_equal(vocab.palette, default_palette(4))
+    np.testing.assert_array_equal(vocab.palette, palette_for_names(["car", "truck", "sky", "road"]))
 
 
 # ------------------------------------------------------------------------- vocabulary file
