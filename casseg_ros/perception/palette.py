@@ -14,7 +14,8 @@ fourth), the same on every machine and in every vocabulary. Within one vocabular
 distinct: a class whose table colour an earlier class already has (Cityscapes gives "car" and
 "license plate" the same), or whose hashed colour is within `MIN_HASHED_DISTANCE` (RGB, Euclidean)
 of an earlier one, takes the hash of "name#1", "name#2", ... instead. Black is never given: it
-is "unknown" in every colour mask and overlay.
+is "unknown" in every colour mask and overlay. Colours a user chose (`fixed`: `casseg-vocab
+--colors`, `~/set_vocabulary`'s colors) are kept as given, and the other classes avoid them.
 """
 from __future__ import annotations
 
@@ -24,13 +25,13 @@ import json
 import re
 from functools import lru_cache
 from importlib import resources
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 from cityscapesscripts.helpers.labels import labels as cityscapes_labels
 
 __all__ = ["UNKNOWN_COLOR", "MIN_HASHED_DISTANCE", "normalise_name", "table_color", "hashed_color",
-           "palette_for_names", "color_tables"]
+           "palette_for_names", "color_tables", "parse_color"]
 
 Color = tuple[int, int, int]
 UNKNOWN_COLOR: Color = (0, 0, 0)
@@ -95,12 +96,34 @@ def _free_hashed_color(name: str, taken: Iterable[Color]) -> Color:
         attempt += 1
 
 
-def palette_for_names(names: Sequence[str]) -> np.ndarray:
-    """(K, 3) uint8 RGB, one distinct colour per class name (rule: module docstring)."""
+def palette_for_names(names: Sequence[str], fixed: Mapping[str, Sequence[int]] | None = None) -> np.ndarray:
+    """(K, 3) uint8 RGB, one colour per class name (rule: module docstring); `fixed` maps names
+    to the colours a user chose for them."""
+    fixed = {str(name): parse_color(color) for name, color in (fixed or {}).items()}
+    unknown = sorted(set(fixed) - {str(n) for n in names})
+    if unknown:
+        raise ValueError(f"colours given for names that are not classes: {unknown}")
     colors: list[Color] = []
     for name in names:
-        color = table_color(name)
-        if color is None or color in colors:
-            color = _free_hashed_color(name, colors)
+        taken = colors + [c for n, c in fixed.items() if n != name]
+        color = fixed.get(str(name)) or table_color(name)
+        if str(name) not in fixed and (color is None or color in taken):
+            color = _free_hashed_color(name, taken)
         colors.append(color)
     return np.asarray(colors, dtype=np.uint8).reshape(len(colors), 3)
+
+
+def parse_color(value: Any) -> Color:
+    """'#rrggbb', 'r,g,b' or three integers 0..255 -> (r, g, b); ValueError naming the value."""
+    text = value.strip() if isinstance(value, str) else None
+    try:
+        if text is not None and re.fullmatch(r"#[0-9a-fA-F]{6}", text):
+            rgb = tuple(int(text[i:i + 2], 16) for i in (1, 3, 5))
+        else:
+            parts = text.split(",") if text is not None else list(value)
+            rgb = tuple(int(str(v).strip()) for v in parts)
+    except (TypeError, ValueError):
+        rgb = ()
+    if len(rgb) != 3 or not all(0 <= v <= 255 for v in rgb):
+        raise ValueError(f"a colour is '#rrggbb' or 'r,g,b' with values 0..255, got {value!r}")
+    return rgb[0], rgb[1], rgb[2]
