@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -15,6 +16,7 @@ from casseg_ros.model.checkpoint import read_vocabulary
 from casseg_ros.replay.bag import typestore
 from casseg_ros.replay.cli import main as replay_main
 from casseg_ros.replay.metrics import IoUEvaluator, label_to_ids
+from casseg_ros.replay.report import legend_entries
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +92,13 @@ def test_offline_replay_writes_bag_metrics_and_report(tmp_path, tiny_ckpt, small
     for fig in ("latency_hist.png", "iou_per_class.png"):
         assert (out / "figures" / fig).stat().st_size > 1000
     assert len(list((out / "figures").glob("frame_*.png"))) == 4
+    # Each sample frame has a legend: a swatch in the exact colour of every class its prediction shows
+    # (the panels themselves only hold the camera image and blended overlays).
+    mask_of = {i: np.asarray(m.data).reshape(48, 96) for i, (_, m) in enumerate(masks)}
+    for fig in sorted((out / "figures").glob("frame_*.png")):
+        pixels = cv2.cvtColor(cv2.imread(str(fig)), cv2.COLOR_BGR2RGB).reshape(-1, 3)
+        for class_id in np.unique(mask_of[int(fig.stem.split("_")[1])]):
+            assert (pixels == palette[class_id]).all(axis=1).sum() >= 30, (fig.name, metrics["classes"][class_id])
     assert len(json.loads((out / "scene_graphs.json").read_text())["frames"]) == 12
     assert not list(out.glob(".*")), "temporary files left behind"
 
@@ -198,6 +207,13 @@ def test_unreadable_bag_and_corrupt_weights_give_clear_errors(tmp_path, tiny_ckp
     assert replay_main([str(small_bag), "--model", str(weights), "--out", str(tmp_path / "o2")]) == 1
     err = capsys.readouterr().err
     assert "cannot load model" in err and str(weights) in err
+
+
+def test_legend_names_the_classes_shown_and_unknown():
+    palette = np.array([[1, 2, 3], [4, 5, 6], [7, 8, 9]], np.uint8)
+    maps = [np.array([[2, 0], [255, 2]]), np.array([[0, 0], [0, 0]])]
+    assert legend_entries(maps, ["a", "b", "c"], palette) == [("a", (1, 2, 3)), ("c", (7, 8, 9)), ("unknown", (0, 0, 0))]
+    assert legend_entries([np.array([[1]])], ["a", "b", "c"], palette) == [("b", (4, 5, 6))]
 
 
 def test_iou_evaluator_and_label_decoding():

@@ -32,7 +32,7 @@ from casseg_ros.replay.bag import (
     BagError, BagFrame, FrameStream, OutputBag, find_connection, open_reader, stamp_ns, typestore,
 )
 from casseg_ros.replay.metrics import IoUEvaluator, InvalidLabel, ReplayStats, label_to_ids
-from casseg_ros.replay.report import write_json, write_report
+from casseg_ros.replay.report import PanelFigure, write_json, write_report
 from casseg_ros.ros.camera import depth_frame
 from casseg_ros.ros.conversions import InvalidImage, to_rgb
 from casseg_ros.ros.messages import frame_messages, label_info_msg
@@ -233,7 +233,7 @@ class _Outputs:
         self.bag.add_topic(f"{NODE_NS}/camera_info", CAMERA_INFO_TYPE)
         self.labels_written = False
         self.scene_graphs: list[dict] = []
-        self.figures: list[tuple[str, np.ndarray]] = []
+        self.figures: list[PanelFigure] = []
 
     def write_frame(self, frame: BagFrame, header, result: FrameResult, pipeline: FramePipeline,
                     settings: PipelineSettings, info: CameraInfo | None) -> None:
@@ -250,14 +250,16 @@ class _Outputs:
         self.scene_graphs.append(scene_graph_record(frame.index, stamp, header.frame_id, result.graph))
 
 
-def _figure(rgb: np.ndarray, result: FrameResult, gt_ids: np.ndarray | None, pipeline: FramePipeline,
-            alpha: float) -> np.ndarray:
+def _figure(name: str, rgb: np.ndarray, result: FrameResult, gt_ids: np.ndarray | None, pipeline: FramePipeline,
+            alpha: float) -> PanelFigure:
     """input | prediction | ground truth (when there is one), side by side (report only, untimed)."""
-    palette = pipeline.labels.palette
-    panels = [rgb, make_overlay(rgb, result.mask, palette, alpha)]
+    labels = pipeline.labels
+    panels = [("input", rgb), ("prediction", make_overlay(rgb, result.mask, labels.palette, alpha))]
+    class_maps = [result.mask]
     if gt_ids is not None:
-        panels.append(make_overlay(rgb, gt_ids, palette, 0.7))
-    return np.concatenate(panels, axis=1)
+        panels.append(("ground truth", make_overlay(rgb, gt_ids, labels.palette, 0.7)))
+        class_maps.append(gt_ids)
+    return PanelFigure(name, panels, class_maps, labels.names, labels.palette)
 
 
 def _replay_frames(cfg: ReplayConfig, inputs: _Inputs, pipeline: FramePipeline, outputs: _Outputs,
@@ -304,8 +306,8 @@ def _replay_frames(cfg: ReplayConfig, inputs: _Inputs, pipeline: FramePipeline, 
             gt = truth.update(frame, result.class_ids) if truth is not None else None
             if frame.index in figure_at:
                 gt_ids = truth.in_model_ids(gt) if gt is not None else None
-                outputs.figures.append((f"frame_{frame.index:05d}",
-                                        _figure(rgb, result, gt_ids, pipeline, cfg.settings.overlay_alpha)))
+                outputs.figures.append(_figure(f"frame_{frame.index:05d}", rgb, result, gt_ids, pipeline,
+                                               cfg.settings.overlay_alpha))
     finally:
         worker.shutdown(wait=True)
         stats.errors.extend(stream.errors)
