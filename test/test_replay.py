@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
+from file_modes import file_modes, umask
 from replay_helpers import (
     jpeg, make_demo_bag_module, png, ros_compressed, ros_image, scene_pixels, tiny_context_checkpoint, write_bag,
 )
@@ -101,6 +102,17 @@ def test_offline_replay_writes_bag_metrics_and_report(tmp_path, tiny_ckpt, small
             assert (pixels == palette[class_id]).all(axis=1).sum() >= 30, (fig.name, metrics["classes"][class_id])
     assert len(json.loads((out / "scene_graphs.json").read_text())["frames"]) == 12
     assert not list(out.glob(".*")), "temporary files left behind"
+
+
+def test_replay_outputs_get_the_umasks_mode(tmp_path, tiny_ckpt, small_bag):
+    out = tmp_path / "out"
+    with umask(0o022):
+        assert replay_main([str(small_bag), "--model", str(tiny_ckpt), "--out", str(out), "--no-progress",
+                            "--max-frames", "2", "--overlays", "1"]) == 0
+    modes = file_modes(out)
+    assert {"metrics.json", "report.md", "scene_graphs.json", "figures/frame_00000.png"} <= set(modes)
+    assert any(name.startswith("bag/") for name in modes)
+    assert set(modes.values()) == {0o644}, modes
 
 
 def test_optional_products_are_not_made_unless_asked(tmp_path, tiny_ckpt, small_bag):
