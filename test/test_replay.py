@@ -218,7 +218,19 @@ def test_unreadable_bag_and_corrupt_weights_give_clear_errors(tmp_path, tiny_ckp
     weights.write_bytes(tiny_ckpt.read_bytes()[:5000])
     assert replay_main([str(small_bag), "--model", str(weights), "--out", str(tmp_path / "o2")]) == 1
     err = capsys.readouterr().err
-    assert "cannot load model" in err and str(weights) in err
+    assert "cannot load model" in err and str(weights) in err and "truncated checkpoint" in err
+    # File errors name the file and what it is not (not "header too large", "Wire format was corrupt").
+    picture = tmp_path / "photo.safetensors"
+    cv2.imwrite(str(tmp_path / "photo.png"), np.zeros((8, 8, 3), np.uint8))
+    picture.write_bytes((tmp_path / "photo.png").read_bytes())
+    assert replay_main([str(small_bag), "--model", str(picture), "--out", str(tmp_path / "o3")]) == 1
+    assert f"{picture} is not a checkpoint" in capsys.readouterr().err.replace("\n", " ")
+    onnx_file = tmp_path / "model.onnx"
+    onnx_file.write_bytes(np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8).tobytes())
+    assert replay_main([str(small_bag), "--model", str(onnx_file), "--backend", "onnxruntime",
+                        "--out", str(tmp_path / "o4")]) == 1
+    err = capsys.readouterr().err
+    assert f"{onnx_file} is not an ONNX model" in err and "Traceback" not in err
 
 
 def test_legend_names_the_classes_shown_and_unknown():

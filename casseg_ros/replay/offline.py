@@ -21,6 +21,7 @@ from rclpy.serialization import deserialize_message, serialize_message
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from tqdm import tqdm
 
+from casseg_ros.model.checkpoint import CheckpointError
 from casseg_ros.perception.depth import InvalidDepth
 from casseg_ros.perception.overlay import make_overlay
 from casseg_ros.perception.scene_graph import scene_graph_record
@@ -107,10 +108,14 @@ def _ground_truth_names(reader) -> list[str] | None:
 
 
 def load_backend(model_path: Path, backend: str, device: str, input_size, resize_in_graph: bool = False) -> Backend:
-    """create_backend + load + warmup, with failures turned into one clear ReplayError."""
+    """create_backend + load + warmup, with failures turned into one clear ReplayError: the backend
+    named when it is the problem, the model file when that is."""
     try:
         be = create_backend(name=backend, model_path=str(model_path), device=device, input_size=input_size,
                             resize_in_graph=resize_in_graph)
+    except (BackendUnavailable, ValueError) as exc:  # unknown backend name, missing runtime
+        raise ReplayError(f"backend {backend!r} on {device!r} is not available: {exc}") from exc
+    try:
         be.load()
         be.warmup()  # as the node does at configure: the same kernels warmed up before frame 0
         _ = be.vocabulary
@@ -118,7 +123,9 @@ def load_backend(model_path: Path, backend: str, device: str, input_size, resize
         raise ReplayError(f"backend {backend!r} on {device!r} is not available: {exc}") from exc
     except FileNotFoundError as exc:
         raise ReplayError(f"model file not found: {model_path} ({exc})") from exc
-    except Exception as exc:  # noqa: BLE001 - corrupt checkpoint, wrong format, ...
+    except (CheckpointError, ValueError) as exc:  # their messages name the file and what it is not
+        raise ReplayError(f"cannot load model: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - anything else the runtime says
         raise ReplayError(f"cannot load model {model_path}: {type(exc).__name__}: {exc}") from exc
     return be
 
