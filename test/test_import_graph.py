@@ -2,7 +2,7 @@
 
 * no import cycle between the modules of casseg_ros and training, counting function-level
   imports too (a cycle hidden inside functions still ties the modules together);
-* the ROS-free layers (model, text, runtime, perception, fileio) reach no ROS package, through
+* the ROS-free layers (model, text, runtime, perception, fileio, parameter_rules) reach no ROS package, through
   any chain of project imports — checked on the source and once more in a fresh interpreter;
 * in the model, text and runtime layers and in training, project modules are imported at the top
   of the file, so each file's header shows what it depends on.
@@ -21,7 +21,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 PACKAGES = ("casseg_ros", "training")
 ROS_FREE = ("casseg_ros.model", "casseg_ros.text", "casseg_ros.runtime", "casseg_ros.perception",
-            "casseg_ros.fileio")
+            "casseg_ros.fileio", "casseg_ros.parameter_rules")
 TOP_LEVEL_IMPORTS_ONLY = ("casseg_ros", "training")
 ROS_DISTRIBUTIONS = {"rclpy", "rosbag2_py", "rosidl_runtime_py", "launch", "launch_ros", "message_filters",
                      "cv_bridge", "casseg_msgs"}

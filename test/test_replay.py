@@ -135,7 +135,7 @@ def test_resize_in_graph_replay_resizes_nothing_on_the_host(tmp_path, tiny_ckpt,
     monkeypatch.setattr("casseg_ros.runtime.base.resize_outputs", no_host_resize)
     out = tmp_path / "out"
     assert replay_main([str(small_bag), "--model", str(tiny_ckpt), "--out", str(out), "--no-progress",
-                        "--max-frames", "3", "--overlays", "0", "--input-size", "32x64", "--resize-in-graph"]) == 0
+                        "--max-frames", "3", "--overlays", "0", "--input-size", "32", "64", "--resize-in-graph"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["status"] == "ok" and metrics["frames_processed"] == 3
     masks = [m for topic, _, m in _read(out / "bag") if topic == "/casseg_ros/mask"]

@@ -21,22 +21,14 @@ import os
 import sys
 from pathlib import Path
 
+from casseg_ros.parameter_rules import (BACKENDS, argparse_type, checked_input_size, input_size_argument,
+                                        upgrade_input_size_syntax)
 from casseg_ros.pipeline import PipelineSettings, Products
 from casseg_ros.replay.fleet import plan_tasks, run_fleet
 from casseg_ros.replay.fleet_inputs import FleetInputError, collect_bags, is_bag
 from casseg_ros.replay.offline import ReplayConfig, ReplayError, run_replay
 from casseg_ros.replay.realtime import RealtimeConfig, run_realtime
 from casseg_ros.resources import DEMO_MODEL, resolve_data_path
-
-
-def _size(text: str) -> tuple[int, int] | None:
-    if text.lower() in ("native", "0", "0x0"):
-        return None
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"input size must be HxW (e.g. 512x1024) or 'native', got {text!r}")
-    return h, w
 
 
 def _num(value: float | None, spec: str = ".1f") -> str:
@@ -74,18 +66,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-topic", default=None,
                    help="ground-truth mono8/mono16 class-id topic; default: the only other Image topic with "
                         "'label' in its name; '' for none")
-    p.add_argument("--backend", default="torch", help="torch | onnxruntime | tensorrt")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--input-size", type=_size, default=None,
-                   help="HxW the model runs at (images are resized); default: native size")
+    p.add_argument("--backend", default="torch", type=argparse_type("backend"),
+                   help=f"{' | '.join(BACKENDS)} (the node's backend parameter)")
+    p.add_argument("--device", default="cpu", type=argparse_type("device"), help="cpu, cuda or cuda:N")
+    input_size_argument(p, help="height and width the model runs at (images are resized), as the node's "
+                                "input_height/input_width; default or 0 0: native size (HxW: deprecated)")
     p.add_argument("--resize-in-graph", action="store_true",
                    help="resize to the model size and back inside the model's graph (the node's resize_in_graph)")
-    p.add_argument("--score-threshold", type=float, default=0.0)
-    p.add_argument("--min-instance-area", type=int, default=64)
-    p.add_argument("--scene-graph-stride", type=int, default=PipelineSettings.scene_graph_stride,
+    p.add_argument("--score-threshold", type=argparse_type("score_threshold"), default=0.0)
+    p.add_argument("--min-instance-area", type=argparse_type("min_instance_area"), default=64)
+    p.add_argument("--scene-graph-stride", type=argparse_type("scene_graph_stride"),
+                   default=PipelineSettings.scene_graph_stride,
                    help="find the scene graph on every n-th row and column of the mask (the node's "
                         "scene_graph_stride; 1 = full resolution)")
-    p.add_argument("--overlay-alpha", type=float, default=0.5)
+    p.add_argument("--overlay-alpha", type=argparse_type("overlay_alpha"), default=0.5)
     p.add_argument("--vocabulary-file", default=None,
                    help="display names/palette for the labels (the node's vocabulary_file parameter)")
     p.add_argument("--products", type=_products, default=Products(),
@@ -97,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--depth-topic", default=None,
                    help="registered depth topic (16UC1 mm / 32FC1 m; default: the sibling depth/image_raw "
                         "when the bag has it; '' for none): the scene graph gets 3D as the node's does")
-    p.add_argument("--depth-max-range", type=float, default=20.0, help="metres; farther depth is invalid")
+    p.add_argument("--depth-max-range", type=argparse_type("depth_max_range_m"), default=20.0,
+                   help="metres; farther depth is invalid (the node's depth_max_range_m)")
     p.add_argument("--max-frames", type=int, default=None)
     p.add_argument("--overlays", type=int, default=4, help="sample overlays in the report")
     p.add_argument("--no-progress", action="store_true")
@@ -122,7 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(upgrade_input_size_syntax(sys.argv[1:] if argv is None else argv, parser.prog))
+    args.input_size = checked_input_size(parser, args.input_size)
     if args.model is None:
         try:
             args.model = resolve_data_path(DEMO_MODEL, "demo weights")
