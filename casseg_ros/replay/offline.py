@@ -323,16 +323,13 @@ def _replay_frames(cfg: ReplayConfig, inputs: _Inputs, pipeline: FramePipeline, 
 def run_replay(cfg: ReplayConfig) -> dict[str, Any]:
     """Run the replay; returns the metrics dict (also written to out_dir/metrics.json).
 
-    Raises ReplayError for problems found before the first frame (nothing written but
-    metrics.json with the error) and after it (outputs of the frames done are kept and closed).
+    Raises ReplayError for problems found before the first frame — the bag, its topics, the model,
+    the backend — with nothing written (out_dir is created only once all of them opened), and for
+    problems after it (the outputs of the frames done are kept and closed).
     """
     out_dir = Path(cfg.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     metrics: dict[str, Any] = {"bag": str(cfg.bag), "model": str(cfg.model_path), "status": "ok"}
-    try:
-        inputs = _open_inputs(cfg)
-    except ReplayError as exc:
-        _fail_early(out_dir, metrics, exc)
+    inputs = _open_inputs(cfg)
     if inputs.damage:
         metrics.setdefault("warnings", []).append(
             f"bag {cfg.bag} is damaged ({inputs.damage}); rosbags cannot open it, its readable part was "
@@ -343,8 +340,9 @@ def run_replay(cfg: ReplayConfig) -> dict[str, Any]:
         pipeline = FramePipeline(backend, display_labels(backend, cfg.vocabulary_file))
     except (ReplayError, ValueError, OSError) as exc:  # ValueError/OSError: a bad vocabulary_file
         inputs.reader.close()
-        _fail_early(out_dir, metrics, exc)
+        raise ReplayError(str(exc)) from exc
 
+    out_dir.mkdir(parents=True, exist_ok=True)
     stats = ReplayStats()
     names = list(pipeline.labels.names)
     truth = _GroundTruth(names, inputs.gt_names, stats) if inputs.label_conn else None
@@ -382,11 +380,3 @@ def run_replay(cfg: ReplayConfig) -> dict[str, Any]:
         raise ReplayError("; ".join(stats.errors) + f" — results of the {stats.frames_processed} frames done "
                           f"are in {out_dir}")
     return metrics
-
-
-def _fail_early(out_dir: Path, metrics: dict[str, Any], exc: Exception) -> None:
-    """Nothing could run: metrics.json records why, and the error is raised as a ReplayError."""
-    message = str(exc)
-    metrics.update(status="error", errors=[message])
-    write_json(out_dir / "metrics.json", metrics)
-    raise ReplayError(message) from exc
