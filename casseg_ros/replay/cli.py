@@ -2,7 +2,7 @@
 
 Offline (default): every frame of the image topic through the node's pipeline; writes
   OUT/bag/            rosbag2 (mcap): /casseg_ros/{mask,scene_graph,labels} (+ --products), input stamps
-  OUT/metrics.json    latency p50/p90/p99, FPS, per-class IoU + mIoU (with a label topic), skips
+  OUT/metrics.json    latency p50/p90/p99, FPS, per-class IoU + mIoU in percent (with a label topic), skips
   OUT/scene_graphs.json, OUT/report.md + OUT/figures/*.png
 Several recordings (paths, folders of bags, list files of paths): one task per bag on a local
 Dask cluster (--workers N) or an existing one (--scheduler tcp://host:8786); each bag's outputs
@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     iou = metrics.get("iou") or {}
     print(f"replayed {metrics['frames_processed']}/{metrics['frames_in_bag_read']} frames "
           f"(skipped {metrics['frames_skipped']}), latency p50 {_num(lat['p50'])} ms p99 {_num(lat['p99'])} ms, "
-          f"{_num(metrics['fps_pipeline'])} FPS, mIoU {_num(iou.get('miou'), '.3f')} -> {args.out}")
+          f"{_num(metrics['fps_pipeline'])} FPS, mIoU {_num(iou.get('miou'))} % -> {args.out}")
     return 0
 
 
@@ -201,7 +201,7 @@ def _run_fleet(args: argparse.Namespace, base: ReplayConfig) -> int:
             print(f"casseg-replay: {bag['status']}: {bag['bag']}: {bag['reason']}", file=sys.stderr)
     print(f"fleet: {fleet['bags']} recordings ({counts['ok']} ok, {counts['incomplete']} incomplete, "
           f"{counts['failed']} failed; {fleet['run']['bags_reused']} complete before), "
-          f"{fleet['frames_processed']} frames, mIoU {iou.get('miou')} (summed confusion matrix) -> "
+          f"{fleet['frames_processed']} frames, mIoU {_num(iou.get('miou'))} % (summed confusion matrix) -> "
           f"{args.out}/report.md")
     return 0 if counts["ok"] == fleet["bags"] else 1
 

@@ -86,6 +86,7 @@ def panel_figure(figure: PanelFigure, path: Path) -> Path:
 
 
 def iou_figure(per_class: dict[str, float | None], path: Path, title: str) -> Path | None:
+    """Bars of IoU in percent."""
     items = [(n, v) for n, v in per_class.items() if v is not None]
     if not items:
         return None
@@ -94,11 +95,11 @@ def iou_figure(per_class: dict[str, float | None], path: Path, title: str) -> Pa
     ax = fig.subplots()
     ax.bar(range(len(names)), values, color="#4477aa")
     ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("IoU")
+    ax.set_ylim(0, 100)
+    ax.set_ylabel("IoU (%)")
     ax.set_title(title)
     for i, v in enumerate(values):
-        ax.text(i, v + 0.02, f"{v:.2f}", ha="center", fontsize=8)
+        ax.text(i, v + 2, f"{v:.1f}", ha="center", fontsize=8)
     return _save_figure(fig, path)
 
 
@@ -153,6 +154,11 @@ def _fmt(v: Any) -> str:
     return "–" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
 
 
+def _pct(v: float | None) -> str:
+    """An IoU for report.md: percent to one decimal."""
+    return "–" if v is None else f"{v:.1f}"
+
+
 def write_report(out_dir: Path, title: str, metrics: dict[str, Any], overlays: Sequence[PanelFigure],
                  latency_series: dict[str, Sequence[float]], intro: str = "",
                  extra_sections: Sequence[str] = ()) -> Path:
@@ -194,13 +200,13 @@ def write_report(out_dir: Path, title: str, metrics: dict[str, Any], overlays: S
     iou = metrics.get("iou") or {}
     if iou.get("frames"):
         lines += ["## Segmentation quality vs ground truth", "",
-                  f"mIoU **{_fmt(iou['miou'])}** over {iou['frames']} labelled frames "
+                  f"mIoU **{_pct(iou['miou'])} %** over {iou['frames']} labelled frames "
                   f"(torchmetrics MulticlassJaccardIndex, ignore_index={iou.get('ignore_index')}; classes "
                   f"absent from both prediction and ground truth are excluded).", "",
-                  "| class | IoU | gt pixels |", "|---|---|---|"]
-        lines += [f"| {n} | {_fmt(v)} | {iou.get('gt_pixels', {}).get(n, '')} |" for n, v in iou["per_class_iou"].items()]
+                  "| class | IoU (%) | gt pixels |", "|---|---|---|"]
+        lines += [f"| {n} | {_pct(v)} | {iou.get('gt_pixels', {}).get(n, '')} |" for n, v in iou["per_class_iou"].items()]
         lines.append("")
-        fig = iou_figure(iou["per_class_iou"], fig_dir / "iou_per_class.png", f"per-class IoU (mIoU {_fmt(iou['miou'])})")
+        fig = iou_figure(iou["per_class_iou"], fig_dir / "iou_per_class.png", f"per-class IoU (mIoU {_pct(iou['miou'])} %)")
         if fig:
             lines += [f"![per-class IoU](figures/{fig.name})", ""]
     elif "iou" in metrics:
