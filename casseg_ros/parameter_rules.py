@@ -7,7 +7,8 @@ value is refused, in the same words wherever the setting is made: a node paramet
 parameter descriptors take their integer and floating-point ranges from these rules
 (`casseg_ros.ros.parameters`), so `ros2 param describe` shows the same range.
 
-ROS-free on purpose: the command lines validate their options with it without building a node.
+ROS-free and free of the project's other modules on purpose: the command lines and the launch file
+validate with it without building a node or importing torch.
 """
 from __future__ import annotations
 
@@ -18,11 +19,11 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from casseg_ros.runtime import BACKENDS
-
 __all__ = ["BACKENDS", "TRANSPORTS", "RELIABILITIES", "Rule", "RULES", "problem", "input_size_problem",
            "argparse_type", "input_size_argument", "checked_input_size", "upgrade_input_size_syntax"]
 
+# The inference backends `casseg_ros.runtime.create_backend` builds (it takes them from here).
+BACKENDS = ("torch", "onnxruntime", "tensorrt")
 TRANSPORTS = ("raw", "compressed")
 RELIABILITIES = ("best_effort", "reliable")
 MAX_INPUT_SIDE = 4096  # input_height / input_width
