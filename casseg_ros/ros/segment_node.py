@@ -33,6 +33,7 @@ someone subscribes to them.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import threading
 import time
@@ -44,11 +45,13 @@ import rclpy
 import torch
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import ParameterDescriptor, ParameterType, SetParametersResult
-from rclpy.executors import ExternalShutdownException
+from rclpy.exceptions import ParameterException
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.qos_overriding_options import QoSOverridingOptions
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header
 from vision_msgs.msg import LabelInfo
@@ -84,6 +87,8 @@ _WARN_THROTTLE_S = 2.0
 COMPANION_QUEUE = 5
 # How long ~/set_vocabulary waits for the worker to swap between two batches.
 _SWAP_TIMEOUT_S = 60.0
+# The executor returns to Python this often, so a SIGINT/SIGTERM is acted on within it.
+_SPIN_S = 0.2
 _MESSAGE_TYPES = {"mask": Image, "mask/color": Image, "overlay": Image, "confidence": Image,
                   "camera_info": CameraInfo, "points": PointCloud2, "label_info": LabelInfo,
                   "scene_graph": SceneGraph, "scene_graph/markers": MarkerArray}
@@ -100,6 +105,10 @@ def _stamp_ns(header: Header) -> int:
     return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
 
 
+class StartupParameterError(ValueError):
+    """A parameter given at start-up (-p, a params file) that the node refuses: one line, its rule."""
+
+
 @dataclass
 class _VocabularySwap:
     """A vocabulary waiting for the worker, and the answer the service thread waits for."""
@@ -113,7 +122,12 @@ class SegmentNode(LifecycleNode):
     def __init__(self, node_name: str = NODE_NAME, **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
         for name, default, descriptor in param_specs():
-            self.declare_parameter(name, default, descriptor)
+            try:
+                self.declare_parameter(name, default, descriptor)
+            except ParameterException as exc:  # an override out of range or of the wrong type
+                given = self._parameter_overrides[name].value if name in self._parameter_overrides else default
+                reason = validate_parameter(name, given) or f"{name} := {given!r}: {exc}"
+                raise StartupParameterError(reason) from None
         # Only `main` reads it, once, at start-up: read_only says so to `ros2 param set`.
         self.declare_parameter("autostart", True, ParameterDescriptor(
             type=ParameterType.PARAMETER_BOOL, read_only=True,
@@ -161,10 +175,11 @@ class SegmentNode(LifecycleNode):
             if param.name in SUBSCRIPTION_PARAMS and self._active:
                 return SetParametersResult(successful=False, reason=(
                     f"{param.name} is applied at activate: deactivate the node first"))
-        reason = validate_input_size(pending.get("input_height", self._param("input_height")),
-                                     pending.get("input_width", self._param("input_width")))
-        if reason:
-            return SetParametersResult(successful=False, reason=reason)
+        if {"input_height", "input_width"} & set(pending):  # the pair, only when one of them changes
+            reason = validate_input_size(pending.get("input_height", self._param("input_height")),
+                                         pending.get("input_width", self._param("input_width")))
+            if reason:
+                return SetParametersResult(successful=False, reason=reason)
         return SetParametersResult(successful=True)
 
     def _after_set_parameters(self, params: list[Parameter]) -> None:
@@ -190,8 +205,11 @@ class SegmentNode(LifecycleNode):
             reason = validate_parameter(name, self._param(name))
             if reason:
                 raise ValueError(reason)
-        model_path = resolve_data_path(str(self._param("model_path")), "model_path")
         height, width = int(self._param("input_height")), int(self._param("input_width"))
+        reason = validate_input_size(height, width)  # e.g. -p input_height:=96 alone at start-up
+        if reason:
+            raise ValueError(reason)
+        model_path = resolve_data_path(str(self._param("model_path")), "model_path")
         input_size = (height, width) if height and width else None
         self._max_input_pixels = int(self._param("max_input_pixels"))
         self._max_batch = int(self._param("max_batch"))
@@ -546,10 +564,22 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console entry `casseg_ros`: configure + activate (unless --no-autostart), then spin."""
-    rclpy.init(args=argv)
+    """Console entry `casseg_ros`: configure + activate (unless --no-autostart), then spin until
+    SIGINT/SIGTERM; then the worker is stopped and drained before the context shuts down."""
+    # rclpy's own signal handlers shut the context down the moment a signal arrives, under a worker
+    # still publishing ("publisher's context is invalid"): ours only end the spin loop below. Set
+    # for both signals, also where the parent started us with SIGINT ignored (nohup, CI runners).
+    rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
     args = _parse_args(rclpy.utilities.remove_ros_args(argv if argv is not None else sys.argv)[1:])
-    node = SegmentNode()
+    try:
+        node = SegmentNode()
+    except StartupParameterError as exc:
+        rclpy.logging.get_logger(NODE_NAME).fatal(str(exc))
+        rclpy.try_shutdown()
+        return 1
     exit_code = 0
     try:
         autostart = args.autostart if args.autostart is not None else bool(node.get_parameter("autostart").value)
@@ -563,17 +593,20 @@ def main(argv: list[str] | None = None) -> int:
         if exit_code == 0:
             # One executor thread: rclpy's multi-threaded executor cost so much per callback that
             # most of a camera burst was lost in transport (2 of 600 frames vs 55 single-threaded).
-            rclpy.spin(node)
+            executor = SingleThreadedExecutor()
+            executor.add_node(node)
+            while not stop.is_set():
+                executor.spin_once(timeout_sec=_SPIN_S)
+            executor.remove_node(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
         if node.lifecycle_state() == "active":
-            node.on_deactivate(None)
+            node.on_deactivate(None)  # subscriptions gone, worker stopped after its batch: nothing publishes
         node._release_backend()
         node.destroy_node()
         rclpy.try_shutdown()
     return exit_code
-
 
 if __name__ == "__main__":
     sys.exit(main())
