@@ -34,6 +34,7 @@ setup(
             f"casseg-export = {PACKAGE}.export_cli:main",
             f"casseg-replay = {PACKAGE}.replay.cli:main",
             f"casseg-vocab = {PACKAGE}.vocab_cli:main",
+            f"casseg-ctl = {PACKAGE}.ctl_cli:main",
         ],
     },
 )

@@ -31,7 +31,7 @@ from typing import Any, Sequence
 import yaml
 
 from casseg_ros.model.checkpoint import CheckpointError, bake_vocabulary, read_vocabulary
-from casseg_ros.perception.palette import palette_for_names, parse_color
+from casseg_ros.perception.palette import palette_for_names, parse_color, parse_color_assignments
 from casseg_ros.text.build import DEFAULT_DESCRIPTION_TEMPLATE, DEFAULT_TEMPLATE, build_vocabulary
 from casseg_ros.text.providers import (
     DEFAULT_CHAT_MODEL,
@@ -80,17 +80,6 @@ def _parse_entries(data: Any, source: str) -> tuple[list[str], list[str] | None,
         missing = [n for n, d in zip(names, descriptions) if d is None]
         raise ValueError(f"{source}: either every class has a description or none; missing for {missing}")
     return names, [str(d) for d in descriptions], colors
-
-
-def parse_color_options(entries: Sequence[str] | None) -> Colors:
-    """`--colors NAME=#rrggbb NAME=r,g,b ...` -> {name: (r, g, b)}."""
-    colors: Colors = {}
-    for entry in entries or ():
-        name, sep, color = entry.rpartition("=")
-        if not sep or not name.strip():
-            raise ValueError(f"--colors takes NAME=#rrggbb or NAME=r,g,b, got {entry!r}")
-        colors[name.strip()] = parse_color(color)
-    return colors
 
 
 def load_class_names(spec: str) -> tuple[list[str], list[str] | None, Colors]:
@@ -163,7 +152,7 @@ def recolor_parser() -> argparse.ArgumentParser:
 
 def _palette(names: list[str], file_colors: Colors, color_options: Sequence[str] | None):
     """The palette of the classes: --colors over the file's colours over the names' own."""
-    return palette_for_names(names, {**file_colors, **parse_color_options(color_options)})
+    return palette_for_names(names, {**file_colors, **parse_color_assignments(color_options)})
 
 
 def _provider_kwargs(args: argparse.Namespace) -> dict[str, Any]:

@@ -31,7 +31,7 @@ import numpy as np
 from cityscapesscripts.helpers.labels import labels as cityscapes_labels
 
 __all__ = ["UNKNOWN_COLOR", "MIN_HASHED_DISTANCE", "normalise_name", "table_color", "hashed_color",
-           "palette_for_names", "color_tables", "parse_color"]
+           "palette_for_names", "color_tables", "parse_color", "parse_color_assignments"]
 
 Color = tuple[int, int, int]
 UNKNOWN_COLOR: Color = (0, 0, 0)
@@ -127,3 +127,14 @@ def parse_color(value: Any) -> Color:
     if len(rgb) != 3 or not all(0 <= v <= 255 for v in rgb):
         raise ValueError(f"a colour is '#rrggbb' or 'r,g,b' with values 0..255, got {value!r}")
     return rgb[0], rgb[1], rgb[2]
+
+
+def parse_color_assignments(entries: Iterable[str] | None) -> dict[str, Color]:
+    """`NAME=#rrggbb` / `NAME=r,g,b` entries (`--colors` of casseg-vocab and casseg-ctl) -> {name: colour}."""
+    colors: dict[str, Color] = {}
+    for entry in entries or ():
+        name, sep, color = entry.rpartition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"--colors takes NAME=#rrggbb or NAME=r,g,b, got {entry!r}")
+        colors[name.strip()] = parse_color(color)
+    return colors
