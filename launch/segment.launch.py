@@ -34,38 +34,34 @@ from casseg_ros.launch_arguments import (camera_setup, cameras_from_params_file,
                                          unknown_argument_warnings)
 
 
-def _declared_arguments(share: str) -> list:
-    return [
-        DeclareLaunchArgument("camera_topic", default_value="/camera/image_raw",
-                              description="sensor_msgs/Image topic of the camera (compressed: <topic>/compressed)"),
-        DeclareLaunchArgument("camera_info_topic", default_value="/camera/camera_info",
-                              description="sensor_msgs/CameraInfo of the camera (republished with every mask)"),
-        DeclareLaunchArgument("depth_topic", default_value="/camera/depth/image",
-                              description="registered depth image (16UC1 mm or 32FC1 m, same size and stamp as "
-                                          "the colour image): enables ~/points and the 3D scene graph"),
-        DeclareLaunchArgument("cameras", default_value="",
-                              description="names of several cameras served by one model, e.g. [front, rear] "
-                                          "(default: params_file's cameras parameter, else one unnamed camera)"),
-        DeclareLaunchArgument("camera_topics", default_value="",
-                              description="with cameras: one image topic per camera, e.g. [/front/image_raw, "
-                                          "/rear/image_raw] (default /<camera>/image_raw)"),
-        DeclareLaunchArgument("camera_info_topics", default_value="",
-                              description="with cameras: one CameraInfo topic per camera (default: next to its image "
-                                          "topic, /<camera>/camera_info)"),
-        DeclareLaunchArgument("depth_topics", default_value="",
-                              description="with cameras: one registered depth topic per camera (default: next to its "
-                                          "image topic, /<camera>/depth/image_raw)"),
-        DeclareLaunchArgument("image_transport", default_value="raw", choices=["raw", "compressed"],
-                              description="raw: camera_topic; compressed: camera_topic/compressed"),
-        DeclareLaunchArgument("namespace", default_value="",
-                              description="namespace of the node; outputs are <namespace>/<node_name>/mask, ..."),
-        DeclareLaunchArgument("node_name", default_value="casseg_ros", description="name of the node"),
-        DeclareLaunchArgument("params_file", default_value=os.path.join(share, "config", "segment.yaml"),
-                              description="YAML file with the node's ros__parameters"),
-        DeclareLaunchArgument("autostart", default_value="true", choices=["true", "false"],
-                              description="configure and activate at start (false: wait for a lifecycle manager)"),
-        DeclareLaunchArgument("log_level", default_value="info", description="rcutils log level of the node"),
-    ]
+# (name, default, description) of every launch argument; "" is "not given" for the camera lists.
+ARGUMENTS = (
+    ("camera_topic", "/camera/image_raw", "sensor_msgs/Image topic of the camera (compressed: <topic>/compressed)"),
+    ("camera_info_topic", "/camera/camera_info", "sensor_msgs/CameraInfo of the camera (republished with every mask)"),
+    ("depth_topic", "/camera/depth/image", "registered depth image (16UC1 mm or 32FC1 m, same size and stamp as the "
+                                           "colour image): enables ~/points and the 3D scene graph"),
+    ("cameras", "", "names of several cameras served by one model, e.g. [front, rear] (default: params_file's "
+                    "cameras parameter, else one unnamed camera)"),
+    ("camera_topics", "", "with cameras: one image topic per camera, e.g. [/front/image_raw, /rear/image_raw] "
+                          "(default /<camera>/image_raw)"),
+    ("camera_info_topics", "", "with cameras: one CameraInfo topic per camera (default: next to its image topic, "
+                               "/<camera>/camera_info)"),
+    ("depth_topics", "", "with cameras: one registered depth topic per camera (default: next to its image topic, "
+                         "/<camera>/depth/image_raw)"),
+    ("image_transport", "raw", "raw: camera_topic; compressed: camera_topic/compressed"),
+    ("namespace", "", "namespace of the node; outputs are <namespace>/<node_name>/mask, ..."),
+    ("node_name", "casseg_ros", "name of the node"),
+    ("params_file", None, "YAML file with the node's ros__parameters (default: the package's config/segment.yaml)"),
+    ("autostart", "true", "configure and activate at start (false: wait for a lifecycle manager)"),
+    ("log_level", "info", "rcutils log level of the node"),
+)
+CHOICES = {"image_transport": ["raw", "compressed"], "autostart": ["true", "false"]}
+
+
+def _declared_arguments(shipped_params: str) -> list:
+    return [DeclareLaunchArgument(name, default_value=shipped_params if default is None else default,
+                                  description=description, **({"choices": CHOICES[name]} if name in CHOICES else {}))
+            for name, default, description in ARGUMENTS]
 
 
 def _node(context, declared: list[str], shipped_params: str):
@@ -102,8 +98,7 @@ def _node(context, declared: list[str], shipped_params: str):
 
 
 def generate_launch_description():
-    share = get_package_share_directory("casseg_ros")
-    arguments = _declared_arguments(share)
+    shipped = os.path.join(get_package_share_directory("casseg_ros"), "config", "segment.yaml")
+    arguments = _declared_arguments(shipped)
     declared = [argument.name for argument in arguments]
-    shipped = os.path.join(share, "config", "segment.yaml")
     return LaunchDescription([*arguments, OpaqueFunction(function=_node, args=[declared, shipped])])
