@@ -30,8 +30,8 @@ setup(
     tests_require=["pytest"],
     entry_points={
         "console_scripts": [
-            f"casseg_ros = {PACKAGE}.ros.segment_node:main",
-            f"casseg-export = {PACKAGE}.export_cli:main",
+            f"casseg_ros = {PACKAGE}.ros.node_main:main",
+            f"casseg-export = {PACKAGE}.export.cli:main",
             f"casseg-replay = {PACKAGE}.replay.cli:main",
             f"casseg-vocab = {PACKAGE}.vocab_cli:main",
             f"casseg-ctl = {PACKAGE}.ctl_cli:main",

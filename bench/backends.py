@@ -13,7 +13,7 @@ thread spinning. GPU (only when CUDA is available): torch CUDA fp16/bf16 + chann
 onnxruntime CUDA/TensorRT EP, TensorRT fp16 — at ``--gpu-size`` (1024x2048), with FPS.
 
 int8 (``--int8``, default on): ``onnxruntime_int8`` — the same model quantised by
-``casseg_ros.runtime.quantize`` (static QDQ, calibrated on ``--calibration-frames`` frames of
+``casseg_ros.export.quantize`` (static QDQ, calibrated on ``--calibration-frames`` frames of
 ``--calibration``) — joins the CPU latency round; ``best_int8_speedup_over_eager`` = eager median /
 int8 median. Accuracy is measured on the demo weights (``--accuracy-checkpoint``) at their own input
 size on the context-scenes validation split (``training.datasets.build_dataset(..., "val")``: seed
@@ -55,16 +55,16 @@ import torch  # noqa: E402
 
 from matplotlib.figure import Figure  # noqa: E402
 
+from casseg_ros.export.calibration import calibration_frames  # noqa: E402
+from casseg_ros.export.parity import make_test_pattern  # noqa: E402
+from casseg_ros.export.quantize import ALL_OP_TYPES, Int8Settings, quantize_onnx  # noqa: E402
 from casseg_ros.fileio import atomic_write_bytes, atomic_write_text  # noqa: E402
 from casseg_ros.model import ContextSegmentor, ModelConfig, load_model_config  # noqa: E402
 from casseg_ros.model.checkpoint import save_checkpoint  # noqa: E402
 from casseg_ros.runtime import BackendUnavailable, InferenceResult, available_backends, create_backend  # noqa: E402
 from casseg_ros.runtime.base import physical_cpu_count, resize_images, resize_outputs  # noqa: E402
-from casseg_ros.runtime.parity import make_test_pattern  # noqa: E402
-from casseg_ros.replay.calibration import calibration_frames  # noqa: E402
 from casseg_ros.runtime.model_export import export_checkpoint  # noqa: E402
 from casseg_ros.runtime.onnx_backend import default_static_size, resolve_onnx  # noqa: E402
-from casseg_ros.runtime.quantize import ALL_OP_TYPES, Int8Settings, quantize_onnx  # noqa: E402
 from casseg_ros.text import Vocabulary  # noqa: E402
 from training.config import load_config  # noqa: E402
 from training.datasets import build_dataset  # noqa: E402

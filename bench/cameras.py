@@ -17,7 +17,7 @@ Keys of out/bench/cameras.json (goals from the issue):
   measured on the one node while the cameras stream; vocab_swap_max_gap_s: the longest gap between
   two masks of one camera around the swap
 - per set-up: per-camera rate and p50/p99 latency, aggregate rate, RSS, load average
-Processes are started, made ready and stopped with casseg_ros.ros.processes / readiness on loopback
+Processes are started, made ready and stopped with casseg_ros.processes.children / readiness on loopback
 DDS in a private domain.
 """
 from __future__ import annotations
@@ -42,10 +42,10 @@ sys.path.insert(0, str(REPO))  # this checkout's casseg_ros, also without an ins
 
 from casseg_msgs.srv import SetVocabulary  # noqa: E402
 from casseg_ros.fileio import atomic_write_text  # noqa: E402
-from casseg_ros.replay.session import start_node  # noqa: E402
+from casseg_ros.processes.children import ChildProcesses, loopback_env, node_command, random_domain_id  # noqa: E402
+from casseg_ros.processes.readiness import GraphWatcher, wait_for  # noqa: E402
+from casseg_ros.replay.live.session import start_node  # noqa: E402
 from casseg_ros.resources import DEMO_MODEL, resolve_data_path  # noqa: E402
-from casseg_ros.ros.processes import ChildProcesses, loopback_env, node_command, random_domain_id  # noqa: E402
-from casseg_ros.ros.readiness import GraphWatcher, wait_for  # noqa: E402
 
 CAMERA = REPO / "test" / "ros_helpers" / "camera.py"
 HEIGHT, WIDTH = 128, 256

@@ -2,7 +2,7 @@
 """Fleet replay scaling: N copies of a recording on a local Dask cluster of 1 vs 2 workers.
 
 The total number of cores stays the same (`--threads`, default 2: this machine): 1 worker uses
-both, 2 workers one each (`casseg_ros.replay.fleet_dask.CoreShare`). Wall time is the whole
+both, 2 workers one each (`casseg_ros.replay.fleet.dask_cluster.CoreShare`). Wall time is the whole
 fleet run as `casseg-replay` does it: cluster start, every bag (model load + frames + outputs),
 aggregate report. Per-bag results must be identical whatever the worker count (checked).
 
@@ -26,9 +26,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from casseg_ros.fileio import atomic_write_text  # noqa: E402
-from casseg_ros.replay.fleet import plan_tasks, run_fleet  # noqa: E402
-from casseg_ros.replay.fleet_inputs import collect_bags  # noqa: E402
-from casseg_ros.replay.offline import ReplayConfig  # noqa: E402
+from casseg_ros.replay.fleet.inputs import collect_bags  # noqa: E402
+from casseg_ros.replay.fleet.run import plan_tasks, run_fleet  # noqa: E402
+from casseg_ros.replay.offline.run import ReplayConfig  # noqa: E402
 
 # Per-bag fields that must not depend on the worker count (timings do).
 RESULT_FIELDS = ("name", "status", "frames_processed", "frames_skipped", "miou", "confusion_matrix")

@@ -3,22 +3,24 @@
 Writes out/bench/host.json. Per image size (1280x720, 1920x1080, 2048x1024) and per stage, the
 median milliseconds of the node's per-frame steps, on procedural context scenes rendered at that
 size (training/datasets/context_scenes.py: street/harbour scenes with their usual objects and their
-exact depth), fed through the same functions the node calls (ros/segment_node.py process_batch /
-_publish):
+exact depth), fed through the node's own frame step (casseg_ros/ros/frame_io.py, what the node's
+worker and offline replay call):
 
-- decode: the input sensor_msgs/Image (rgb8) -> array (ros/conversions.to_rgb); with depth also
-  the 16UC1 depth message -> metres, camera_info -> intrinsics and the checks;
-- pipeline: FramePipeline.process (mask rule, the products asked for, scene graph, its 3D with
-  depth) around a stand-in backend that does no compute: it returns precomputed model outputs (the
-  scene's classes, a smooth confidence), so the forward pass is excluded. Two stand-ins:
-  outputs at the camera's resolution (a graph that resizes in itself, as a GPU deployment should:
-  casseg-export --resize-in-graph), and — config `default_host_resize` — a model at 512x1024 behind
-  the real `Backend.infer`, which resizes the image down and the class ids and confidence back up
-  on the host;
-- build: ros/messages.frame_messages (+ markers when subscribed);
-- publish: a real rclpy publisher per output with a subscriber in another process (this script
-  with --subscriber, started with ros/processes.py on loopback DDS, readiness = matched
-  subscriptions), so serialisation and the DDS write are counted.
+- decode: frame_io.frame_input: the input sensor_msgs/Image (rgb8) -> array (ros/conversions.to_rgb);
+  with depth also the 16UC1 depth message -> metres, camera_info -> intrinsics and the checks;
+- pipeline: FramePipeline.process_batch (mask rule, the products asked for, scene graph, its 3D with
+  depth) around the stand-in backend casseg_ros/runtime/canned.py: the real `Backend.infer` around a
+  forward pass that returns precomputed model outputs (the scene's classes, a smooth confidence), so
+  only the model is left out. Two variants: outputs at the camera's resolution (a graph that resizes
+  in itself, as a GPU deployment should: casseg-export --resize-in-graph), and — config
+  `default_host_resize` — a model at 512x1024, so `Backend.infer` resizes the image down and the
+  class ids and confidence back up on the host;
+- build: frame_io.frame_outputs (ros/messages.frame_messages, the camera_info re-stamped when the
+  camera sends one — the configurations with depth —, markers when subscribed);
+- publish: the node's lifecycle publishers (ros/node_pubsub.py, QoS of the topic table ros/topics.py)
+  with a subscriber in another process (this script with --subscriber, started with
+  casseg_ros/processes/children.py on loopback DDS, readiness = matched subscriptions), so
+  serialisation and the DDS write are counted.
 
 Two configurations, run interleaved frame by frame (so a slow spell of the shared machine hits both):
 `default` = mask, confidence image, scene graph (what a node with no optional subscribers makes,
@@ -52,44 +54,42 @@ from typing import Callable
 import cv2
 import numpy as np
 import rclpy
+from rclpy.lifecycle import LifecycleNode
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
-from visualization_msgs.msg import MarkerArray
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # this checkout's casseg_ros, also without an install
 
-from casseg_msgs.msg import SceneGraph  # noqa: E402
 from casseg_ros.fileio import atomic_write_text  # noqa: E402
 from casseg_ros.perception.depth import check_depth, graph_in_3d, labelled_cloud, organised_points  # noqa: E402
 from casseg_ros.perception.mask import class_mask  # noqa: E402
 from casseg_ros.perception.overlay import colorize, make_overlay  # noqa: E402
 from casseg_ros.perception.scene_graph import segment_instances  # noqa: E402
-from casseg_ros.pipeline import (ClassLabels, DepthFrame, FramePipeline, PipelineSettings, Products, depth_stride,  # noqa: E402
+from casseg_ros.pipeline import (ClassLabels, DepthFrame, FramePipeline, PipelineSettings, Products,  # noqa: E402
                                  confidence_to_mono8)
-from casseg_ros.ros.camera import depth_frame, depth_to_metres, pinhole_from_info  # noqa: E402
+from casseg_ros.processes.children import ChildProcesses, init_child_rclpy, loopback_env, random_domain_id  # noqa: E402
+from casseg_ros.processes.children import StopFlag  # noqa: E402
+from casseg_ros.processes.readiness import wait_for_matched_subscriptions  # noqa: E402
+from casseg_ros.resources import DEMO_MODEL, resolve_data_path  # noqa: E402
+from casseg_ros.ros.cameras import Camera  # noqa: E402
 from casseg_ros.ros.conversions import numpy_to_image, to_rgb  # noqa: E402
+from casseg_ros.ros.depth_conversions import depth_to_metres, pinhole_from_info  # noqa: E402
+from casseg_ros.ros.frame_io import Companions, InputSettings, Rejection, frame_input, frame_outputs  # noqa: E402
 from casseg_ros.ros.markers import scene_graph_markers  # noqa: E402
 from casseg_ros.ros.messages import frame_messages, label_info_msg, point_cloud_msg, scene_graph_to_msg  # noqa: E402
-from casseg_ros.ros.processes import ChildProcesses, init_child_rclpy, loopback_env, random_domain_id  # noqa: E402
-from casseg_ros.ros.processes import StopFlag  # noqa: E402
-from casseg_ros.ros.readiness import wait_for_matched_subscriptions  # noqa: E402
-from casseg_ros.resources import DEMO_MODEL, resolve_data_path  # noqa: E402
+from casseg_ros.ros.node_pubsub import create_outputs, publish  # noqa: E402
+from casseg_ros.ros.topics import OUTPUT_TOPICS  # noqa: E402
 from casseg_ros.runtime import create_backend  # noqa: E402
-from casseg_ros.runtime.base import Backend, InferenceResult, resize_images, resize_outputs  # noqa: E402
+from casseg_ros.runtime.base import InferenceResult, resize_images, resize_outputs  # noqa: E402
+from casseg_ros.runtime.canned import CannedBackend  # noqa: E402
 from training.datasets.context_scenes import CONTEXT_CLASSES, ContextScenes  # noqa: E402
-from vision_msgs.msg import LabelInfo  # noqa: E402
 
 SIZES = ((720, 1280), (1080, 1920), (1024, 2048))
 NODE = "host_bench"
-OUTPUTS = {"mask": Image, "confidence": Image, "overlay": Image, "mask/color": Image, "points": PointCloud2,
-           "scene_graph": SceneGraph, "scene_graph/markers": MarkerArray, "label_info": LabelInfo}
-QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=2, reliability=ReliabilityPolicy.RELIABLE)
-LATCHED = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
-MAX_RANGE_M = 20.0
+INPUTS = InputSettings()  # the node's defaults: max_input_pixels, depth_max_range_m
+MAX_RANGE_M = INPUTS.depth_max_range_m
 MARKER_SCALE = 0.01
 SETTINGS = PipelineSettings(points_stride=1)
 DEFAULT = Products(confidence_image=True)
@@ -102,7 +102,7 @@ class Config:
     products: Products
     settings: PipelineSettings
     with_depth: bool
-    # Which backend: "camera_size" (CannedBackend), "host_resize" (CannedModelSizeBackend), and with
+    # Which backend: "camera_size" (CannedBackend), "host_resize" (CannedBackend at MODEL_SIZE), and with
     # --onnx "onnxruntime" / "onnxruntime_host_resize" (the demo weights on ONNX Runtime at MODEL_SIZE,
     # resized in the graph / on the host).
     backend: str = "camera_size"
@@ -115,37 +115,6 @@ CONFIGS = {"default": Config(DEFAULT, SETTINGS, False), "all": Config(ALL, SETTI
 ONNX_CONFIGS = {"default_onnxruntime": Config(DEFAULT, SETTINGS, False, backend="onnxruntime"),
                 "default_onnxruntime_host_resize": Config(DEFAULT, SETTINGS, False, backend="onnxruntime_host_resize")}
 EVERY_CONFIG = {**CONFIGS, **ONNX_CONFIGS}
-
-
-class CannedBackend:
-    """Stand-in for a graph that outputs at the camera's resolution (casseg-export --resize-in-graph,
-    or any GPU backend that resizes in its graph): one precomputed full-resolution result, no forward."""
-
-    last_runtime_s = 0.0  # no runtime call: the whole pipeline call is host time
-
-    def __init__(self, result: InferenceResult):
-        self.result = result
-
-    def infer(self, images: np.ndarray) -> InferenceResult:
-        return self.result
-
-
-class CannedModelSizeBackend(Backend):
-    """Stand-in for a backend whose graph runs at MODEL_SIZE and leaves the resizes to the host:
-    the real `Backend.infer` (image resized to the model size, class ids and confidence resized
-    back), around a forward pass that returns precomputed model-size outputs."""
-
-    name = "canned"
-
-    def __init__(self, result: InferenceResult):
-        super().__init__(None, input_size=MODEL_SIZE)
-        self.result = result
-
-    def _load(self) -> None:
-        self._vocabulary = None  # the pipeline is given its labels
-
-    def _run(self, images: np.ndarray) -> InferenceResult:
-        return self.result
 
 
 @dataclass
@@ -186,7 +155,7 @@ def make_frame(height: int, width: int, seed: int = 0) -> Frame:
         cv2.resize(result.class_ids[0], (model_w, model_h), interpolation=cv2.INTER_NEAREST)[None],
         smooth_confidence(model_h, model_w, seed)[None], result.class_scores, result.adjacency)
     pipelines = {"camera_size": FramePipeline(CannedBackend(result), labels),
-                 "host_resize": FramePipeline(CannedModelSizeBackend(model_size_result), labels)}
+                 "host_resize": FramePipeline(CannedBackend(model_size_result, input_size=MODEL_SIZE), labels)}
     return Frame((height, width), image, depth, info, result, len(scene.instance_classes), pipelines)
 
 
@@ -203,38 +172,40 @@ def onnx_pipelines(sizes: list[tuple[int, int]]) -> dict[str, FramePipeline]:
     return pipelines
 
 
-class Publishers:
-    def __init__(self, node: Node):
-        self.by_name = {name: node.create_publisher(kind, f"~/{name}", LATCHED if name == "label_info" else QOS)
-                        for name, kind in OUTPUTS.items()}
+def bench_camera(node: LifecycleNode) -> Camera:
+    """The unnamed camera of a node: the node's lifecycle publishers of every output, activated."""
+    camera = Camera("")
+    create_outputs(node, camera)
+    node.trigger_configure()
+    node.trigger_activate()  # enables the lifecycle publishers
+    return camera
 
-    def wait_matched(self, timeout: float) -> None:
-        for publisher in self.by_name.values():
-            wait_for_matched_subscriptions(publisher, timeout)
+
+def wait_matched(camera: Camera, timeout: float) -> None:
+    for publisher in camera.outputs.values():
+        wait_for_matched_subscriptions(publisher, timeout)
 
 
-def run_frame(frame: Frame, config: str, publishers: Publishers) -> dict[str, float]:
-    """The node's per-frame host work for one camera frame (process_batch + _publish), per stage."""
+def run_frame(frame: Frame, config: str, camera: Camera) -> dict[str, float]:
+    """The node's per-frame host work for one camera frame (ros/camera_batch.py for a batch of one), per stage."""
     chosen = EVERY_CONFIG[config]
     products, settings, pipeline = chosen.products, chosen.settings, frame.pipelines[chosen.backend]
+    # A camera with depth also sends camera_info; the configurations without depth have neither.
+    companions = Companions(frame.info, frame.depth_msg, True) if chosen.with_depth else Companions(None, None, False)
     times: dict[str, float] = {}
     t0 = time.perf_counter()
-    rgb = to_rgb(frame.image_msg)
-    depth = None
-    if chosen.with_depth:  # the node's rule: decoded at the stride the products read
-        depth = depth_frame(frame.depth_msg, frame.info, rgb.shape[:2], MAX_RANGE_M, depth_stride(settings, products))
+    decoded = frame_input(frame.image_msg, lambda: companions, settings, products, INPUTS)
     t1 = time.perf_counter()
-    result = pipeline.process(rgb, settings, products, depth)
+    if isinstance(decoded, Rejection) or decoded.depth_problem:
+        raise RuntimeError(f"the bench's frame was not taken as the node takes it: {decoded}")
+    result = pipeline.process_batch([decoded.frame], settings)[0]
     t2 = time.perf_counter()
     header = Header(frame_id="camera_optical_frame")
-    messages = frame_messages(result, pipeline.labels, header)
-    markers = (scene_graph_markers(messages["scene_graph"], pipeline.labels.palette, MARKER_SCALE)
-               if products.overlay else None)
+    # Markers only in the configurations with every output subscribed (those with the overlay).
+    messages = frame_outputs(result, pipeline.labels, header, decoded.camera_info,
+                             MARKER_SCALE if products.overlay else None)
     t3 = time.perf_counter()
-    for name, message in messages.items():
-        publishers.by_name[name].publish(message)
-    if markers is not None:
-        publishers.by_name["scene_graph/markers"].publish(markers)
+    publish(camera, messages)
     t4 = time.perf_counter()
     # Host time of the pipeline call: all but the runtime call proper (the stand-ins make none; with
     # a host resize it includes Backend.infer's two resizes).
@@ -245,7 +216,7 @@ def run_frame(frame: Frame, config: str, publishers: Publishers) -> dict[str, fl
     return times
 
 
-def breakdown(frame: Frame, publishers: Publishers, repeats: int) -> dict[str, float]:
+def breakdown(frame: Frame, node_camera: Camera, repeats: int) -> dict[str, float]:
     """Each product's function alone on this frame's inputs (median ms): the profile."""
     labels, header = frame.pipelines["camera_size"].labels, Header(frame_id="camera_optical_frame")
     rgb = to_rgb(frame.image_msg)
@@ -291,9 +262,9 @@ def breakdown(frame: Frame, publishers: Publishers, repeats: int) -> dict[str, f
         "label_info (per change)": lambda: label_info_msg(labels, 0.0, header.stamp),
     }
     for name in ("mask", "confidence", "overlay", "mask/color", "points", "scene_graph"):
-        steps[f"publish/{name}"] = (lambda n=name: publishers.by_name[n].publish(messages[n]))
-    steps["publish/scene_graph/markers"] = lambda: publishers.by_name["scene_graph/markers"].publish(markers)
-    steps["publish/label_info (per change)"] = lambda: publishers.by_name["label_info"].publish(label_info)
+        steps[f"publish/{name}"] = (lambda n=name: node_camera.outputs[n].publish(messages[n]))
+    steps["publish/scene_graph/markers"] = lambda: node_camera.outputs["scene_graph/markers"].publish(markers)
+    steps["publish/label_info (per change)"] = lambda: node_camera.outputs["label_info"].publish(label_info)
     result = {}
     for name, step in steps.items():
         samples = []
@@ -311,9 +282,8 @@ def subscriber_main() -> int:
     stop = StopFlag()
     init_child_rclpy()
     node = Node("host_bench_subscriber")
-    for name, kind in OUTPUTS.items():
-        node.create_subscription(kind, f"/{NODE}/{name}", lambda msg: None,
-                                 LATCHED if name == "label_info" else QOS)
+    for output in OUTPUT_TOPICS:
+        node.create_subscription(output.msg_type, f"/{NODE}/{output.name}", lambda msg: None, output.qos)
     while not stop.stop:
         rclpy.spin_once(node, timeout_sec=0.1)
     node.destroy_node()
@@ -352,21 +322,21 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp, ChildProcesses(Path(tmp), env, cwd=REPO) as children:
         children.start("subscriber", [sys.executable, str(Path(__file__).resolve()), "--subscriber"])
         rclpy.init()
-        node = Node(NODE)
+        node = LifecycleNode(NODE)
         try:
-            publishers = Publishers(node)
-            publishers.wait_matched(30.0)
+            camera = bench_camera(node)
+            wait_matched(camera, 30.0)
             for frame in frames:  # warm-up: first-call allocations are not the steady state
                 for config in configs:
-                    run_frame(frame, config, publishers)
+                    run_frame(frame, config, camera)
             samples = {(f.size, c): [] for f in frames for c in configs}
             for i in range(args.rounds):
                 for frame in frames:
                     order = list(configs) if i % 2 == 0 else list(reversed(configs))
                     for config in order:
-                        samples[(frame.size, config)].append(run_frame(frame, config, publishers))
+                        samples[(frame.size, config)].append(run_frame(frame, config, camera))
                 children.check_alive("subscriber")
-            profile = {f"{w}x{h}": breakdown(frame, publishers, max(5, args.rounds // 2))
+            profile = {f"{w}x{h}": breakdown(frame, camera, max(5, args.rounds // 2))
                        for frame, (h, w) in zip(frames, sizes)}
         finally:
             node.destroy_node()

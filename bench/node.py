@@ -22,7 +22,8 @@ Writes out/bench/node.json:
   on a shared, loaded machine also counts time other processes held the core).
 - points_ms: the extra host time per frame of the 3D path at 512x1024, stride 1, timed directly
   in this process (no DDS): the node's per-frame steps that run only with a registered depth
-  image — depth message -> metres and its checks, the scene graph's 3D centroids/extents/distances
+  image — depth message -> metres and its checks (ros/depth_conversions.depth_frame, what the node's
+  frame step calls), the scene graph's 3D centroids/extents/distances
   (perception.depth.graph_in_3d), the organised labelled cloud and its PointCloud2 message — as
   the median over interleaved pairs of (FramePipeline.process with depth and ~/points + those
   conversions) - (the same frame without depth). The frame is a context scene at that size with
@@ -35,7 +36,7 @@ given; on a CPU it is slower than 30 Hz at 512x1024, which is the regime the slo
 about. Usage:
     python bench/node.py [--model PATH] [--device cpu] [--seconds 60] [--out out/bench/node.json]
 (`--seconds 10`: a short check run; `--only points`: points_ms alone, in seconds.) Processes are started, made ready (node active, outputs
-matched) and stopped with casseg_ros.ros.processes / readiness, on loopback DDS in a private domain.
+matched) and stopped with casseg_ros.processes.children / readiness, on loopback DDS in a private domain.
 """
 from __future__ import annotations
 
@@ -65,13 +66,15 @@ from casseg_ros.fileio import atomic_write_text  # noqa: E402
 from casseg_ros.perception.depth import check_depth, graph_in_3d, labelled_cloud, organised_points  # noqa: E402
 from casseg_ros.perception.scene_graph import segment_instances  # noqa: E402
 from casseg_ros.pipeline import ClassLabels, DepthFrame, FramePipeline, PipelineSettings, Products  # noqa: E402
-from casseg_ros.replay.session import start_node  # noqa: E402
-from casseg_ros.ros.camera import depth_to_metres, pinhole_from_info  # noqa: E402
+from casseg_ros.replay.live.session import start_node  # noqa: E402
+from casseg_ros.ros.depth_conversions import depth_frame, depth_to_metres, pinhole_from_info  # noqa: E402
+from casseg_ros.ros.frame_io import InputSettings  # noqa: E402
 from casseg_ros.ros.messages import point_cloud_msg  # noqa: E402
 from casseg_ros.runtime.base import InferenceResult  # noqa: E402
+from casseg_ros.runtime.canned import CannedBackend  # noqa: E402
 from training.datasets.context_scenes import CONTEXT_CLASSES, ContextScenes  # noqa: E402
-from casseg_ros.ros.processes import ChildProcesses, loopback_env, node_command, random_domain_id  # noqa: E402
-from casseg_ros.ros.readiness import GraphWatcher, wait_for, wait_for_matched_publishers  # noqa: E402
+from casseg_ros.processes.children import ChildProcesses, loopback_env, node_command, random_domain_id  # noqa: E402
+from casseg_ros.processes.readiness import GraphWatcher, wait_for, wait_for_matched_publishers  # noqa: E402
 
 CAMERA = REPO / "test" / "ros_helpers" / "camera.py"
 HEIGHT, WIDTH = 512, 1024
@@ -210,21 +213,11 @@ def run_phase(args, env: dict[str, str], graph: GraphWatcher, checkpoint: Path, 
             "camera_seconds": camera_seconds}
 
 
-class CannedBackend:
-    """A backend whose every frame is one fixed result: the forward pass is no part of points_ms."""
-
-    def __init__(self, result: InferenceResult):
-        self.result = result
-
-    def infer(self, images: np.ndarray) -> InferenceResult:
-        return self.result
-
-
 def _median_ms(samples: list[float]) -> float:
     return float(np.median(samples)) * 1e3
 
 
-def measure_points_ms(pairs: int, max_range_m: float = 20.0) -> dict:
+def measure_points_ms(pairs: int, max_range_m: float = InputSettings.depth_max_range_m) -> dict:
     """points_ms (see the module docstring): interleaved frames with and without depth."""
     scene = ContextScenes(1, HEIGHT, WIDTH, seed=0).generate(0)
     k = len(CONTEXT_CLASSES)
@@ -243,10 +236,8 @@ def measure_points_ms(pairs: int, max_range_m: float = 20.0) -> dict:
 
     def with_depth() -> float:
         t0 = time.perf_counter()
-        camera = pinhole_from_info(info)
-        metres = depth_to_metres(depth, max_range_m)
-        check_depth(metres, camera, (HEIGHT, WIDTH))
-        result = pipeline.process(scene.image, settings, Products(points=True), DepthFrame(metres, camera))
+        decoded = depth_frame(depth, info, (HEIGHT, WIDTH), max_range_m)  # what the node's frame_io.frame_input calls
+        result = pipeline.process(scene.image, settings, Products(points=True), decoded)
         point_cloud_msg(result.points, header)
         return time.perf_counter() - t0
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Soak test of the live node: N frames from a recording through casseg_ros over loopback DDS.
 
-Processes: the node and a player (`casseg_ros.replay.player`, looping the bag) are children,
-started, made ready (node active, mask matched) and stopped with casseg_ros.ros.processes/readiness;
+Processes: the node and a player (`casseg_ros.replay.live.player`, looping the bag) are children,
+started, made ready (node active, mask matched) and stopped with casseg_ros.processes.children/readiness;
 this process subscribes to the node's ~/mask and /diagnostics and samples the node's RSS (psutil,
 whole process tree) once a second. Reports RSS at start (first mask) and end (last mask), growth %,
 RSS after the first 10 % of frames (allocator/cache warm-up done) to end, drops (published - masks
@@ -30,10 +30,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # this checkout's casseg_ros, also without an install
 
 from casseg_ros.fileio import atomic_write_text  # noqa: E402
-from casseg_ros.replay.session import start_node  # noqa: E402
-from casseg_ros.ros.processes import ChildProcesses, loopback_env, node_command, player_command, \
+from casseg_ros.processes.children import ChildProcesses, loopback_env, node_command, player_command, \
     random_domain_id  # noqa: E402
-from casseg_ros.ros.readiness import GraphWatcher, wait_for_matched_publishers  # noqa: E402
+from casseg_ros.processes.readiness import GraphWatcher, wait_for_matched_publishers  # noqa: E402
+from casseg_ros.replay.live.session import start_node  # noqa: E402
 
 NODE = "/casseg_ros"
 SAMPLE_S = 1.0  # RSS sampling period

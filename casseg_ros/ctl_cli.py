@@ -49,9 +49,10 @@ from std_msgs.msg import ColorRGBA
 
 from casseg_msgs.srv import SetVocabulary
 from casseg_ros.perception.palette import palette_for_names, parse_color_assignments
+from casseg_ros.processes.children import StopFlag, init_child_rclpy
 from casseg_ros.replay.bag import IMAGE_TYPES, OutputBag
-from casseg_ros.replay.recorder import drain
-from casseg_ros.ros.processes import StopFlag, camera_siblings, init_child_rclpy
+from casseg_ros.replay.live.recorder import drain
+from casseg_ros.ros.topics import camera_siblings
 
 PROG = "casseg-ctl"
 TRANSITIONS = {"configure": Transition.TRANSITION_CONFIGURE, "activate": Transition.TRANSITION_ACTIVATE,

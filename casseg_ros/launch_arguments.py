@@ -25,7 +25,7 @@ from typing import Iterable, Sequence
 import yaml
 
 from casseg_ros.parameter_rules import problem
-from casseg_ros.ros.processes import camera_siblings
+from casseg_ros.ros.topics import camera_siblings
 
 __all__ = ["CameraSetup", "parse_list", "parameters_in", "cameras_from_params_file", "camera_setup",
            "unknown_argument_warnings"]

@@ -1,8 +1,9 @@
 """The one per-frame pipeline, without ROS: decoded frame -> backend -> mask rule -> products -> scene graph.
 
-The node (casseg_ros/ros/segment_node.py), the offline replay (casseg_ros/replay/offline.py) and
-the benchmarks all call `FramePipeline.process`, so a figure measured offline is the node's figure
-and a mask written by replay is byte for byte the mask the node publishes.
+The node, the offline replay and the benchmarks all call `FramePipeline.process_batch` from the
+one frame step at the message level (casseg_ros/ros/frame_io.py), and bring their backend up with
+`start_backend`, so a figure measured offline is the node's figure and a mask written by replay is
+byte for byte the mask the node publishes.
 
 Optional products cost host time at full resolution, so they are made only when a caller asks
 (the node: when the topic has a subscriber or the parameter is on):
@@ -20,6 +21,7 @@ Timings: `forward_s` is the backend call; `host_s` everything after it in this p
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass
 from typing import Sequence
@@ -32,7 +34,7 @@ from casseg_ros.perception.depth import PinholeCamera, depth_cloud, graph_in_3d
 from casseg_ros.perception.mask import class_mask, mask_encoding_for, unknown_id_for
 from casseg_ros.perception.overlay import colorize, make_overlay
 from casseg_ros.perception.scene_graph import SceneGraph, segment_instances
-from casseg_ros.runtime import Backend, InferenceResult
+from casseg_ros.runtime import Backend, InferenceResult, create_backend
 from casseg_ros.runtime.base import resize_images, resize_outputs
 from casseg_ros.text import Vocabulary
 
@@ -55,6 +57,23 @@ class ClassLabels:
     @classmethod
     def from_vocabulary(cls, vocabulary: Vocabulary) -> "ClassLabels":
         return cls(tuple(str(n) for n in vocabulary.names), np.asarray(vocabulary.palette, dtype=np.uint8))
+
+
+def start_backend(name: str, model_path: str | os.PathLike, device: str = "cpu",
+                  input_size: tuple[int, int] | None = None, resize_in_graph: bool = False) -> Backend:
+    """The one bring-up of a backend (the node at configure, replay before its first frame): create,
+    load and warm up, so the same kernels are warm before frame 0. On failure whatever was created
+    is closed and the error raised (BackendUnavailable, FileNotFoundError, a bad checkpoint...)."""
+    backend = create_backend(name=name, model_path=str(model_path), device=device, input_size=input_size,
+                             resize_in_graph=resize_in_graph)
+    try:
+        backend.load()
+        backend.warmup()
+    except BaseException:
+        if hasattr(backend, "close"):
+            backend.close()
+        raise
+    return backend
 
 
 def display_labels(backend: Backend, vocabulary_file: str | None = None) -> ClassLabels:

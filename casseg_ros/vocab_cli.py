@@ -1,6 +1,6 @@
 """`casseg-vocab`: build a class vocabulary once, offline of the robot's per-frame path.
 
-    casseg-vocab --names config/classes.yaml --out models/vocab.safetensors
+    casseg-vocab --names my_classes.yaml --out models/vocab.safetensors      (a YAML file of yours: shapes below)
     casseg-vocab --names road,car,sky --provider openai --describe --out models/vocab.safetensors
     casseg-vocab bake models/casseg_demo.safetensors --names road,car,person --out models/rcp.safetensors
     casseg-vocab recolor old.safetensors --out new.safetensors [--colors road=#804080 car=0,0,142]
@@ -18,8 +18,8 @@ colours went by name keeps its stored colours until recoloured.
 
 `bake` writes a COPY of a checkpoint whose classes are the new names, embedded with the provider
 the checkpoint's vocabulary was built with (`--provider` to override); the weights are unchanged
-(`casseg_ros.model.checkpoint.bake_vocabulary`). This CLI is the one module of `casseg_ros.text`
-that reads checkpoints (a leaf: nothing imports it).
+(`casseg_ros.model.checkpoint.bake_vocabulary`). This CLI stands above `casseg_ros.text` and
+`casseg_ros.model` (it reads checkpoints) and is a leaf: nothing imports it.
 """
 from __future__ import annotations
 

@@ -8,7 +8,7 @@
   (`ros_env.env`).
 - Children import this checkout's packages (casseg_ros, test helpers) without an install: the
   repo root is on their PYTHONPATH (also for children that in-process launchers start).
-The environment itself comes from the package's process toolkit (`casseg_ros.ros.processes`).
+The environment itself comes from the package's process toolkit (`casseg_ros.processes.children`).
 ROS_AUTOMATIC_DISCOVERY_RANGE is deliberately left alone: the profile already restricts the
 transports, and the variable changes discovery in ways that differ between RMWs.
 """
@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from casseg_ros.processes.children import loopback_env, random_domain_id
 from casseg_ros.resources import loopback_profile
-from casseg_ros.ros.processes import loopback_env, random_domain_id
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

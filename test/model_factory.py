@@ -10,7 +10,6 @@ import numpy as np
 import torch
 
 from casseg_ros.model import ContextSegmentor, ModelConfig
-from casseg_ros.runtime.base import InferenceResult
 from casseg_ros.text import Vocabulary, build_vocabulary
 
 TINY = dict(backbone="swin_nano", decoder_dim=32, fusion_heads=2, img_size=(64, 128), drop_path_rate=0.0)
@@ -42,14 +41,3 @@ def tiny_local_model(names: tuple[str, ...] = LOCAL_NAMES, seed: int = 0, **over
     torch.manual_seed(seed)
     config = ModelConfig(**{**TINY, **overrides})
     return ContextSegmentor(config, local_vocabulary(tuple(names))).eval()
-
-
-class CannedBackend:
-    """A backend stand-in whose every frame is one precomputed result: tests of what the pipeline
-    does after the forward pass (FramePipeline only calls `infer` for a single frame)."""
-
-    def __init__(self, result: InferenceResult):
-        self.result = result
-
-    def infer(self, images: np.ndarray) -> InferenceResult:
-        return self.result

@@ -10,8 +10,8 @@ import pytest
 pytestmark = pytest.mark.slow  # fresh interpreters that import torch and rclpy (~10 s each on 2 cores)
 
 REPO = Path(__file__).resolve().parent.parent
-CLI_MODULES = ("casseg_ros.replay.cli", "casseg_ros.export_cli", "casseg_ros.vocab_cli",
-               "casseg_ros.ros.segment_node", "casseg_ros.demo")
+CLI_MODULES = ("casseg_ros.replay.cli", "casseg_ros.export.cli", "casseg_ros.vocab_cli", "casseg_ros.ctl_cli",
+               "casseg_ros.ros.node_main", "casseg_ros.demo.cli")
 
 
 def test_no_future_warning_from_importing_the_commands():

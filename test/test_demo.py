@@ -17,12 +17,13 @@ from sensor_msgs.msg import Image
 
 from replay_helpers import make_demo_bag_module, tiny_context_checkpoint, write_bag
 
-from casseg_ros import demo
+from casseg_ros.demo import checks as demo_checks
+from casseg_ros.demo import cli as demo_cli
+from casseg_ros.processes.children import ChildProcesses, node_command, player_command, recorder_command
+from casseg_ros.processes.readiness import GraphWatcher, wait_for
 from casseg_ros.replay.bag import POINT_CLOUD_TYPE, typestore
-from casseg_ros.replay.recording import read_recording
-from casseg_ros.replay.session import play_and_record, start_node
-from casseg_ros.ros.processes import ChildProcesses, node_command, player_command, recorder_command
-from casseg_ros.ros.readiness import GraphWatcher, wait_for
+from casseg_ros.replay.live.recording import read_recording
+from casseg_ros.replay.live.session import play_and_record, start_node
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]  # node, player, recorder processes
 
@@ -41,7 +42,7 @@ def demo_bag(tmp_path_factory) -> Path:
 def test_demo_runs_the_live_node_and_writes_results(tmp_path, tiny_ckpt, demo_bag):
     out = tmp_path / "demo"
     t0 = time.monotonic()
-    assert demo.main(["--out", str(out), "--bag", str(demo_bag), "--model", str(tiny_ckpt), "--timeout", "120"]) == 0
+    assert demo_cli.main(["--out", str(out), "--bag", str(demo_bag), "--model", str(tiny_ckpt), "--timeout", "120"]) == 0
     wall = time.monotonic() - t0
     m = json.loads((out / "metrics.json").read_text())
     assert m["frames_published"] == 20
@@ -56,7 +57,7 @@ def test_demo_runs_the_live_node_and_writes_results(tmp_path, tiny_ckpt, demo_ba
     assert len(graphs) == m["frames_received"]
     assert [g["frame"] for g in graphs] == sorted({g["frame"] for g in graphs}) and set(graphs[0]) == {
         "frame", "stamp_ns", "frame_id", "instances", "relations"}
-    recorded = sorted(demo._read_input_bag(demo_bag).images)  # the bag's image stamps
+    recorded = sorted(demo_checks._read_input_bag(demo_bag).images)  # the bag's image stamps
     assert all(g["stamp_ns"] == recorded[g["frame"]] for g in graphs)
     overlays = sorted((out / "overlays").glob("*.png"))
     assert len(overlays) == 8
@@ -75,7 +76,7 @@ def test_demo_runs_the_live_node_and_writes_results(tmp_path, tiny_ckpt, demo_ba
     assert checks["points"]["reprojection_max_px"] <= 0.5 and checks["points"]["max_abs_z_error_m"] < 1e-6
     assert m["graph_3d"]["instances_with_3d_centroid"] > 0
     placed = [i for g in graphs for i in g["instances"] if i["centroid_3d"] is not None]
-    assert placed and all(0 < i["centroid_3d"][2] <= demo.DEPTH_MAX_RANGE_M for i in placed)
+    assert placed and all(0 < i["centroid_3d"][2] <= demo_checks.DEPTH_MAX_RANGE_M for i in placed)
     print(f"demo wall time {wall:.1f} s")
 
 
@@ -91,7 +92,7 @@ def _cloud_bag(path, stamp_ns: int, xyz: np.ndarray, label: np.ndarray):
     msg = T[POINT_CLOUD_TYPE](header=header, height=h, width=w, fields=[
         field(name=n, offset=o, datatype=d, count=1) for n, o, d in (("x", 0, 7), ("y", 4, 7), ("z", 8, 7), ("label", 12, 4))],
         is_bigendian=False, point_step=16, row_step=16 * w, data=points.view(np.uint8).reshape(-1), is_dense=False)
-    return write_bag(path, [(f"{demo.NODE}/points", POINT_CLOUD_TYPE, msg)])
+    return write_bag(path, [(f"{demo_checks.NODE}/points", POINT_CLOUD_TYPE, msg)])
 
 
 def test_output_checks_pass_on_consistent_outputs_and_fail_on_wrong_ones(tmp_path):
@@ -101,23 +102,23 @@ def test_output_checks_pass_on_consistent_outputs_and_fail_on_wrong_ones(tmp_pat
     depth[0] = np.nan  # invalid row
     mask = np.random.default_rng(0).integers(0, 3, (h, w)).astype(np.uint8)
     palette = np.array([[10, 20, 30], [40, 50, 60], [70, 80, 90]], np.uint8)
-    inputs = demo.InputBag(images={stamp: np.zeros((h, w, 3), np.uint8)}, camera_k={stamp: k}, depth_m={stamp: depth})
-    outputs = demo.NodeOutputs(masks={stamp: mask}, color_masks={stamp: palette[mask]}, camera_k={stamp: k})
-    assert demo._check_camera_info(outputs, inputs)["ok"] and demo._check_color_masks(outputs, palette)["ok"]
+    inputs = demo_checks.InputBag(images={stamp: np.zeros((h, w, 3), np.uint8)}, camera_k={stamp: k}, depth_m={stamp: depth})
+    outputs = demo_checks.NodeOutputs(masks={stamp: mask}, color_masks={stamp: palette[mask]}, camera_k={stamp: k})
+    assert demo_checks._check_camera_info(outputs, inputs)["ok"] and demo_checks._check_color_masks(outputs, palette)["ok"]
     v, u = np.mgrid[0:h, 0:w].astype(np.float32)
     xyz = np.stack([(u - 3.5) * depth / 10, (v - 2.5) * depth / 10, depth], -1)
-    good = demo._check_points(_cloud_bag(tmp_path / "good", stamp, xyz, mask), 0, outputs, inputs, stamp)
+    good = demo_checks._check_points(_cloud_bag(tmp_path / "good", stamp, xyz, mask), 0, outputs, inputs, stamp)
     assert good.summary["ok"] and good.summary["pixel_aligned"] == 1 and good.sample_stamp == stamp
 
-    assert not demo._check_camera_info(demo.NodeOutputs(masks={stamp: mask}), inputs)["ok"]  # none echoed
-    other_k = demo.NodeOutputs(masks={stamp: mask}, camera_k={stamp: (11.0, *k[1:])})
-    assert not demo._check_camera_info(other_k, inputs)["ok"]
-    wrong_colour = demo.NodeOutputs(masks={stamp: mask}, color_masks={stamp: palette[(mask + 1) % 3]})
-    assert not demo._check_color_masks(wrong_colour, palette)["ok"]
+    assert not demo_checks._check_camera_info(demo_checks.NodeOutputs(masks={stamp: mask}), inputs)["ok"]  # none echoed
+    other_k = demo_checks.NodeOutputs(masks={stamp: mask}, camera_k={stamp: (11.0, *k[1:])})
+    assert not demo_checks._check_camera_info(other_k, inputs)["ok"]
+    wrong_colour = demo_checks.NodeOutputs(masks={stamp: mask}, color_masks={stamp: palette[(mask + 1) % 3]})
+    assert not demo_checks._check_color_masks(wrong_colour, palette)["ok"]
     shifted = np.roll(xyz, 1, axis=1)  # each point one pixel to the right of where it projects
-    assert not demo._check_points(_cloud_bag(tmp_path / "shifted", stamp, shifted, mask), 0, outputs, inputs,
+    assert not demo_checks._check_points(_cloud_bag(tmp_path / "shifted", stamp, shifted, mask), 0, outputs, inputs,
                                   None).summary["ok"]
-    relabelled = demo._check_points(_cloud_bag(tmp_path / "labels", stamp, xyz, (mask + 1) % 3), 0, outputs,
+    relabelled = demo_checks._check_points(_cloud_bag(tmp_path / "labels", stamp, xyz, (mask + 1) % 3), 0, outputs,
                                     inputs, None)
     assert not relabelled.summary["ok"]
 
@@ -126,7 +127,7 @@ def test_demo_with_corrupt_weights_fails_with_clear_error(tmp_path, tiny_ckpt, d
     weights = tmp_path / "corrupt.safetensors"
     weights.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json" + tiny_ckpt.read_bytes()[100:2000])
     t0 = time.monotonic()
-    code = demo.main(["--out", str(tmp_path / "demo"), "--bag", str(demo_bag), "--model", str(weights),
+    code = demo_cli.main(["--out", str(tmp_path / "demo"), "--bag", str(demo_bag), "--model", str(weights),
                       "--timeout", "90"])
     err = capsys.readouterr().err
     assert code == 1
@@ -135,7 +136,7 @@ def test_demo_with_corrupt_weights_fails_with_clear_error(tmp_path, tiny_ckpt, d
 
 
 def test_demo_missing_inputs(tmp_path, tiny_ckpt, demo_bag, capsys):
-    assert demo.main(["--out", str(tmp_path), "--bag", str(tmp_path / "none.mcap"), "--model", str(tiny_ckpt)]) == 1
+    assert demo_cli.main(["--out", str(tmp_path), "--bag", str(tmp_path / "none.mcap"), "--model", str(tiny_ckpt)]) == 1
     assert "not found" in capsys.readouterr().err
 
 
@@ -175,7 +176,7 @@ def test_camera_killed_mid_stream_and_restarted_node_recovers(tmp_path, tiny_ckp
 def test_paced_player_gets_one_output_per_frame_with_the_recorded_stamps(tmp_path, tiny_ckpt, demo_bag, ros_env):
     """Back to back, the next frame only after the previous output: nothing dropped, every output
     carries its frame's recorded header (what a node-vs-replay comparison needs)."""
-    recorded = sorted(demo._read_input_bag(demo_bag).images)
+    recorded = sorted(demo_checks._read_input_bag(demo_bag).images)
     with ChildProcesses(tmp_path / "logs", ros_env.env) as children, \
             GraphWatcher(ros_env.domain_id, ros_env.env) as graph:
         start_node(children, graph, node_command(tiny_ckpt, "/camera/image_raw", params={
@@ -218,7 +219,7 @@ def test_demo_ctrl_c_stops_every_child(tmp_path, tiny_ckpt, demo_bag, ros_env):
             commands = " ".join(" ".join(c.cmdline()) for c in children)
         except psutil.NoSuchProcess:  # one just exited (re-exec): look again
             return []
-        running = all(module in commands for module in ("segment_node", "replay.recorder", "replay.player"))
+        running = all(module in commands for module in ("ros.node_main", "replay.live.recorder", "replay.live.player"))
         return children if running else []
 
     # The demo prints a few lines only: its pipe cannot fill while we wait (read at communicate()).

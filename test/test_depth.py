@@ -15,11 +15,11 @@ from casseg_ros.perception.depth import (
 )
 from casseg_ros.perception.scene_graph import segment_instances
 from casseg_ros.pipeline import ClassLabels, FramePipeline, PipelineSettings, Products, depth_stride
-from casseg_ros.ros.camera import depth_frame, depth_to_metres, pinhole_from_info
+from casseg_ros.ros.depth_conversions import depth_frame, depth_to_metres, pinhole_from_info
 from casseg_ros.ros.messages import point_cloud_msg, scene_graph_to_msg
 from casseg_ros.ros.stamp_cache import StampCache
 from casseg_ros.runtime.base import InferenceResult
-from model_factory import CannedBackend
+from casseg_ros.runtime.canned import CannedBackend
 
 CAMERA = PinholeCamera(fx=500.0, fy=480.0, cx=63.5, cy=40.25, width=128, height=80)
 

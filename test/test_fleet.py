@@ -26,12 +26,12 @@ from replay_helpers import make_demo_bag_module, ros_image, scene_pixels, tiny_c
 
 from casseg_ros.replay.bag import open_reader, read_bag_messages, typestore
 from casseg_ros.replay.cli import main as replay_main
-from casseg_ros.replay.fleet import plan_tasks, run_fleet
-from casseg_ros.replay.fleet_dask import core_shares
-from casseg_ros.replay.fleet_inputs import FleetInputError, collect_bags, output_names
-from casseg_ros.replay.fleet_task import TASK_RECORD, run_bag_task
+from casseg_ros.replay.fleet.dask_cluster import core_shares
+from casseg_ros.replay.fleet.inputs import FleetInputError, collect_bags, output_names
+from casseg_ros.replay.fleet.run import plan_tasks, run_fleet
+from casseg_ros.replay.fleet.task import TASK_RECORD, run_bag_task
 from casseg_ros.replay.metrics import IoUEvaluator
-from casseg_ros.replay.offline import ReplayConfig
+from casseg_ros.replay.offline.run import ReplayConfig
 
 REPO = Path(__file__).resolve().parent.parent
 IMAGE_TOPIC = "/camera/image_raw"

@@ -15,7 +15,7 @@ from casseg_ros.pipeline import (ClassLabels, DepthFrame, FramePipeline, Pipelin
 from casseg_ros.ros.conversions import numpy_to_image
 from casseg_ros.ros.messages import frame_messages
 from casseg_ros.runtime.base import InferenceResult
-from model_factory import CannedBackend
+from casseg_ros.runtime.canned import CannedBackend
 
 CAMERA = PinholeCamera(fx=500.0, fy=480.0, cx=63.5, cy=40.25, width=128, height=80)
 

@@ -1,16 +1,21 @@
-"""The project's import graph, read from the source (AST; nothing is imported to build it).
+"""The project's import graph, read from the source (AST; nothing is imported to build it), held
+against the layer table of docs/ARCHITECTURE.md ("Layers and who may import whom"):
 
-* no import cycle between the modules of casseg_ros and training, counting function-level
-  imports too (a cycle hidden inside functions still ties the modules together);
-* the ROS-free layers (model, text, runtime, perception, fileio, parameter_rules) reach no ROS package, through
-  any chain of project imports — checked on the source and once more in a fresh interpreter;
-* in the model, text and runtime layers and in training, project modules are imported at the top
-  of the file, so each file's header shows what it depends on.
+* every module of casseg_ros and training stands in one row of the table, and no module imports
+  one of a lower row (each layer imports only itself and the layers above it);
+* no import cycle between the modules, counting function-level imports too (a cycle hidden
+  inside functions still ties the modules together);
+* every module of a row marked "no" in the ROS? column reaches no ROS package, through any chain
+  of project imports — checked on the source and once more in a fresh interpreter;
+* replay never reaches the node itself (segment_node): node and replay share the frame step only;
+* project modules are imported at the top of the file, so each file's header shows what it
+  depends on.
 """
 from __future__ import annotations
 
 import ast
 import graphlib
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -19,9 +24,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+ARCHITECTURE = REPO / "docs" / "ARCHITECTURE.md"
+LAYER_SECTION = "## Layers and who may import whom"
 PACKAGES = ("casseg_ros", "training")
-ROS_FREE = ("casseg_ros.model", "casseg_ros.text", "casseg_ros.runtime", "casseg_ros.perception",
-            "casseg_ros.fileio", "casseg_ros.parameter_rules")
 TOP_LEVEL_IMPORTS_ONLY = ("casseg_ros", "training")
 ROS_DISTRIBUTIONS = {"rclpy", "rosbag2_py", "rosidl_runtime_py", "launch", "launch_ros", "message_filters",
                      "cv_bridge", "casseg_msgs"}
@@ -32,6 +37,45 @@ class Import:
     target: str  # a project module, or the top-level name of an external one
     line: int
     in_function: bool
+
+
+@dataclass(frozen=True)
+class Layer:
+    row: int  # 0 = the top of the table
+    name: str
+    paths: tuple[str, ...]  # repository paths: files, or folders ending in "/"
+    ros_free: bool
+
+
+def layer_table(text: str) -> list[Layer]:
+    """The rows of the table under LAYER_SECTION, top first."""
+    section = text.split(LAYER_SECTION, 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("|")][2:]  # after the header and its rule
+    layers = []
+    for row in rows:
+        name, modules, ros = (cell.strip() for cell in row.strip().strip("|").split("|"))
+        layers.append(Layer(len(layers), name, tuple(re.findall(r"`([^`]+)`", modules)),
+                            ros.lower().startswith("no")))
+    return layers
+
+
+def layer_of(path: Path, layers: list[Layer]) -> Layer | None:
+    """The row whose most specific path holds the file."""
+    rel = path.relative_to(REPO).as_posix()
+    best = None
+    for layer in layers:
+        for entry in layer.paths:
+            if rel == entry or (entry.endswith("/") and rel.startswith(entry)):
+                if best is None or len(entry) > len(best[0]):
+                    best = (entry, layer)
+    return best[1] if best else None
+
+
+def is_package_face(path: Path) -> bool:
+    """An __init__.py that imports and defines nothing (a docstring, a version): it stands in no row."""
+    body = ast.parse(path.read_text()).body
+    return path.name == "__init__.py" and not any(
+        isinstance(n, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.ClassDef)) for n in body)
 
 
 def is_ros(top_level_name: str) -> bool:
@@ -124,6 +168,18 @@ def graph() -> dict[str, list[Import]]:
     return import_graph()
 
 
+@pytest.fixture(scope="module")
+def layers() -> dict[str, Layer]:
+    """Module -> its row of the table (package faces left out)."""
+    table = layer_table(ARCHITECTURE.read_text())
+    return {module: layer for module, path in discover_modules().items()
+            if not is_package_face(path) and (layer := layer_of(path, table)) is not None}
+
+
+def ros_free_modules(layers: dict[str, Layer]) -> list[str]:
+    return sorted(module for module, layer in layers.items() if layer.ros_free)
+
+
 def test_the_graph_sees_the_project(graph):
     """Guards the tests below against an empty or misread graph."""
     assert {"casseg_ros.runtime.onnx_backend", "casseg_ros.model.checkpoint", "training.train"} <= set(graph)
@@ -132,6 +188,53 @@ def test_the_graph_sees_the_project(graph):
     assert "casseg_ros.text.vocabulary" in edges["casseg_ros.model.checkpoint"]  # absolute form
     assert "casseg_ros.model.segmentor" in edges["casseg_ros.model.checkpoint"]  # relative form
     assert any(i.target == "tensorrt" and i.in_function for i in graph["casseg_ros.runtime.tensorrt_backend"])
+
+
+def test_the_layer_table_is_read():
+    """Guards the layer tests against a misread table: its rows, paths and ROS column as written."""
+    table = layer_table(ARCHITECTURE.read_text())
+    rows = {path: layer for layer in table for path in layer.paths}
+    assert len(table) >= 15 and rows["casseg_ros/fileio.py"].row == 0
+    assert rows["casseg_ros/pipeline.py"].ros_free and not rows["casseg_ros/ros/"].ros_free
+    assert rows["casseg_ros/parameter_rules.py"].ros_free  # the CLIs validate with it, without ROS
+    assert rows["casseg_ros/perception/"].row < rows["casseg_ros/text/"].row < rows["casseg_ros/ros/"].row
+    assert layer_of(REPO / "casseg_ros" / "export" / "parity.py", table).ros_free
+    assert not layer_of(REPO / "casseg_ros" / "export" / "cli.py", table).ros_free
+    table_text = "| layer | modules | ROS? |\n|---|---|---|\n| a | `x/` | no |\n| b | `x/y.py`, `z.py` | yes |\n"
+    two = layer_table(f"{LAYER_SECTION}\n\n{table_text}\n## next\n| not | a | row |\n")
+    assert [(l.name, l.paths, l.ros_free) for l in two] == [("a", ("x/",), True), ("b", ("x/y.py", "z.py"), False)]
+
+
+def test_every_module_stands_in_one_layer(layers):
+    modules = discover_modules()
+    missing = sorted(m for m, path in modules.items() if m not in layers and not is_package_face(path))
+    assert not missing, "modules in no row of docs/ARCHITECTURE.md's layer table: " + ", ".join(missing)
+    ros_free = set(ros_free_modules(layers))
+    for module in ("casseg_ros.pipeline", "casseg_ros.message_buffers", "casseg_ros.resources", "casseg_ros.fileio",
+                   "casseg_ros.model.checkpoint", "casseg_ros.runtime.canned", "casseg_ros.perception.depth",
+                   "casseg_ros.text.vocabulary", "casseg_ros.vocab_cli", "training.train", "casseg_ros.replay.bag"):
+        assert module in ros_free, module
+    assert "casseg_ros.ros.frame_io" in layers and "casseg_ros.ros.frame_io" not in ros_free
+
+
+def test_no_module_imports_a_lower_layer(graph, layers):
+    edges = project_edges(graph)
+    offences = sorted(f"{module} ({layers[module].name!r}) imports {target} ({layers[target].name!r}, lower)"
+                      for module, targets in edges.items() if module in layers
+                      for target in targets if target in layers and layers[target].row > layers[module].row)
+    assert not offences, "\n".join(offences)
+
+
+def test_replay_never_reaches_the_node(graph):
+    edges = project_edges(graph)
+    todo = [m for m in graph if in_layer(m, ("casseg_ros.replay",))]
+    seen = set(todo)
+    while todo:
+        for nxt in edges[todo.pop()] - seen:
+            seen.add(nxt)
+            todo.append(nxt)
+    assert "casseg_ros.ros.frame_io" in seen  # the shared frame step
+    assert not seen & {"casseg_ros.ros.segment_node", "casseg_ros.ros.camera_batch", "casseg_ros.ros.node_main"}
 
 
 def test_no_import_cycle(graph):
@@ -143,10 +246,10 @@ def test_no_import_cycle(graph):
     assert len(order) == len(graph)
 
 
-def test_ros_free_layers_reach_no_ros(graph):
+def test_ros_free_layers_reach_no_ros(graph, layers):
     edges = project_edges(graph)
     offences = []
-    for start in (m for m in graph if in_layer(m, ROS_FREE)):
+    for start in ros_free_modules(layers):
         chain = {start: [start]}
         todo = [start]
         while todo:
@@ -161,9 +264,9 @@ def test_ros_free_layers_reach_no_ros(graph):
     assert not offences, "\n".join(offences)
 
 
-def test_ros_free_layers_load_no_ros_module():
+def test_ros_free_layers_load_no_ros_module(layers):
     """The same in a fresh interpreter: no third-party dependency pulls ROS in either."""
-    code = ("import sys\n" + "".join(f"import {m}\n" for m in ROS_FREE)
+    code = ("import sys\n" + "".join(f"import {m}\n" for m in ros_free_modules(layers))
             + "print(' '.join(sorted(n for n in sys.modules if '.' not in n)))\n")
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]

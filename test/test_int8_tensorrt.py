@@ -12,11 +12,11 @@ import pytest
 import torch
 from onnx import helper
 
+from casseg_ros.export.parity import make_test_pattern
+from casseg_ros.export.quantize import Int8Settings, fold_shape_arithmetic, quantize_onnx
 from casseg_ros.model.checkpoint import save_checkpoint
-from casseg_ros.runtime.parity import make_test_pattern
-from casseg_ros.runtime.model_export import export_checkpoint
-from casseg_ros.runtime.quantize import Int8Settings, fold_shape_arithmetic, quantize_onnx
 from casseg_ros.runtime.base import VocabularyUnsupported
+from casseg_ros.runtime.model_export import export_checkpoint
 from casseg_ros.runtime.tensorrt_backend import build_engine, builder_settings, check_class_count, class_profile
 from casseg_ros.runtime.tensorrt_support import operator_table, pin_class_count, shape_problems, tensorrt_problems
 from model_factory import tiny_model

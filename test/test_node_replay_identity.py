@@ -22,12 +22,12 @@ from sensor_msgs.msg import Image
 from replay_helpers import make_demo_bag_module, tiny_context_checkpoint
 
 from casseg_msgs.msg import SceneGraph
+from casseg_ros.processes.children import ChildProcesses, node_command
+from casseg_ros.processes.readiness import GraphWatcher
 from casseg_ros.replay.bag import LABEL_INFO_TYPE, typestore
 from casseg_ros.replay.cli import main as replay_main
-from casseg_ros.replay.session import play_and_record, start_node
+from casseg_ros.replay.live.session import play_and_record, start_node
 from casseg_ros.ros.messages import scene_graph_from_msg
-from casseg_ros.ros.processes import ChildProcesses, node_command
-from casseg_ros.ros.readiness import GraphWatcher
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 

@@ -17,7 +17,7 @@ import pytest
 import rclpy
 
 from casseg_ros.model.checkpoint import save_checkpoint
-from casseg_ros.ros.processes import ChildProcess, node_command
+from casseg_ros.processes.children import ChildProcess, node_command
 from model_factory import tiny_model
 from ros_helpers.harness import REPO, Probe, start_camera
 
@@ -72,7 +72,7 @@ def test_a_signal_while_a_camera_streams_ends_the_node_cleanly(ros_env, tmp_path
 ])
 def test_an_out_of_range_parameter_at_start_up_is_one_line(ros_env, tmp_path, override, message):
     result = subprocess.run(
-        [sys.executable, "-m", "casseg_ros.ros.segment_node", "--ros-args", "-r", f"__ns:={ros_env.namespace}",
+        [sys.executable, "-m", "casseg_ros.ros.node_main", "--ros-args", "-r", f"__ns:={ros_env.namespace}",
          "-p", override], env=ros_env.env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
     assert result.returncode == 1 and len(lines) == 1 and message in lines[0], lines
@@ -80,7 +80,7 @@ def test_an_out_of_range_parameter_at_start_up_is_one_line(ros_env, tmp_path, ov
 
 def test_input_height_alone_is_reported_as_itself(ros_env, tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "casseg_ros.ros.segment_node", "--ros-args", "-r", f"__ns:={ros_env.namespace}",
+        [sys.executable, "-m", "casseg_ros.ros.node_main", "--ros-args", "-r", f"__ns:={ros_env.namespace}",
          "-p", "input_height:=96"], env=ros_env.env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     output = result.stdout + result.stderr
     assert result.returncode == 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from casseg_ros.export_cli import main as export_main
+from casseg_ros.export.cli import main as export_main
 from casseg_ros.parameter_rules import RULES, problem, upgrade_input_size_syntax
 from casseg_ros.replay.cli import main as replay_main
 from casseg_ros.ros.parameters import param_specs

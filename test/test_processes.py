@@ -8,8 +8,8 @@ import pytest
 import rclpy
 from std_msgs.msg import String
 
-from casseg_ros.ros.processes import ChildProcess, ChildProcesses, loopback_env
-from casseg_ros.ros.readiness import GraphWatcher, ReadinessTimeout, wait_for, wait_for_matched_subscriptions
+from casseg_ros.processes.children import ChildProcess, ChildProcesses, loopback_env
+from casseg_ros.processes.readiness import GraphWatcher, ReadinessTimeout, wait_for, wait_for_matched_subscriptions
 
 
 @pytest.fixture

@@ -14,14 +14,14 @@ import onnx
 import pytest
 import torch
 
-from casseg_ros.export_cli import main as export_main
+from casseg_ros.export.cli import main as export_main
+from casseg_ros.export.quantize import fold_shape_arithmetic
 from casseg_ros.model.checkpoint import save_checkpoint
 from casseg_ros.resources import DEMO_MODEL, resolve_data_path
 from casseg_ros.runtime import base, create_backend
 from casseg_ros.runtime.base import CLASS_AXIS
 from casseg_ros.runtime.model_export import HEIGHT_AXIS, META_MODEL_SIZE, WIDTH_AXIS, export_checkpoint, onnx_metadata
 from casseg_ros.runtime.onnx_backend import default_static_size
-from casseg_ros.runtime.quantize import fold_shape_arithmetic
 from casseg_ros.runtime.tensorrt_backend import build_engine, image_profile
 from casseg_ros.runtime.tensorrt_support import pin_axes, shape_problems, tensorrt_problems
 from model_factory import tiny_model

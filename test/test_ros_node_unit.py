@@ -167,7 +167,7 @@ def test_executable_with_a_missing_model_exits_with_the_path(ros_env, tmp_path):
     config["/**"]["ros__parameters"]["model_path"] = "models/none_such.safetensors"
     (tmp_path / "segment.yaml").write_text(yaml.safe_dump(config))
     result = subprocess.run(
-        [sys.executable, "-m", "casseg_ros.ros.segment_node", "--ros-args", "-r", f"__ns:={ros_env.namespace}",
+        [sys.executable, "-m", "casseg_ros.ros.node_main", "--ros-args", "-r", f"__ns:={ros_env.namespace}",
          "--params-file", str(tmp_path / "segment.yaml")],
         env=ros_env.env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1, result.stdout + result.stderr

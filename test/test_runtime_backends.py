@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from casseg_ros.export.parity import make_test_pattern
 from casseg_ros.model import LogitsPipeline
 from casseg_ros.model.checkpoint import save_checkpoint
 from casseg_ros.runtime import BackendUnavailable, InferenceResult, TorchBackend, available_backends, create_backend
-from casseg_ros.runtime.parity import make_test_pattern
 from casseg_ros.runtime.model_export import export_model
 from model_factory import tiny_model
 

@@ -13,9 +13,9 @@ import onnx
 import pytest
 import torch
 
+from casseg_ros.export.cli import main
+from casseg_ros.export.parity import make_test_pattern
 from casseg_ros.model.checkpoint import save_checkpoint
-from casseg_ros.export_cli import main
-from casseg_ros.runtime.parity import make_test_pattern
 from casseg_ros.runtime.model_export import export_checkpoint, onnx_metadata
 from casseg_ros.runtime.onnx_export import export_onnx
 from file_modes import mode, umask
@@ -103,7 +103,7 @@ def test_cli_tensorrt_without_cuda_fails_before_exporting(ckpt, tmp_path, capsys
 
 
 def test_console_entry_exit_code_without_traceback(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "casseg_ros.export_cli", str(tmp_path / "nope.safetensors")],
+    proc = subprocess.run([sys.executable, "-m", "casseg_ros.export.cli", str(tmp_path / "nope.safetensors")],
                           capture_output=True, text=True, timeout=120, cwd=str(REPO))
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and "checkpoint not found" in proc.stderr

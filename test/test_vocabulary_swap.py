@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import torch
 
+from casseg_ros.export.parity import make_test_pattern
+from casseg_ros.export.quantize import Int8Settings, quantize_onnx
 from casseg_ros.model.checkpoint import CheckpointError, bake_vocabulary, read_checkpoint, read_vocabulary, save_checkpoint
 from casseg_ros.perception.palette import palette_for_names
 from casseg_ros.runtime import BackendUnavailable, create_backend
 from casseg_ros.runtime.base import VocabularyUnsupported
 from casseg_ros.runtime.model_export import META_KIND, META_VOCAB, export_checkpoint
 from casseg_ros.runtime.onnx_export import export_onnx
-from casseg_ros.runtime.parity import make_test_pattern
-from casseg_ros.runtime.quantize import Int8Settings, quantize_onnx
 from casseg_ros.text import Vocabulary, build_vocabulary
 from casseg_ros.vocab_cli import main as vocab_main
 from model_factory import local_vocabulary, random_vocabulary, tiny_local_model, tiny_model

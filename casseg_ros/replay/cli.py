@@ -24,11 +24,12 @@ from pathlib import Path
 from casseg_ros.parameter_rules import (BACKENDS, argparse_type, checked_input_size, input_size_argument,
                                         upgrade_input_size_syntax)
 from casseg_ros.pipeline import PipelineSettings, Products
-from casseg_ros.replay.fleet import plan_tasks, run_fleet
-from casseg_ros.replay.fleet_inputs import FleetInputError, collect_bags, is_bag
-from casseg_ros.replay.offline import ReplayConfig, ReplayError, run_replay
-from casseg_ros.replay.realtime import RealtimeConfig, run_realtime
+from casseg_ros.replay.fleet.inputs import FleetInputError, collect_bags, is_bag
+from casseg_ros.replay.fleet.run import plan_tasks, run_fleet
+from casseg_ros.replay.live.run import RealtimeConfig, run_realtime
+from casseg_ros.replay.offline.run import ReplayConfig, ReplayError, run_replay
 from casseg_ros.resources import DEMO_MODEL, resolve_data_path
+from casseg_ros.ros.frame_io import InputSettings
 
 
 def _num(value: float | None, spec: str = ".1f") -> str:
@@ -73,13 +74,14 @@ def build_parser() -> argparse.ArgumentParser:
                                 "input_height/input_width; default or 0 0: native size (HxW: deprecated)")
     p.add_argument("--resize-in-graph", action="store_true",
                    help="resize to the model size and back inside the model's graph (the node's resize_in_graph)")
-    p.add_argument("--score-threshold", type=argparse_type("score_threshold"), default=0.0)
-    p.add_argument("--min-instance-area", type=argparse_type("min_instance_area"), default=64)
+    p.add_argument("--score-threshold", type=argparse_type("score_threshold"), default=PipelineSettings.score_threshold)
+    p.add_argument("--min-instance-area", type=argparse_type("min_instance_area"),
+                   default=PipelineSettings.min_instance_area)
     p.add_argument("--scene-graph-stride", type=argparse_type("scene_graph_stride"),
                    default=PipelineSettings.scene_graph_stride,
                    help="find the scene graph on every n-th row and column of the mask (the node's "
                         "scene_graph_stride; 1 = full resolution)")
-    p.add_argument("--overlay-alpha", type=argparse_type("overlay_alpha"), default=0.5)
+    p.add_argument("--overlay-alpha", type=argparse_type("overlay_alpha"), default=PipelineSettings.overlay_alpha)
     p.add_argument("--vocabulary-file", default=None,
                    help="display names/palette for the labels (the node's vocabulary_file parameter)")
     p.add_argument("--products", type=_products, default=Products(),
@@ -91,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--depth-topic", default=None,
                    help="registered depth topic (16UC1 mm / 32FC1 m; default: the sibling depth/image_raw "
                         "when the bag has it; '' for none): the scene graph gets 3D as the node's does")
-    p.add_argument("--depth-max-range", type=argparse_type("depth_max_range_m"), default=20.0,
+    p.add_argument("--depth-max-range", type=argparse_type("depth_max_range_m"),
+                   default=InputSettings.depth_max_range_m,
                    help="metres; farther depth is invalid (the node's depth_max_range_m)")
     p.add_argument("--max-frames", type=int, default=None)
     p.add_argument("--overlays", type=int, default=4, help="sample overlays in the report")

@@ -7,16 +7,12 @@ publishes everything under `~/c/`. The unnamed camera `""` (the default) reads `
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from sensor_msgs.msg import CameraInfo, Image
 
 from casseg_ros.ros.node_stats import NodeStats
 from casseg_ros.ros.stamp_cache import StampCache
-
-# Output name -> (message type name in casseg_ros.ros.segment_node's table, QoS kind).
-OUTPUTS = ("mask", "mask/color", "overlay", "confidence", "camera_info", "points", "label_info", "scene_graph",
-           "scene_graph/markers")
 
 
 def topic(camera: str, name: str) -> str:
@@ -32,7 +28,7 @@ class Camera:
     stats: NodeStats = field(default_factory=NodeStats)
     camera_infos: StampCache[CameraInfo] = field(default_factory=StampCache)
     depths: StampCache[Image] = field(default_factory=StampCache)
-    outputs: dict[str, Any] = field(default_factory=dict)
+    outputs: dict[str, Any] = field(default_factory=dict)  # output name (topics.OUTPUTS) -> publisher
     subscriptions: dict[str, Any] = field(default_factory=dict)  # input name ("image", ...) -> subscription
 
     @property
@@ -44,10 +40,6 @@ class Camera:
 
     def input_topic(self, name: str) -> str:
         return topic(self.name, name)
-
-    def create_outputs(self, make: Callable[[str, str], Any]) -> None:
-        """`make(output_name, topic)` creates one publisher."""
-        self.outputs = {name: make(name, self.output_topic(name)) for name in OUTPUTS}
 
     def clear_inputs(self) -> None:
         self.camera_infos.clear()

@@ -1,8 +1,13 @@
 """/diagnostics of the node: a status per camera and one for the shared backend."""
 from __future__ import annotations
 
+from typing import Any, Sequence
+
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+
+from casseg_ros.ros.cameras import Camera
+from casseg_ros.ros.node_stats import BatchStats
 
 Values = dict[str, float | int | str]
 
@@ -38,3 +43,18 @@ def diagnostic_array(statuses: list[DiagnosticStatus], stamp: Time) -> Diagnosti
     array = DiagnosticArray(status=statuses)
     array.header.stamp = stamp
     return array
+
+
+def node_diagnostics(node_fqn: str, state: str, backend: dict[str, Any], cameras: Sequence[Camera],
+                     batch_stats: BatchStats, classes: int, stamp: Time) -> DiagnosticArray:
+    """The node's whole /diagnostics message: a status per camera, and with several cameras one for
+    the backend they share. `backend`: its `describe()` (or its parameters before configure)."""
+    values = {"backend": backend.get("name", ""), "device": backend.get("device", ""),
+              "precision": backend.get("precision", ""),
+              "input_size": "x".join(str(v) for v in backend.get("input_size") or []) or "native"}
+    statuses = [camera_status(node_fqn, camera.name, camera.stats.snapshot() | values | {"lifecycle_state": state})
+                for camera in cameras]
+    if len(cameras) > 1:  # a single-camera node keeps its one status, as before
+        statuses.append(backend_status(node_fqn, batch_stats.snapshot() | values |
+                                       {"lifecycle_state": state, "classes": classes}))
+    return diagnostic_array(statuses, stamp)

@@ -1,6 +1,10 @@
 """The node's parameters: declarations (type, range, description saying when a change applies),
 their validation, and the live settings the worker reads per frame. Ranges and validation come from
-the one rule per setting that the command lines use too (`casseg_ros.parameter_rules`)."""
+the one rule per setting that the command lines use too (`casseg_ros.parameter_rules`).
+
+Defaults that shape a frame come from the settings dataclasses the frame step reads
+(`pipeline.PipelineSettings`, `frame_io.InputSettings`), so the node, replay and the benchmarks
+start from the same values."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -9,11 +13,11 @@ from typing import Any, Callable
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
 
 from casseg_ros.parameter_rules import BACKENDS, RULES
-from casseg_ros.parameter_rules import input_size_problem as validate_input_size  # noqa: F401 - the node's names
-from casseg_ros.parameter_rules import problem as validate_parameter  # noqa: F401
+from casseg_ros.parameter_rules import input_size_problem as validate_input_size  # the node's names for them
+from casseg_ros.parameter_rules import problem as validate_parameter
 from casseg_ros.pipeline import PipelineSettings
 from casseg_ros.resources import DEMO_MODEL
-from casseg_ros.ros.conversions import DEFAULT_MAX_PIXELS
+from casseg_ros.ros.frame_io import InputSettings
 
 # Parameters applied at configure (they shape the model) and at activate (the subscription).
 MODEL_PARAMS = ("model_path", "backend", "device", "input_height", "input_width", "resize_in_graph", "vocabulary_file",
@@ -37,6 +41,7 @@ def param_specs() -> list[tuple[str, Any, ParameterDescriptor]]:
     at_activate = " Changes only while not active (deactivate, set, activate)."
     live = " Changes live (next frame)."
     D = ParameterDescriptor
+    frame, inputs = PipelineSettings(), InputSettings()
     return [
         ("model_path", DEMO_MODEL, D(
             type=ParameterType.PARAMETER_STRING,
@@ -81,7 +86,7 @@ def param_specs() -> list[tuple[str, Any, ParameterDescriptor]]:
             type=ParameterType.PARAMETER_STRING,
             description="Text-embedding provider for ~/set_vocabulary (local, openai, ...); empty: the one the "
                         "checkpoint's vocabulary was embedded with." + at_configure)),
-        ("max_input_pixels", DEFAULT_MAX_PIXELS, D(
+        ("max_input_pixels", inputs.max_input_pixels, D(
             type=ParameterType.PARAMETER_INTEGER, integer_range=_int_range("max_input_pixels"),
             description="Images with more pixels are rejected before decoding (protects against forged "
                         "headers)." + at_configure)),
@@ -102,18 +107,18 @@ def param_specs() -> list[tuple[str, Any, ParameterDescriptor]]:
                         "standard qos_overrides.<topic>.subscription.<policy> parameters take precedence."
                         + at_activate,
             additional_constraints="best_effort | reliable")),
-        ("score_threshold", 0.0, D(
+        ("score_threshold", frame.score_threshold, D(
             type=ParameterType.PARAMETER_DOUBLE, floating_point_range=_float_range("score_threshold"),
             description="Pixels whose confidence is below it get the unknown id (255, or 65535 in mono16)." + live)),
-        ("min_instance_area", 64, D(
+        ("min_instance_area", frame.min_instance_area, D(
             type=ParameterType.PARAMETER_INTEGER, integer_range=_int_range("min_instance_area"),
             description="Connected regions smaller than this many pixels are not scene-graph nodes." + live)),
-        ("scene_graph_stride", 4, D(
+        ("scene_graph_stride", frame.scene_graph_stride, D(
             type=ParameterType.PARAMETER_INTEGER, integer_range=_int_range("scene_graph_stride"),
             description="The scene graph is found on every n-th row and column of the mask and measured in "
                         "image pixels (4: the model's output stride, ~3x less host time at 1080p than 1; "
                         "docs/ros_node.md says how the two differ)." + live)),
-        ("overlay_alpha", 0.5, D(
+        ("overlay_alpha", frame.overlay_alpha, D(
             type=ParameterType.PARAMETER_DOUBLE, floating_point_range=_float_range("overlay_alpha"),
             description="Weight of the class colour in ~/overlay." + live)),
         ("publish_confidence", False, D(
@@ -124,10 +129,10 @@ def param_specs() -> list[tuple[str, Any, ParameterDescriptor]]:
             description="Without depth: metres per image pixel in ~/scene_graph/markers (an image-plane "
                         "diagram: x = column, y = row, z = 0 in the image's frame_id). With depth the markers "
                         "are the objects' 3D positions and this is unused." + live)),
-        ("depth_max_range_m", 20.0, D(
+        ("depth_max_range_m", inputs.depth_max_range_m, D(
             type=ParameterType.PARAMETER_DOUBLE, floating_point_range=_float_range("depth_max_range_m"),
             description="Depth beyond this many metres is invalid (NaN points, not used for 3D centroids)." + live)),
-        ("points_stride", 1, D(
+        ("points_stride", frame.points_stride, D(
             type=ParameterType.PARAMETER_INTEGER, integer_range=_int_range("points_stride"),
             description="~/points keeps every n-th pixel of every n-th row (the mask decimated alike)." + live)),
         ("sync_wait_s", 0.05, D(
@@ -142,9 +147,9 @@ class LiveSettings:
     """Parameters the worker reads every frame; replaced as a whole so reads need no lock."""
 
     pipeline: PipelineSettings
+    inputs: InputSettings
     publish_confidence: bool
     marker_scale: float
-    depth_max_range_m: float
     sync_wait_s: float
 
     @classmethod
@@ -155,10 +160,27 @@ class LiveSettings:
                                              scene_graph_stride=int(value("scene_graph_stride")),
                                              overlay_alpha=float(value("overlay_alpha")),
                                              points_stride=int(value("points_stride"))),
+                   inputs=InputSettings(max_input_pixels=int(value("max_input_pixels")),
+                                        depth_max_range_m=float(value("depth_max_range_m"))),
                    publish_confidence=bool(value("publish_confidence")),
                    marker_scale=float(value("marker_scale")),
-                   depth_max_range_m=float(value("depth_max_range_m")),
                    sync_wait_s=float(value("sync_wait_s")))
+
+
+def change_problem(changes: dict[str, Any], current: Callable[[str], Any], configured: bool, active: bool) -> str | None:
+    """Why the node refuses a set of parameter changes (`current(name)`: the value now), or None."""
+    for name, value in changes.items():
+        reason = validate_parameter(name, value)
+        if reason:
+            return reason
+        if name in MODEL_PARAMS and configured:
+            return f"{name} is applied at configure: deactivate and cleanup the node first"
+        if name in SUBSCRIPTION_PARAMS and active:
+            return f"{name} is applied at activate: deactivate the node first"
+    if {"input_height", "input_width"} & set(changes):  # the pair, only when one of them changes
+        return validate_input_size(changes.get("input_height", current("input_height")),
+                                   changes.get("input_width", current("input_width")))
+    return None
 
 
 def effective_transport(image_transport: str, input_transport: str) -> str:

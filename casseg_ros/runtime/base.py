@@ -50,7 +50,7 @@ __all__ = [
     "resize_outputs",
 ]
 
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")  # int8: a quantised (QDQ) export, see quantize.py
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")  # int8: a quantised (QDQ) export, see casseg_ros/export/quantize.py
 OUTPUT_NAMES = ("class_ids", "confidence", "class_scores", "adjacency")
 INPUT_NAME = "images"
 CLASS_EMBEDDINGS_NAME = "class_embeddings"  # second graph input: (K,E) float32 text embeddings, K dynamic

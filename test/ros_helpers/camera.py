@@ -26,7 +26,7 @@ from rclpy.duration import Duration
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 
-from casseg_ros.ros.readiness import ReadinessTimeout, wait_for_matched_subscriptions
+from casseg_ros.processes.readiness import ReadinessTimeout, wait_for_matched_subscriptions
 
 
 def synthetic_scene(height: int, width: int, index: int) -> np.ndarray:

@@ -1,7 +1,7 @@
 """Test-side pieces for multi-process ROS tests: start processes, observe the node's outputs.
 
 `start_node` / `start_camera` start real child processes (their own DDS participants) with the
-package's process toolkit (`casseg_ros.ros.processes.ChildProcess`: own session, log file, stop by
+package's process toolkit (`casseg_ros.processes.children.ChildProcess`: own session, log file, stop by
 SIGINT -> SIGTERM -> SIGKILL); `Probe` is an rclpy node in the test process that records what the
 segmentation node publishes and talks to its lifecycle and parameter services. Everything goes
 over DDS on the loopback profile.
@@ -32,8 +32,8 @@ from visualization_msgs.msg import MarkerArray
 from vision_msgs.msg import LabelInfo
 
 from casseg_msgs.msg import SceneGraph
-from casseg_ros.ros.processes import ChildProcess, node_command
-from casseg_ros.ros.readiness import ReadinessTimeout, wait_for
+from casseg_ros.processes.children import ChildProcess, node_command
+from casseg_ros.processes.readiness import ReadinessTimeout, wait_for
 
 HELPERS = Path(__file__).resolve().parent
 REPO = HELPERS.parent.parent

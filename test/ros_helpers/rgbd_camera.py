@@ -19,7 +19,7 @@ import rclpy
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from casseg_ros.ros.readiness import ReadinessTimeout, wait_for_matched_subscriptions
+from casseg_ros.processes.readiness import ReadinessTimeout, wait_for_matched_subscriptions
 from ros_helpers.camera import encode_compressed, encode_raw, finish, synthetic_scene
 
 FX, FY = 120.0, 110.0

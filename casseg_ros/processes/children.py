@@ -9,11 +9,11 @@ One toolkit for everything that runs the node, a player and a recorder as separa
   which then stops the children in order), its output in a log file (no pipe can fill up).
   `stop` always ends it: SIGINT (clean ROS shutdown), then SIGTERM, then SIGKILL.
 - `ChildProcesses`: named children that are all stopped on exit, error, Ctrl-C (reverse order).
-- `node_command`, `player_command`, `recorder_command`: the argv of each child;
-  `camera_siblings`: the camera_info and depth topics next to a camera's image topic.
+- `node_command`, `player_command`, `recorder_command`: the argv of each child (a camera's
+  camera_info and depth next to its image topic: `casseg_ros.ros.topics.camera_siblings`).
 
 When a child is *ready* is read from the ROS graph, never from its log: see
-`casseg_ros.ros.readiness`.
+`casseg_ros.processes.readiness`.
 """
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ import rclpy
 from rclpy.signals import SignalHandlerOptions
 
 from casseg_ros.resources import loopback_profile
+from casseg_ros.ros.topics import NODE_NAME, camera_siblings
 
 # Fast DDS derives its ports from the domain id; ids above 232 overflow the port range.
 DOMAIN_ID_RANGE = (1, 232)
@@ -174,18 +175,11 @@ class ChildProcesses:
 
 
 # --------------------------------------------------------------------------- commands
-def camera_siblings(camera_topic: str) -> tuple[str, str]:
-    """(camera_info, registered depth) topics next to a camera's image topic, as a camera driver
-    names them: /camera/image_raw -> /camera/camera_info, /camera/depth/image_raw."""
-    namespace = camera_topic.rstrip("/").rsplit("/", 1)[0]
-    return f"{namespace}/camera_info", f"{namespace}/depth/image_raw"
-
-
-def node_command(model_path: Path | str, camera_topic: str, node_name: str = "casseg_ros",
+def node_command(model_path: Path | str, camera_topic: str, node_name: str = NODE_NAME,
                  namespace: str = "", params: Mapping[str, Any] | None = None,
                  node_args: Sequence[str] = (), camera_info_topic: str | None = None,
                  depth_topic: str | None = None) -> list[str]:
-    """`python -m casseg_ros.ros.segment_node` with `model_path`, the camera remapped to
+    """`python -m casseg_ros.ros.node_main` (the `casseg_ros` executable) with `model_path`, the camera remapped to
     `camera_topic` (raw and `/compressed`), its camera_info and registered depth to the given
     topics (default: `camera_siblings(camera_topic)`), and any further node parameters."""
     sibling_info, sibling_depth = camera_siblings(camera_topic)
@@ -199,7 +193,7 @@ def node_command(model_path: Path | str, camera_topic: str, node_name: str = "ca
     for key, value in values.items():
         text = str(value).lower() if isinstance(value, bool) else str(value)
         ros_args += ["-p", f"{key}:={text}"]
-    return [sys.executable, "-m", "casseg_ros.ros.segment_node", *node_args, *ros_args]
+    return [sys.executable, "-m", "casseg_ros.ros.node_main", *node_args, *ros_args]
 
 
 def node_params(backend: str = "torch", device: str = "cpu", input_size: tuple[int, int] | None = None,
@@ -211,16 +205,16 @@ def node_params(backend: str = "torch", device: str = "cpu", input_size: tuple[i
 
 
 def player_command(bag: Path | str, topic: str, *options: str) -> list[str]:
-    """`python -m casseg_ros.replay.player` publishing `bag`'s camera frames on `topic`
-    (options: see `casseg_ros.replay.player`)."""
-    return [sys.executable, "-m", "casseg_ros.replay.player", "--bag", str(bag), "--topic", topic, *options]
+    """`python -m casseg_ros.replay.live.player` publishing `bag`'s camera frames on `topic`
+    (options: see `casseg_ros.replay.live.player`)."""
+    return [sys.executable, "-m", "casseg_ros.replay.live.player", "--bag", str(bag), "--topic", topic, *options]
 
 
-def recorder_command(out: Path | str, node: str = "/casseg_ros", name: str | None = None,
+def recorder_command(out: Path | str, node: str = f"/{NODE_NAME}", name: str | None = None,
                      options: Sequence[str] = ()) -> list[str]:
-    """`python -m casseg_ros.replay.recorder` writing `node`'s outputs into the rosbag2 `out`;
+    """`python -m casseg_ros.replay.live.recorder` writing `node`'s outputs into the rosbag2 `out`;
     `name` is its ROS node name (what a readiness wait looks for in the graph)."""
-    argv = [sys.executable, "-m", "casseg_ros.replay.recorder", "--out", str(out), "--node", node]
+    argv = [sys.executable, "-m", "casseg_ros.replay.live.recorder", "--out", str(out), "--node", node]
     if name:
         argv += ["--name", name]
     return [*argv, *options]

@@ -2,7 +2,7 @@
 
     summary = run_bag_task(task)        # in any process that can import casseg_ros
 
-runs the single-bag replay (`casseg_ros.replay.offline.run_replay`) into the task's own folder,
+runs the single-bag replay (`casseg_ros.replay.offline.run.run_replay`) into the task's own folder,
 which ends up exactly as a single-bag `casseg-replay` run leaves it, plus `task.json`, written
 last and atomically: the task's inputs (fingerprint) and its summary (counts, mIoU, latency and
 the confusion matrix). A folder is *complete* when its `task.json` says "ok" for the same inputs;
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from casseg_ros.fileio import atomic_write_text
-from casseg_ros.replay.offline import ReplayConfig, ReplayError, run_replay
+from casseg_ros.replay.offline.run import ReplayConfig, ReplayError, run_replay
 
 TASK_RECORD = "task.json"
 STATUS_OK, STATUS_INCOMPLETE, STATUS_FAILED = "ok", "incomplete", "failed"

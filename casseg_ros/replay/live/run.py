@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from casseg_ros.processes.children import ChildProcesses, loopback_env, node_command, node_params, random_domain_id
+from casseg_ros.processes.readiness import GraphWatcher, ReadinessTimeout
 from casseg_ros.replay.bag import IMAGE_TYPES, BagError, find_connection, open_reader
-from casseg_ros.replay.offline import ReplayError
-from casseg_ros.replay.recording import live_metrics, read_recording
+from casseg_ros.replay.live.recording import live_metrics, read_recording
+from casseg_ros.replay.live.session import play_and_record, start_node
+from casseg_ros.replay.offline.run import ReplayError
 from casseg_ros.replay.report import write_json, write_report
-from casseg_ros.replay.session import play_and_record, start_node
-from casseg_ros.ros.processes import ChildProcesses, loopback_env, node_command, node_params, random_domain_id
-from casseg_ros.ros.readiness import GraphWatcher, ReadinessTimeout
 
 
 @dataclass

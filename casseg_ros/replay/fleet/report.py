@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from casseg_ros.fileio import atomic_write_text
-from casseg_ros.replay.fleet_inputs import BAGS_FOLDER
-from casseg_ros.replay.fleet_task import STATUS_FAILED, STATUS_INCOMPLETE, STATUS_OK
+from casseg_ros.replay.fleet.inputs import BAGS_FOLDER
+from casseg_ros.replay.fleet.task import STATUS_FAILED, STATUS_INCOMPLETE, STATUS_OK
 from casseg_ros.replay.metrics import IoUEvaluator
 from casseg_ros.replay.report import _fmt, _pct, iou_figure, write_json
 

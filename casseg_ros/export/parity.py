@@ -12,9 +12,9 @@ import numpy as np
 
 from casseg_ros.model import ContextSegmentor
 
-from .model_export import onnx_metadata, onnx_model_size
-from .onnx_backend import OnnxRuntimeBackend, onnx_input_shape
-from .torch_backend import TorchBackend
+from casseg_ros.runtime.model_export import onnx_metadata, onnx_model_size
+from casseg_ros.runtime.onnx_backend import OnnxRuntimeBackend, onnx_input_shape
+from casseg_ros.runtime.torch_backend import TorchBackend
 
 
 def make_test_pattern(h: int, w: int) -> np.ndarray:

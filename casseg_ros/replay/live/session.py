@@ -7,7 +7,7 @@
 
 `start_node` returns once the node's `~/get_state` says active; `play_and_record` starts a
 recorder, waits until it subscribes to the node's outputs, plays the bag (`player_options`: see
-`casseg_ros.replay.player`, e.g. `--paced-by /casseg_ros/scene_graph --keep-stamps` to send
+`casseg_ros.replay.live.player`, e.g. `--paced-by /casseg_ros/scene_graph --keep-stamps` to send
 every frame back to back with nothing dropped), waits until the node's output for the last frame
 published has arrived, then stops the recorder (which closes the bag). A child that exits early
 ends the session with its log tail in the error.
@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from casseg_msgs.msg import SceneGraph
-from casseg_ros.ros.processes import ChildProcess, ChildProcesses, player_command, recorder_command
-from casseg_ros.ros.readiness import GraphWatcher, wait_for, wait_for_matched_publishers
+from casseg_ros.processes.children import ChildProcess, ChildProcesses, player_command, recorder_command
+from casseg_ros.processes.readiness import GraphWatcher, wait_for, wait_for_matched_publishers
 
 # Seconds to wait, after the player finished, for the output of its last frame (latest-frame-wins
 # always processes the last frame; it is missing only if it was lost in transport or rejected).

@@ -31,10 +31,9 @@ import numpy as np
 import onnx
 
 from casseg_ros.fileio import atomic_write_bytes
-
-from .base import CLASS_EMBEDDINGS_NAME, INPUT_NAME, resize_images
-from .engine_cache import file_sha256
-from .model_export import (
+from casseg_ros.runtime.base import CLASS_EMBEDDINGS_NAME, INPUT_NAME, resize_images
+from casseg_ros.runtime.engine_cache import file_sha256
+from casseg_ros.runtime.model_export import (
     META_CALIBRATION,
     META_PRECISION,
     META_SOURCE_ONNX,
@@ -43,8 +42,8 @@ from .model_export import (
     onnx_vocabulary,
     read_onnx,
 )
-from .onnx_backend import onnx_input_shape
-from .onnx_export import canonicalize_onnx, node_scope
+from casseg_ros.runtime.onnx_backend import onnx_input_shape
+from casseg_ros.runtime.onnx_export import canonicalize_onnx, node_scope
 
 __all__ = ["ALL_OP_TYPES", "DEFAULT_KEEP_FLOAT", "FLOAT_RULES", "QUANTIZED_OP_TYPES", "FrameCalibrationReader", "Int8Settings",
            "float_nodes", "fold_shape_arithmetic", "quantize_onnx"]

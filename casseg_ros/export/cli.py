@@ -18,9 +18,9 @@ them to ``--input-size`` itself; the outputs come at the image's size (run it wi
 Exit status: 0 ok, 1 validation failed, 2 bad arguments / missing backend (message, no traceback).
 
 The graph and its metadata come from ``casseg_ros.runtime.model_export``, the parity check from
-``casseg_ros.runtime.parity`` (both sides through the backends, the path the node uses). The CLI sits
+``casseg_ros.export.parity`` (both sides through the backends, the path the node uses). The CLI sits
 above the runtime layer because ``--calibration`` reads camera frames from a rosbag2 with the node's
-decoder (``casseg_ros.replay.calibration``); the runtime package itself stays ROS-free.
+decoder (``casseg_ros.export.calibration``); the runtime package itself stays ROS-free.
 """
 from __future__ import annotations
 
@@ -32,14 +32,14 @@ from typing import Any, Sequence
 
 import onnx
 
+from casseg_ros.export.calibration import BagError, calibration_frames
+from casseg_ros.export.parity import compare_onnx, compare_onnx_with_torch, load_image, make_test_pattern
+from casseg_ros.export.quantize import Int8Settings, quantize_onnx
 from casseg_ros.fileio import atomic_write_bytes
 from casseg_ros.parameter_rules import checked_input_size, input_size_argument, upgrade_input_size_syntax
-from casseg_ros.replay.calibration import BagError, calibration_frames
 from casseg_ros.runtime.base import BackendUnavailable
 from casseg_ros.runtime.engine_cache import file_sha256
 from casseg_ros.runtime.model_export import META_CALIBRATION, export_checkpoint, onnx_metadata
-from casseg_ros.runtime.parity import compare_onnx, compare_onnx_with_torch, load_image, make_test_pattern
-from casseg_ros.runtime.quantize import Int8Settings, quantize_onnx
 from casseg_ros.runtime.tensorrt_backend import TensorRTBackend, tensorrt_missing
 
 

@@ -1,6 +1,6 @@
 """Recorder: the node's outputs written to an mcap rosbag2, like `ros2 bag record`.
 
-    python -m casseg_ros.replay.recorder --out OUT_BAG [--node /casseg_ros] [--name NAME] [--no-overlay] [--points]
+    python -m casseg_ros.replay.live.recorder --out OUT_BAG [--node /casseg_ros] [--name NAME] [--no-overlay] [--points]
 
 Subscribes to the node's mask, colour mask, overlay, camera_info, scene graph, label_info
 (transient local), optionally its point cloud (--points: about 24 bytes a pixel, so off unless
@@ -10,7 +10,7 @@ the node that work.
 On SIGINT/SIGTERM it takes what has already arrived, closes the bag and moves it into place.
 Whether it is ready is read from the graph: once every subscription is matched to the node's
 writers and the node's latched label_info has arrived, its node (--name) advertises `~/ready`
-(`casseg_ros.ros.readiness.GraphWatcher.wait_for_publisher`). Seeing the recorder's subscription
+(`casseg_ros.processes.readiness.GraphWatcher.wait_for_publisher`). Seeing the recorder's subscription
 in the graph is not enough: DDS matches the two sides separately, and a frame published before
 the node's writer matched the recorder's reader is not delivered.
 """
@@ -25,26 +25,29 @@ from pathlib import Path
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import SingleThreadedExecutor
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Empty
-from vision_msgs.msg import LabelInfo
 
-from casseg_msgs.msg import SceneGraph
-from casseg_ros.replay.bag import CAMERA_INFO_TYPE, DIAGNOSTICS_TYPE, IMAGE_TYPE, LABEL_INFO_TYPE, POINT_CLOUD_TYPE, \
-    SCENE_GRAPH_TYPE, OutputBag
-from casseg_ros.ros.processes import StopFlag, init_child_rclpy
+from casseg_ros.processes.children import StopFlag, init_child_rclpy
+from casseg_ros.replay.bag import DIAGNOSTICS_TYPE, OutputBag
+from casseg_ros.ros.topics import NODE_NAME, OUTPUTS
 
 SPIN_S = 0.1
 # On stop: keep taking messages until none has arrived for this long (what DDS already delivered).
 DRAIN_QUIET_S = 0.2
 DRAIN_MAX_S = 5.0
+# The node's outputs recorded, in this order (--no-overlay / --points take one out / add one).
+RECORDED = ("mask", "overlay", "mask/color", "camera_info", "scene_graph", "label_info", "points")
+# Messages the recorder's subscription buffers: enough for camera rates; a few clouds only (each is
+# ~24 bytes a pixel); the latched class map is one message.
+QUEUE_DEPTH = {"points": 10, "label_info": 1}
+DEFAULT_QUEUE_DEPTH = 50
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m casseg_ros.replay.recorder", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m casseg_ros.replay.live.recorder", description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, required=True, help="rosbag2 directory to create (mcap)")
-    p.add_argument("--node", default="/casseg_ros", help="fully qualified name of the node to record")
+    p.add_argument("--node", default=f"/{NODE_NAME}", help="fully qualified name of the node to record")
     p.add_argument("--name", default=None, help="ROS node name of the recorder (default casseg_recorder_<pid>)")
     p.add_argument("--no-overlay", action="store_true", help="do not subscribe to the overlay (the node then skips it)")
     p.add_argument("--points", action="store_true", help="also record ~/points (the node then makes them)")
@@ -52,23 +55,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def output_topics(node: str, overlay: bool = True, points: bool = False) -> list[tuple[str, type, str, QoSProfile]]:
-    """(topic, message class, rosbag2 type, QoS) of everything recorded from `node`."""
-    reliable = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=50, reliability=ReliabilityPolicy.RELIABLE)
-    latched = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    """(topic, message class, rosbag2 type, QoS) of everything recorded from `node`: its outputs
+    (`topics.OUTPUTS`: types, and the durability a late joiner needs) and /diagnostics."""
+    def qos(depth: int, durability=None) -> QoSProfile:
+        return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=ReliabilityPolicy.RELIABLE,
+                          **({"durability": durability} if durability is not None else {}))
+
     ns = node.rstrip("/")
-    topics = [(f"{ns}/mask", Image, IMAGE_TYPE, reliable), (f"{ns}/mask/color", Image, IMAGE_TYPE, reliable),
-              (f"{ns}/camera_info", CameraInfo, CAMERA_INFO_TYPE, reliable),
-              (f"{ns}/scene_graph", SceneGraph, SCENE_GRAPH_TYPE, reliable),
-              (f"{ns}/label_info", LabelInfo, LABEL_INFO_TYPE, latched),
-              ("/diagnostics", DiagnosticArray, DIAGNOSTICS_TYPE, reliable)]
-    if overlay:
-        topics.insert(1, (f"{ns}/overlay", Image, IMAGE_TYPE, reliable))
-    if points:
-        # A few clouds of buffer only: each is ~24 bytes a pixel, and the recorder keeps up at camera rates.
-        topics.insert(-1, (f"{ns}/points", PointCloud2, POINT_CLOUD_TYPE,
-                           QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)))
-    return topics
+    wanted = [name for name in RECORDED if (name != "overlay" or overlay) and (name != "points" or points)]
+    topics = [(f"{ns}/{name}", OUTPUTS[name].msg_type, OUTPUTS[name].type_name,
+               qos(QUEUE_DEPTH.get(name, DEFAULT_QUEUE_DEPTH), OUTPUTS[name].qos.durability)) for name in wanted]
+    return topics + [("/diagnostics", DiagnosticArray, DIAGNOSTICS_TYPE, qos(DEFAULT_QUEUE_DEPTH))]
 
 
 def drain(executor: SingleThreadedExecutor, bag: OutputBag) -> None:

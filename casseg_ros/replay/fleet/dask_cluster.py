@@ -15,7 +15,7 @@ Faults: a task whose worker dies (killed, out of memory) is rescheduled by Dask 
 (`distributed.scheduler.allowed-failures` = 1 on the local cluster: one retry, then the task is
 reported failed, KilledWorker). A task's result is taken from its future only, so a bag is counted
 once however often it ran. Ctrl-C cancels the futures and closes the cluster (its worker processes
-end); the caller then removes what the killed attempts left (`fleet_task.remove_partial_outputs`).
+end); the caller then removes what the killed attempts left (`task.remove_partial_outputs`).
 """
 from __future__ import annotations
 

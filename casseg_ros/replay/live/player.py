@@ -1,8 +1,8 @@
 """Player: a recording's camera frames published on a live topic, like a camera driver.
 
-    python -m casseg_ros.replay.player --bag B --topic /camera/image_raw [--rate-scale 1]
-    python -m casseg_ros.replay.player --bag B --topic T --interval-ms 2 --loop-frames 1000
-    python -m casseg_ros.replay.player --bag B --topic T --paced-by /casseg_ros/scene_graph --keep-stamps
+    python -m casseg_ros.replay.live.player --bag B --topic /camera/image_raw [--rate-scale 1]
+    python -m casseg_ros.replay.live.player --bag B --topic T --interval-ms 2 --loop-frames 1000
+    python -m casseg_ros.replay.live.player --bag B --topic T --paced-by /casseg_ros/scene_graph --keep-stamps
 
 Pacing (one of):
   default        the recorded spacing divided by --rate-scale; frames are re-stamped
@@ -45,18 +45,18 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_
 from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from casseg_msgs.msg import SceneGraph
 from casseg_ros.fileio import atomic_write_text
+from casseg_ros.processes.children import StopFlag, init_child_rclpy
+from casseg_ros.processes.readiness import ReadinessTimeout, StampLog, wait_for, wait_for_matched_publishers, \
+    wait_for_matched_subscriptions
 from casseg_ros.replay.bag import CAMERA_INFO_TYPE, IMAGE_TYPE, IMAGE_TYPES, BagError, find_connection, \
     header_stamp_of, open_reader
-from casseg_ros.ros.processes import StopFlag, camera_siblings, init_child_rclpy
-from casseg_ros.ros.readiness import ReadinessTimeout, StampLog, wait_for, wait_for_matched_publishers, \
-    wait_for_matched_subscriptions
+from casseg_ros.ros.topics import OUTPUTS, camera_siblings
 
-# Output topics a player can be paced by, by their last path element.
 # Longest wait for the consumer's camera_info / depth readers to match (see _play).
 COMPANION_MATCH_S = 10.0
-PACING_TYPES = {"scene_graph": SceneGraph, "mask": Image, "overlay": Image, "confidence": Image}
+# Output topics a player can be paced by, by their last path element.
+PACING_TYPES = {name: OUTPUTS[name].msg_type for name in ("scene_graph", "mask", "overlay", "confidence")}
 
 
 @dataclass
@@ -117,7 +117,7 @@ def load_frames(bag: Path, image_topic: str | None, max_frames: int | None = Non
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m casseg_ros.replay.player", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m casseg_ros.replay.live.player", description=__doc__.splitlines()[0])
     p.add_argument("--bag", type=Path, required=True)
     p.add_argument("--image-topic", default=None, help="topic in the bag (default: the only image topic)")
     p.add_argument("--topic", required=True, help="topic to publish on")

@@ -1,11 +1,12 @@
-"""Offline replay: every frame of a recording through the node's pipeline, outputs into a new bag.
+"""Offline replay: every frame of a recording through the node's frame step, outputs into a new bag.
 
-Per frame: raw CDR from rosbags -> the node's message class (rclpy deserialiser, no DDS) ->
-`casseg_ros.ros.conversions.to_rgb` (the node's validation) -> `casseg_ros.pipeline.FramePipeline`
-(the node's pipeline) -> `casseg_ros.ros.messages.frame_messages` (the node's message builder) ->
-output bag. The output bag therefore holds, message for message, what the live node publishes
-for the same frames. Bad frames are skipped with the node's rejection reason; a bag that stops
-being readable ends the run with a clear error while everything done so far is kept.
+Per frame: raw CDR from rosbags -> the node's message classes (rclpy deserialiser, no DDS) -> the
+node's frame step (`casseg_ros.ros.frame_io`: `frame_input`, `FramePipeline.process`,
+`frame_outputs`) -> output bag, under the node's topic names and types (`casseg_ros.ros.topics`).
+The output bag therefore holds, message for message, what the live node publishes for the same
+frames; a ground-truth label topic is scored as it goes (`ground_truth`). Bad frames are skipped
+with the node's rejection reason; a bag that stops being readable ends the run with a clear error
+while everything done so far is kept.
 """
 from __future__ import annotations
 
@@ -22,28 +23,25 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from tqdm import tqdm
 
 from casseg_ros.model.checkpoint import CheckpointError
-from casseg_ros.perception.depth import InvalidDepth
+from casseg_ros.parameter_rules import problem as setting_problem
 from casseg_ros.perception.overlay import make_overlay
 from casseg_ros.perception.scene_graph import scene_graph_record
 from casseg_ros.pipeline import (
-    DepthFrame, FramePipeline, FrameResult, InferenceError, PipelineSettings, Products, depth_stride, display_labels,
+    FramePipeline, FrameResult, InferenceError, PipelineSettings, Products, display_labels, start_backend,
 )
 from casseg_ros.replay.bag import (
-    CAMERA_INFO_TYPE, COMPRESSED_TYPE, IMAGE_TYPE, IMAGE_TYPES, LABEL_INFO_TYPE, POINT_CLOUD_TYPE, SCENE_GRAPH_TYPE,
-    BagError, BagFrame, FrameStream, OutputBag, find_connection, open_reader, stamp_ns, typestore,
+    CAMERA_INFO_TYPE, COMPRESSED_TYPE, IMAGE_TYPE, IMAGE_TYPES, BagError, BagFrame, FrameStream, OutputBag,
+    find_connection, open_reader, stamp_ns,
 )
-from casseg_ros.replay.metrics import IoUEvaluator, InvalidLabel, ReplayStats, label_to_ids
+from casseg_ros.replay.metrics import ReplayStats
+from casseg_ros.replay.offline.ground_truth import GroundTruth, auto_label_topic, ground_truth_names
 from casseg_ros.replay.report import PanelFigure, write_json, write_report
-from casseg_ros.ros.camera import depth_frame
-from casseg_ros.ros.conversions import InvalidImage, to_rgb
-from casseg_ros.ros.messages import frame_messages, label_info_msg
-from casseg_ros.ros.processes import camera_siblings
-from casseg_ros.runtime import Backend, BackendUnavailable, create_backend
+from casseg_ros.ros.frame_io import Companions, InputSettings, Rejection, frame_input, frame_outputs
+from casseg_ros.ros.messages import label_info_msg
+from casseg_ros.ros.topics import NODE_NAME, OUTPUTS, camera_siblings
+from casseg_ros.runtime import Backend, BackendUnavailable
 
-NODE_NS = "/casseg_ros"  # output topics as the node names them (~/mask of node "casseg_ros")
-# Output name (as in frame_messages) -> message type in the output bag.
-OUTPUT_TYPES = {"mask": IMAGE_TYPE, "confidence": IMAGE_TYPE, "overlay": IMAGE_TYPE, "mask/color": IMAGE_TYPE,
-                "points": POINT_CLOUD_TYPE, "scene_graph": SCENE_GRAPH_TYPE}
+NODE_NS = f"/{NODE_NAME}"  # output topics as the node names them (~/mask of node "casseg_ros")
 
 
 class ReplayError(RuntimeError):
@@ -66,7 +64,7 @@ class ReplayConfig:
     # them (a camera driver's naming), "" = none. With both, the scene graph gets 3D, as the node's.
     camera_info_topic: str | None = None
     depth_topic: str | None = None
-    depth_max_range_m: float = 20.0  # the node's parameter of that name
+    depth_max_range_m: float = InputSettings.depth_max_range_m  # the node's parameter of that name
     settings: PipelineSettings = field(default_factory=PipelineSettings)
     # Optional images also written to the output bag; by default what a node with no subscriber
     # to them makes (so host-time figures are the node's default figures).
@@ -76,48 +74,14 @@ class ReplayConfig:
     progress: bool = True
 
 
-def gt_mapping(gt_names: list[str], model_names: list[str]) -> tuple[np.ndarray, list[str]]:
-    """LUT ground-truth id -> model id by class name (255 where the model lacks the class)."""
-    index = {n: i for i, n in enumerate(model_names)}
-    lut = np.full(max(len(gt_names), 1), 255, dtype=np.int64)
-    missing = []
-    for i, name in enumerate(gt_names):
-        if name in index:
-            lut[i] = index[name]
-        else:
-            missing.append(name)
-    return lut, missing
-
-
-def _auto_label_topic(reader, image_topic: str) -> str | None:
-    candidates = [c.topic for c in reader.connections
-                  if c.msgtype == IMAGE_TYPE and c.topic != image_topic and "label" in c.topic.lower()]
-    return candidates[0] if len(candidates) == 1 else None
-
-
-def _ground_truth_names(reader) -> list[str] | None:
-    """Class names of the ground truth from a vision_msgs/LabelInfo topic in the bag, if one exists."""
-    conns = [c for c in reader.connections if c.msgtype == LABEL_INFO_TYPE]
-    if len(conns) != 1:
-        return None
-    for _, _, raw in reader.messages(connections=conns):
-        msg = typestore().deserialize_cdr(raw, LABEL_INFO_TYPE)
-        by_id = {int(c.class_id): str(c.class_name) for c in msg.class_map}
-        return [by_id.get(i, f"<unnamed {i}>") for i in range(max(by_id) + 1)] if by_id else None
-    return None
-
-
 def load_backend(model_path: Path, backend: str, device: str, input_size, resize_in_graph: bool = False) -> Backend:
-    """create_backend + load + warmup, with failures turned into one clear ReplayError: the backend
-    named when it is the problem, the model file when that is."""
+    """The node's bring-up (`pipeline.start_backend`), with failures turned into one clear ReplayError:
+    the backend named when it is the problem, the model file when that is."""
+    reason = setting_problem("backend", backend)  # the node's rule: an unknown name is the backend's fault
+    if reason:
+        raise ReplayError(f"backend {backend!r} on {device!r} is not available: {reason}")
     try:
-        be = create_backend(name=backend, model_path=str(model_path), device=device, input_size=input_size,
-                            resize_in_graph=resize_in_graph)
-    except (BackendUnavailable, ValueError) as exc:  # unknown backend name, missing runtime
-        raise ReplayError(f"backend {backend!r} on {device!r} is not available: {exc}") from exc
-    try:
-        be.load()
-        be.warmup()  # as the node does at configure: the same kernels warmed up before frame 0
+        be = start_backend(backend, model_path, device, input_size, resize_in_graph)
         _ = be.vocabulary
     except BackendUnavailable as exc:
         raise ReplayError(f"backend {backend!r} on {device!r} is not available: {exc}") from exc
@@ -149,9 +113,9 @@ def _open_inputs(cfg: ReplayConfig) -> _Inputs:
         raise ReplayError(str(exc)) from exc
     try:
         image_conn = find_connection(reader, cfg.image_topic, IMAGE_TYPES, "image")
-        label_topic = cfg.label_topic if cfg.label_topic is not None else _auto_label_topic(reader, image_conn.topic)
+        label_topic = cfg.label_topic if cfg.label_topic is not None else auto_label_topic(reader, image_conn.topic)
         label_conn = find_connection(reader, label_topic, (IMAGE_TYPE,), "label") if label_topic else None
-        gt_names = _ground_truth_names(reader) if label_conn else None
+        gt_names = ground_truth_names(reader) if label_conn else None
         camera_conns = _camera_connections(reader, cfg, image_conn.topic)
     except BagError as exc:
         reader.close()
@@ -178,52 +142,12 @@ def _camera_connections(reader, cfg: ReplayConfig, image_topic: str) -> dict[str
     return found
 
 
-def _depth_of(frame: BagFrame, image_shape: tuple[int, int], cfg: ReplayConfig, stats: ReplayStats
-              ) -> tuple[DepthFrame | None, CameraInfo | None]:
-    """The frame's registered depth (the node's rule, `ros.camera.depth_frame`) and camera_info."""
+def _companions(frame: BagFrame) -> Companions:
+    """The frame's camera_info and registered depth from the bag (paired by stamp in FrameStream)."""
     info_raw, depth_raw = frame.companions.get("camera_info"), frame.companions.get("depth")
-    info = deserialize_message(info_raw, CameraInfo) if info_raw is not None else None
-    if "depth" not in frame.companions:
-        return None, info
-    if depth_raw is None:
-        stats.depth_notes["no depth image with the frame's stamp"] += 1
-        return None, info
-    try:
-        return depth_frame(deserialize_message(depth_raw, Image), info, image_shape, cfg.depth_max_range_m,
-                           depth_stride(cfg.settings, cfg.products)), info
-    except InvalidDepth as exc:
-        stats.depth_notes[exc.reason] += 1
-        return None, info
-
-
-class _GroundTruth:
-    """Scores each frame's argmax against the bag's label topic (ids mapped by class name)."""
-
-    def __init__(self, model_names: list[str], gt_names: list[str] | None, stats: ReplayStats):
-        self.lut, self.missing = gt_mapping(gt_names, model_names) if gt_names else (None, [])
-        self.iou = IoUEvaluator(model_names, self.lut)
-        self.stats = stats
-
-    def update(self, frame: BagFrame, class_ids: np.ndarray) -> np.ndarray | None:
-        """Ground-truth ids of the frame (None when it has no usable label); counted in the IoU."""
-        if frame.label_raw is None:
-            self.stats.label_notes[frame.label_note or "no label"] += 1
-            return None
-        try:
-            gt = label_to_ids(deserialize_message(frame.label_raw, Image))
-            self.iou.update(class_ids, gt)
-        except InvalidLabel as exc:
-            self.stats.label_notes[exc.reason] += 1
-            return None
-        except Exception as exc:  # noqa: BLE001 - malformed label CDR
-            self.stats.label_notes[f"undecodable label message: {type(exc).__name__}"] += 1
-            return None
-        return gt
-
-    def in_model_ids(self, gt: np.ndarray) -> np.ndarray:
-        if self.lut is None:
-            return gt.astype(np.int32)
-        return np.where(gt < 255, self.lut[np.clip(gt, 0, len(self.lut) - 1)], 255).astype(np.int32)
+    return Companions(deserialize_message(info_raw, CameraInfo) if info_raw is not None else None,
+                      deserialize_message(depth_raw, Image) if depth_raw is not None else None,
+                      "depth" in frame.companions)
 
 
 class _Outputs:
@@ -234,10 +158,8 @@ class _Outputs:
         self.names = ["mask", "scene_graph"] + [name for name, wanted in (
             ("overlay", products.overlay), ("mask/color", products.color_mask),
             ("confidence", products.confidence_image), ("points", products.points)) if wanted]
-        for name in self.names:
-            self.bag.add_topic(f"{NODE_NS}/{name}", OUTPUT_TYPES[name])
-        self.bag.add_topic(f"{NODE_NS}/label_info", LABEL_INFO_TYPE)
-        self.bag.add_topic(f"{NODE_NS}/camera_info", CAMERA_INFO_TYPE)
+        for name in self.names + ["label_info", "camera_info"]:
+            self.bag.add_topic(f"{NODE_NS}/{name}", OUTPUTS[name].type_name)
         self.labels_written = False
         self.scene_graphs: list[dict] = []
         self.figures: list[PanelFigure] = []
@@ -248,11 +170,8 @@ class _Outputs:
             label_info = label_info_msg(pipeline.labels, settings.score_threshold, header.stamp)
             self.bag.write(f"{NODE_NS}/label_info", frame.log_time_ns, serialize_message(label_info))
             self.labels_written = True
-        for name, message in frame_messages(result, pipeline.labels, header).items():
+        for name, message in frame_outputs(result, pipeline.labels, header, info).items():
             self.bag.write(f"{NODE_NS}/{name}", frame.log_time_ns, serialize_message(message))
-        if info is not None:  # as the node: the frame's camera_info under the mask's header
-            info.header = header
-            self.bag.write(f"{NODE_NS}/camera_info", frame.log_time_ns, serialize_message(info))
         stamp = stamp_ns(header)
         self.scene_graphs.append(scene_graph_record(frame.index, stamp, header.frame_id, result.graph))
 
@@ -270,12 +189,13 @@ def _figure(name: str, rgb: np.ndarray, result: FrameResult, gt_ids: np.ndarray 
 
 
 def _replay_frames(cfg: ReplayConfig, inputs: _Inputs, pipeline: FramePipeline, outputs: _Outputs,
-                   truth: _GroundTruth | None, stats: ReplayStats) -> None:
+                   truth: GroundTruth | None, stats: ReplayStats) -> None:
     conn = inputs.image_conn
     total = conn.msgcount if cfg.max_frames is None else min(conn.msgcount, cfg.max_frames)
     figure_at = set(np.linspace(0, max(total - 1, 0), num=min(cfg.num_overlays, total), dtype=int).tolist())
     msg_class = CompressedImage if conn.msgtype == COMPRESSED_TYPE else Image
     stream = FrameStream(inputs.reader, conn, inputs.label_conn, companion_conns=inputs.camera_conns)
+    decoding = InputSettings(depth_max_range_m=cfg.depth_max_range_m)  # max_input_pixels: the node's default
     # Inference runs on one worker thread, as in the node (its worker loop): measured on this 2-core
     # machine, torch CPU inference issued from the main thread was 3-5x slower than from a worker
     # thread with the same thread settings, so only this makes replay latency comparable.
@@ -293,12 +213,14 @@ def _replay_frames(cfg: ReplayConfig, inputs: _Inputs, pipeline: FramePipeline, 
                 continue
             stamp = stamp_ns(msg.header)
             try:
-                rgb = to_rgb(msg)
-                depth, info = _depth_of(frame, rgb.shape[:2], cfg, stats)
-                result = worker.submit(pipeline.process, rgb, cfg.settings, cfg.products, depth).result()
-            except InvalidImage as exc:
-                stats.skip(frame.index, stamp, exc.reason)
-                continue
+                decoded = frame_input(msg, lambda: _companions(frame), cfg.settings, cfg.products, decoding)
+                if isinstance(decoded, Rejection):
+                    stats.skip(frame.index, stamp, decoded.reason)
+                    continue
+                if decoded.depth_problem:
+                    stats.depth_notes[decoded.depth_problem] += 1
+                rgb = decoded.frame.rgb
+                result = worker.submit(pipeline.process_batch, [decoded.frame], cfg.settings).result()[0]
             except InferenceError as exc:  # as the node: count, carry on
                 stats.skip(frame.index, stamp, f"inference error: {exc}")
                 continue
@@ -309,7 +231,7 @@ def _replay_frames(cfg: ReplayConfig, inputs: _Inputs, pipeline: FramePipeline, 
             stats.forward_s.append(result.forward_s)
             stats.host_s.append(result.host_s)
             stats.total_s.append(result.total_s)
-            outputs.write_frame(frame, msg.header, result, pipeline, cfg.settings, info)
+            outputs.write_frame(frame, msg.header, result, pipeline, cfg.settings, decoded.camera_info)
             gt = truth.update(frame, result.class_ids) if truth is not None else None
             if frame.index in figure_at:
                 gt_ids = truth.in_model_ids(gt) if gt is not None else None
@@ -345,7 +267,7 @@ def run_replay(cfg: ReplayConfig) -> dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
     stats = ReplayStats()
     names = list(pipeline.labels.names)
-    truth = _GroundTruth(names, inputs.gt_names, stats) if inputs.label_conn else None
+    truth = GroundTruth(names, inputs.gt_names, stats) if inputs.label_conn else None
     metrics.update(image_topic=inputs.image_conn.topic, image_type=inputs.image_conn.msgtype,
                    label_topic=inputs.label_conn.topic if inputs.label_conn else None,
                    ground_truth_classes=inputs.gt_names,

@@ -5,8 +5,9 @@ decoded by the node's own decoder (``casseg_ros.ros.conversions.to_rgb``, after 
 deserialiser), so calibration sees exactly the frames the node would see. Frames the node would
 reject (bad encoding, corrupt JPEG...) are skipped, as the node skips them.
 
-This is the one module of the runtime package that needs ROS (rclpy's deserialiser and the message
-classes): only the ``casseg-export`` CLI imports it.
+Part of export (``casseg_ros.export``), not of the ROS-free runtime: it needs ROS (rclpy's
+deserialiser and the message classes) and the bag reader, so it stands below the ROS layer; only the
+``casseg-export`` CLI imports it.
 """
 from __future__ import annotations
 

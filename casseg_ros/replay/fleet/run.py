@@ -5,7 +5,7 @@
 
 Bags whose folder is already complete for the same inputs are not run again (their stored
 summaries are used), so re-running an interrupted command finishes the rest. The per-bag work
-is `fleet_task.run_bag_task`, a plain function; `fleet_dask` is the only Dask code.
+is `task.run_bag_task`, a plain function; `dask_cluster` is the only Dask code.
 """
 from __future__ import annotations
 
@@ -14,13 +14,13 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from casseg_ros.replay.fleet_dask import run_on_dask
-from casseg_ros.replay.fleet_inputs import BAGS_FOLDER, output_names
-from casseg_ros.replay.fleet_report import aggregate, write_fleet_report
-from casseg_ros.replay.fleet_task import (
+from casseg_ros.replay.fleet.dask_cluster import run_on_dask
+from casseg_ros.replay.fleet.inputs import BAGS_FOLDER, output_names
+from casseg_ros.replay.fleet.report import aggregate, write_fleet_report
+from casseg_ros.replay.fleet.task import (
     BagTask, completed_summary, failed_summary, remove_partial_outputs, run_bag_task,
 )
-from casseg_ros.replay.offline import ReplayConfig
+from casseg_ros.replay.offline.run import ReplayConfig
 
 
 def plan_tasks(bags: list[Path], out_dir: Path, base: ReplayConfig) -> list[BagTask]:

@@ -1,0 +1,1 @@
+"""The one-command demo: the real node on the bundled recording (`cli`), and its acceptance checks (`checks`)."""
