@@ -1,10 +1,17 @@
 """Graph reasoning over the classes of the scene (torch_geometric dense GCN)."""
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch_geometric.nn import DenseGCNConv
+
+with warnings.catch_warnings():
+    # torch_geometric 2.8 runs torch.jit.script on its own classes at import, which torch 2.14 answers
+    # with a FutureWarning: printed by every command (--help included) about code that is not ours.
+    warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
+    from torch_geometric.nn import DenseGCNConv
 
 
 def soft_spatial_adjacency(probs: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
