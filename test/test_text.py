@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 
-from casseg_ros.perception.palette import default_palette
+from casseg_ros.perception.palette import palette_for_names
 from casseg_ros.text import (
     EmbeddingProvider,
     EmbeddingProviderError,
@@ -79,7 +79,7 @@ def test_build_vocabulary_local_uses_the_template(local_embeddings):
     assert vocab.names == ["car", "truck", "sky", "road"] and vocab.provider == "local"
     assert vocab.descriptions is None
     np.testing.assert_allclose(vocab.embeddings[0], emb["car"], atol=1e-5)
-    np.testing.assert_array_equal(vocab.palette, default_palette(4))
+    np.testing.assert_array_equal(vocab.palette, palette_for_names(["car", "truck", "sky", "road"]))
 
 
 class _RecordingProvider(EmbeddingProvider):
@@ -379,12 +379,17 @@ def test_openai_missing_key_is_a_clear_error(monkeypatch):
 # ------------------------------------------------------------------------------------- CLI
 
 def test_cli_name_sources(tmp_path):
-    assert load_class_names("road, car ,sky") == (["road", "car", "sky"], None)
+    assert load_class_names("road, car ,sky") == (["road", "car", "sky"], None, {})
     f = tmp_path / "classes.yaml"
     f.write_text("classes:\n  - {name: road, description: flat asphalt}\n  - {name: car, description: a vehicle}\n")
-    assert load_class_names(str(f)) == (["road", "car"], ["flat asphalt", "a vehicle"])
+    assert load_class_names(str(f)) == (["road", "car"], ["flat asphalt", "a vehicle"], {})
     f.write_text("0: road\n2: sky\n1: car\n")
-    assert load_class_names(str(f)) == (["road", "car", "sky"], None)
+    assert load_class_names(str(f)) == (["road", "car", "sky"], None, {})
+    f.write_text("- {name: road, color: '#102030'}\n- {name: car, color: [1, 2, 3]}\n- {name: sky}\n")
+    assert load_class_names(str(f)) == (["road", "car", "sky"], None, {"road": (16, 32, 48), "car": (1, 2, 3)})
+    f.write_text("- {name: road, color: purple}\n")
+    with pytest.raises(ValueError, match="'road'.*#rrggbb"):
+        load_class_names(str(f))
     with pytest.raises(ValueError, match="not found"):
         load_class_names(str(tmp_path / "none.yaml"))
 
@@ -410,9 +415,15 @@ def test_cli_openai_and_file_providers(fake_openai, tmp_path, capsys):
     assert "401" in err and API_KEY not in err and not (tmp_path / "x.safetensors").exists()
 
 
-def test_cli_local_provider(local_embeddings, tmp_path):
+def test_cli_local_provider(local_embeddings, tmp_path, capsys):
     out = tmp_path / "local.safetensors"
     assert cli_main(["--names", "car,truck,sky,road", "--out", str(out)]) == 0
     vocab = Vocabulary.load(out)
     np.testing.assert_allclose(vocab.embeddings, local_embeddings[1].embeddings, atol=1e-5)
+    np.testing.assert_array_equal(vocab.palette, palette_for_names(["car", "truck", "sky", "road"]))
+    # a colour chosen for one class; the others keep their names' colours
+    assert cli_main(["--names", "car,truck,sky,road", "--colors", "sky=#000080", "--out", str(out)]) == 0
+    assert Vocabulary.load(out).palette.tolist() == [[0, 0, 142], [0, 0, 70], [0, 0, 128], [128, 64, 128]]
+    assert cli_main(["--names", "car,sky", "--colors", "boat=1,2,3", "--out", str(out)]) == 1
+    assert "not classes: ['boat']" in capsys.readouterr().err
     assert providers_module._load_sentence_transformer.cache_info().currsize == 1

@@ -13,11 +13,12 @@ import torch
 from casseg_ros.export.parity import make_test_pattern
 from casseg_ros.export.quantize import Int8Settings, quantize_onnx
 from casseg_ros.model.checkpoint import CheckpointError, bake_vocabulary, read_checkpoint, read_vocabulary, save_checkpoint
+from casseg_ros.perception.palette import palette_for_names
 from casseg_ros.runtime import BackendUnavailable, create_backend
 from casseg_ros.runtime.base import VocabularyUnsupported
 from casseg_ros.runtime.model_export import META_KIND, META_VOCAB, export_checkpoint
 from casseg_ros.runtime.onnx_export import export_onnx
-from casseg_ros.text import build_vocabulary
+from casseg_ros.text import Vocabulary, build_vocabulary
 from casseg_ros.vocab_cli import main as vocab_main
 from model_factory import local_vocabulary, random_vocabulary, tiny_local_model, tiny_model
 
@@ -177,6 +178,29 @@ def test_bake_cli_errors(ckpt, tmp_path, capsys):
     assert vocab_main(["bake", str(ckpt), "--names", "road,car", "--descriptions", "only one",
                        "--out", str(tmp_path / "z.safetensors")]) == 1
     assert "1 descriptions for 2 names" in capsys.readouterr().err
+
+
+def test_recolor_cli_changes_only_the_colours(tmp_path, capsys):
+    # A checkpoint from before colours went by name: its stored palette is the old index rule.
+    model = tiny_model(num_classes=3)
+    old_palette = np.array([[128, 64, 128], [244, 35, 232], [70, 70, 70]], np.uint8)
+    model.set_vocabulary(Vocabulary(["sky", "car", "forklift"], model.vocabulary.embeddings, provider="test",
+                                    palette=old_palette))
+    source = save_checkpoint(tmp_path / "old.safetensors", model)
+    out = tmp_path / "new.safetensors"
+    assert vocab_main(["recolor", str(source), "--out", str(out), "--colors", "car=0,0,200"]) == 0
+    assert "new colours for 3 of 3 classes (sky, car, forklift)" in capsys.readouterr().out
+    before, after = read_vocabulary(source), read_vocabulary(out)
+    np.testing.assert_array_equal(before.palette, old_palette)  # the source is never modified
+    assert after.names == before.names and after.provider == before.provider
+    np.testing.assert_array_equal(after.embeddings, before.embeddings)
+    assert after.palette.tolist() == [[70, 130, 180], [0, 0, 200],
+                                      list(palette_for_names(["forklift"])[0])]
+    source_state, _ = read_checkpoint(source)
+    new_state, _ = read_checkpoint(out)
+    assert all(torch.equal(source_state[k], new_state[k]) for k in source_state)
+    assert vocab_main(["recolor", str(source), "--out", str(source)]) == 1
+    assert "must not be the source" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------- language-side evaluation / training

@@ -17,9 +17,10 @@ from casseg_ros.fileio import atomic_write_text
 
 @dataclass
 class DataConfig:
-    name: str = "context_scenes"        # cityscapes | coco | context_scenes
-    root: str = ""                     # dataset root (cityscapes / coco)
+    name: str = "context_scenes"        # cityscapes | coco | ade20k | bdd100k | mapillary_vistas | context_scenes
+    root: str = ""                     # dataset root (every dataset but context_scenes)
     coco_year: int = 2017
+    vistas_version: str = "v1.2"       # mapillary_vistas: v1.2 (66 labels) | v2.0 (124 labels)
     # context_scenes only
     layout: str = "standard"           # standard | long_range (the cue beyond a Swin window: long_range_scenes.py)
     num_train: int = 2000

@@ -17,12 +17,18 @@ the vocabulary order and runs with any class count K, exported or not.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch_geometric.nn import DenseGCNConv
+
+with warnings.catch_warnings():
+    # torch_geometric 2.8 runs torch.jit.script on its own classes at import, which torch 2.14 answers
+    # with a FutureWarning: printed by every command (--help included) about code that is not ours.
+    warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
+    from torch_geometric.nn import DenseGCNConv
 
 # Masked logits: finite, so a row with every entry masked (a one-node graph) stays NaN-free in fp16.
 _MASKED = -1.0e4

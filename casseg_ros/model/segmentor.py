@@ -160,7 +160,8 @@ class ContextSegmentor(nn.Module):
             grid_h, grid_w = coarse_logits.shape[-2:]
             logits = F.interpolate(coarse_logits, size=(grid_h * stride, grid_w * stride), mode="bilinear",
                                    align_corners=False)
-            logits = logits[..., :h, :w]
+            if (grid_h * stride, grid_w * stride) != (h, w):  # no Slice node when nothing is cropped: ONNX
+                logits = logits[..., :h, :w]                   # Runtime copies all K maps for one
         else:
             # The grid then covers exactly H x W (no padding cell), so half-pixel sampling of the grid at
             # H'xW' is the composition "upsample to H x W, then stretch to H'xW'" with one interpolation.
@@ -219,14 +220,22 @@ class SegmentationPipeline(nn.Module):
         else:
             out = self.model(self.model.normalize_uint8(images_nhwc_uint8, self.model_size),
                              class_embeddings=class_embeddings, output_size=images_nhwc_uint8.shape[1:3])
-        # Softmax written out: exported as elementwise Exp/ReduceSum/Div, because ONNX Runtime's
+        # Softmax written out (elementwise Exp / ReduceSum in an exported graph): ONNX Runtime's
         # Softmax over the channel axis of a full-resolution map transposes it and took ~40 % of
         # the whole CPU frame. The max softmax probability is 1 / sum(exp(logit - max logit)).
-        top, class_ids = out.logits.max(1, keepdim=True)
-        exp = (out.logits - top).exp()
-        total = exp.sum(1, keepdim=True)
-        confidence = total.reciprocal()[:, 0]
-        class_scores = (exp / total).mean(dim=(2, 3))
+        # The K full-resolution logit maps (K = 150 at 512x1024: 315 MB) are what a large
+        # vocabulary costs, so each is read as few times as possible (bench/model.py --classes): in
+        # place (nothing reads the logits afterwards; a new tensor that size costs an allocation and
+        # its page faults), the max logit gathered at the argmax instead of a second reduction over
+        # K (ONNX's ReduceMax beside ArgMax), and the mean probability per class as one matrix-vector
+        # product instead of a K-map quotient to average.
+        logits = out.logits
+        class_ids = logits.argmax(1, keepdim=True)
+        exp = logits.sub_(logits.gather(1, class_ids)).exp_()
+        inverse_total = exp.sum(1, keepdim=True).reciprocal()  # (B,1,H,W)
+        confidence = inverse_total[:, 0]
+        pixels = exp.shape[-2] * exp.shape[-1]
+        class_scores = torch.bmm(exp.flatten(2), inverse_total.flatten(2).transpose(1, 2))[..., 0] / pixels
         return class_ids[:, 0].to(torch.int32), confidence, class_scores, out.adjacency
 
 
