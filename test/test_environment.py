@@ -1,7 +1,7 @@
 """What the suite leaves behind: the environment that ran it still works. Marked `after_suite`:
 conftest.py runs it after every other selected test, whatever the order of the rest.
 
-`make setup` installs this checkout editable into the venv, with four console entries. A test
+`make setup` installs this checkout editable into the venv, with its console entries. A test
 that installed the package elsewhere with the venv's own pip once uninstalled them on the way
 (test_install.py): after `make test` the entries were gone and `import casseg_ros` failed outside
 the checkout. Here, from an empty working directory and without the PYTHONPATH the tests give
@@ -9,6 +9,7 @@ their children, `import casseg_ros` must find this checkout, and every console e
 """
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import subprocess
@@ -20,10 +21,10 @@ import pytest
 from checkout_snapshot import checkout_files
 
 REPO = Path(__file__).resolve().parent.parent
-ENTRIES = ("casseg_ros", "casseg-export", "casseg-replay", "casseg-vocab")  # setup.py's console_scripts
+ENTRIES = ("casseg_ros", "casseg-export", "casseg-replay", "casseg-vocab", "casseg-ctl")  # setup.py's console_scripts
 
 # Runs each console script file as its own program would (`__main__`, argv [script, --help]) in one
-# interpreter: the four import the same heavy modules, once is enough.
+# interpreter: they import the same heavy modules, once is enough.
 RUN_ENTRIES = """
 import contextlib, io, json, runpy, sys
 import casseg_ros
@@ -44,6 +45,9 @@ print(json.dumps(found))
 
 @pytest.mark.after_suite
 def test_the_editable_install_and_its_console_entries_still_work(tmp_path):
+    declared = [ep.name for ep in importlib.metadata.distribution("casseg_ros").entry_points
+                if ep.group == "console_scripts"]
+    assert sorted(declared) == sorted(ENTRIES), "ENTRIES is not the list of setup.py's console_scripts"
     scripts = [Path(sys.executable).parent / name for name in ENTRIES]
     for script in scripts:
         assert script.is_file() and os.access(script, os.X_OK), f"console entry {script} is gone"
