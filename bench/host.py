@@ -233,7 +233,7 @@ def breakdown(frame: Frame, node_camera: Camera, repeats: int) -> dict[str, floa
     graph_full, runs_full = scene_graph(1)
     full = frame.pipelines["camera_size"].process(rgb, SETTINGS, ALL, DepthFrame(metres, camera))
     messages = frame_messages(full, labels, header)
-    markers = scene_graph_markers(messages["scene_graph"], labels.palette, MARKER_SCALE)
+    markers = scene_graph_markers(full.graph, header, labels.palette, MARKER_SCALE)
     label_info = label_info_msg(labels, 0.0, header.stamp)
     steps: dict[str, Callable[[], object]] = {
         "decode/image": lambda: to_rgb(frame.image_msg),
@@ -257,7 +257,7 @@ def breakdown(frame: Frame, node_camera: Camera, repeats: int) -> dict[str, floa
         "msg/overlay": lambda: numpy_to_image(full.overlay, "rgb8", header),
         "msg/color_mask": lambda: numpy_to_image(full.color_mask, "rgb8", header),
         "msg/scene_graph": lambda: scene_graph_to_msg(full.graph, header),
-        "msg/markers": lambda: scene_graph_markers(messages["scene_graph"], labels.palette, MARKER_SCALE),
+        "msg/markers": lambda: scene_graph_markers(full.graph, header, labels.palette, MARKER_SCALE),
         "msg/points": lambda: point_cloud_msg(full.points, header),
         "label_info (per change)": lambda: label_info_msg(labels, 0.0, header.stamp),
     }
@@ -273,7 +273,7 @@ def breakdown(frame: Frame, node_camera: Camera, repeats: int) -> dict[str, floa
             step()
             samples.append(time.perf_counter() - t0)
         result[name] = round(float(np.median(samples)) * 1e3, 3)
-    result["_graph"] = {"instances": len(full.graph.instances), "relations": len(full.graph.relations)}
+    result["_graph"] = {"instances": full.graph.num_objects, "relations": full.graph.num_relations}
     return result
 
 
