@@ -27,7 +27,9 @@ Two configurations, run interleaved frame by frame (so a slow spell of the share
 plus the confidence image) and `all` = every output subscribed (also overlay, colour mask, markers,
 depth -> scene graph in 3D and the labelled point cloud). label_info is latched and published on a
 vocabulary or threshold change, not per frame: its build + publish time is reported apart.
-`breakdown_ms` times each product's function alone on the same inputs (the profile).
+`breakdown_ms` times each product's function alone on the same inputs (the profile), and (`crowded/*`)
+the scene graph, its 3D, its message and the markers on a crowded view of the same size (80-pixel
+squares of random classes: max_instances = 256 objects, ~2000 relations).
 
 Keys: host_ms_1080p (default, 1920x1080, median per frame), host_ms_1080p_all (all, with the node's
 default points_stride 1: a 50 MB organised cloud per 1080p frame), host_ms_1080p_all_points_stride4
@@ -56,6 +58,7 @@ import numpy as np
 import rclpy
 from rclpy.lifecycle import LifecycleNode
 from rclpy.node import Node
+from rclpy.serialization import serialize_message
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
@@ -265,6 +268,24 @@ def breakdown(frame: Frame, node_camera: Camera, repeats: int) -> dict[str, floa
         steps[f"publish/{name}"] = (lambda n=name: node_camera.outputs[n].publish(messages[n]))
     steps["publish/scene_graph/markers"] = lambda: node_camera.outputs["scene_graph/markers"].publish(markers)
     steps["publish/label_info (per change)"] = lambda: node_camera.outputs["label_info"].publish(label_info)
+    # The scene has a handful of objects; a crowded view reaches max_instances (256) objects and ~2000
+    # relations, where a graph's cost per object and relation shows.
+    crowded_map = crowded_class_map(*rgb.shape[:2], len(labels.names))
+    def crowded_graph():
+        return segment_instances(crowded_map, list(labels.names), confidence, frame.result.adjacency[0],
+                                 ignore_ids=(labels.unknown_id,), stride=SETTINGS.scene_graph_stride)
+    crowded, crowded_runs = crowded_graph()
+    crowded_3d = graph_in_3d(crowded, crowded_runs, metres, camera)
+    crowded_msg = scene_graph_to_msg(crowded_3d, header)
+    crowded_markers = scene_graph_markers(crowded_3d, header, labels.palette, MARKER_SCALE)
+    steps.update({
+        "crowded/scene_graph": crowded_graph,
+        "crowded/scene_graph_3d": lambda: graph_in_3d(crowded, crowded_runs, metres, camera),
+        "crowded/msg/scene_graph": lambda: scene_graph_to_msg(crowded_3d, header),
+        "crowded/msg/markers": lambda: scene_graph_markers(crowded_3d, header, labels.palette, MARKER_SCALE),
+        "crowded/publish/scene_graph": lambda: node_camera.outputs["scene_graph"].publish(crowded_msg),
+        "crowded/publish/scene_graph/markers": lambda: node_camera.outputs["scene_graph/markers"].publish(crowded_markers),
+    })
     result = {}
     for name, step in steps.items():
         samples = []
@@ -274,7 +295,16 @@ def breakdown(frame: Frame, node_camera: Camera, repeats: int) -> dict[str, floa
             samples.append(time.perf_counter() - t0)
         result[name] = round(float(np.median(samples)) * 1e3, 3)
     result["_graph"] = {"instances": full.graph.num_objects, "relations": full.graph.num_relations}
+    result["_crowded_graph"] = {"instances": crowded_3d.num_objects, "relations": crowded_3d.num_relations,
+                                "bytes_scene_graph": len(serialize_message(crowded_msg)),
+                                "bytes_markers": len(crowded_markers)}
     return result
+
+
+def crowded_class_map(height: int, width: int, num_classes: int, cell: int = 80, seed: int = 0) -> np.ndarray:
+    """A class map of `cell`-pixel squares of random classes: a few hundred regions."""
+    cells = np.random.default_rng(seed).integers(0, num_classes, (-(-height // cell), -(-width // cell)))
+    return np.kron(cells, np.ones((cell, cell), np.int64))[:height, :width].astype(np.uint8)
 
 
 def subscriber_main() -> int:
