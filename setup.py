@@ -9,8 +9,10 @@ setup(
     name=PACKAGE,
     version="0.1.0",
     packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*", "training", "training.*"]),
-    # Read through the package (importlib.resources): the training configs, the TensorRT operator table.
-    package_data={"training": ["configs/*.yaml"], f"{PACKAGE}.runtime": ["data/*.json"]},
+    # Read through the package (importlib.resources): the training configs, the TensorRT operator table,
+    # the class colour tables.
+    package_data={"training": ["configs/*.yaml", "configs/long_range/*.yaml", "configs/names/*.yaml"],
+                  f"{PACKAGE}.runtime": ["data/*.json"], f"{PACKAGE}.perception": ["data/*.json"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
@@ -32,6 +34,7 @@ setup(
             f"casseg-export = {PACKAGE}.export.cli:main",
             f"casseg-replay = {PACKAGE}.replay.cli:main",
             f"casseg-vocab = {PACKAGE}.vocab_cli:main",
+            f"casseg-ctl = {PACKAGE}.ctl_cli:main",
         ],
     },
 )

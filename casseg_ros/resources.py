@@ -5,10 +5,12 @@ convention — so they are found through the installation, never through a path 
 source tree (that breaks a non-editable `pip install .`):
 
 1. the ament index (`colcon build` install, a sourced ROS workspace, or `AMENT_PREFIX_PATH`),
-2. `sys.prefix/share/casseg_ros` (a plain `pip install .` into a virtual environment).
-
-An editable install has no share directory: relative paths then fall back to the working
-directory, so running from a checkout (as the Makefile does) finds `models/…`, `data/…`.
+2. `sys.prefix/share/casseg_ros` (a plain `pip install .` into a virtual environment),
+3. the working directory (a relative path of the user's own),
+4. the checkout an editable install (`make setup`: `pip install -e .`) runs from: it has no share
+   directory, its data files stay in the source tree, so the defaults (`models/…`, `data/…`) are
+   found wherever the command runs. Only a folder whose package.xml names casseg_ros counts, so a
+   regular install never looks there.
 """
 from __future__ import annotations
 
@@ -37,13 +39,26 @@ def share_directories(package: str = PACKAGE) -> list[Path]:
     return found
 
 
+def editable_checkout() -> Path | None:
+    """The source tree this package is imported from, when that is a casseg_ros checkout (an
+    editable install, or running inside the repository), else None."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        manifest = (root / "package.xml").read_text(encoding="utf-8")
+    except OSError:
+        return None
+    return root if f"<name>{PACKAGE}</name>" in manifest else None
+
+
 def candidate_paths(relative_or_absolute: str | os.PathLike) -> list[Path]:
     """Where `resolve_data_path` looks: an absolute path as given; a relative one in each share
-    directory, then in the working directory."""
+    directory, in the working directory, then in the checkout of an editable install."""
     path = Path(os.path.expanduser(str(relative_or_absolute)))
     if path.is_absolute():
         return [path]
-    return [share / path for share in share_directories()] + [Path.cwd() / path]
+    checkout = editable_checkout()
+    return ([share / path for share in share_directories()] + [Path.cwd() / path]
+            + ([checkout / path] if checkout is not None else []))
 
 
 def resolve_data_path(relative_or_absolute: str | os.PathLike, what: str = "file") -> Path:

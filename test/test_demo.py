@@ -50,7 +50,7 @@ def test_demo_runs_the_live_node_and_writes_results(tmp_path, tiny_ckpt, demo_ba
     assert 10 <= m["frames_received"] <= 20 and m["dropped"] == 20 - m["frames_received"]
     lat = m["latency_ms"]["e2e (camera stamp -> mask received)"]
     assert 0 < lat["p50"] <= lat["p99"] < 5000
-    assert m["iou"]["frames"] == m["frames_received"] and 0 <= m["iou"]["miou"] <= 1
+    assert m["iou"]["frames"] == m["frames_received"] and 0 <= m["iou"]["miou"] <= 100
     assert m["node_diagnostics"]["inputs_rejected"] == "0"
     graphs = json.loads((out / "scene_graphs.json").read_text())["frames"]
     # replay's schema (scene_graph_record): frame index and stamp as in the recording
@@ -63,8 +63,9 @@ def test_demo_runs_the_live_node_and_writes_results(tmp_path, tiny_ckpt, demo_ba
     overlays = sorted((out / "overlays").glob("*.png"))
     assert len(overlays) == 8
     assert cv2.imread(str(overlays[0])).shape == (64, 128, 3)  # the node's own ~/overlay output
-    # camera | overlay | colour mask | ground truth
-    assert cv2.imread(str(out / "figures" / overlays[0].name)).shape == (64, 4 * 128, 3)
+    # camera | overlay | colour mask | ground truth side by side (at least at their own size), legend below
+    height, width, _ = cv2.imread(str(out / "figures" / overlays[0].name)).shape
+    assert width >= 4 * 128 and height > 64 + 20
     report = (out / "report.md").read_text()
     assert "mIoU" in report and "figures/birds_eye.png" in report and (out / "figures" / "birds_eye.png").is_file()
     assert (out / "recording" / "metadata.yaml").is_file()

@@ -30,7 +30,7 @@ from casseg_ros.replay.fleet.dask_cluster import core_shares
 from casseg_ros.replay.fleet.inputs import FleetInputError, collect_bags, output_names
 from casseg_ros.replay.fleet.run import plan_tasks, run_fleet
 from casseg_ros.replay.fleet.task import TASK_RECORD, run_bag_task
-from casseg_ros.replay.metrics import IoUEvaluator
+from casseg_ros.replay.metrics import InvalidLabel, IoUEvaluator
 from casseg_ros.replay.offline.run import ReplayConfig
 
 REPO = Path(__file__).resolve().parent.parent
@@ -383,18 +383,32 @@ def test_core_shares_split_the_cores():
     assert core_shares(len(cores) + 1)[-1] == [cores[0]]  # more workers than cores: shared round-robin
 
 
-def test_confusion_matrices_sum_to_the_pooled_evaluation():
+@pytest.mark.parametrize("k", [3, 150, 255])
+def test_confusion_matrices_sum_to_the_pooled_evaluation(k):
+    """Summed per-bag matrices score like the pooled frames, up to the 255 classes a mono8 mask
+    holds (ADE20K's 150 included); 255 stays the ground truth's ignore id throughout."""
     rng = np.random.default_rng(0)
-    frames = [(rng.integers(0, 4, (6, 8)), rng.integers(0, 3, (6, 8))) for _ in range(5)]
-    for pred, _ in frames:
-        pred[0, 0] = 255  # "unknown" predictions count against the ground-truth class
-    pooled, first, second, summed = (IoUEvaluator(["a", "b", "c"]) for _ in range(4))
+    frames = [(rng.integers(0, k + 1, (24, 32)), rng.integers(0, k, (24, 32))) for _ in range(5)]
+    for pred, gt in frames:
+        pred[0, 0] = 255 if k < 255 else 65535  # "unknown" predictions count against the ground-truth class
+        gt[0, 1] = 255  # ignored
+    names = [f"c{i}" for i in range(k)]
+    pooled, first, second, summed = (IoUEvaluator(names) for _ in range(4))
     for i, (pred, gt) in enumerate(frames):
         pooled.update(pred, gt)
         (first if i < 2 else second).update(pred, gt)
     for part in (first, second):
         summed.add_confusion_matrix(part.result()["confusion_matrix"], part.frames)
     assert summed.result() == pooled.result()
-    assert np.asarray(pooled.confusion_matrix()).sum() == 5 * 6 * 8
+    matrix = np.asarray(pooled.confusion_matrix())
+    assert matrix.shape == (k + 1, k + 1) and matrix.sum() == 5 * (24 * 32 - 1)  # every pixel but the ignored
+    assert matrix[:, k].sum() == sum(((pred >= k) & (gt != 255)).sum() for pred, gt in frames)
     with pytest.raises(ValueError, match="shape"):
         summed.add_confusion_matrix([[1]], 1)
+
+
+def test_ground_truth_of_more_classes_than_the_ignore_id_allows_is_refused():
+    """Class 255 would be the ignore id: 256 classes or more are a clear label note, not wrong IoU."""
+    evaluator = IoUEvaluator([f"c{i}" for i in range(256)])
+    with pytest.raises(InvalidLabel, match="256 classes"):
+        evaluator.update(np.zeros((2, 2), np.int64), np.zeros((2, 2), np.int64))

@@ -1,4 +1,6 @@
-"""launch/segment.launch.py through the real launch / launch_ros / launch_pytest stack.
+"""launch/segment.launch.py through the real launch / launch_ros / launch_pytest stack: the launch
+description parsed for one camera and for two (what node it makes, with which remaps and
+parameters), and the node launched and segmenting a remapped camera.
 
 Needs ROS 2 launch (launch, launch_ros, launch_pytest) and an installed casseg_ros (a sourced
 colcon workspace: the launch file starts the `casseg_ros` executable of the package, found through
@@ -39,8 +41,8 @@ from pathlib import Path  # noqa: E402
 
 import rclpy  # noqa: E402
 import yaml  # noqa: E402
-from launch import LaunchDescription  # noqa: E402
-from launch.actions import IncludeLaunchDescription  # noqa: E402
+from launch import LaunchContext, LaunchDescription  # noqa: E402
+from launch.actions import DeclareLaunchArgument, IncludeLaunchDescription, OpaqueFunction  # noqa: E402
 from launch.launch_description_sources import PythonLaunchDescriptionSource  # noqa: E402
 
 from casseg_ros.model.checkpoint import save_checkpoint  # noqa: E402
@@ -63,6 +65,63 @@ def params_file(tmp_path_factory):
     path = folder / "segment.yaml"
     path.write_text(yaml.safe_dump(config))
     return str(path)
+
+
+def parsed_node(arguments: dict[str, str]) -> tuple[dict[str, str], dict]:
+    """(remap rules, parameters) of the node the launch file makes for `arguments`; nothing is
+    started. Runs what launch runs before it starts the process: the argument declarations (their
+    defaults), the OpaqueFunction that makes the node, and the node's substitutions."""
+    context = LaunchContext()
+    description = PythonLaunchDescriptionSource(str(LAUNCH_FILE)).get_launch_description(context)
+    context.launch_configurations.update(arguments)
+    nodes = []
+    for entity in description.entities:
+        if isinstance(entity, DeclareLaunchArgument):
+            entity.visit(context)  # sets the default of an argument not given
+        elif isinstance(entity, OpaqueFunction):
+            nodes += entity.visit(context) or []
+    node, = nodes
+    node._perform_substitutions(context)  # launch_ros does this in execute(), before starting the process
+    parameters: dict = {}
+    for path, is_file in node._Node__expanded_parameter_arguments:  # params files, in order
+        if is_file:
+            # FullLoader: launch_ros writes list parameters as !!python/tuple (rcl reads them as lists)
+            for section in (yaml.load(Path(path).read_text(), Loader=yaml.FullLoader) or {}).values():
+                parameters.update(section.get("ros__parameters", {}))
+    parameters = {k: list(v) if isinstance(v, tuple) else v for k, v in parameters.items()}
+    return dict(node.expanded_remapping_rules), parameters
+
+
+def test_parse_one_camera(params_file):
+    remaps, parameters = parsed_node({"camera_topic": "/front/color/image_raw", "params_file": params_file,
+                                      "camera_info_topic": "/front/color/camera_info"})
+    assert remaps == {"image": "/front/color/image_raw", "image/compressed": "/front/color/image_raw/compressed",
+                      "camera_info": "/front/color/camera_info", "depth/image": "/camera/depth/image"}
+    assert parameters["cameras"] == [""] and parameters["autostart"] is True
+
+
+def test_parse_two_cameras(params_file):
+    remaps, parameters = parsed_node({"cameras": "[front, rear]", "params_file": params_file,
+                                      "camera_topics": "[/f/color/image_raw, /r/color/image_raw]"})
+    assert parameters["cameras"] == ["front", "rear"]
+    assert remaps == {"front/image": "/f/color/image_raw", "front/image/compressed": "/f/color/image_raw/compressed",
+                      "front/camera_info": "/f/color/camera_info", "front/depth/image": "/f/color/depth/image_raw",
+                      "rear/image": "/r/color/image_raw", "rear/image/compressed": "/r/color/image_raw/compressed",
+                      "rear/camera_info": "/r/color/camera_info", "rear/depth/image": "/r/color/depth/image_raw"}
+
+
+def test_parse_cameras_from_the_params_file(params_file, tmp_path):
+    config = yaml.safe_load(Path(params_file).read_text())
+    config["/**"]["ros__parameters"]["cameras"] = ["left", "right"]
+    (tmp_path / "two.yaml").write_text(yaml.safe_dump(config))
+    remaps, parameters = parsed_node({"params_file": str(tmp_path / "two.yaml")})
+    assert parameters["cameras"] == ["left", "right"]
+    assert remaps["left/image"] == "/left/image_raw" and remaps["right/camera_info"] == "/right/camera_info"
+
+
+def test_parse_refuses_a_topic_list_of_the_wrong_length(params_file):
+    with pytest.raises(ValueError, match="camera_topics names 1 topic"):
+        parsed_node({"cameras": "[front, rear]", "camera_topics": "[/f/image_raw]", "params_file": params_file})
 
 
 @launch_pytest.fixture

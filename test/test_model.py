@@ -155,24 +155,33 @@ def test_checkpoint_round_trip(tmp_path):
 
 
 def test_committed_demo_checkpoint_still_loads(tmp_path):
-    """models/casseg_demo.safetensors was written before the vocabulary codec (its metadata has no
-    'format'/'embedding_dim'): it must load, and re-saving it must round-trip bit for bit."""
+    """models/casseg_demo.safetensors loads with the colours it stores, and re-saving it round-trips
+    bit for bit; a checkpoint written before the vocabulary codec (vocabulary metadata without
+    'format'/'embedding_dim', as the demo's was until it was recoloured) loads too."""
     import json
 
+    import safetensors.torch
     from safetensors import safe_open
 
     demo = Path(__file__).resolve().parent.parent / "models" / "casseg_demo.safetensors"
     with safe_open(str(demo), framework="pt") as handle:
-        stored = json.loads(handle.metadata()["vocabulary"])
-        embeddings = handle.get_tensor("class_embeddings")
+        metadata = handle.metadata()
+        stored = json.loads(metadata["vocabulary"])
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
     model = load_checkpoint(demo)
-    assert "format" not in stored and model.class_names == stored["names"]
+    assert model.class_names == stored["names"]
     assert model.vocabulary.palette.tolist() == stored["palette"]
-    assert torch.equal(torch.from_numpy(model.vocabulary.embeddings), embeddings)
+    assert torch.equal(torch.from_numpy(model.vocabulary.embeddings), tensors["class_embeddings"])
     again = load_checkpoint(save_checkpoint(tmp_path / "again.safetensors", model))
     assert again.vocabulary.to_dict() == model.vocabulary.to_dict()
     for (name, a), b in zip(model.state_dict().items(), again.state_dict().values()):
         assert torch.equal(a, b), name
+
+    legacy = {key: stored[key] for key in ("names", "palette", "provider", "descriptions")}
+    old = tmp_path / "legacy.safetensors"
+    old.write_bytes(safetensors.torch.save(tensors, metadata=dict(metadata, vocabulary=json.dumps(legacy))))
+    loaded = load_checkpoint(old)
+    assert loaded.class_names == stored["names"] and loaded.vocabulary.palette.tolist() == stored["palette"]
 
 
 def test_checkpoint_errors_are_clear(tmp_path):

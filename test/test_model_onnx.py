@@ -14,7 +14,8 @@ from model_factory import tiny_model
 torch.set_num_threads(1)
 
 
-@pytest.mark.parametrize("switches", [dict(fusion=True, graph=True), dict(fusion=False, graph=False)])
+@pytest.mark.parametrize("switches", [dict(fusion=True, graph=True), dict(fusion=False, graph=False),
+                                      dict(fusion=True, graph=True, graph_nodes="regions", graph_edges="both")])
 def test_onnx_logits_match_pytorch(tmp_path, switches):
     model = tiny_model(num_classes=5, **switches)
     # 72×104 is not a multiple of 32: padding and cropping are inside the exported graph too.

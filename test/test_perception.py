@@ -8,14 +8,17 @@ import cv2
 import numpy as np
 import pytest
 
+from cityscapesscripts.helpers.labels import labels as cityscapes_labels
+
 from casseg_ros.perception import (
-    CITYSCAPES_COLORS,
     PREDICATES,
-    default_palette,
     extract_scene_graph,
     make_overlay,
+    palette_for_names,
 )
 from casseg_ros.perception.overlay import _as_uint8_ids, colorize
+from casseg_ros.perception.palette import MIN_HASHED_DISTANCE, hashed_color
+from casseg_ros.text import Vocabulary
 
 ROAD, SKY, CAR, BUILDING, PERSON = range(5)
 NAMES = ["road", "sky", "car", "building", "person"]
@@ -23,14 +26,52 @@ NAMES = ["road", "sky", "car", "building", "person"]
 
 # ---------------------------------------------------------------------------------- palette
 
-def test_palette_cityscapes_prefix_and_distinct_colours():
-    pal = default_palette(300)
-    assert pal.shape == (300, 3) and pal.dtype == np.uint8
-    assert [tuple(c) for c in pal[:19].tolist()] == list(CITYSCAPES_COLORS)
-    assert len({tuple(c) for c in pal.tolist()}) == 300
-    assert (0, 0, 0) not in {tuple(c) for c in pal.tolist()}  # black means "unknown"
-    np.testing.assert_array_equal(default_palette(25), pal[:25])
-    assert default_palette(0).shape == (0, 3)
+def test_a_vocabulary_gets_the_usual_colour_of_each_class_name():
+    # The demo's classes: the complaint was sky in road's purple, car in traffic-sign yellow.
+    names = ["sky", "building", "vegetation", "road", "sidewalk", "water", "person", "car", "boat"]
+    vocab = Vocabulary(names=names, embeddings=np.eye(len(names)), provider="test")
+    assert [tuple(c) for c in vocab.palette.tolist()] == [
+        (70, 130, 180), (70, 70, 70), (107, 142, 35), (128, 64, 128), (244, 35, 232),  # Cityscapes
+        (61, 230, 250),                                                                 # ADE20K water
+        (220, 20, 60), (0, 0, 142),                                                     # Cityscapes
+        (173, 255, 0)]                                                                  # ADE20K boat
+    # in any order, in any company, spelt with '_' or capitals
+    assert palette_for_names(["dog", "Traffic_Light", "sky"]).tolist() == [[0, 226, 252], [250, 170, 30],
+                                                                            [70, 130, 180]]
+
+
+def test_every_cityscapes_label_with_a_colour_gets_it():
+    coloured = [(l.name, tuple(l.color)) for l in cityscapes_labels if tuple(l.color) != (0, 0, 0)]
+    first = {}
+    for name, color in coloured:  # "license plate" shares car's colour in the official table
+        first.setdefault(color, name)
+    names = [name for name, color in coloured if first[color] == name]
+    assert len(names) >= 19
+    assert [tuple(c) for c in palette_for_names(names).tolist()] == [dict(coloured)[n] for n in names]
+
+
+def test_other_names_get_a_colour_from_their_name_alone():
+    # Not in any table: the colour is the name's hash, whatever its position in the vocabulary.
+    assert palette_for_names(["forklift"]).tolist() == palette_for_names(["road", "forklift"])[1:].tolist()
+    assert tuple(palette_for_names(["forklift"])[0]) == hashed_color("forklift") == hashed_color(" ForkLift")
+    assert hashed_color("fork lift") == hashed_color("Fork_Lift") == hashed_color("fork-lift")
+    assert hashed_color("forklift") != hashed_color("pallet")
+
+
+def test_palette_colours_are_distinct_and_never_black():
+    names = [f"class_{i}" for i in range(300)] + ["car", "license plate", "tree", "tree-merged", "ship"]
+    pal = palette_for_names(names)
+    assert pal.shape == (len(names), 3) and pal.dtype == np.uint8
+    colours = [tuple(c) for c in pal.tolist()]
+    assert len(set(colours)) == len(names)
+    assert (0, 0, 0) not in colours  # black means "unknown"
+    assert colours[names.index("license plate")] != (0, 0, 142)  # car had it first
+    # prefix-stable: adding classes never recolours the existing ones
+    np.testing.assert_array_equal(palette_for_names(names[:25]), pal[:25])
+    hashed = np.asarray(colours[:40], np.float64)
+    gaps = np.linalg.norm(hashed[:, None] - hashed[None], axis=-1) + np.eye(40) * 1e9
+    assert gaps.min() >= MIN_HASHED_DISTANCE
+    assert palette_for_names([]).shape == (0, 3)
 
 
 # ---------------------------------------------------------------------------------- overlay

@@ -4,9 +4,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
+from file_modes import file_modes, umask
 from replay_helpers import (
     jpeg, make_demo_bag_module, png, ros_compressed, ros_image, scene_pixels, tiny_context_checkpoint, write_bag,
 )
@@ -15,6 +17,7 @@ from casseg_ros.model.checkpoint import read_vocabulary
 from casseg_ros.replay.bag import typestore
 from casseg_ros.replay.cli import main as replay_main
 from casseg_ros.replay.metrics import IoUEvaluator, label_to_ids
+from casseg_ros.replay.report import legend_entries
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +51,7 @@ def test_offline_replay_writes_bag_metrics_and_report(tmp_path, tiny_ckpt, small
         assert metrics["latency_ms"]["total"][key] > 0
     assert metrics["fps_pipeline"] > 0
     iou = metrics["iou"]
-    assert iou["frames"] == 12 and 0.0 <= iou["miou"] <= 1.0
+    assert iou["frames"] == 12 and 0.0 <= iou["miou"] <= 100.0 and iou["unit"] == "percent"
     assert set(iou["per_class_iou"]) == set(metrics["classes"])
 
     # Output bag: typed topics, stamped like the inputs, readable by rosbags ...
@@ -91,8 +94,26 @@ def test_offline_replay_writes_bag_metrics_and_report(tmp_path, tiny_ckpt, small
     for fig in ("latency_hist.png", "iou_per_class.png"):
         assert (out / "figures" / fig).stat().st_size > 1000
     assert len(list((out / "figures").glob("frame_*.png"))) == 4
+    # Each sample frame has a legend: a swatch in the exact colour of every class its prediction shows
+    # (the panels themselves only hold the camera image and blended overlays).
+    mask_of = {i: np.asarray(m.data).reshape(48, 96) for i, (_, m) in enumerate(masks)}
+    for fig in sorted((out / "figures").glob("frame_*.png")):
+        pixels = cv2.cvtColor(cv2.imread(str(fig)), cv2.COLOR_BGR2RGB).reshape(-1, 3)
+        for class_id in np.unique(mask_of[int(fig.stem.split("_")[1])]):
+            assert (pixels == palette[class_id]).all(axis=1).sum() >= 30, (fig.name, metrics["classes"][class_id])
     assert len(json.loads((out / "scene_graphs.json").read_text())["frames"]) == 12
     assert not list(out.glob(".*")), "temporary files left behind"
+
+
+def test_replay_outputs_get_the_umasks_mode(tmp_path, tiny_ckpt, small_bag):
+    out = tmp_path / "out"
+    with umask(0o022):
+        assert replay_main([str(small_bag), "--model", str(tiny_ckpt), "--out", str(out), "--no-progress",
+                            "--max-frames", "2", "--overlays", "1"]) == 0
+    modes = file_modes(out)
+    assert {"metrics.json", "report.md", "scene_graphs.json", "figures/frame_00000.png"} <= set(modes)
+    assert any(name.startswith("bag/") for name in modes)
+    assert set(modes.values()) == {0o644}, modes
 
 
 def test_optional_products_are_not_made_unless_asked(tmp_path, tiny_ckpt, small_bag):
@@ -115,7 +136,7 @@ def test_resize_in_graph_replay_resizes_nothing_on_the_host(tmp_path, tiny_ckpt,
     monkeypatch.setattr("casseg_ros.runtime.base.resize_outputs", no_host_resize)
     out = tmp_path / "out"
     assert replay_main([str(small_bag), "--model", str(tiny_ckpt), "--out", str(out), "--no-progress",
-                        "--max-frames", "3", "--overlays", "0", "--input-size", "32x64", "--resize-in-graph"]) == 0
+                        "--max-frames", "3", "--overlays", "0", "--input-size", "32", "64", "--resize-in-graph"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["status"] == "ok" and metrics["frames_processed"] == 3
     masks = [m for topic, _, m in _read(out / "bag") if topic == "/casseg_ros/mask"]
@@ -169,7 +190,7 @@ def test_missing_topic_names_the_problem(tmp_path, tiny_ckpt, small_bag, capsys)
     assert replay_main([str(small_bag), "--model", str(tiny_ckpt), "--out", str(out), "--image-topic", "/nope"]) == 1
     err = capsys.readouterr().err
     assert "'/nope' not in bag" in err and "/camera/image_raw" in err
-    assert json.loads((out / "metrics.json").read_text())["status"] == "error"
+    assert not out.exists()  # a run that could not start leaves nothing behind
 
 
 def test_truncated_bag_keeps_results_of_frames_before_the_damage(tmp_path, tiny_ckpt):
@@ -192,13 +213,34 @@ def test_truncated_bag_keeps_results_of_frames_before_the_damage(tmp_path, tiny_
 def test_unreadable_bag_and_corrupt_weights_give_clear_errors(tmp_path, tiny_ckpt, small_bag, capsys):
     junk = tmp_path / "junk.mcap"
     junk.write_bytes(b"\x89MCAP0\r\n" + b"\x00" * 50)
-    assert replay_main([str(junk), "--model", str(tiny_ckpt), "--out", str(tmp_path / "o1")]) == 1
+    assert replay_main([str(junk), "--model", str(tiny_ckpt), "--out", str(tmp_path / "o1" / "run")]) == 1
     assert "cannot open bag" in capsys.readouterr().err
+    assert not (tmp_path / "o1").exists()  # no empty output folders from a run that could not start
     weights = tmp_path / "corrupt.safetensors"
     weights.write_bytes(tiny_ckpt.read_bytes()[:5000])
     assert replay_main([str(small_bag), "--model", str(weights), "--out", str(tmp_path / "o2")]) == 1
     err = capsys.readouterr().err
-    assert "cannot load model" in err and str(weights) in err
+    assert "cannot load model" in err and str(weights) in err and "truncated checkpoint" in err
+    # File errors name the file and what it is not (not "header too large", "Wire format was corrupt").
+    picture = tmp_path / "photo.safetensors"
+    cv2.imwrite(str(tmp_path / "photo.png"), np.zeros((8, 8, 3), np.uint8))
+    picture.write_bytes((tmp_path / "photo.png").read_bytes())
+    assert replay_main([str(small_bag), "--model", str(picture), "--out", str(tmp_path / "o3")]) == 1
+    assert f"{picture} is not a checkpoint" in capsys.readouterr().err.replace("\n", " ")
+    onnx_file = tmp_path / "model.onnx"
+    onnx_file.write_bytes(np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8).tobytes())
+    assert replay_main([str(small_bag), "--model", str(onnx_file), "--backend", "onnxruntime",
+                        "--out", str(tmp_path / "o4")]) == 1
+    err = capsys.readouterr().err
+    assert f"{onnx_file} is not an ONNX model" in err and "Traceback" not in err
+    assert not any((tmp_path / name).exists() for name in ("o2", "o3", "o4"))
+
+
+def test_legend_names_the_classes_shown_and_unknown():
+    palette = np.array([[1, 2, 3], [4, 5, 6], [7, 8, 9]], np.uint8)
+    maps = [np.array([[2, 0], [255, 2]]), np.array([[0, 0], [0, 0]])]
+    assert legend_entries(maps, ["a", "b", "c"], palette) == [("a", (1, 2, 3)), ("c", (7, 8, 9)), ("unknown", (0, 0, 0))]
+    assert legend_entries([np.array([[1]])], ["a", "b", "c"], palette) == [("b", (4, 5, 6))]
 
 
 def test_iou_evaluator_and_label_decoding():
@@ -209,8 +251,8 @@ def test_iou_evaluator_and_label_decoding():
     r = ev.result()
     # a: tp1 fp0 fn... pred a at 2 px, gt a at 1 px -> 1/2; b: pred {(0,2),(0,3),(1,3)}, gt {(0,1),(0,2),(0,3),(1,3)}
     # -> 3/4; c: pred (1,0),(1,1)[ignored gt] ; gt c (1,0),(1,2)[pred unknown] -> 1/2
-    assert r["per_class_iou"] == {"a": 0.5, "b": 0.75, "c": 0.5}
-    assert r["miou"] == pytest.approx((0.5 + 0.75 + 0.5) / 3, abs=1e-4)
+    assert r["per_class_iou"] == {"a": 50.0, "b": 75.0, "c": 50.0}
+    assert r["miou"] == pytest.approx((50 + 75 + 50) / 3, abs=1e-3)
 
     from casseg_ros.replay.bag import typestore as ts
 

@@ -154,21 +154,29 @@ def test_shipped_yaml_sets_every_parameter_with_the_declared_type_and_default():
 def test_missing_model_path_error_names_every_tried_path(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(FileNotFoundError) as err:
-        resolve_data_path("models/casseg_demo.safetensors")
-    assert "models/casseg_demo.safetensors" in str(err.value) and str(tmp_path) in str(err.value)
+        resolve_data_path("models/none_such.safetensors")
+    assert "models/none_such.safetensors" in str(err.value) and str(tmp_path) in str(err.value)
+    assert str(REPO) in str(err.value)  # this checkout was tried too (the tests run from it)
+    # Outside the repository the bundled defaults are found in the checkout the package runs from ...
+    assert resolve_data_path("models/casseg_demo.safetensors") == REPO / "models" / "casseg_demo.safetensors"
+    assert resolve_data_path("data/demo.mcap") == REPO / "data" / "demo.mcap"
+    # ... and a file of the user's own in the working directory comes first.
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "casseg_demo.safetensors").write_bytes(b"x")
     assert resolve_data_path("models/casseg_demo.safetensors") == tmp_path / "models" / "casseg_demo.safetensors"
 
 
 @pytest.mark.ros
-def test_executable_with_shipped_config_and_no_model_exits_with_the_path(ros_env, tmp_path):
+def test_executable_with_a_missing_model_exits_with_the_path(ros_env, tmp_path):
+    config = yaml.safe_load((REPO / "config" / "segment.yaml").read_text())
+    config["/**"]["ros__parameters"]["model_path"] = "models/none_such.safetensors"
+    (tmp_path / "segment.yaml").write_text(yaml.safe_dump(config))
     result = subprocess.run(
         [sys.executable, "-m", "casseg_ros.ros.node_main", "--ros-args", "-r", f"__ns:={ros_env.namespace}",
-         "--params-file", str(REPO / "config" / "segment.yaml")],
+         "--params-file", str(tmp_path / "segment.yaml")],
         env=ros_env.env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1, result.stdout + result.stderr
-    assert "model_path 'models/casseg_demo.safetensors' not found" in result.stderr
+    assert "model_path 'models/none_such.safetensors' not found" in result.stderr
 
 
 # ---------------------------------------------------------------------- markers

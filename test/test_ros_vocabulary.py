@@ -20,6 +20,7 @@ from casseg_msgs.srv import SetVocabulary
 from casseg_ros.model.checkpoint import save_checkpoint
 from model_factory import tiny_local_model
 from ros_helpers.harness import node_and_probe, start_camera, wait_until
+from training.datasets import ADE20K_CLASSES
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -60,6 +61,20 @@ def _call(client, timeout: float = 120.0, **fields) -> SetVocabulary.Response:
     return future.result()
 
 
+def _stream(env, ns: str, seconds: int):
+    """A camera process streaming into the node for ``seconds`` at 15 Hz."""
+    return start_camera(env.env, f"{ns}/camera/image_raw", "--duration", str(seconds), "--rate", "15",
+                        "--height", str(HEIGHT), "--width", str(WIDTH))
+
+
+def _masks_from_now(events, lock, count: int, node) -> int:
+    """Wait until ``count`` masks arrive after this moment; returns where they start in ``events``."""
+    with lock:
+        start = len(events)
+    assert wait_until(lambda: sum(k == "mask" for k, _ in events[start:]) >= count, 60.0), node.output()
+    return start
+
+
 def _label_maps_cover_masks(events) -> tuple[int, int]:
     """(masks checked, label_info messages seen); asserts every mask's ids are defined by the
     label_info received last before it."""
@@ -78,10 +93,9 @@ def _label_maps_cover_masks(events) -> tuple[int, int]:
 
 def test_swap_while_frames_flow_and_bad_requests_keep_the_vocabulary(system):
     env, ns, probe, node, client, events, lock = system
-    camera = start_camera(env.env, f"{ns}/camera/image_raw", "--duration", "12", "--rate", "15",
-                          "--height", str(HEIGHT), "--width", str(WIDTH))
+    camera = _stream(env, ns, 12)
     try:
-        assert wait_until(lambda: sum(k == "mask" for k, _ in events) >= 5, 60.0), node.output()
+        _masks_from_now(events, lock, 5, node)
         # Bad requests: answered with a reason, nothing swapped.
         for fields, reason in (({"class_names": []}, "empty"),
                                ({"class_names": ["road", "road"]}, "duplicate"),
@@ -94,9 +108,7 @@ def test_swap_while_frames_flow_and_bad_requests_keep_the_vocabulary(system):
                          colors=[ColorRGBA(r=0.5, g=0.25, b=0.5, a=1.0), ColorRGBA(r=0.0, g=0.0, b=1.0, a=1.0),
                                  ColorRGBA(r=1.0, g=0.0, b=0.0, a=1.0)])
         assert response.success, response.message
-        with lock:
-            swap_at = len(events)
-        assert wait_until(lambda: sum(k == "mask" for k, _ in events[swap_at:]) >= 10, 60.0), node.output()
+        swap_at = _masks_from_now(events, lock, 10, node)
     finally:
         assert camera.wait(60) == 0, camera.output()
     with lock:
@@ -107,3 +119,31 @@ def test_swap_while_frames_flow_and_bad_requests_keep_the_vocabulary(system):
     assert names[-1] == ["road", "automobile", "pedestrian"] and len(names[0]) > 3
     after = [msg for kind, msg in recorded[swap_at:] if kind == "mask"]
     assert all(set(np.frombuffer(bytes(m.data), np.uint8).tolist()) <= {0, 1, 2, 255} for m in after)
+
+
+def test_ade20k_150_names_swap_in_and_more_than_a_mask_holds_are_refused(system):
+    """ADE20K's 150 class names through the service (embedded offline by the local MiniLM), then a
+    request for more classes than a mono16 mask has ids: refused, the 150 stay."""
+    env, ns, probe, node, client, events, lock = system
+    camera = _stream(env, ns, 20)
+    try:
+        _masks_from_now(events, lock, 3, node)
+        response = _call(client, class_names=list(ADE20K_CLASSES))
+        assert response.success and response.message.startswith("150 classes"), response.message
+        print(f"set_vocabulary with the 150 ADE20K names: {response.message}")  # embedding and swap times
+        swap_at = _masks_from_now(events, lock, 5, node)
+        too_many = [f"class {i}" for i in range(65536)]
+        response = _call(client, class_names=too_many)
+        assert not response.success and "65536 classes: a mask holds at most 65535" in response.message
+        _masks_from_now(events, lock, 3, node)  # still segmenting with the 150
+    finally:
+        assert camera.wait(60) == 0, camera.output()
+    with lock:
+        recorded = list(events)
+    _label_maps_cover_masks(recorded)
+    # the last label_info (published before the service answered): the 150 names, the refusal changed nothing
+    infos = [msg for kind, msg in recorded if kind == "label_info"]
+    assert [c.class_name for c in infos[-1].class_map] == list(ADE20K_CLASSES)
+    after = [msg for kind, msg in recorded[swap_at:] if kind == "mask"]
+    assert {m.encoding for m in after} == {"mono8"}  # 150 classes + the unknown id fit 8 bits
+    assert all(set(np.frombuffer(bytes(m.data), np.uint8).tolist()) <= set(range(150)) | {255} for m in after)

@@ -18,6 +18,7 @@ from casseg_ros.export.parity import make_test_pattern
 from casseg_ros.model.checkpoint import save_checkpoint
 from casseg_ros.runtime.model_export import export_checkpoint, onnx_metadata
 from casseg_ros.runtime.onnx_export import export_onnx
+from file_modes import mode, umask
 from model_factory import tiny_model
 
 torch.set_num_threads(1)
@@ -68,10 +69,12 @@ def test_cli_exports_validates_and_reports(ckpt, tmp_path, capsys):
     rgb = cv2.resize(make_test_pattern(120, 200), (200, 120))  # other size than the export: resized
     cv2.imwrite(str(image), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     out = tmp_path / "m.onnx"
-    rc = main([str(ckpt), "-o", str(out), "--input-size", *map(str, SIZE), "--image", str(image),
-               "--json", str(tmp_path / "r.json")])
+    with umask(0o022):
+        rc = main([str(ckpt), "-o", str(out), "--input-size", *map(str, SIZE), "--image", str(image),
+                   "--json", str(tmp_path / "r.json")])
     text = capsys.readouterr().out
     assert rc == 0, text
+    assert mode(out) == mode(tmp_path / "r.json") == 0o644  # readable by other users and containers
     assert out.is_file() and "parity: ok" in text and "checker: ok" in text
     assert f"sha256: {_sha(out)}" in text
     import json

@@ -15,8 +15,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 
-from casseg_ros.perception.palette import default_palette
+from casseg_ros.perception.palette import palette_for_names
 from casseg_ros.text import (
+    EmbeddingProvider,
     EmbeddingProviderError,
     OpenAIProvider,
     Vocabulary,
@@ -25,6 +26,7 @@ from casseg_ros.text import (
     get_provider,
 )
 from casseg_ros.text import providers as providers_module
+from casseg_ros.text.vocabulary import l2_normalize
 from casseg_ros.vocab_cli import load_class_names, main as cli_main
 
 API_KEY = "sk-test-DO-NOT-LEAK-5f2c9a"
@@ -77,7 +79,36 @@ def test_build_vocabulary_local_uses_the_template(local_embeddings):
     assert vocab.names == ["car", "truck", "sky", "road"] and vocab.provider == "local"
     assert vocab.descriptions is None
     np.testing.assert_allclose(vocab.embeddings[0], emb["car"], atol=1e-5)
-    np.testing.assert_array_equal(vocab.palette, default_palette(4))
+    np.testing.assert_array_equal(vocab.palette, palette_for_names(["car", "truck", "sky", "road"]))
+
+
+class _RecordingProvider(EmbeddingProvider):
+    """Deterministic pseudo-embeddings per text; remembers what it was asked to embed."""
+
+    name = "recording"
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+
+    def embed(self, texts):
+        self.texts += list(texts)
+        rows = [np.random.default_rng(abs(hash(t)) % 2**32).standard_normal(16) for t in texts]
+        return l2_normalize(np.stack(rows))
+
+
+def test_build_vocabulary_averages_the_prompt_templates():
+    provider = _RecordingProvider()
+    templates = ["a photo of a {name}.", "{name}", "an image of {name}."]
+    vocab = build_vocabulary(["road", "car"], provider, templates=templates)
+    assert provider.texts == ["a photo of a road.", "a photo of a car.", "road", "car", "an image of road.",
+                              "an image of car."]
+    asked = list(provider.texts)
+    single = {t: provider.embed([t])[0] for t in asked}
+    expected = l2_normalize(np.stack([np.mean([single[t.format(name=n)] for t in templates], 0) for n in ("road", "car")]))
+    np.testing.assert_allclose(vocab.embeddings, expected, atol=1e-6)
+    assert not np.allclose(vocab.embeddings[0], single["a photo of a road."])  # not just the first template
+    with pytest.raises(ValueError, match="templates are for names"):
+        build_vocabulary(["road"], provider, descriptions=["grey"], templates=templates)
 
 
 # ------------------------------------------------------------------------- vocabulary file
@@ -348,12 +379,17 @@ def test_openai_missing_key_is_a_clear_error(monkeypatch):
 # ------------------------------------------------------------------------------------- CLI
 
 def test_cli_name_sources(tmp_path):
-    assert load_class_names("road, car ,sky") == (["road", "car", "sky"], None)
+    assert load_class_names("road, car ,sky") == (["road", "car", "sky"], None, {})
     f = tmp_path / "classes.yaml"
     f.write_text("classes:\n  - {name: road, description: flat asphalt}\n  - {name: car, description: a vehicle}\n")
-    assert load_class_names(str(f)) == (["road", "car"], ["flat asphalt", "a vehicle"])
+    assert load_class_names(str(f)) == (["road", "car"], ["flat asphalt", "a vehicle"], {})
     f.write_text("0: road\n2: sky\n1: car\n")
-    assert load_class_names(str(f)) == (["road", "car", "sky"], None)
+    assert load_class_names(str(f)) == (["road", "car", "sky"], None, {})
+    f.write_text("- {name: road, color: '#102030'}\n- {name: car, color: [1, 2, 3]}\n- {name: sky}\n")
+    assert load_class_names(str(f)) == (["road", "car", "sky"], None, {"road": (16, 32, 48), "car": (1, 2, 3)})
+    f.write_text("- {name: road, color: purple}\n")
+    with pytest.raises(ValueError, match="'road'.*#rrggbb"):
+        load_class_names(str(f))
     with pytest.raises(ValueError, match="not found"):
         load_class_names(str(tmp_path / "none.yaml"))
 
@@ -379,9 +415,15 @@ def test_cli_openai_and_file_providers(fake_openai, tmp_path, capsys):
     assert "401" in err and API_KEY not in err and not (tmp_path / "x.safetensors").exists()
 
 
-def test_cli_local_provider(local_embeddings, tmp_path):
+def test_cli_local_provider(local_embeddings, tmp_path, capsys):
     out = tmp_path / "local.safetensors"
     assert cli_main(["--names", "car,truck,sky,road", "--out", str(out)]) == 0
     vocab = Vocabulary.load(out)
     np.testing.assert_allclose(vocab.embeddings, local_embeddings[1].embeddings, atol=1e-5)
+    np.testing.assert_array_equal(vocab.palette, palette_for_names(["car", "truck", "sky", "road"]))
+    # a colour chosen for one class; the others keep their names' colours
+    assert cli_main(["--names", "car,truck,sky,road", "--colors", "sky=#000080", "--out", str(out)]) == 0
+    assert Vocabulary.load(out).palette.tolist() == [[0, 0, 142], [0, 0, 70], [0, 0, 128], [128, 64, 128]]
+    assert cli_main(["--names", "car,sky", "--colors", "boat=1,2,3", "--out", str(out)]) == 1
+    assert "not classes: ['boat']" in capsys.readouterr().err
     assert providers_module._load_sentence_transformer.cache_info().currsize == 1

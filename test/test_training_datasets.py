@@ -3,17 +3,24 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from training.config import DataConfig
 from training.datasets import (
+    ADE20K_CLASSES,
     CITYSCAPES_CLASSES,
     CONTEXT_CLASSES,
+    ADE20KSceneParsing,
+    BDD100KSemantic,
     CityscapesSemantic,
     COCOPanopticSemantic,
     ContextScenes,
+    MapillaryVistasSemantic,
+    build_dataset,
 )
 from training.datasets.context_scenes import CONTEXT_PAIRS
 from training.transforms import sample_rng, train_augment
@@ -279,3 +286,217 @@ def test_augment_is_seeded_and_keeps_sky_on_top():
         rows = [np.mean(lab2[r] == sky) for r in range(48)]
         assert rows[0] >= rows[-1]  # never flipped vertically
         assert set(np.unique(lab2)) <= set(range(len(CONTEXT_CLASSES))) | {255}
+
+
+# ----------------------------------------------------------------------------- ADE20K / BDD100K / Vistas
+def _write_jpeg(path, h, w, seed, grey=False):
+    """A JPEG with a red left half and a blue right half (channel order shows) plus mild noise."""
+    rng = np.random.default_rng(seed)
+    img = np.zeros((h, w, 3), np.uint8)
+    img[:, : w // 2, 0] = 220
+    img[:, w // 2:, 2] = 220
+    img = np.clip(img.astype(int) + rng.integers(0, 20, img.shape), 0, 255).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if grey:
+        img = np.repeat(img[..., :1], 3, axis=-1)
+    Image.fromarray(img[..., 0] if grey else img).save(path, quality=95)
+    return img
+
+
+def _write_label_png(path, ids, palette=None):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    label = Image.fromarray(np.asarray(ids, np.uint8))
+    if palette is not None:  # Vistas: a palette PNG whose indices are the label ids
+        label = label.convert("P")
+        label.putpalette([c for rgb in palette for c in rgb])
+    label.save(path)
+
+
+def _label_blocks(values, h, w, seed):
+    """(h, w) uint8 ids in 8x8 blocks, every value present at least once."""
+    rng = np.random.default_rng(seed)
+    cells = np.resize(np.asarray(values, np.uint8), (h // 8) * (w // 8))
+    rng.shuffle(cells)
+    return np.kron(cells.reshape(h // 8, w // 8), np.ones((8, 8), np.uint8))
+
+
+def make_ade20k(root, split="validation", count=2, h=64, w=96):
+    """ADEChallengeData2016 layout; returns [(rgb written, annotation values)]. Values 0 (other),
+    1, 2, 77 (boat), 150 (flag) and 151 (outside the 150 classes)."""
+    prefix = "ADE_train" if split == "training" else "ADE_val"
+    out = []
+    for i in range(1, count + 1):
+        stem = f"{prefix}_{i:08d}"
+        img = _write_jpeg(root / "images" / split / f"{stem}.jpg", h, w, i, grey=(i == 2))
+        ids = _label_blocks([0, 1, 2, 77, 150, 151], h, w, i)
+        _write_label_png(root / "annotations" / split / f"{stem}.png", ids)
+        out.append((img, ids))
+    return out
+
+
+def make_bdd100k(root, split="val", count=2, h=72, w=128):
+    """images/10k + labels/sem_seg/masks layout; returns [(rgb written, mask values)] (train ids 0..18,
+    255, and 40 -- not a train id)."""
+    out = []
+    for i in range(count):
+        name = f"{7 + i:08x}-{0xabc0 + i:08x}"
+        img = _write_jpeg(root / "images" / "10k" / split / f"{name}.jpg", h, w, i)
+        ids = _label_blocks([*range(19), 255, 40], h, w, i)
+        _write_label_png(root / "labels" / "sem_seg" / "masks" / split / f"{name}.png", ids)
+        out.append((img, ids))
+    return out
+
+
+# A few labels of each Vistas config, with their real fields (v2.0 gives two labels one readable
+# name, as its lane-marking labels do: the loader must keep the classes apart).
+VISTAS_LABELS = {
+    "v1.2": [
+        {"color": [165, 42, 42], "instances": True, "readable": "Bird", "name": "animal--bird", "evaluate": True},
+        {"color": [128, 64, 128], "instances": False, "readable": "Road", "name": "construction--flat--road",
+         "evaluate": True},
+        {"color": [70, 130, 180], "instances": False, "readable": "Sky", "name": "nature--sky", "evaluate": True},
+        {"color": [0, 0, 142], "instances": True, "readable": "Car", "name": "object--vehicle--car", "evaluate": True},
+        {"color": [0, 0, 0], "instances": False, "readable": "Unlabeled", "name": "void--unlabeled",
+         "evaluate": False},
+    ],
+    "v2.0": [
+        {"color": [128, 64, 128], "instances": False, "readable": "Road", "name": "construction--flat--road",
+         "evaluate": True},
+        {"color": [32, 32, 32], "instances": False, "readable": "Car Mount", "name": "void--car-mount",
+         "evaluate": False},
+        {"color": [255, 255, 255], "instances": False, "readable": "Lane Marking - Crosswalk",
+         "name": "marking--discrete--crosswalk-zebra", "evaluate": True},
+        {"color": [255, 255, 255], "instances": False, "readable": "Lane Marking - Crosswalk",
+         "name": "marking-only--discrete--crosswalk-zebra", "evaluate": True},
+        {"color": [0, 0, 142], "instances": True, "readable": "Car", "name": "object--vehicle--car", "evaluate": True},
+        {"color": [0, 0, 0], "instances": False, "readable": "Unlabeled", "name": "void--unlabeled",
+         "evaluate": False},
+    ],
+}
+
+
+def make_vistas(root, split="validation", count=2, h=64, w=128):
+    """Both versions' configs and label folders beside one image folder; returns
+    {version: [(rgb written, label ids)]} (ids include one past the label list)."""
+    root.mkdir(parents=True, exist_ok=True)
+    for version, labels in VISTAS_LABELS.items():
+        (root / f"config_{version}.json").write_text(json.dumps({"labels": labels, "version": version}))
+    out = {version: [] for version in VISTAS_LABELS}
+    for i in range(count):
+        key = f"{'abcdefghijklmnopqrstuv'[i]}{i:021d}"
+        img = _write_jpeg(root / split / "images" / f"{key}.jpg", h, w, i)
+        for version, labels in VISTAS_LABELS.items():
+            ids = _label_blocks(range(len(labels) + 1), h, w, i)
+            _write_label_png(root / split / version / "labels" / f"{key}.png", ids, [l["color"] for l in labels])
+            out[version].append((img, ids))
+    return out
+
+
+def _assert_reads(ds, raw, lut_expected):
+    """The loader's image is the file's pixels (PIL's decode; near what was written, RGB order) and
+    its label the annotation through exactly `lut_expected` {annotation value: train id}."""
+    assert len(ds) == len(raw)
+    for i, (written, ids) in enumerate(raw):
+        img, lab = ds[i]
+        assert img.dtype == np.uint8 and img.shape == written.shape and lab.dtype == np.uint8
+        with Image.open(ds.pairs[i][0]) as f:
+            np.testing.assert_array_equal(img, np.asarray(f.convert("RGB")))
+        if written.ndim == 3 and not (written[..., 0] == written[..., 1]).all():
+            assert np.abs(img.astype(int) - written).mean() < 10  # red stays red, blue blue (a swap: ~110)
+        assert set(np.unique(ids)) == set(lut_expected)
+        for value, train_id in lut_expected.items():
+            assert set(np.unique(lab[ids == value])) == {train_id}, (value, train_id)
+
+
+def test_ade20k_layout_and_reduce_zero_label(tmp_path):
+    raw = make_ade20k(tmp_path)
+    ds = ADE20KSceneParsing(str(tmp_path), "val")
+    assert ds.class_names == ADE20K_CLASSES and len(ADE20K_CLASSES) == 150
+    assert ADE20K_CLASSES[:3] == ["wall", "building", "sky"] and ADE20K_CLASSES[76] == "boat"
+    assert ADE20K_CLASSES[-1] == "flag" and ADE20K_CLASSES[12] == "person"
+    _assert_reads(ds, raw, {0: 255, 1: 0, 2: 1, 77: 76, 150: 149, 151: 255})
+    img, _ = ds[1]  # a greyscale JPEG (ADE20K has some) comes out as RGB
+    assert img.shape[2] == 3 and (img[..., 0] == img[..., 2]).all()
+    assert ds.sample_id(0) == "ADE_val_00000001"
+
+
+def test_bdd100k_layout_and_train_ids(tmp_path):
+    raw = make_bdd100k(tmp_path)
+    ds = BDD100KSemantic(str(tmp_path), "val")
+    assert ds.class_names == CITYSCAPES_CLASSES
+    _assert_reads(ds, raw, {**{i: i for i in range(19)}, 255: 255, 40: 255})
+
+
+@pytest.mark.parametrize("version, names, lut", [
+    ("v1.2", ["Bird", "Road", "Sky", "Car"], {0: 0, 1: 1, 2: 2, 3: 3, 4: 255, 5: 255}),
+    ("v2.0", ["Road", "marking--discrete--crosswalk-zebra", "marking-only--discrete--crosswalk-zebra", "Car"],
+     {0: 0, 1: 255, 2: 1, 3: 2, 4: 3, 5: 255, 6: 255}),
+])
+def test_mapillary_vistas_config_classes_and_ignored_labels(tmp_path, version, names, lut):
+    raw = make_vistas(tmp_path)
+    ds = MapillaryVistasSemantic(str(tmp_path), "val", version=version)
+    assert ds.class_names == names
+    assert ds.ignored_labels == [l["name"] for l in VISTAS_LABELS[version] if not l["evaluate"]]
+    assert [VISTAS_LABELS[version][i]["name"] for i in ds.label_ids][-1] == "object--vehicle--car"
+    _assert_reads(ds, raw[version], lut)
+    with Image.open(ds.pairs[0][1]) as f:
+        assert f.mode == "P"  # read as palette indices, not colours
+
+
+def test_build_dataset_knows_the_driving_datasets(tmp_path):
+    make_ade20k(tmp_path / "ade", "training")
+    make_bdd100k(tmp_path / "bdd", "train")
+    make_vistas(tmp_path / "vistas", "training")
+    assert isinstance(build_dataset(DataConfig(name="ade20k", root=str(tmp_path / "ade")), "train"), ADE20KSceneParsing)
+    assert isinstance(build_dataset(DataConfig(name="bdd100k", root=str(tmp_path / "bdd")), "train"), BDD100KSemantic)
+    vistas = build_dataset(DataConfig(name="mapillary_vistas", root=str(tmp_path / "vistas"), vistas_version="v2.0"),
+                           "train")
+    assert isinstance(vistas, MapillaryVistasSemantic) and vistas.version == "v2.0"
+    with pytest.raises(ValueError, match="unknown dataset 'kitti'.*mapillary_vistas"):
+        build_dataset(DataConfig(name="kitti"), "train")
+
+
+def _ade(root):
+    return ADE20KSceneParsing(str(root), "val")
+
+
+def _bdd(root):
+    return BDD100KSemantic(str(root), "val")
+
+
+def _vistas(root):
+    return MapillaryVistasSemantic(str(root), "val", version="v1.2")
+
+
+@pytest.mark.parametrize("make, load, break_it, message", [
+    (make_ade20k, _ade, lambda r: (r / "annotations" / "validation" / "ADE_val_00000002.png").unlink(),
+     r"ADE20K: 1 of 2 images have no annotation in .*annotations/validation \(missing: ADE_val_00000002.png\)"),
+    (make_ade20k, _ade, lambda r: shutil.rmtree(r / "images"), r"ADE20K images: folder .*images/validation does not exist"),
+    (make_ade20k, _ade, lambda r: [p.unlink() for p in (r / "images" / "validation").glob("*.jpg")],
+     r"ADE20K: no \*.jpg images in .*images/validation"),
+    (make_bdd100k, _bdd, lambda r: shutil.rmtree(r / "labels"),
+     r"BDD100K annotations: folder .*labels/sem_seg/masks/val does not exist"),
+    (make_vistas, _vistas, lambda r: (r / "config_v1.2.json").unlink(),
+     r"Mapillary Vistas label config: file .*config_v1.2.json does not exist"),
+    (make_vistas, _vistas, lambda r: (r / "config_v1.2.json").write_text('{"labels": [{"name": "x"}]}'),
+     r"config_v1.2.json: label 0 lacks \['readable', 'evaluate'\]"),
+    (make_vistas, _vistas, lambda r: shutil.rmtree(r / "validation" / "v1.2"),
+     r"Mapillary Vistas v1.2 annotations: folder .*validation/v1.2/labels does not exist"),
+])
+def test_a_broken_or_partial_folder_names_what_is_missing(tmp_path, make, load, break_it, message):
+    make(tmp_path)
+    load(tmp_path)  # complete: loads
+    break_it(tmp_path)
+    with pytest.raises((FileNotFoundError, ValueError), match=message):
+        load(tmp_path)
+
+
+def test_a_label_that_is_not_8_bit_ids_or_has_another_size_is_an_error(tmp_path):
+    make_bdd100k(tmp_path)
+    ds = _bdd(tmp_path)
+    Image.fromarray(np.zeros((72, 128, 3), np.uint8)).save(ds.pairs[0][1])  # a colour map instead of ids
+    with pytest.raises(ValueError, match="label PNG of mode 'RGB'"):
+        ds[0]
+    Image.fromarray(np.zeros((36, 64), np.uint8)).save(ds.pairs[1][1])
+    with pytest.raises(ValueError, match=r"label 64x36 for image 128x72"):
+        ds[1]

@@ -8,7 +8,14 @@ from PIL import Image
 
 from casseg_ros.runtime import Backend, InferenceResult
 from training.cityscapes_official import run_cityscapes_evaluator, write_cityscapes_prediction
-from training.datasets import CityscapesSemantic, COCOPanopticSemantic, ContextScenes
+from training.datasets import (
+    ADE20KSceneParsing,
+    BDD100KSemantic,
+    CityscapesSemantic,
+    COCOPanopticSemantic,
+    ContextScenes,
+    MapillaryVistasSemantic,
+)
 from training.datasets.cityscapes import id_to_train_id_lut
 from training.evaluate import evaluate
 from training.instances import InstanceCollector, coco_segm_map, instances_from_class_map
@@ -16,7 +23,7 @@ from training.metrics import SemanticMetrics
 from training.plots import plot_confusion_matrix, plot_per_class_iou
 
 from model_factory import random_vocabulary, tiny_model
-from test_training_datasets import make_cityscapes, make_coco
+from test_training_datasets import make_ade20k, make_bdd100k, make_cityscapes, make_coco, make_vistas
 
 
 def _noisy(train_ids: np.ndarray, rng, flip=0.3) -> np.ndarray:
@@ -86,6 +93,15 @@ def test_evaluate_cityscapes_end_to_end(tmp_path):
     assert not list(tmp_path.rglob(".*.tmp"))  # every file went through the atomic writer
 
 
+def test_evaluate_saves_region_assignment_maps_like_attention_maps(tmp_path):
+    ds = ContextScenes(2, 64, 128, seed=5)
+    backend = _ConstantBackend(9, lambda h, w: np.zeros((h, w), np.int64))
+    model = tiny_model(num_classes=9, fusion=False, graph_nodes="regions", graph_edges="semantic")
+    evaluate(backend, ds, out_dir=str(tmp_path), attention_model=model, compute_map=False)
+    assert (tmp_path / "assignment_000.png").stat().st_size > 0 and (tmp_path / "assignment_001.png").is_file()
+    assert not list(tmp_path.glob("attention_*.png"))  # no fusion, no cross-attention maps
+
+
 def _collector_with_gt():
     ds = ContextScenes(4, 64, 128, seed=5)
     col = InstanceCollector([{"id": c, "name": ds.class_names[c]} for c in ds.thing_classes])
@@ -140,6 +156,60 @@ def test_coco_fixture_map_through_evaluate(tmp_path):
     wrong = _ConstantBackend(3, lambda h, w: np.full((h, w), 1))   # everything is one car
     res2 = evaluate(wrong, ds)
     assert res2.map < 0.5 and res2.miou < 0.5
+
+
+def _hand_iou(pairs, k):
+    """Per-class IoU over (prediction, train ids) pairs, 255 ignored, counted here from scratch."""
+    inter, union = np.zeros(k), np.zeros(k)
+    for pred, gt in pairs:
+        valid = gt != 255
+        for c in range(k):
+            inter[c] += ((pred == c) & (gt == c) & valid).sum()
+            union[c] += (((pred == c) | (gt == c)) & valid).sum()
+    return {c: inter[c] / union[c] for c in range(k) if union[c] > 0}
+
+
+@pytest.mark.parametrize("dataset", ["ade20k", "bdd100k", "vistas_v1.2", "vistas_v2.0"])
+def test_evaluate_scores_each_dataset_with_its_ignore_rule(tmp_path, dataset):
+    """mIoU through `evaluate` (the metrics every dataset shares) equals a count by hand: ignored
+    pixels (ADE20K's 0, BDD100K's 255, Vistas' "evaluate": false labels) never count, whatever is
+    predicted there; one wrong block lowers exactly the two classes it touches."""
+    if dataset == "ade20k":
+        make_ade20k(tmp_path)
+        ds = ADE20KSceneParsing(str(tmp_path), "val")
+    elif dataset == "bdd100k":
+        make_bdd100k(tmp_path)
+        ds = BDD100KSemantic(str(tmp_path), "val")
+    else:
+        make_vistas(tmp_path)
+        ds = MapillaryVistasSemantic(str(tmp_path), "val", version=dataset.split("_")[1])
+    k = len(ds.class_names)
+    labels = [ds[i][1] for i in range(len(ds))]
+    present = sorted(set(np.unique(np.concatenate([lab.ravel() for lab in labels]))) - {255})
+    # ignored pixels get a class found nowhere (else the last one): counted, it would score below 1
+    at_ignored = next((c for c in range(k) if c not in present), present[-1])
+    wrong_from, wrong_to = present[0], present[1]
+    preds = []
+    for lab in labels:
+        pred = np.where(lab == 255, at_ignored, lab).astype(np.int32)
+        rows, cols = np.nonzero(lab == wrong_from)
+        pred[rows[0]:rows[0] + 8, cols[0]:cols[0] + 8] = wrong_to  # one 8x8 block of the first class is wrong
+        preds.append(pred)
+    served = iter(preds)
+    res = evaluate(_ConstantBackend(k, lambda h, w: next(served)), ds, out_dir=str(tmp_path / "ev"))
+    expected = _hand_iou(zip(preds, labels), k)
+    assert set(expected) == set(present) and (labels[0] == 255).any()
+    assert 0 < expected[wrong_from] < 1 and 0 < expected[wrong_to] < 1
+    assert all(expected[c] == 1 for c in present if c not in (wrong_from, wrong_to))
+    assert res.miou == pytest.approx(np.mean(list(expected.values())), abs=1e-6)
+    for c, name in enumerate(ds.class_names):
+        if c in expected:
+            assert res.per_class_iou[name] == pytest.approx(expected[c], abs=1e-6), name
+        else:
+            assert res.per_class_iou[name] is None, name
+    table = (tmp_path / "ev" / "per_class_iou.md").read_text().splitlines()
+    assert len([line for line in table if line.startswith("| ")]) == k + 1  # header + one row per class
+    assert np.asarray(res.confusion_matrix).shape == (k, k)
 
 
 def test_plots(tmp_path):

@@ -15,8 +15,11 @@ import pytest
 import torch
 import yaml
 
+from casseg_ros.model.checkpoint import load_checkpoint
 from casseg_ros.text import Vocabulary
+from test_training_datasets import make_ade20k, make_bdd100k, make_cityscapes, make_coco, make_vistas
 from training.config import load_config
+from training.datasets import build_dataset
 from training.train import rng_state, set_rng_state, train, vocabulary_cache_path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -26,7 +29,7 @@ CONFIGS = sorted((REPO / "training" / "configs").glob("*.yaml"))
 def test_all_configs_parse_and_switch_the_right_modules():
     from casseg_ros.model import ModelConfig
 
-    assert len(CONFIGS) == 15
+    assert len(CONFIGS) == 30  # 5 variants x 6 datasets
     expected = {"baseline": (False, False, False), "fusion": (True, False, False), "graph": (False, True, False),
                 "contrastive": (False, False, True), "full": (True, True, True)}
     for path in CONFIGS:
@@ -111,7 +114,6 @@ def test_resume_is_bit_identical_on_cpu(tmp_path):
     c = torch.load(tmp_path / "norng" / "train_state.pt", weights_only=True)
     assert c["step"] == 4 and any(not torch.equal(a["model"][k], c["model"][k]) for k in a["model"])
     # outputs of a run: safetensors via the model's save_checkpoint, TensorBoard, metrics
-    from casseg_ros.model.checkpoint import load_checkpoint
 
     out = tmp_path / "split"
     m = load_checkpoint(out / "model_final.safetensors")
@@ -151,28 +153,85 @@ def test_ddp_two_cpu_processes_gloo(tmp_path):
     assert (out / "model_final.safetensors").is_file()
 
 
-@pytest.mark.parametrize("dataset", ["cityscapes", "coco"])
+@pytest.mark.parametrize("dataset", ["cityscapes", "coco", "ade20k", "bdd100k", "mapillary_vistas"])
 def test_paper_configs_train_and_evaluate_on_fixtures(tmp_path, dataset):
-    """The Cityscapes / COCO reproduction configs run end to end (tiny backbone, real-layout fixtures)."""
-    from test_training_datasets import make_cityscapes, make_coco
-
-    from training.datasets import CITYSCAPES_CLASSES
-
+    """The reproduction configs run end to end through `training.train` (tiny backbone, a few steps,
+    real-layout fixtures), the per-class table included."""
     root = tmp_path / dataset
     if dataset == "cityscapes":
         make_cityscapes(root, split="train", h=64, w=128)
         make_cityscapes(root, split="val", h=64, w=128)
-        seed_vocab(tmp_path, CITYSCAPES_CLASSES)
-    else:
+    elif dataset == "coco":
         make_coco(root, split="train")
         make_coco(root, split="val")
-        seed_vocab(tmp_path, ["person", "car", "sky-other-merged"])
-    cfg = load_config(str(REPO / "training" / "configs" / f"full_{dataset}.yaml"), [
+    elif dataset == "ade20k":
+        make_ade20k(root, "training", count=4)
+        make_ade20k(root, "validation")
+    elif dataset == "bdd100k":
+        make_bdd100k(root, "train", count=4)
+        make_bdd100k(root, "val")
+    else:
+        make_vistas(root, "training", count=4)
+        make_vistas(root, "validation")
+    config = REPO / "training" / "configs" / f"full_{dataset}.yaml"
+    names = list(build_dataset(load_config(str(config), [f"data.root={root}"]).data, "val").class_names)
+    seed_vocab(tmp_path, names)
+    cfg = load_config(str(config), [
         "model.backbone=swin_nano", "model.backbone_weights=null", "model.img_size=[32,64]", f"data.root={root}",
-        "data.crop_size=[32,64]", "data.base_size=0", "data.num_workers=0", "optim.batch_size=2", "train.steps=1",
-        "train.checkpoint_every=1", "train.eval_every=0", "train.num_threads=1", f"train.out_dir={tmp_path / 'out'}",
-        f"train.vocab_cache={tmp_path / 'vocab'}"])
-    assert cfg.optim.lr == 1e-4  # the paper's setting survives the overrides
+        "data.crop_size=[32,64]", "data.base_size=0", "data.eval_size=null", "data.num_workers=0",
+        "optim.batch_size=2", "train.steps=2", "train.checkpoint_every=1", "train.eval_every=0",
+        "train.num_threads=1", f"train.out_dir={tmp_path / 'out'}", f"train.vocab_cache={tmp_path / 'vocab'}"])
+    assert cfg.optim.lr == 1e-4 and cfg.optim.name == "adam"  # the paper's settings survive the overrides
     m = train(cfg, progress=False)
-    assert m["step"] == 1 and 0 <= m["val_miou"] <= 1
+    assert m["step"] == 2 and 0 <= m["val_miou"] <= 1
     assert (m["val_map"] is not None) == (dataset == "coco")
+    assert list(m["per_class_iou"]) == names
+    assert (tmp_path / "out" / "eval_val" / "per_class_iou.md").is_file()
+    # the second step moved the weights (a loss over this dataset's labels with gradients)
+    after_one = load_checkpoint(tmp_path / "out" / "model_step1.safetensors").state_dict()
+    after_two = load_checkpoint(tmp_path / "out" / "model_final.safetensors").state_dict()
+    assert any(not torch.equal(after_one[k], after_two[k]) for k in after_two)
+
+
+def test_the_graph_ablation_and_names_configs():
+    """training/configs/long_range: the baseline and {classes, regions} x {spatial, semantic, both}, graph
+    only; training/configs/names: the demo model with and without the name pool, nothing else apart."""
+    from casseg_ros.model import ModelConfig
+
+    long_range = sorted((REPO / "training" / "configs" / "long_range").glob("*.yaml"))
+    seen = set()
+    for path in long_range:
+        cfg = load_config(str(path))
+        mc = ModelConfig.from_dict(cfg.model)
+        assert not mc.fusion and not mc.contrastive and cfg.data.layout == "long_range", path.name
+        assert cfg.data.scale_range == (1.0, 1.0) and cfg.data.width >= 672
+        seen.add("baseline" if not mc.graph else f"{mc.graph_nodes}-{mc.graph_edges}")
+        assert path.stem in seen
+    assert len(long_range) == len(seen) == 7
+    control, names = (load_config(str(REPO / "training" / "configs" / "names" / f"{n}.yaml")) for n in ("control", "names"))
+    assert control.train.paraphrases == "" and (REPO / names.train.paraphrases).is_file()
+    assert control.train.prompt_templates == names.train.prompt_templates and len(names.train.prompt_templates) >= 3
+    assert control.model == names.model and control.data == names.data and control.optim == names.optim
+    assert {k: v for k, v in vars(control.train).items() if k not in ("paraphrases", "out_dir")} == \
+        {k: v for k, v in vars(names.train).items() if k not in ("paraphrases", "out_dir")}
+
+
+def test_names_training_records_its_prompts_and_pool(tmp_path):
+    """Every name embedded as the mean over the templates; the checkpoint says which templates and pool."""
+    from casseg_ros.model.checkpoint import read_checkpoint
+    from casseg_ros.text import build_vocabulary
+    from model_factory import local_vocabulary
+    from training.datasets import CONTEXT_CLASSES
+
+    local_vocabulary(("road",))  # sets the hub offline, as every test using the bundled model does
+    templates = ["a photo of a {name}.", "{name}"]
+    pool = tmp_path / "pool.yaml"
+    pool.write_text(yaml.safe_dump({"road": ["roadway"], "car": ["sedan"]}))
+    path = tiny_config(tmp_path, "names", train__paraphrases=str(pool), train__prompt_templates=templates,
+                       train__steps=2)
+    m = train(load_config(str(path)), progress=False)
+    assert m["step"] == 2
+    state, meta = read_checkpoint(tmp_path / "names" / "model_final.safetensors")
+    assert meta["extra"]["prompt_templates"] == templates and meta["extra"]["name_pool"] == str(pool)
+    expected = build_vocabulary(CONTEXT_CLASSES, "local", templates=templates).embeddings
+    np.testing.assert_allclose(state["class_embeddings"].numpy(), expected, atol=1e-6)

@@ -38,6 +38,9 @@ PRESETS = {
     "context-scenes": "context_scenes",
     "cityscapes": "cityscapes",
     "coco": "coco",
+    "ade20k": "ade20k",
+    "bdd100k": "bdd100k",
+    "mapillary-vistas": "mapillary_vistas",
 }
 
 

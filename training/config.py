@@ -17,10 +17,12 @@ from casseg_ros.fileio import atomic_write_text
 
 @dataclass
 class DataConfig:
-    name: str = "context_scenes"        # cityscapes | coco | context_scenes
-    root: str = ""                     # dataset root (cityscapes / coco)
+    name: str = "context_scenes"        # cityscapes | coco | ade20k | bdd100k | mapillary_vistas | context_scenes
+    root: str = ""                     # dataset root (every dataset but context_scenes)
     coco_year: int = 2017
+    vistas_version: str = "v1.2"       # mapillary_vistas: v1.2 (66 labels) | v2.0 (124 labels)
     # context_scenes only
+    layout: str = "standard"           # standard | long_range (the cue beyond a Swin window: long_range_scenes.py)
     num_train: int = 2000
     num_val: int = 200
     height: int = 128
@@ -70,6 +72,8 @@ class TrainConfig:
     vocab_cache: str = "out/vocab_cache"  # text embeddings are computed once per class list + provider
     paraphrases: str = ""              # YAML {class: [other names]}: each step scores every class against one
                                        # of its names (the trained one included), drawn per step; "" = off
+    prompt_templates: tuple[str, ...] = ()  # "{name}" templates: every name (trained or drawn) embedded as
+                                       # the mean over them (prompt ensembling); () = the one default template
     init_checkpoint: str = ""          # start from these weights (a fine-tune) instead of the seeded init
 
 

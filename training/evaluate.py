@@ -110,14 +110,16 @@ class InstanceScoring:
         return coco_segm_map(gt, self.detections, self.image_ids)
 
 
-def attention_maps(model: ContextSegmentor, image: np.ndarray) -> np.ndarray | None:
-    """(K, h, w) cross-attention of ``model`` on one uint8 RGB image; None without fusion."""
+def attention_maps(model: ContextSegmentor, image: np.ndarray) -> dict[str, np.ndarray]:
+    """The maps ``model`` returns on one uint8 RGB image: ``attention`` (K, h, w) cross-attention
+    (fusion on) and ``assignment`` (N, h', w') soft assignment to the region nodes (region graph)."""
     device = model.class_embeddings.device
     with torch.inference_mode():
         # a copy: dataset arrays may be read-only, which torch.from_numpy warns about
         batch = torch.from_numpy(np.array(image, dtype=np.uint8))[None].to(device)
         out = model(model.normalize_uint8(batch), return_attention=True)
-    return None if out.attention is None else out.attention[0].float().cpu().numpy()
+    maps = {"attention": out.attention, "assignment": out.assignment}
+    return {k: v[0].float().cpu().numpy() for k, v in maps.items() if v is not None}
 
 
 def write_report(result: EvalResult, class_names: list[str], out_dir: str) -> None:
@@ -136,7 +138,8 @@ def evaluate(backend: Backend, dataset, max_images: int | None = None, out_dir: 
     """Evaluate ``backend`` on ``dataset`` (ContextScenes, CityscapesSemantic or COCOPanopticSemantic).
 
     ``out_dir``: plots, metrics.json, per_class_iou.md and — with ``attention_model`` — the
-    attention maps of the first ``num_attention`` images. ``cityscapes_results``: also write
+    attention maps (fusion) and region assignment maps (region graph) of the first ``num_attention``
+    images. ``cityscapes_results``: also write
     labelIds PNGs there and run the official evaluator on them.
     """
     names = list(dataset.class_names)
@@ -154,10 +157,11 @@ def evaluate(backend: Backend, dataset, max_images: int | None = None, out_dir: 
         if official:
             write_cityscapes_prediction(class_map, dataset.sample_id(sample.index), official)
         if out_dir and attention_model is not None and sample.index < num_attention:
-            attention = attention_maps(attention_model, sample.image)
-            if attention is not None:
-                path = os.path.join(out_dir, f"attention_{sample.index:03d}.png")
-                plot_attention(sample.image, attention, names, path, pred=class_map, palette=palette)
+            for kind, maps in attention_maps(attention_model, sample.image).items():
+                labels = names if kind == "attention" else [f"region {i}" for i in range(len(maps))]
+                path = os.path.join(out_dir, f"{kind}_{sample.index:03d}.png")
+                plot_attention(sample.image, maps, labels, path, pred=class_map, palette=palette,
+                               prefix="attn" if kind == "attention" else "assigned")
     m = metrics.compute()
     result = EvalResult(m["miou"], m["per_class_iou"], m["pixel_accuracy"], m["confusion_matrix"])
     if instances is not None and instances.active:

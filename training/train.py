@@ -132,16 +132,17 @@ class ResumableDistributedSampler(DistributedSampler):
 
 
 # ----------------------------------------------------------------------------- model
-def vocabulary_cache_path(class_names: list[str], provider: str, cache_dir: str) -> str:
-    key = hashlib.sha1(("\n".join(class_names) + "|" + provider).encode()).hexdigest()[:12]
+def vocabulary_cache_path(class_names: list[str], provider: str, cache_dir: str, templates=()) -> str:
+    text = "\n".join(class_names) + "|" + provider + ("|" + "\n".join(templates) if templates else "")
+    key = hashlib.sha1(text.encode()).hexdigest()[:12]
     return os.path.join(cache_dir, f"vocab_{provider}_{key}.safetensors")
 
 
-def vocabulary_for(class_names: list[str], provider: str, cache_dir: str) -> Vocabulary:
-    """``casseg_ros.text.build_vocabulary(names, provider)``, cached as a vocabulary file in
-    ``cache_dir`` (computed once: every experiment on the same classes then uses bit-identical
-    embeddings)."""
-    path = vocabulary_cache_path(class_names, provider, cache_dir)
+def vocabulary_for(class_names: list[str], provider: str, cache_dir: str, templates=()) -> Vocabulary:
+    """``casseg_ros.text.build_vocabulary(names, provider, templates=...)``, cached as a vocabulary
+    file in ``cache_dir`` (computed once: every experiment on the same classes then uses
+    bit-identical embeddings)."""
+    path = vocabulary_cache_path(class_names, provider, cache_dir, templates)
     if os.path.isfile(path):
         try:
             cached = Vocabulary.load(path)
@@ -150,7 +151,7 @@ def vocabulary_for(class_names: list[str], provider: str, cache_dir: str) -> Voc
         else:
             if cached.names == list(class_names):
                 return cached
-    vocab = build_vocabulary(list(class_names), provider=provider)
+    vocab = build_vocabulary(list(class_names), provider=provider, templates=list(templates) or None)
     vocab.save(path)
     return vocab
 
@@ -159,19 +160,21 @@ class ParaphraseSampler:
     """Class-name paraphrases for training (``train.paraphrases``): at every step each class is
     scored against one of its names — the trained name or a paraphrase — drawn with a per-step seed
     (a resume draws the same names), so the text projection learns a region of the language space
-    per class instead of nine points. The class ids and labels do not change."""
+    per class instead of nine points. The class ids and labels do not change. ``templates``: embed
+    the other names the way the vocabulary's were (``train.prompt_templates``)."""
 
-    def __init__(self, vocab: Vocabulary, paraphrase_file: str, seed: int) -> None:
+    def __init__(self, vocab: Vocabulary, paraphrase_file: str, seed: int, templates=()) -> None:
         table = yaml.safe_load(Path(paraphrase_file).read_text()) or {}
         unknown = sorted(set(table) - set(vocab.names))
         if unknown:
             raise ValueError(f"{paraphrase_file}: paraphrases for classes not in the vocabulary: {unknown}")
         self.names = [[name, *[str(p) for p in table.get(name, [])]] for name in vocab.names]
-        # embedded once, with the vocabulary's provider and prompt (one build_vocabulary call: names unique)
+        # embedded once, with the vocabulary's provider and prompts (one build_vocabulary call: names unique)
         extra = [n for options in self.names for n in options[1:]]
         bank = dict(zip(vocab.names, vocab.embeddings))
         if extra:
-            bank.update(zip(extra, build_vocabulary(extra, vocab.provider).embeddings))
+            embedded = build_vocabulary(extra, vocab.provider, templates=list(templates) or None)
+            bank.update(zip(extra, embedded.embeddings))
         self.options = [torch.from_numpy(np.stack([bank[n] for n in options])) for options in self.names]
         self.seed = int(seed)
 
@@ -264,10 +267,11 @@ def shared_vocabulary(class_names: list[str], cfg: ExperimentConfig, place: Plac
     """Rank 0 computes (and caches) the text embeddings, the others then read the cache."""
     t_cfg = cfg.train
     cache_dir = t_cfg.vocab_cache or os.path.join(t_cfg.out_dir, "vocab_cache")
-    vocab = vocabulary_for(class_names, t_cfg.vocabulary_provider, cache_dir) if place.is_main else None
+    vocab = (vocabulary_for(class_names, t_cfg.vocabulary_provider, cache_dir, t_cfg.prompt_templates)
+             if place.is_main else None)
     barrier()
     if vocab is None:
-        vocab = vocabulary_for(class_names, t_cfg.vocabulary_provider, cache_dir)
+        vocab = vocabulary_for(class_names, t_cfg.vocabulary_provider, cache_dir, t_cfg.prompt_templates)
     return vocab
 
 
@@ -328,6 +332,17 @@ def restore_position(cfg: ExperimentConfig, place: Placement, model: ContextSegm
     return pos
 
 
+def checkpoint_extra(cfg: ExperimentConfig, **values) -> dict:
+    """A checkpoint's extra metadata: ``values``, the experiment, the prompt templates its
+    vocabulary was embedded with (new names must be embedded the same way) and the name pool."""
+    extra = {**values, "experiment": cfg.name}
+    if cfg.train.prompt_templates:
+        extra["prompt_templates"] = list(cfg.train.prompt_templates)
+    if cfg.train.paraphrases:
+        extra["name_pool"] = cfg.train.paraphrases
+    return extra
+
+
 def save_position(cfg: ExperimentConfig, place: Placement, model: ContextSegmentor, opt: Optimisation,
                   pos: Position) -> None:
     """Training state (rank 0: weights/optimizer/position + a checkpoint; every rank: its RNG streams)."""
@@ -341,7 +356,7 @@ def save_position(cfg: ExperimentConfig, place: Placement, model: ContextSegment
               "world_size": place.world}
         atomic_torch_save(st, os.path.join(out, STATE_FILE))
         save_checkpoint(os.path.join(out, f"model_step{pos.step}.safetensors"), model,
-                        extra={"step": pos.step, "experiment": cfg.name})
+                        extra=checkpoint_extra(cfg, step=pos.step))
     barrier()
 
 
@@ -390,7 +405,7 @@ def validate(cfg: ExperimentConfig, model: ContextSegmentor, val_set, device: to
     if r.miou > pos.best:
         pos.best = r.miou
         save_checkpoint(os.path.join(cfg.train.out_dir, "model_best.safetensors"), model,
-                        extra={"step": pos.step, "val_miou": r.miou, "experiment": cfg.name})
+                        extra=checkpoint_extra(cfg, step=pos.step, val_miou=r.miou))
     model.train()
 
 
@@ -406,10 +421,10 @@ def finish(cfg: ExperimentConfig, model: ContextSegmentor, val_set, device: torc
     if r.map is not None:
         writer.add_scalar("val/map", r.map, pos.step)
     save_checkpoint(os.path.join(out, "model_final.safetensors"), model,
-                    extra={"step": pos.step, "val_miou": r.miou, "val_map": r.map, "experiment": cfg.name})
+                    extra=checkpoint_extra(cfg, step=pos.step, val_miou=r.miou, val_map=r.map))
     if r.miou > pos.best and cfg.train.eval_every:
         save_checkpoint(os.path.join(out, "model_best.safetensors"), model,
-                        extra={"step": pos.step, "val_miou": r.miou, "experiment": cfg.name})
+                        extra=checkpoint_extra(cfg, step=pos.step, val_miou=r.miou))
     atomic_write_text(os.path.join(out, "metrics.json"), json.dumps(metrics, indent=1))
     print(f"[{cfg.name}] step {pos.step}: val mIoU {100 * r.miou:.2f}"
           + (f", mAP {100 * r.map:.2f}" if r.map is not None else ""))
@@ -429,7 +444,8 @@ def train(cfg: ExperimentConfig, resume: bool = True, progress: bool = True) -> 
     model = build_model(cfg, vocab, t_cfg.seed)  # identical init on every rank (DDP also broadcasts rank 0's)
     if t_cfg.init_checkpoint:  # a fine-tune: the architecture and classes must be the config's
         model.load_state_dict(load_checkpoint(t_cfg.init_checkpoint).state_dict())
-    paraphrases = ParaphraseSampler(vocab, t_cfg.paraphrases, t_cfg.seed) if t_cfg.paraphrases else None
+    paraphrases = (ParaphraseSampler(vocab, t_cfg.paraphrases, t_cfg.seed, t_cfg.prompt_templates)
+                   if t_cfg.paraphrases else None)
     if place.is_main:
         atomic_write_text(os.path.join(out, "vocabulary.json"),
                           json.dumps({"names": vocab.names, "provider": vocab.provider}, indent=1))

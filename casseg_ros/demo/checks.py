@@ -26,7 +26,8 @@ from casseg_ros.replay.live.recording import cloud_array, live_metrics, read_rec
 from casseg_ros.replay.live.session import PlayedRun
 from casseg_ros.replay.metrics import IoUEvaluator
 from casseg_ros.replay.offline.ground_truth import gt_mapping
-from casseg_ros.replay.report import birds_eye_figure, save_png, scene_graph_markdown, write_json, write_report
+from casseg_ros.replay.report import (PanelFigure, birds_eye_figure, save_png, scene_graph_markdown, write_json,
+                                     write_report)
 from casseg_ros.ros.depth_conversions import depth_to_metres
 from casseg_ros.ros.frame_io import InputSettings
 from casseg_ros.ros.messages import scene_graph_from_msg
@@ -270,14 +271,16 @@ def evaluate(bag: Path, model: Path, run: PlayedRun, out: Path, num_overlays: in
     for stamp in picks:
         index = index_of[stamp]
         save_png(out / "overlays" / f"frame_{index:04d}.png", overlays[stamp])
-        row = [images[stamp], overlays[stamp]]
+        row = [("camera", images[stamp]), (f"{NODE}/overlay", overlays[stamp])]
+        class_maps = [masks[stamp]] if stamp in masks else []
         if stamp in outputs.color_masks:
-            row.append(outputs.color_masks[stamp])
+            row.append((f"{NODE}/mask/color", outputs.color_masks[stamp]))
         if stamp in labels:
             gt = labels[stamp]
             gt_ids = np.where(gt < len(lut), lut[np.clip(gt, 0, len(lut) - 1)], 255) if lut is not None else gt
-            row.append(make_overlay(images[stamp], gt_ids.astype(np.int32), palette, 0.7))
-        panels.append((f"frame_{index:04d}", np.concatenate(row, axis=1)))
+            row.append(("ground truth", make_overlay(images[stamp], gt_ids.astype(np.int32), palette, 0.7)))
+            class_maps.append(gt_ids)
+        panels.append(PanelFigure(f"frame_{index:04d}", row, class_maps, names, palette))
     graphs = outputs.graphs
     write_json(out / "scene_graphs.json", {"frames": graphs})
 
@@ -322,5 +325,3 @@ def evaluate(bag: Path, model: Path, run: PlayedRun, out: Path, num_overlays: in
     if failed:
         raise DemoError(f"output checks failed: {', '.join(failed)} (details in {out / 'report.md'})")
     return metrics
-
-

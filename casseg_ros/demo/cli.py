@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, previous)
     lat, iou = metrics["latency_ms"]["e2e (camera stamp -> mask received)"], metrics["iou"]
     print(f"demo: {metrics['frames_received']}/{metrics['frames_published']} frames segmented by the node, "
-          f"latency p50 {lat['p50']:.1f} ms p99 {lat['p99']:.1f} ms, mIoU {iou['miou']:.3f} "
+          f"latency p50 {lat['p50']:.1f} ms p99 {lat['p99']:.1f} ms, mIoU {iou['miou']:.1f} % "
           f"({time.monotonic() - t0:.0f} s). Open {a.out / 'report.md'}")
     return 0
 

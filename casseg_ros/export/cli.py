@@ -32,11 +32,11 @@ from typing import Any, Sequence
 
 import onnx
 
-from casseg_ros.fileio import atomic_write_bytes
-
 from casseg_ros.export.calibration import BagError, calibration_frames
 from casseg_ros.export.parity import compare_onnx, compare_onnx_with_torch, load_image, make_test_pattern
 from casseg_ros.export.quantize import Int8Settings, quantize_onnx
+from casseg_ros.fileio import atomic_write_bytes
+from casseg_ros.parameter_rules import checked_input_size, input_size_argument, upgrade_input_size_syntax
 from casseg_ros.runtime.base import BackendUnavailable
 from casseg_ros.runtime.engine_cache import file_sha256
 from casseg_ros.runtime.model_export import META_CALIBRATION, export_checkpoint, onnx_metadata
@@ -47,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="casseg-export", description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoint", help="model checkpoint (.safetensors)")
     p.add_argument("-o", "--output", help="ONNX path (default: <checkpoint stem>-<H>x<W>.onnx next to it)")
-    p.add_argument("--input-size", nargs=2, type=int, default=(512, 1024), metavar=("H", "W"))
+    input_size_argument(p, help="height and width the graph runs at (default 512 1024)")
     p.add_argument("--resize-in-graph", action="store_true",
                    help="images of any size in, resized to --input-size inside the graph; outputs at the image size")
     p.add_argument("--batch-size", type=int, default=1)
@@ -72,7 +72,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(upgrade_input_size_syntax(sys.argv[1:] if argv is None else argv, parser.prog))
+    args.input_size = checked_input_size(parser, args.input_size or (512, 1024), native_allowed=False)
     try:
         return _main(args)
     except BackendUnavailable as exc:

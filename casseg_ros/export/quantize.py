@@ -40,6 +40,7 @@ from casseg_ros.runtime.model_export import (
     onnx_metadata,
     onnx_precision,
     onnx_vocabulary,
+    read_onnx,
 )
 from casseg_ros.runtime.onnx_backend import onnx_input_shape
 from casseg_ros.runtime.onnx_export import canonicalize_onnx, node_scope
@@ -181,7 +182,7 @@ def quantize_onnx(fp32_onnx: str | os.PathLike, output: str | os.PathLike, frame
     metadata = onnx_metadata(fp32_onnx)
     if onnx_precision(metadata) != "fp32":
         raise ValueError(f"{fp32_onnx} is already a {onnx_precision(metadata)} export; quantise the fp32 one")
-    graph_inputs = [i.name for i in onnx.load(str(fp32_onnx), load_external_data=False).graph.input]
+    graph_inputs = [i.name for i in read_onnx(fp32_onnx).graph.input]
     classes = None
     if CLASS_EMBEDDINGS_NAME in graph_inputs:  # calibrate the text path on the export's own classes
         vocabulary = onnx_vocabulary(metadata, str(fp32_onnx))

@@ -6,6 +6,7 @@ Only two loaders are ever used: safetensors (no code execution possible) and, fo
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,30 @@ FORMAT = "casseg_ros/1"
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, corrupt, of the wrong kind, or does not match its config."""
+
+
+# What a file that is not a checkpoint often is, by its first bytes (for the error message).
+_KNOWN_MAGIC = ((b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"PK\x03\x04", "a zip archive "
+                "(e.g. a torch.save .pt file)"), (b"\x89MCAP", "an MCAP recording"), (b"SQLite format 3", "an SQLite file"))
+
+
+def check_safetensors_file(path: str | Path) -> None:
+    """CheckpointError naming `path` unless it starts like a safetensors file (an 8-byte
+    little-endian header length that fits the file, then a JSON object): safetensors itself would
+    say "header too large" of a PNG."""
+    path = Path(path)
+    with path.open("rb") as handle:
+        head = handle.read(16)
+        size = os.fstat(handle.fileno()).st_size
+    header_length = int.from_bytes(head[:8], "little") if len(head) >= 8 else 0
+    if len(head) >= 9 and head[8:9] == b"{" and header_length >= 2:
+        if header_length > size - 8:
+            raise CheckpointError(f"{path} is a truncated checkpoint: its safetensors header alone needs "
+                                  f"{header_length + 8} bytes, the file has {size}")
+        return
+    kind = next((what for magic, what in _KNOWN_MAGIC if head.startswith(magic)), None)
+    raise CheckpointError(f"{path} is not a checkpoint: it does not start with a safetensors header"
+                          + (f" (it looks like {kind})" if kind else f" ({size} bytes)"))
 
 
 def save_checkpoint(path: str | Path, model: ContextSegmentor, extra: dict[str, Any] | None = None) -> Path:
@@ -73,6 +98,7 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     if path.suffix == ".safetensors":
+        check_safetensors_file(path)
         try:
             with safe_open(str(path), framework="pt") as handle:
                 raw_meta = handle.metadata() or {}

@@ -8,6 +8,12 @@ from typing import Any, Optional, Tuple
 
 import yaml
 
+GRAPH_NODES = ("classes", "regions")
+GRAPH_EDGES = ("spatial", "semantic", "both")
+# What a config written before a key existed means: checkpoints saved without ``graph_nodes`` /
+# ``graph_edges`` have the class graph with spatial edges, whatever the defaults are now.
+LEGACY_GRAPH = {"graph_nodes": "classes", "graph_edges": "spatial"}
+
 
 @dataclass
 class ModelConfig:
@@ -24,6 +30,9 @@ class ModelConfig:
     """Width D of the pixel decoder, the fused features and the joint pixel/text space."""
     output_stride: int = 8
     """Stride of the pixel-embedding map (4 or 8)."""
+    decoder_norm: str = "group"
+    """``group`` (GroupNorm: its statistics span the whole image) or ``pixel`` (LayerNorm over each
+    pixel's channels: no image-wide path, what a baseline without context modules needs)."""
     fusion: bool = True
     fusion_heads: int = 4
     fusion_stride: int = 16
@@ -33,6 +42,19 @@ class ModelConfig:
     top-down decoder path still carries the language context to every pixel."""
     graph: bool = True
     graph_layers: int = 2
+    """Message-passing (GCN) layers; 0 keeps the node encoding and the gated update, no messages."""
+    graph_nodes: str = "classes"
+    """``classes``: one node per class (mask-pooled features); ``regions``: ``graph_regions`` nodes
+    found by soft k-means on the fused pixel features, returned to the pixels through the assignment."""
+    graph_edges: str = "spatial"
+    """``spatial``: soft contact of the nodes' masks; ``semantic``: learned scaled dot-product
+    similarity of the node features (top-``graph_topk`` per node); ``both``: their gated sum."""
+    graph_regions: int = 8
+    """N, the number of region nodes (static, so exports keep fixed shapes)."""
+    graph_region_iterations: int = 3
+    """Soft k-means iterations that find the regions (unrolled)."""
+    graph_topk: int = 4
+    """Semantic edges kept per node (0 = all)."""
     contrastive: bool = True
     """Contrastive term in the loss (no parameters; a training switch)."""
     logit_scale_init: float = 10.0
@@ -43,6 +65,18 @@ class ModelConfig:
             raise ValueError(f"output_stride must be 4 or 8, got {self.output_stride}")
         if self.fusion_stride not in (16, 32):
             raise ValueError(f"fusion_stride must be 16 or 32, got {self.fusion_stride}")
+        if self.decoder_norm not in ("group", "pixel"):
+            raise ValueError(f"decoder_norm must be group or pixel, got {self.decoder_norm!r}")
+        if self.graph_nodes not in GRAPH_NODES:
+            raise ValueError(f"graph_nodes must be one of {GRAPH_NODES}, got {self.graph_nodes!r}")
+        if self.graph_edges not in GRAPH_EDGES:
+            raise ValueError(f"graph_edges must be one of {GRAPH_EDGES}, got {self.graph_edges!r}")
+        for name in ("graph_layers", "graph_topk"):
+            if int(getattr(self, name)) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("graph_regions", "graph_region_iterations"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.decoder_dim % self.fusion_heads:
             raise ValueError(
                 f"decoder_dim ({self.decoder_dim}) must be divisible by fusion_heads ({self.fusion_heads})"
@@ -59,7 +93,7 @@ class ModelConfig:
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown ModelConfig keys: {sorted(unknown)}")
-        return cls(**data)
+        return cls(**{**LEGACY_GRAPH, **data})
 
 
 @dataclass

@@ -8,11 +8,39 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def conv_norm_act(in_ch: int, out_ch: int, kernel: int) -> nn.Sequential:
-    # GroupNorm, not BatchNorm: training batches on a CPU are tiny.
+class PixelChannelNorm(nn.Module):
+    """LayerNorm over the channels of each pixel (NCHW): normalises with no statistic taken across
+    the image, so a pixel's output depends only on its receptive field."""
+
+    def __init__(self, channels: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(1, keepdim=True)
+        var = (x - mean).pow(2).mean(1, keepdim=True)
+        x = (x - mean) / torch.sqrt(var + self.eps)
+        return x * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+
+
+def norm_layer(kind: str, channels: int) -> nn.Module:
+    """``group``: GroupNorm, whose mean and variance are taken over the whole image -- an
+    image-wide channel, through which even a model without context modules reads distant cues
+    (training/results/long_range_groupnorm.md); ``pixel``: ``PixelChannelNorm``, strictly local."""
+    if kind == "group":
+        # GroupNorm, not BatchNorm: training batches on a CPU are tiny.
+        return nn.GroupNorm(min(32, channels // 4), channels)
+    if kind == "pixel":
+        return PixelChannelNorm(channels)
+    raise ValueError(f"unknown decoder norm {kind!r} (expected group or pixel)")
+
+
+def conv_norm_act(in_ch: int, out_ch: int, kernel: int, norm: str = "group") -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(in_ch, out_ch, kernel, padding=kernel // 2, bias=False),
-        nn.GroupNorm(min(32, out_ch // 4), out_ch),
+        norm_layer(norm, out_ch),
         nn.GELU(),
     )
 
@@ -25,7 +53,8 @@ class FPNPixelDecoder(nn.Module):
     pixel at the cost of attending only on a coarse grid.
     """
 
-    def __init__(self, in_channels: Sequence[int], strides: Sequence[int], dim: int, output_stride: int = 8) -> None:
+    def __init__(self, in_channels: Sequence[int], strides: Sequence[int], dim: int, output_stride: int = 8,
+                 norm: str = "group") -> None:
         super().__init__()
         if output_stride not in strides:
             raise ValueError(f"output_stride {output_stride} is not one of the backbone strides {list(strides)}")
@@ -35,8 +64,8 @@ class FPNPixelDecoder(nn.Module):
         self.output_stride = output_stride
         kept = list(in_channels)[self.first_level :]
         self.lateral = nn.ModuleList(nn.Conv2d(c, dim, 1) for c in kept)
-        self.smooth = nn.ModuleList(conv_norm_act(dim, dim, 3) for _ in kept)
-        self.out = conv_norm_act(dim, dim, 3)
+        self.smooth = nn.ModuleList(conv_norm_act(dim, dim, 3, norm) for _ in kept)
+        self.out = conv_norm_act(dim, dim, 3, norm)
 
     def forward(
         self,

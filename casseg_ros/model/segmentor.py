@@ -1,4 +1,5 @@
-"""ContextSegmentor: Swin → FPN decoder (+ cross-attention fusion) → graph reasoning → similarity head."""
+"""ContextSegmentor: Swin → FPN decoder (+ cross-attention fusion) → graph reasoning (over class
+nodes or region nodes) → similarity head."""
 from __future__ import annotations
 
 import math
@@ -16,7 +17,7 @@ from .backbone import SIZE_MULTIPLE, SwinBackbone, pad_to_multiple
 from .config import ModelConfig
 from .decoder import FPNPixelDecoder
 from .fusion import CrossAttentionFusion
-from .graph import ClassGraphReasoning, mask_pool, soft_spatial_adjacency
+from .graph import ClassGraphReasoning, RegionGraphReasoning, mask_pool, soft_spatial_adjacency
 from .head import SimilarityHead
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -37,12 +38,24 @@ class SegmentationOutput:
     """(B,K,K) soft spatial class graph of the prediction, in [0,1]."""
     attention: Optional[torch.Tensor] = None
     """(B,K,H/f,W/f) cross-attention maps (f = fusion stride), when requested and fusion is on."""
+    assignment: Optional[torch.Tensor] = None
+    """(B,N,ceil(H/s),ceil(W/s)) soft assignment of the pixels to the N region nodes, when requested
+    (``return_attention``) and the graph has region nodes."""
 
 
 def scene_adjacency(probs: torch.Tensor) -> torch.Tensor:
     """Class graph on a 2× coarser grid than the embeddings: a scene-level statistic that does
     not need stride-8 detail, at a quarter of the cost."""
     return soft_spatial_adjacency(F.avg_pool2d(probs, 2, ceil_mode=True))
+
+
+def build_graph(config: ModelConfig) -> nn.Module:
+    """The graph module ``config`` names: class nodes or region nodes, with its edge definition."""
+    dim = config.decoder_dim
+    if config.graph_nodes == "classes":
+        return ClassGraphReasoning(dim, config.graph_layers, config.graph_edges, config.graph_topk)
+    return RegionGraphReasoning(dim, config.graph_regions, config.graph_region_iterations, config.graph_layers,
+                                config.graph_edges, config.graph_topk)
 
 
 class ContextSegmentor(nn.Module):
@@ -65,11 +78,12 @@ class ContextSegmentor(nn.Module):
         self.register_buffer("class_embeddings", embeddings)
         dim = config.decoder_dim
         self.backbone = SwinBackbone(config.backbone, config.img_size, config.drop_path_rate, config.backbone_weights)
-        self.decoder = FPNPixelDecoder(self.backbone.channels, self.backbone.strides, dim, config.output_stride)
+        self.decoder = FPNPixelDecoder(self.backbone.channels, self.backbone.strides, dim, config.output_stride,
+                                       config.decoder_norm)
         self.text_proj = nn.Sequential(nn.Linear(embeddings.shape[1], dim), nn.GELU(), nn.Linear(dim, dim))
         self.pixel_proj = nn.Conv2d(dim, dim, 1)
         self.fusion = CrossAttentionFusion(dim, config.fusion_heads) if config.fusion else None
-        self.graph = ClassGraphReasoning(dim, config.graph_layers) if config.graph else None
+        self.graph = build_graph(config) if config.graph else None
         self.head = SimilarityHead(config.logit_scale_init)
         self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255.0, persistent=False)
         self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255.0, persistent=False)
@@ -127,14 +141,18 @@ class ContextSegmentor(nn.Module):
         pixels = self.decoder(features, fuse if self.fusion is not None else None, self.config.fusion_stride)
         stride = self.config.output_stride
         pixels = pixels[..., : math.ceil(h / stride), : math.ceil(w / stride)]
+        assignment = None
+        if isinstance(self.graph, RegionGraphReasoning):  # regions refine the pixels, before the head
+            pixels, assignment = self.graph(pixels)
         pixel_emb = F.normalize(self.pixel_proj(pixels), dim=1)
         text_emb = F.normalize(text, dim=-1)
         class_emb = text_emb.unsqueeze(0).expand(b, -1, -1)
         coarse_logits = self.head(pixel_emb, class_emb)
-        if self.graph is not None:
+        if isinstance(self.graph, ClassGraphReasoning):  # classes refine the class embeddings: a second head pass
             probs = coarse_logits.softmax(1)
             pooled = mask_pool(pixels, probs)
-            class_emb = F.normalize(self.graph(class_emb, pooled, scene_adjacency(probs)), dim=-1)
+            spatial = scene_adjacency(probs) if self.graph.needs_spatial else None
+            class_emb = F.normalize(self.graph(class_emb, pooled, spatial), dim=-1)
             coarse_logits = self.head(pixel_emb, class_emb)
         adjacency = scene_adjacency(coarse_logits.softmax(1))
         if output_size is None:
@@ -142,7 +160,8 @@ class ContextSegmentor(nn.Module):
             grid_h, grid_w = coarse_logits.shape[-2:]
             logits = F.interpolate(coarse_logits, size=(grid_h * stride, grid_w * stride), mode="bilinear",
                                    align_corners=False)
-            logits = logits[..., :h, :w]
+            if (grid_h * stride, grid_w * stride) != (h, w):  # no Slice node when nothing is cropped: ONNX
+                logits = logits[..., :h, :w]                   # Runtime copies all K maps for one
         else:
             # The grid then covers exactly H x W (no padding cell), so half-pixel sampling of the grid at
             # H'xW' is the composition "upsample to H x W, then stretch to H'xW'" with one interpolation.
@@ -154,7 +173,8 @@ class ContextSegmentor(nn.Module):
         if attention_maps:
             f = self.config.fusion_stride
             attention = attention_maps[0][..., : math.ceil(h / f), : math.ceil(w / f)]
-        return SegmentationOutput(logits, pixel_emb, class_emb, text_emb, adjacency, attention)
+        return SegmentationOutput(logits, pixel_emb, class_emb, text_emb, adjacency, attention,
+                                  assignment if return_attention else None)
 
     def normalize_uint8(self, images_nhwc: torch.Tensor, size: Optional[Sequence[int]] = None) -> torch.Tensor:
         """uint8 (B,H,W,3) RGB → float (B,3,H,W) ImageNet-normalised; with ``size`` = (H', W') resized
@@ -200,14 +220,22 @@ class SegmentationPipeline(nn.Module):
         else:
             out = self.model(self.model.normalize_uint8(images_nhwc_uint8, self.model_size),
                              class_embeddings=class_embeddings, output_size=images_nhwc_uint8.shape[1:3])
-        # Softmax written out: exported as elementwise Exp/ReduceSum/Div, because ONNX Runtime's
+        # Softmax written out (elementwise Exp / ReduceSum in an exported graph): ONNX Runtime's
         # Softmax over the channel axis of a full-resolution map transposes it and took ~40 % of
         # the whole CPU frame. The max softmax probability is 1 / sum(exp(logit - max logit)).
-        top, class_ids = out.logits.max(1, keepdim=True)
-        exp = (out.logits - top).exp()
-        total = exp.sum(1, keepdim=True)
-        confidence = total.reciprocal()[:, 0]
-        class_scores = (exp / total).mean(dim=(2, 3))
+        # The K full-resolution logit maps (K = 150 at 512x1024: 315 MB) are what a large
+        # vocabulary costs, so each is read as few times as possible (bench/model.py --classes): in
+        # place (nothing reads the logits afterwards; a new tensor that size costs an allocation and
+        # its page faults), the max logit gathered at the argmax instead of a second reduction over
+        # K (ONNX's ReduceMax beside ArgMax), and the mean probability per class as one matrix-vector
+        # product instead of a K-map quotient to average.
+        logits = out.logits
+        class_ids = logits.argmax(1, keepdim=True)
+        exp = logits.sub_(logits.gather(1, class_ids)).exp_()
+        inverse_total = exp.sum(1, keepdim=True).reciprocal()  # (B,1,H,W)
+        confidence = inverse_total[:, 0]
+        pixels = exp.shape[-2] * exp.shape[-1]
+        class_scores = torch.bmm(exp.flatten(2), inverse_total.flatten(2).transpose(1, 2))[..., 0] / pixels
         return class_ids[:, 0].to(torch.int32), confidence, class_scores, out.adjacency
 
 

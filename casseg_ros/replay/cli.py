@@ -2,7 +2,7 @@
 
 Offline (default): every frame of the image topic through the node's pipeline; writes
   OUT/bag/            rosbag2 (mcap): /casseg_ros/{mask,scene_graph,labels} (+ --products), input stamps
-  OUT/metrics.json    latency p50/p90/p99, FPS, per-class IoU + mIoU (with a label topic), skips
+  OUT/metrics.json    latency p50/p90/p99, FPS, per-class IoU + mIoU in percent (with a label topic), skips
   OUT/scene_graphs.json, OUT/report.md + OUT/figures/*.png
 Several recordings (paths, folders of bags, list files of paths): one task per bag on a local
 Dask cluster (--workers N) or an existing one (--scheduler tcp://host:8786); each bag's outputs
@@ -21,6 +21,8 @@ import os
 import sys
 from pathlib import Path
 
+from casseg_ros.parameter_rules import (BACKENDS, argparse_type, checked_input_size, input_size_argument,
+                                        upgrade_input_size_syntax)
 from casseg_ros.pipeline import PipelineSettings, Products
 from casseg_ros.replay.fleet.inputs import FleetInputError, collect_bags, is_bag
 from casseg_ros.replay.fleet.run import plan_tasks, run_fleet
@@ -28,16 +30,6 @@ from casseg_ros.replay.live.run import RealtimeConfig, run_realtime
 from casseg_ros.replay.offline.run import ReplayConfig, ReplayError, run_replay
 from casseg_ros.resources import DEMO_MODEL, resolve_data_path
 from casseg_ros.ros.frame_io import InputSettings
-
-
-def _size(text: str) -> tuple[int, int] | None:
-    if text.lower() in ("native", "0", "0x0"):
-        return None
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"input size must be HxW (e.g. 512x1024) or 'native', got {text!r}")
-    return h, w
 
 
 def _num(value: float | None, spec: str = ".1f") -> str:
@@ -75,18 +67,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-topic", default=None,
                    help="ground-truth mono8/mono16 class-id topic; default: the only other Image topic with "
                         "'label' in its name; '' for none")
-    p.add_argument("--backend", default="torch", help="torch | onnxruntime | tensorrt")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--input-size", type=_size, default=None,
-                   help="HxW the model runs at (images are resized); default: native size")
+    p.add_argument("--backend", default="torch", type=argparse_type("backend"),
+                   help=f"{' | '.join(BACKENDS)} (the node's backend parameter)")
+    p.add_argument("--device", default="cpu", type=argparse_type("device"), help="cpu, cuda or cuda:N")
+    input_size_argument(p, help="height and width the model runs at (images are resized), as the node's "
+                                "input_height/input_width; default or 0 0: native size (HxW: deprecated)")
     p.add_argument("--resize-in-graph", action="store_true",
                    help="resize to the model size and back inside the model's graph (the node's resize_in_graph)")
-    p.add_argument("--score-threshold", type=float, default=PipelineSettings.score_threshold)
-    p.add_argument("--min-instance-area", type=int, default=PipelineSettings.min_instance_area)
-    p.add_argument("--scene-graph-stride", type=int, default=PipelineSettings.scene_graph_stride,
+    p.add_argument("--score-threshold", type=argparse_type("score_threshold"), default=PipelineSettings.score_threshold)
+    p.add_argument("--min-instance-area", type=argparse_type("min_instance_area"),
+                   default=PipelineSettings.min_instance_area)
+    p.add_argument("--scene-graph-stride", type=argparse_type("scene_graph_stride"),
+                   default=PipelineSettings.scene_graph_stride,
                    help="find the scene graph on every n-th row and column of the mask (the node's "
                         "scene_graph_stride; 1 = full resolution)")
-    p.add_argument("--overlay-alpha", type=float, default=PipelineSettings.overlay_alpha)
+    p.add_argument("--overlay-alpha", type=argparse_type("overlay_alpha"), default=PipelineSettings.overlay_alpha)
     p.add_argument("--vocabulary-file", default=None,
                    help="display names/palette for the labels (the node's vocabulary_file parameter)")
     p.add_argument("--products", type=_products, default=Products(),
@@ -98,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--depth-topic", default=None,
                    help="registered depth topic (16UC1 mm / 32FC1 m; default: the sibling depth/image_raw "
                         "when the bag has it; '' for none): the scene graph gets 3D as the node's does")
-    p.add_argument("--depth-max-range", type=float, default=InputSettings.depth_max_range_m,
+    p.add_argument("--depth-max-range", type=argparse_type("depth_max_range_m"),
+                   default=InputSettings.depth_max_range_m,
                    help="metres; farther depth is invalid (the node's depth_max_range_m)")
     p.add_argument("--max-frames", type=int, default=None)
     p.add_argument("--overlays", type=int, default=4, help="sample overlays in the report")
@@ -124,7 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(upgrade_input_size_syntax(sys.argv[1:] if argv is None else argv, parser.prog))
+    args.input_size = checked_input_size(parser, args.input_size)
     if args.model is None:
         try:
             args.model = resolve_data_path(DEMO_MODEL, "demo weights")
@@ -173,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     iou = metrics.get("iou") or {}
     print(f"replayed {metrics['frames_processed']}/{metrics['frames_in_bag_read']} frames "
           f"(skipped {metrics['frames_skipped']}), latency p50 {_num(lat['p50'])} ms p99 {_num(lat['p99'])} ms, "
-          f"{_num(metrics['fps_pipeline'])} FPS, mIoU {_num(iou.get('miou'), '.3f')} -> {args.out}")
+          f"{_num(metrics['fps_pipeline'])} FPS, mIoU {_num(iou.get('miou'))} % -> {args.out}")
     return 0
 
 
@@ -206,7 +204,7 @@ def _run_fleet(args: argparse.Namespace, base: ReplayConfig) -> int:
             print(f"casseg-replay: {bag['status']}: {bag['bag']}: {bag['reason']}", file=sys.stderr)
     print(f"fleet: {fleet['bags']} recordings ({counts['ok']} ok, {counts['incomplete']} incomplete, "
           f"{counts['failed']} failed; {fleet['run']['bags_reused']} complete before), "
-          f"{fleet['frames_processed']} frames, mIoU {iou.get('miou')} (summed confusion matrix) -> "
+          f"{fleet['frames_processed']} frames, mIoU {_num(iou.get('miou'))} % (summed confusion matrix) -> "
           f"{args.out}/report.md")
     return 0 if counts["ok"] == fleet["bags"] else 1
 

@@ -54,6 +54,9 @@ def percentiles_ms(seconds: list[float]) -> dict[str, float | None]:
             "count": int(ms.size)}
 
 
+IOU_UNIT = "percent"  # of IoU and mIoU in every replay, demo and fleet output
+
+
 class IoUEvaluator:
     """Accumulates a MulticlassJaccardIndex over frames.
 
@@ -73,6 +76,9 @@ class IoUEvaluator:
         self.gt_pixels = np.zeros(len(class_names), dtype=np.int64)
 
     def update(self, predicted_ids: np.ndarray, gt_ids: np.ndarray) -> None:
+        if len(self.class_names) > IGNORE_INDEX:  # class 255 would be the ground truth's ignore id
+            raise InvalidLabel(f"{len(self.class_names)} classes: ground truth is scored for up to "
+                               f"{IGNORE_INDEX} (ids 0..{IGNORE_INDEX - 1}; {IGNORE_INDEX} = ignore)")
         if predicted_ids.shape != gt_ids.shape:
             raise InvalidLabel(f"label size {gt_ids.shape[1]}x{gt_ids.shape[0]} != image size "
                                f"{predicted_ids.shape[1]}x{predicted_ids.shape[0]}")
@@ -89,13 +95,15 @@ class IoUEvaluator:
         self.frames += 1
 
     def result(self) -> dict[str, Any]:
+        """IoU and mIoU in percent (0-100), the unit of the README, the model card and the paper;
+        `unit` says so in every metrics.json and fleet.json."""
         if self.frames == 0:
-            return {"frames": 0, "per_class_iou": {}, "miou": None}
-        iou = self.metric.compute().numpy().astype(np.float64)[: len(self.class_names)]
+            return {"frames": 0, "per_class_iou": {}, "miou": None, "unit": IOU_UNIT}
+        iou = 100.0 * self.metric.compute().numpy().astype(np.float64)[: len(self.class_names)]
         per_class = {name: (None if math.isnan(v) else float(v)) for name, v in zip(self.class_names, iou)}
         valid = iou[~np.isnan(iou)]
         return {"frames": self.frames, "per_class_iou": per_class,
-                "miou": float(valid.mean()) if valid.size else None,
+                "miou": float(valid.mean()) if valid.size else None, "unit": IOU_UNIT,
                 "gt_pixels": {n: int(c) for n, c in zip(self.class_names, self.gt_pixels)},
                 "ignore_index": IGNORE_INDEX, "confusion_matrix": self.confusion_matrix()}
 

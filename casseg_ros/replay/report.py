@@ -1,5 +1,6 @@
-"""Markdown report with PNG figures (matplotlib): sample overlays, per-class IoU, latency histogram,
-a bird's-eye view of labelled points.
+"""Markdown report with PNG figures (matplotlib): sample frames (input | prediction | ground truth,
+with a legend of the classes they show), per-class IoU, latency histogram, a bird's-eye view of
+labelled points.
 
 Every file goes through `casseg_ros.fileio` (temp file + os.replace), so a report directory never
 holds a half-written figure. Figures are `matplotlib.figure.Figure` objects rendered by Agg, never
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -18,6 +20,7 @@ import cv2
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
 from casseg_ros.fileio import atomic_write_bytes, atomic_write_text
 
@@ -35,7 +38,55 @@ def _save_figure(fig: Figure, path: Path) -> Path:
     return atomic_write_bytes(path, buf.getvalue())
 
 
+@dataclass(frozen=True)
+class PanelFigure:
+    """One sample frame for the report: equal-height RGB images side by side, titled, and the
+    class maps they draw (prediction, ground truth), whose classes the legend names."""
+
+    name: str
+    panels: Sequence[tuple[str, np.ndarray]]  # (title, (H, W, 3) uint8 RGB)
+    class_maps: Sequence[np.ndarray]  # class ids; ids outside the palette are unknown
+    names: Sequence[str]
+    palette: np.ndarray  # (K, 3) uint8
+
+
+def legend_entries(class_maps: Sequence[np.ndarray], names: Sequence[str], palette: np.ndarray
+                   ) -> list[tuple[str, tuple[int, int, int]]]:
+    """(name, colour) of every class present in `class_maps`, in id order; "unknown" (black, as in
+    the colour mask) last when some pixel is outside the palette."""
+    k = len(palette)
+    present: set[int] = set()
+    unknown = False
+    for ids in class_maps:
+        values = np.unique(np.asarray(ids)).tolist()
+        present.update(v for v in values if 0 <= v < k)
+        unknown = unknown or any(not 0 <= v < k for v in values)
+    entries = [(names[i] if i < len(names) else str(i), tuple(int(c) for c in palette[i])) for i in sorted(present)]
+    return entries + ([("unknown", (0, 0, 0))] if unknown else [])
+
+
+def panel_figure(figure: PanelFigure, path: Path) -> Path:
+    """The panels in a row at (at least) their own pixel size, the legend of their classes below."""
+    dpi, height = 100, max(rgb.shape[0] for _, rgb in figure.panels)
+    width = sum(rgb.shape[1] for _, rgb in figure.panels)
+    scale = max(1.0, 900.0 / width)  # small camera images are drawn larger
+    entries = legend_entries(figure.class_maps, figure.names, figure.palette)
+    rows = -(-len(entries) // 6)  # legend rows of up to six classes
+    fig = Figure(figsize=(width * scale / dpi, height * scale / dpi + 0.4 + 0.25 * rows), dpi=dpi)
+    axes = fig.subplots(1, len(figure.panels), squeeze=False)[0]
+    for ax, (title, rgb) in zip(axes, figure.panels):
+        ax.imshow(rgb, interpolation="nearest")
+        ax.set_title(title, fontsize=9)
+        ax.set_axis_off()
+    if entries:
+        fig.legend([Patch(facecolor=np.asarray(c) / 255.0, edgecolor="black", linewidth=0.5) for _, c in entries],
+                   [n for n, _ in entries], loc="lower center", ncols=min(6, len(entries)), fontsize=8,
+                   frameon=False)
+    return _save_figure(fig, path)
+
+
 def iou_figure(per_class: dict[str, float | None], path: Path, title: str) -> Path | None:
+    """Bars of IoU in percent."""
     items = [(n, v) for n, v in per_class.items() if v is not None]
     if not items:
         return None
@@ -44,11 +95,11 @@ def iou_figure(per_class: dict[str, float | None], path: Path, title: str) -> Pa
     ax = fig.subplots()
     ax.bar(range(len(names)), values, color="#4477aa")
     ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("IoU")
+    ax.set_ylim(0, 100)
+    ax.set_ylabel("IoU (%)")
     ax.set_title(title)
     for i, v in enumerate(values):
-        ax.text(i, v + 0.02, f"{v:.2f}", ha="center", fontsize=8)
+        ax.text(i, v + 2, f"{v:.1f}", ha="center", fontsize=8)
     return _save_figure(fig, path)
 
 
@@ -103,10 +154,15 @@ def _fmt(v: Any) -> str:
     return "–" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
 
 
-def write_report(out_dir: Path, title: str, metrics: dict[str, Any], overlays: list[tuple[str, np.ndarray]],
+def _pct(v: float | None) -> str:
+    """An IoU for report.md: percent to one decimal."""
+    return "–" if v is None else f"{v:.1f}"
+
+
+def write_report(out_dir: Path, title: str, metrics: dict[str, Any], overlays: Sequence[PanelFigure],
                  latency_series: dict[str, Sequence[float]], intro: str = "",
                  extra_sections: Sequence[str] = ()) -> Path:
-    """report.md + figures/ in out_dir; returns the markdown path."""
+    """report.md + figures/ in out_dir; returns the markdown path. `overlays`: sample frames."""
     out_dir = Path(out_dir)
     fig_dir = out_dir / "figures"
     lines = [f"# {title}", ""]
@@ -144,13 +200,13 @@ def write_report(out_dir: Path, title: str, metrics: dict[str, Any], overlays: l
     iou = metrics.get("iou") or {}
     if iou.get("frames"):
         lines += ["## Segmentation quality vs ground truth", "",
-                  f"mIoU **{_fmt(iou['miou'])}** over {iou['frames']} labelled frames "
+                  f"mIoU **{_pct(iou['miou'])} %** over {iou['frames']} labelled frames "
                   f"(torchmetrics MulticlassJaccardIndex, ignore_index={iou.get('ignore_index')}; classes "
                   f"absent from both prediction and ground truth are excluded).", "",
-                  "| class | IoU | gt pixels |", "|---|---|---|"]
-        lines += [f"| {n} | {_fmt(v)} | {iou.get('gt_pixels', {}).get(n, '')} |" for n, v in iou["per_class_iou"].items()]
+                  "| class | IoU (%) | gt pixels |", "|---|---|---|"]
+        lines += [f"| {n} | {_pct(v)} | {iou.get('gt_pixels', {}).get(n, '')} |" for n, v in iou["per_class_iou"].items()]
         lines.append("")
-        fig = iou_figure(iou["per_class_iou"], fig_dir / "iou_per_class.png", f"per-class IoU (mIoU {_fmt(iou['miou'])})")
+        fig = iou_figure(iou["per_class_iou"], fig_dir / "iou_per_class.png", f"per-class IoU (mIoU {_pct(iou['miou'])} %)")
         if fig:
             lines += [f"![per-class IoU](figures/{fig.name})", ""]
     elif "iou" in metrics:
@@ -158,9 +214,9 @@ def write_report(out_dir: Path, title: str, metrics: dict[str, Any], overlays: l
 
     if overlays:
         lines += ["## Sample overlays", ""]
-        for name, rgb in overlays:
-            path = save_png(fig_dir / f"{name}.png", rgb)
-            lines += [f"![{name}](figures/{path.name})", ""]
+        for figure in overlays:
+            path = panel_figure(figure, fig_dir / f"{figure.name}.png")
+            lines += [f"![{figure.name}](figures/{path.name})", ""]
     lines += list(extra_sections)
     lines += ["Full numbers: `metrics.json`.", ""]
     return atomic_write_text(out_dir / "report.md", "\n".join(lines))

@@ -1,39 +1,38 @@
 """The node's parameters: declarations (type, range, description saying when a change applies),
-validation that a descriptor cannot express, and the live settings the worker reads per frame.
+their validation, and the live settings the worker reads per frame. Ranges and validation come from
+the one rule per setting that the command lines use too (`casseg_ros.parameter_rules`).
 
 Defaults that shape a frame come from the settings dataclasses the frame step reads
 (`pipeline.PipelineSettings`, `frame_io.InputSettings`), so the node, replay and the benchmarks
 start from the same values."""
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
 
+from casseg_ros.parameter_rules import BACKENDS, RULES
+from casseg_ros.parameter_rules import input_size_problem as validate_input_size  # the node's names for them
+from casseg_ros.parameter_rules import problem as validate_parameter
 from casseg_ros.pipeline import PipelineSettings
 from casseg_ros.resources import DEMO_MODEL
 from casseg_ros.ros.frame_io import InputSettings
 
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
-TRANSPORTS = ("raw", "compressed")
-RELIABILITIES = ("best_effort", "reliable")
-
 # Parameters applied at configure (they shape the model) and at activate (the subscription).
 MODEL_PARAMS = ("model_path", "backend", "device", "input_height", "input_width", "resize_in_graph", "vocabulary_file",
                 "max_input_pixels", "cameras", "max_batch", "text_provider")
-# A camera name becomes a topic namespace: one ROS name token.
-_CAMERA_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 SUBSCRIPTION_PARAMS = ("image_transport", "input_transport", "qos_reliability")
 
 
-def _float_range(lo: float, hi: float) -> list[FloatingPointRange]:
-    return [FloatingPointRange(from_value=float(lo), to_value=float(hi), step=0.0)]
+def _float_range(name: str) -> list[FloatingPointRange]:
+    rule = RULES[name]
+    return [FloatingPointRange(from_value=float(rule.low), to_value=float(rule.high), step=0.0)]
 
 
-def _int_range(lo: int, hi: int) -> list[IntegerRange]:
-    return [IntegerRange(from_value=int(lo), to_value=int(hi), step=1)]
+def _int_range(name: str) -> list[IntegerRange]:
+    rule = RULES[name]
+    return [IntegerRange(from_value=int(rule.low), to_value=int(rule.high), step=1)]
 
 
 def param_specs() -> list[tuple[str, Any, ParameterDescriptor]]:
@@ -57,12 +56,12 @@ def param_specs() -> list[tuple[str, Any, ParameterDescriptor]]:
             description="Inference device: cpu, cuda or cuda:N." + at_configure,
             additional_constraints="cpu | cuda | cuda:N")),
         ("input_height", 0, D(
-            type=ParameterType.PARAMETER_INTEGER, integer_range=_int_range(0, 4096),
+            type=ParameterType.PARAMETER_INTEGER, integer_range=_int_range("input_height"),
             description="Height the model runs at (images are resized on the host and the mask resized "
                         "back). 0 together with input_width 0: every image at its own size (torch only)."
                         + at_configure)),
         ("input_width", 0, D(
-            type=ParameterType.PARAMETER_INTEGER, integer_range=_int_range(0, 4096),
+            type=ParameterType.PARAMETER_INTEGER, integer_range=_int_range("input_width"),
             description="Width the model runs at; see input_height." + at_configure)),
         ("resize_in_graph", False, D(
             type=ParameterType.PARAMETER_BOOL,
@@ -80,7 +79,7 @@ def param_specs() -> list[tuple[str, Any, ParameterDescriptor]]:
                         "c/camera_info, c/depth/image and publishes under ~/c/. [''] (default): one unnamed "
                         "camera on image, camera_info, depth/image -> ~/mask, ..." + at_configure)),
         ("max_batch", 4, D(
-            type=ParameterType.PARAMETER_INTEGER, integer_range=_int_range(1, 64),
+            type=ParameterType.PARAMETER_INTEGER, integer_range=_int_range("max_batch"),
             description="Most camera frames in one forward pass; more waiting cameras are served "
                         "round-robin." + at_configure)),
         ("text_provider", "", D(
@@ -88,7 +87,7 @@ def param_specs() -> list[tuple[str, Any, ParameterDescriptor]]:
             description="Text-embedding provider for ~/set_vocabulary (local, openai, ...); empty: the one the "
                         "checkpoint's vocabulary was embedded with." + at_configure)),
         ("max_input_pixels", inputs.max_input_pixels, D(
-            type=ParameterType.PARAMETER_INTEGER, integer_range=_int_range(1, 8192 * 8192),
+            type=ParameterType.PARAMETER_INTEGER, integer_range=_int_range("max_input_pixels"),
             description="Images with more pixels are rejected before decoding (protects against forged "
                         "headers)." + at_configure)),
         ("image_transport", "raw", D(
@@ -109,35 +108,35 @@ def param_specs() -> list[tuple[str, Any, ParameterDescriptor]]:
                         + at_activate,
             additional_constraints="best_effort | reliable")),
         ("score_threshold", frame.score_threshold, D(
-            type=ParameterType.PARAMETER_DOUBLE, floating_point_range=_float_range(0.0, 1.0),
+            type=ParameterType.PARAMETER_DOUBLE, floating_point_range=_float_range("score_threshold"),
             description="Pixels whose confidence is below it get the unknown id (255, or 65535 in mono16)." + live)),
         ("min_instance_area", frame.min_instance_area, D(
-            type=ParameterType.PARAMETER_INTEGER, integer_range=_int_range(1, 1 << 26),
+            type=ParameterType.PARAMETER_INTEGER, integer_range=_int_range("min_instance_area"),
             description="Connected regions smaller than this many pixels are not scene-graph nodes." + live)),
         ("scene_graph_stride", frame.scene_graph_stride, D(
-            type=ParameterType.PARAMETER_INTEGER, integer_range=_int_range(1, 64),
+            type=ParameterType.PARAMETER_INTEGER, integer_range=_int_range("scene_graph_stride"),
             description="The scene graph is found on every n-th row and column of the mask and measured in "
                         "image pixels (4: the model's output stride, ~3x less host time at 1080p than 1; "
                         "docs/ros_node.md says how the two differ)." + live)),
         ("overlay_alpha", frame.overlay_alpha, D(
-            type=ParameterType.PARAMETER_DOUBLE, floating_point_range=_float_range(0.0, 1.0),
+            type=ParameterType.PARAMETER_DOUBLE, floating_point_range=_float_range("overlay_alpha"),
             description="Weight of the class colour in ~/overlay." + live)),
         ("publish_confidence", False, D(
             type=ParameterType.PARAMETER_BOOL,
             description="Publish ~/confidence (mono8, confidence * 255)." + live)),
         ("marker_scale", 0.01, D(
-            type=ParameterType.PARAMETER_DOUBLE, floating_point_range=_float_range(1e-6, 10.0),
+            type=ParameterType.PARAMETER_DOUBLE, floating_point_range=_float_range("marker_scale"),
             description="Without depth: metres per image pixel in ~/scene_graph/markers (an image-plane "
                         "diagram: x = column, y = row, z = 0 in the image's frame_id). With depth the markers "
                         "are the objects' 3D positions and this is unused." + live)),
         ("depth_max_range_m", inputs.depth_max_range_m, D(
-            type=ParameterType.PARAMETER_DOUBLE, floating_point_range=_float_range(0.01, 1000.0),
+            type=ParameterType.PARAMETER_DOUBLE, floating_point_range=_float_range("depth_max_range_m"),
             description="Depth beyond this many metres is invalid (NaN points, not used for 3D centroids)." + live)),
         ("points_stride", frame.points_stride, D(
-            type=ParameterType.PARAMETER_INTEGER, integer_range=_int_range(1, 64),
+            type=ParameterType.PARAMETER_INTEGER, integer_range=_int_range("points_stride"),
             description="~/points keeps every n-th pixel of every n-th row (the mask decimated alike)." + live)),
         ("sync_wait_s", 0.05, D(
-            type=ParameterType.PARAMETER_DOUBLE, floating_point_range=_float_range(0.0, 1.0),
+            type=ParameterType.PARAMETER_DOUBLE, floating_point_range=_float_range("sync_wait_s"),
             description="How long a frame waits for the camera_info and depth image with its exact stamp "
                         "(only while those topics have been received); then it is processed without them." + live)),
     ]
@@ -168,29 +167,6 @@ class LiveSettings:
                    sync_wait_s=float(value("sync_wait_s")))
 
 
-def validate_parameter(name: str, value: Any) -> str | None:
-    """Reason `value` is invalid for `name`, or None. Ranges are also enforced by the descriptors;
-    this covers what a descriptor cannot express (enumerations, paired values)."""
-    if name == "backend" and value not in BACKENDS:
-        return f"backend must be one of {BACKENDS}, got {value!r}"
-    if name == "device" and not (value in ("cpu", "cuda") or (
-            isinstance(value, str) and value.startswith("cuda:") and value[5:].isdigit())):
-        return f"device must be cpu, cuda or cuda:N, got {value!r}"
-    if name == "image_transport" and value not in TRANSPORTS:
-        return f"image_transport must be one of {TRANSPORTS}, got {value!r}"
-    if name == "input_transport" and value not in ("",) + TRANSPORTS:
-        return f"input_transport (deprecated: use image_transport) must be '' or one of {TRANSPORTS}, got {value!r}"
-    if name == "qos_reliability" and value not in RELIABILITIES:
-        return f"qos_reliability must be one of {RELIABILITIES}, got {value!r}"
-    if name == "model_path" and not str(value).strip():
-        return "model_path must not be empty"
-    if name == "cameras":
-        return _cameras_problem(list(value))
-    if name in ("input_height", "input_width") and 0 < int(value) < 32:
-        return f"{name} must be 0 (native size) or >= 32, got {value}"
-    return None
-
-
 def change_problem(changes: dict[str, Any], current: Callable[[str], Any], configured: bool, active: bool) -> str | None:
     """Why the node refuses a set of parameter changes (`current(name)`: the value now), or None."""
     for name, value in changes.items():
@@ -201,30 +177,12 @@ def change_problem(changes: dict[str, Any], current: Callable[[str], Any], confi
             return f"{name} is applied at configure: deactivate and cleanup the node first"
         if name in SUBSCRIPTION_PARAMS and active:
             return f"{name} is applied at activate: deactivate the node first"
-    return validate_input_size(changes.get("input_height", current("input_height")),
-                               changes.get("input_width", current("input_width")))
-
-
-def validate_input_size(height: int, width: int) -> str | None:
-    """Reason the pair is invalid: both 0 (native size) or both > 0."""
-    if (int(height) == 0) != (int(width) == 0):
-        return f"input_height and input_width must both be 0 (native size) or both > 0, got {height}x{width}"
+    if {"input_height", "input_width"} & set(changes):  # the pair, only when one of them changes
+        return validate_input_size(changes.get("input_height", current("input_height")),
+                                   changes.get("input_width", current("input_width")))
     return None
 
 
 def effective_transport(image_transport: str, input_transport: str) -> str:
     """image_transport, or the deprecated input_transport when only that one was changed."""
     return input_transport if input_transport and image_transport == "raw" else image_transport
-
-
-def _cameras_problem(names: list[str]) -> str | None:
-    if not names:
-        return "cameras must name at least one camera ([''] for one unnamed camera)"
-    if names == [""]:
-        return None
-    bad = [n for n in names if not _CAMERA_NAME.fullmatch(n)]
-    if bad:
-        return f"camera names must be ROS name tokens (letter, then letters/digits/_), got {bad}"
-    if len(set(names)) != len(names):
-        return f"camera names must be unique, got {names}"
-    return None

@@ -37,6 +37,7 @@ from typing import Any
 import torch
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import ParameterDescriptor, ParameterType, SetParametersResult
+from rclpy.exceptions import ParameterException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import CompressedImage, Image
@@ -53,7 +54,9 @@ from casseg_ros.ros.latest_frame import TakenFrame
 from casseg_ros.ros.messages import label_info_msg
 from casseg_ros.ros.node_pubsub import create_inputs, create_outputs, destroy_inputs, destroy_outputs, publisher_key
 from casseg_ros.ros.node_stats import BatchStats
-from casseg_ros.ros.parameters import LiveSettings, change_problem, effective_transport, param_specs, validate_parameter
+from casseg_ros.ros.parameters import (
+    LiveSettings, change_problem, effective_transport, param_specs, validate_input_size, validate_parameter,
+)
 from casseg_ros.ros.topics import NODE_NAME
 from casseg_ros.ros.vocabulary_swap import VocabularySwap
 from casseg_ros.text import Vocabulary
@@ -62,11 +65,20 @@ from casseg_ros.text import Vocabulary
 _SWAP_TIMEOUT_S = 60.0
 
 
+class StartupParameterError(ValueError):
+    """A parameter given at start-up (-p, a params file) that the node refuses: one line, its rule."""
+
+
 class SegmentNode(LifecycleNode):
     def __init__(self, node_name: str = NODE_NAME, **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
         for name, default, descriptor in param_specs():
-            self.declare_parameter(name, default, descriptor)
+            try:
+                self.declare_parameter(name, default, descriptor)
+            except ParameterException as exc:  # an override out of range or of the wrong type
+                given = self._parameter_overrides[name].value if name in self._parameter_overrides else default
+                reason = validate_parameter(name, given) or f"{name} := {given!r}: {exc}"
+                raise StartupParameterError(reason) from None
         # Only node_main reads it, once, at start-up: read_only says so to `ros2 param set`.
         self.declare_parameter("autostart", True, ParameterDescriptor(
             type=ParameterType.PARAMETER_BOOL, read_only=True,
@@ -128,8 +140,11 @@ class SegmentNode(LifecycleNode):
             reason = validate_parameter(name, self._param(name))
             if reason:
                 raise ValueError(reason)
-        model_path = resolve_data_path(str(self._param("model_path")), "model_path")
         height, width = int(self._param("input_height")), int(self._param("input_width"))
+        reason = validate_input_size(height, width)  # e.g. -p input_height:=96 alone at start-up
+        if reason:
+            raise ValueError(reason)
+        model_path = resolve_data_path(str(self._param("model_path")), "model_path")
         input_size = (height, width) if height and width else None
         self._max_batch = int(self._param("max_batch"))
         t0 = time.perf_counter()

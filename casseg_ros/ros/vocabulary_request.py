@@ -5,6 +5,7 @@ local MiniLM on CPU, or an HTTP round trip to OpenAI). The swap itself is the wo
 """
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -20,13 +21,13 @@ class BadVocabularyRequest(ValueError):
 def check_request(names: list[str], descriptions: list[str], colors: list[Any]) -> None:
     if not names:
         raise BadVocabularyRequest("class_names is empty")
-    if any(not n.strip() for n in names):
-        raise BadVocabularyRequest("class names must not be empty")
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise BadVocabularyRequest(f"duplicate class names: {duplicates}")
     if len(names) > UNKNOWN_MONO16:  # ids 0..65534 beside the unknown id of a mono16 mask
         raise BadVocabularyRequest(f"{len(names)} classes: a mask holds at most {UNKNOWN_MONO16}")
+    if any(not n.strip() for n in names):
+        raise BadVocabularyRequest("class names must not be empty")
+    duplicates = sorted(n for n, count in Counter(names).items() if count > 1)  # linear: requests can be long
+    if duplicates:
+        raise BadVocabularyRequest(f"duplicate class names: {duplicates}")
     for field_name, values in (("descriptions", descriptions), ("colors", colors)):
         if values and len(values) != len(names):
             raise BadVocabularyRequest(f"{len(values)} {field_name} for {len(names)} class names "

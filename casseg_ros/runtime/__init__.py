@@ -15,12 +15,13 @@ from typing import Any, Sequence
 
 import torch
 
+from casseg_ros.parameter_rules import BACKENDS
+
 from .base import PRECISIONS, Backend, BackendUnavailable, InferenceResult
 from .onnx_backend import OnnxRuntimeBackend
 from .tensorrt_backend import TensorRTBackend, tensorrt_missing
 from .torch_backend import TorchBackend
 
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
 _ALIASES = {"ort": "onnxruntime", "onnx": "onnxruntime", "trt": "tensorrt", "pytorch": "torch"}
 
 __all__ = ["BACKENDS", "PRECISIONS", "Backend", "BackendUnavailable", "InferenceResult", "OnnxRuntimeBackend",

@@ -24,6 +24,7 @@ from typing import Sequence
 
 import onnx
 import torch
+from google.protobuf.message import DecodeError
 
 from casseg_ros.model import ContextSegmentor, LogitsPipeline
 from casseg_ros.model.checkpoint import load_checkpoint
@@ -36,11 +37,12 @@ from .onnx_export import export_onnx
 __all__ = ["EXPORT_VERSION", "HEIGHT_AXIS", "META_CALIBRATION", "META_CHECKPOINT", "META_CONFIG", "META_INPUT",
            "META_KIND", "META_MODEL_SIZE", "META_PRECISION", "META_SOURCE_ONNX", "META_VOCAB", "WIDTH_AXIS",
            "export_checkpoint", "export_model", "onnx_metadata", "onnx_model_size", "onnx_precision",
-           "onnx_vocabulary"]
+           "onnx_vocabulary", "read_onnx"]
 
 # bump when the exported graph or its metadata layout changes (cache key); 3: node scopes;
-# 4: class embeddings as a second input with a dynamic class count
-EXPORT_VERSION = "4"
+# 4: class embeddings as a second input with a dynamic class count; 5: argmax then the max logit
+# gathered, class scores as one matrix-vector product, no Slice when nothing is cropped
+EXPORT_VERSION = "5"
 META_VOCAB = "casseg.vocabulary"
 META_CONFIG = "casseg.model_config"
 META_CHECKPOINT = "casseg.checkpoint_sha256"
@@ -53,10 +55,21 @@ META_MODEL_SIZE = "casseg.model_size"  # JSON [H, W] a resize-in-graph export ru
 HEIGHT_AXIS, WIDTH_AXIS = "height", "width"  # symbolic image axes of a resize-in-graph export
 
 
+def read_onnx(path: str | os.PathLike) -> onnx.ModelProto:
+    """The ONNX model at ``path`` (external weights not loaded); ValueError naming the file when it
+    is not one (protobuf alone would say "Wire format was corrupt", or parse an empty file)."""
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except DecodeError as exc:
+        raise ValueError(f"{path} is not an ONNX model (protobuf cannot parse it: {exc})") from None
+    if not proto.graph.input or not proto.opset_import:
+        raise ValueError(f"{path} is not an ONNX model (no graph inputs or no opset: empty or not ONNX)")
+    return proto
+
+
 def onnx_metadata(path: str | os.PathLike) -> dict[str, str]:
     """The ``metadata_props`` of an ONNX file (weights not loaded)."""
-    proto = onnx.load(str(path), load_external_data=False)
-    return {p.key: p.value for p in proto.metadata_props}
+    return {p.key: p.value for p in read_onnx(path).metadata_props}
 
 
 def onnx_precision(metadata: dict[str, str]) -> str:

@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 import torch
 from safetensors import safe_open
 
+from casseg_ros.model.checkpoint import check_safetensors_file
 from casseg_ros.text.vocabulary import Vocabulary
 
 from .base import (
@@ -51,6 +51,7 @@ from .model_export import (
     onnx_model_size,
     onnx_precision,
     onnx_vocabulary,
+    read_onnx,
 )
 
 DEFAULT_OPSET = 17
@@ -62,7 +63,7 @@ def default_onnx_cache_dir() -> Path:
 
 
 def onnx_input_shape(path: str | os.PathLike) -> list[int]:
-    proto = onnx.load(str(path), load_external_data=False)
+    proto = read_onnx(path)
     dims = proto.graph.input[0].type.tensor_type.shape.dim
     return [d.dim_value if d.HasField("dim_value") else -1 for d in dims]
 
@@ -83,6 +84,7 @@ def default_static_size(model_path: str | os.PathLike) -> tuple[int, int]:
             return int(shape[1]), int(shape[2])
         raise ValueError(f"{model_path} has no static (B,H,W,3) input shape: {shape}")
     if model_path.suffix == ".safetensors":
+        check_safetensors_file(model_path)
         with safe_open(str(model_path), framework="np") as handle:
             meta = handle.metadata() or {}
         try:

@@ -6,7 +6,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from casseg_ros.text.providers import EmbeddingProvider, FileProvider, get_provider
-from casseg_ros.text.vocabulary import Vocabulary
+from casseg_ros.text.vocabulary import Vocabulary, l2_normalize
 
 __all__ = ["DEFAULT_TEMPLATE", "DEFAULT_DESCRIPTION_TEMPLATE", "build_vocabulary", "class_prompts"]
 
@@ -34,6 +34,7 @@ def build_vocabulary(
     *,
     describe: bool = False,
     template: str = DEFAULT_TEMPLATE,
+    templates: Sequence[str] | None = None,
     description_template: str = DEFAULT_DESCRIPTION_TEMPLATE,
     palette: np.ndarray | None = None,
     **provider_kwargs: Any,
@@ -43,6 +44,8 @@ def build_vocabulary(
     `describe=True` asks the provider for a visual description of each class first (the
     `openai` provider's chat model); it is ignored when `descriptions` are given. The `file`
     provider returns the cached vocabulary after checking its names equal `names`.
+    `templates` (instead of `template`): prompt ensembling -- each name is embedded in every
+    template and its embedding is the L2-normalised mean, so no single phrasing decides it.
     """
     names = [str(n) for n in names]
     source = get_provider(provider, **provider_kwargs)
@@ -52,8 +55,13 @@ def build_vocabulary(
         descriptions = source.describe(names)
         if descriptions is None:
             raise ValueError(f"provider {source.name!r} cannot write class descriptions")
-    texts = class_prompts(names, descriptions, template, description_template)
-    embeddings = source.embed(texts)
+    if templates:
+        if descriptions is not None:
+            raise ValueError("templates are for names; descriptions have their own description_template")
+        stacked = np.stack([source.embed(class_prompts(names, None, t)) for t in templates])  # (T,K,E)
+        embeddings = l2_normalize(stacked.mean(0))
+    else:
+        embeddings = source.embed(class_prompts(names, descriptions, template, description_template))
     return Vocabulary(names=names, embeddings=embeddings,
                       descriptions=None if descriptions is None else list(descriptions),
                       provider=source.name, palette=palette)

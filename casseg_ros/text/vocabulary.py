@@ -18,7 +18,7 @@ import numpy as np
 import safetensors.numpy
 
 from casseg_ros.fileio import atomic_write_bytes
-from casseg_ros.perception.palette import default_palette
+from casseg_ros.perception.palette import palette_for_names
 
 __all__ = ["Vocabulary", "VocabularyError", "METADATA_KEY", "FORMAT_NAME"]
 
@@ -42,7 +42,8 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
 class Vocabulary:
     """K class names with their (K, E) L2-normalised float32 text embeddings.
 
-    `palette` defaults to `default_palette(K)`. `descriptions`, when present, are the texts the
+    `palette` defaults to `palette_for_names(names)` (each name its usual colour: Cityscapes, ADE20K,
+    COCO, else one from its hash). `descriptions`, when present, are the texts the
     embeddings were computed from besides the names (e.g. LLM-written visual descriptions).
     """
 
@@ -78,7 +79,7 @@ class Vocabulary:
             if len(self.descriptions) != k:
                 raise VocabularyError(f"{len(self.descriptions)} descriptions for {k} names")
         if self.palette is None:
-            self.palette = default_palette(k)
+            self.palette = palette_for_names(self.names)
         pal = np.asarray(self.palette)
         if pal.shape != (k, 3) or pal.min(initial=0) < 0 or pal.max(initial=0) > 255:
             raise VocabularyError(f"palette must be ({k}, 3) values in 0..255, got shape {pal.shape}")

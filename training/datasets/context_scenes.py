@@ -124,6 +124,151 @@ def _stand(depth: np.ndarray, drawn: np.ndarray, yy: np.ndarray, row_depth: np.n
         depth[drawn] = row_depth[int(yy[drawn].max())]
 
 
+def _people(rng: np.random.Generator, H: int, W: int, horizon: int, ground_top: int) -> list[tuple]:
+    """0-2 people standing on the horizon strip: ``("person", yb, cx, w, h, colour)``."""
+    people = []
+    for _ in range(int(rng.integers(0, 3))):
+        yb = rng.uniform(horizon + 1, ground_top + 1)
+        h = H * rng.uniform(0.1, 0.16)
+        cx = rng.uniform(0.03 * W, 0.97 * W)
+        colour = _CLOTHES[rng.integers(len(_CLOTHES))] + rng.uniform(-10, 10, 3)
+        people.append(("person", yb, cx, h * 0.32, h, colour.astype(np.float32)))
+    return people
+
+
+@dataclass
+class _Canvas:
+    """The arrays a scene is drawn into, and the drawing steps two scene layouts share (none of
+    them draws random numbers except ``skyline`` and ``finish``, which draw in a fixed order)."""
+
+    img: np.ndarray        # (H,W,3) float32 RGB
+    lab: np.ndarray        # (H,W) uint8 class ids
+    inst: np.ndarray       # (H,W) int32 instance ids
+    depth: np.ndarray      # (H,W) float64 metres, +inf = sky
+    xx: np.ndarray         # (H,W) float32 column of each pixel
+    yy: np.ndarray         # (H,W) float32 row of each pixel
+    row_depth: np.ndarray  # (H,) ground depth per row
+
+    def sky(self, rng: np.random.Generator, horizon: int) -> None:
+        """Everything sky, a vertical gradient down to the horizon (drawn over by the rest)."""
+        t = (self.yy / max(horizon, 1))[..., None]
+        top = np.array([100, 150, 220], np.float32) + rng.uniform(-15, 15, 3).astype(np.float32)
+        bottom = np.array([185, 210, 240], np.float32)
+        self.img[:] = top * (1 - t) + bottom * t
+        self.lab[:] = _C["sky"]
+
+    def road_and_water(self, rng: np.random.Generator, horizon: int, x0: float, x1: float):
+        """(H,W,3) road (a dashed lane marking somewhere in columns x0..x1) and water textures; both
+        are always sampled, so the scene type changes no other random draw."""
+        xx, yy = self.xx, self.yy
+        H, W = self.lab.shape
+        road = np.full((H, W, 3), 85, np.float32) + rng.normal(0, 6, (H, W, 1)).astype(np.float32)
+        lane_x = x0 + (x1 - x0) * rng.uniform(0.3, 0.7)
+        persp = np.clip((yy - horizon) / max(H - horizon, 1), 0, 1)
+        lane = (np.abs(xx - lane_x - (xx - W / 2) * 0.0) < 1 + 2 * persp) & ((yy.astype(np.int64) // 6) % 2 == 0)
+        road[lane] = 235
+        phase = rng.uniform(0, 2 * np.pi)
+        waves = np.sin(yy * (0.9 - 0.5 * persp) + 0.15 * np.sin(xx * 0.11 + phase) * 6 + phase)
+        water = np.stack([30 + 12 * waves, 85 + 15 * waves, 150 + 18 * waves], -1).astype(np.float32)
+        water += rng.normal(0, 4, (H, W, 1)).astype(np.float32)
+        return road, water
+
+    def skyline(self, rng: np.random.Generator, horizon: int, strip: int, edge_depth: float, fx: float) -> None:
+        """Buildings with windows standing on the horizon, then 1-4 trees in front of them."""
+        img, lab, depth, xx, yy, row_depth = self.img, self.lab, self.depth, self.xx, self.yy, self.row_depth
+        H, W = lab.shape
+        x = -int(rng.integers(0, W // 8 + 1))
+        while x < W:
+            bw = int(W * rng.uniform(0.08, 0.2))
+            bh = int(H * rng.uniform(0.08, 0.32))
+            col = _BUILDING_COLOURS[rng.integers(len(_BUILDING_COLOURS))] + rng.uniform(-10, 10, 3)
+            present = rng.random() < 0.85
+            if present:
+                m = (xx >= x) & (xx < x + bw) & (yy >= horizon - bh) & (yy < horizon)
+                img[m] = col
+                win = m & ((xx.astype(np.int64) - x) % 6 >= 3) & ((yy.astype(np.int64) - (horizon - bh)) % 7 >= 4)
+                img[win] = col * 0.45
+                lab[m] = _C["building"]
+                depth[m] = edge_depth * (1.0 + bw / fx)  # set back by its own width
+            x += bw
+        for _ in range(int(rng.integers(1, 5))):
+            cx, r = rng.uniform(0, W), H * rng.uniform(0.05, 0.12)
+            cy = horizon - r * rng.uniform(0.3, 1.0)
+            m = ((xx - cx) ** 2 + (yy - cy) ** 2 < r * r) & (yy < horizon + strip // 2)
+            leaf = np.array([45, 110, 40], np.float32) + rng.normal(0, 14, (H, W, 1)).astype(np.float32)
+            img[m] = leaf[m]
+            lab[m] = _C["vegetation"]
+            if m.any():
+                base = max(int(yy[m].max()), horizon)
+                depth[m] = row_depth[base] * (1.0 + r / fx)  # beyond its ground by its radius
+
+    def vehicle(self, yb: float, cx: float, w: float, h: float, colour: np.ndarray, vehicle_cls: int,
+                ground_cls: int, k: int) -> None:
+        """The one vehicle appearance (car and boat alike): body, window band, bumper stripe, and the
+        dark shadow / wake under it, which is labelled ``ground_cls``."""
+        img, lab, inst, depth, xx, yy, row_depth = (self.img, self.lab, self.inst, self.depth, self.xx, self.yy,
+                                                    self.row_depth)
+        # shadow / wake: identical dark ellipse, labelled as the ground under it
+        shadow = ((xx - cx) / (0.7 * w)) ** 2 + ((yy - yb) / (0.28 * h)) ** 2 < 1
+        img[shadow] = np.array([38, 38, 44], np.float32)
+        lab[shadow] = ground_cls
+        inst[shadow] = 0
+        depth[shadow] = row_depth[yy[shadow].astype(np.int64)]
+        # body: rounded rectangle = rectangle with elliptical corners
+        x0, x1, y0 = cx - w / 2, cx + w / 2, yb - h
+        rx, ry = 0.18 * w, 0.3 * h
+        ex = np.maximum(np.maximum(x0 + rx - xx, xx - (x1 - rx)), 0) / rx
+        ey = np.maximum(np.maximum(y0 + ry - yy, yy - (yb - ry)), 0) / ry
+        body = (xx >= x0) & (xx <= x1) & (yy >= y0) & (yy <= yb) & (ex ** 2 + ey ** 2 <= 1)
+        img[body] = colour
+        window = body & (yy < y0 + 0.4 * h) & (yy > y0 + 0.1 * h) & (xx > x0 + 0.15 * w) & (xx < x1 - 0.15 * w)
+        img[window] = np.array([45, 55, 70], np.float32)
+        stripe = body & (yy > yb - 0.2 * h)
+        img[stripe] = colour * 0.55
+        lab[body] = vehicle_cls
+        inst[body] = k
+        _stand(depth, body, yy, row_depth)
+
+    def person(self, yb: float, cx: float, w: float, h: float, colour: np.ndarray, k: int) -> None:
+        img, lab, inst, xx, yy = self.img, self.lab, self.inst, self.xx, self.yy
+        head_r = 0.14 * h
+        head = (xx - cx) ** 2 + (yy - (yb - h + head_r)) ** 2 < head_r ** 2
+        torso = ((xx - cx) / (w / 2)) ** 2 + ((yy - (yb - 0.42 * h)) / (0.42 * h)) ** 2 < 1
+        img[torso] = colour
+        img[head] = np.array([225, 180, 150], np.float32)
+        m = head | torso
+        lab[m] = _C["person"]
+        inst[m] = k
+        _stand(self.depth, m, yy, self.row_depth)
+
+    def objects(self, objects: list[tuple], vehicle_cls: int, ground_cls: int) -> list[int]:
+        """Draw ``(kind, yb, cx, w, h, colour)`` objects far to near; returns the class of each instance."""
+        classes: list[int] = []
+        for kind, yb, cx, w, h, colour in sorted(objects, key=lambda o: o[1]):
+            k = len(classes) + 1
+            if kind == "vehicle":
+                self.vehicle(yb, cx, w, h, colour, vehicle_cls, ground_cls, k)
+                classes.append(vehicle_cls)
+            else:
+                self.person(yb, cx, w, h, colour, k)
+                classes.append(_C["person"])
+        return classes
+
+    def finish(self, rng: np.random.Generator, inst_classes: list[int], scene: str, camera: SceneCamera) -> Scene:
+        """Sensor noise, uint8, and the instances still visible (fully occluded ones dropped)."""
+        H, W = self.lab.shape
+        self.img += rng.normal(0, 3, (H, W, 1)).astype(np.float32)
+        image = np.clip(self.img, 0, 255).astype(np.uint8)
+        present = set(np.unique(self.inst).tolist()) - {0}
+        remap = np.zeros(len(inst_classes) + 1, np.int32)
+        classes = []
+        for k in range(1, len(inst_classes) + 1):
+            if k in present:
+                classes.append(inst_classes[k - 1])
+                remap[k] = len(classes)
+        return Scene(image, self.lab, remap[self.inst], classes, scene, self.depth.astype(np.float32), camera)
+
+
 class ContextScenes:
     """Deterministic procedural dataset; ``ds[i] -> (image_uint8_hwc, label_uint8_hw)``."""
 
@@ -157,7 +302,6 @@ class ContextScenes:
         img = np.zeros((H, W, 3), np.float32)
         lab = np.zeros((H, W), np.uint8)
         inst = np.zeros((H, W), np.int32)
-        inst_classes: list[int] = []
 
         drawn_scene = "street" if rng.random() < 0.5 else "harbour"
         scene = scene or drawn_scene
@@ -169,24 +313,13 @@ class ContextScenes:
         camera = SceneCamera.for_horizon(H, W, horizon)
         row_depth = camera.ground_depth(np.arange(H))  # (H,) ground depth per row, inf above the horizon
         depth = np.full((H, W), np.inf, np.float64)  # sky
+        canvas = _Canvas(img, lab, inst, depth, xx, yy, row_depth)
 
         # sky: vertical gradient
-        t = (yy / max(horizon, 1))[..., None]
-        top = np.array([100, 150, 220], np.float32) + rng.uniform(-15, 15, 3).astype(np.float32)
-        bottom = np.array([185, 210, 240], np.float32)
-        img[:] = top * (1 - t) + bottom * t
-        lab[:] = _C["sky"]
+        canvas.sky(rng, horizon)
 
         # ground: both textures are always sampled (same RNG order); the scene picks one
-        road = np.full((H, W, 3), 85, np.float32) + rng.normal(0, 6, (H, W, 1)).astype(np.float32)
-        lane_x = W * rng.uniform(0.3, 0.7)
-        persp = np.clip((yy - horizon) / max(H - horizon, 1), 0, 1)
-        lane = (np.abs(xx - lane_x - (xx - W / 2) * 0.0) < 1 + 2 * persp) & ((yy.astype(np.int64) // 6) % 2 == 0)
-        road[lane] = 235
-        phase = rng.uniform(0, 2 * np.pi)
-        waves = np.sin(yy * (0.9 - 0.5 * persp) + 0.15 * np.sin(xx * 0.11 + phase) * 6 + phase)
-        water = np.stack([30 + 12 * waves, 85 + 15 * waves, 150 + 18 * waves], -1).astype(np.float32)
-        water += rng.normal(0, 4, (H, W, 1)).astype(np.float32)
+        road, water = canvas.road_and_water(rng, horizon, 0.0, float(W))
         ground_mask = yy >= ground_top
         if scene == "street":
             img[ground_mask] = road[ground_mask]
@@ -205,30 +338,7 @@ class ContextScenes:
         edge_depth = row_depth[horizon]  # the strip's far edge, where the skyline stands
 
         # skyline: buildings with windows, then trees in front of them
-        x = -int(rng.integers(0, W // 8 + 1))
-        while x < W:
-            bw = int(W * rng.uniform(0.08, 0.2))
-            bh = int(H * rng.uniform(0.08, 0.32))
-            col = _BUILDING_COLOURS[rng.integers(len(_BUILDING_COLOURS))] + rng.uniform(-10, 10, 3)
-            present = rng.random() < 0.85
-            if present:
-                m = (xx >= x) & (xx < x + bw) & (yy >= horizon - bh) & (yy < horizon)
-                img[m] = col
-                win = m & ((xx.astype(np.int64) - x) % 6 >= 3) & ((yy.astype(np.int64) - (horizon - bh)) % 7 >= 4)
-                img[win] = col * 0.45
-                lab[m] = _C["building"]
-                depth[m] = edge_depth * (1.0 + bw / camera.fx)  # set back by its own width
-            x += bw
-        for _ in range(int(rng.integers(1, 5))):
-            cx, r = rng.uniform(0, W), H * rng.uniform(0.05, 0.12)
-            cy = horizon - r * rng.uniform(0.3, 1.0)
-            m = ((xx - cx) ** 2 + (yy - cy) ** 2 < r * r) & (yy < horizon + strip // 2)
-            leaf = np.array([45, 110, 40], np.float32) + rng.normal(0, 14, (H, W, 1)).astype(np.float32)
-            img[m] = leaf[m]
-            lab[m] = _C["vegetation"]
-            if m.any():
-                base = max(int(yy[m].max()), horizon)
-                depth[m] = row_depth[base] * (1.0 + r / camera.fx)  # beyond its ground by its radius
+        canvas.skyline(rng, horizon, strip, edge_depth, camera.fx)
 
         # objects (vehicles and people), far to near
         objects = []
@@ -240,61 +350,10 @@ class ContextScenes:
             cx = rng.uniform(0.05 * W, 0.95 * W)
             colour = _VEHICLE_COLOURS[rng.integers(len(_VEHICLE_COLOURS))] + rng.uniform(-12, 12, 3)
             objects.append(("vehicle", yb, cx, w, h, colour.astype(np.float32)))
-        for _ in range(int(rng.integers(0, 3))):
-            yb = rng.uniform(horizon + 1, ground_top + 1)
-            h = H * rng.uniform(0.1, 0.16)
-            cx = rng.uniform(0.03 * W, 0.97 * W)
-            colour = _CLOTHES[rng.integers(len(_CLOTHES))] + rng.uniform(-10, 10, 3)
-            objects.append(("person", yb, cx, h * 0.32, h, colour.astype(np.float32)))
-        objects.sort(key=lambda o: o[1])
+        objects += _people(rng, H, W, horizon, ground_top)
         vehicle_cls = _C["car"] if scene == "street" else _C["boat"]
-        for kind, yb, cx, w, h, colour in objects:
-            k = len(inst_classes) + 1
-            if kind == "vehicle":
-                # shadow / wake: identical dark ellipse, labelled as the ground under it
-                shadow = ((xx - cx) / (0.7 * w)) ** 2 + ((yy - yb) / (0.28 * h)) ** 2 < 1
-                img[shadow] = np.array([38, 38, 44], np.float32)
-                lab[shadow] = ground_cls
-                inst[shadow] = 0
-                depth[shadow] = row_depth[yy[shadow].astype(np.int64)]
-                # body: rounded rectangle = rectangle with elliptical corners
-                x0, x1, y0 = cx - w / 2, cx + w / 2, yb - h
-                rx, ry = 0.18 * w, 0.3 * h
-                ex = np.maximum(np.maximum(x0 + rx - xx, xx - (x1 - rx)), 0) / rx
-                ey = np.maximum(np.maximum(y0 + ry - yy, yy - (yb - ry)), 0) / ry
-                body = (xx >= x0) & (xx <= x1) & (yy >= y0) & (yy <= yb) & (ex ** 2 + ey ** 2 <= 1)
-                img[body] = colour
-                window = body & (yy < y0 + 0.4 * h) & (yy > y0 + 0.1 * h) & (xx > x0 + 0.15 * w) & (xx < x1 - 0.15 * w)
-                img[window] = np.array([45, 55, 70], np.float32)
-                stripe = body & (yy > yb - 0.2 * h)
-                img[stripe] = colour * 0.55
-                lab[body] = vehicle_cls
-                inst[body] = k
-                _stand(depth, body, yy, row_depth)
-                inst_classes.append(vehicle_cls)
-            else:
-                head_r = 0.14 * h
-                head = (xx - cx) ** 2 + (yy - (yb - h + head_r)) ** 2 < head_r ** 2
-                torso = ((xx - cx) / (w / 2)) ** 2 + ((yy - (yb - 0.42 * h)) / (0.42 * h)) ** 2 < 1
-                img[torso] = colour
-                img[head] = np.array([225, 180, 150], np.float32)
-                m = head | torso
-                lab[m] = _C["person"]
-                inst[m] = k
-                _stand(depth, m, yy, row_depth)
-                inst_classes.append(_C["person"])
-
-        img += rng.normal(0, 3, (H, W, 1)).astype(np.float32)
-        image = np.clip(img, 0, 255).astype(np.uint8)
-        # drop instances fully occluded by later objects
-        present = set(np.unique(inst).tolist()) - {0}
-        remap = np.zeros(len(inst_classes) + 1, np.int32)
-        classes = []
-        for k in range(1, len(inst_classes) + 1):
-            if k in present:
-                classes.append(inst_classes[k - 1])
-                remap[k] = len(classes)
-        return Scene(image, lab, remap[inst], classes, scene, depth.astype(np.float32), camera)
+        inst_classes = canvas.objects(objects, vehicle_cls, ground_cls)
+        return canvas.finish(rng, inst_classes, scene, camera)
 
     def instances(self, idx: int) -> list[tuple[int, np.ndarray]]:
         """[(class_id, bool mask)] of the thing instances of sample ``idx``."""

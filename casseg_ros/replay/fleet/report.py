@@ -18,7 +18,7 @@ from casseg_ros.fileio import atomic_write_text
 from casseg_ros.replay.fleet.inputs import BAGS_FOLDER
 from casseg_ros.replay.fleet.task import STATUS_FAILED, STATUS_INCOMPLETE, STATUS_OK
 from casseg_ros.replay.metrics import IoUEvaluator
-from casseg_ros.replay.report import _fmt, iou_figure, write_json
+from casseg_ros.replay.report import _fmt, _pct, iou_figure, write_json
 
 _PER_BAG_DROP = ("classes", "confusion_matrix")  # in each bag's own metrics.json
 
@@ -78,24 +78,24 @@ def write_fleet_report(out_dir: Path, fleet: dict[str, Any]) -> Path:
         lines += [f"| {b['name']} | {b['status']} | {b['reason']} |" for b in problems] + [""]
     if iou.get("frames"):
         lines += ["## Segmentation quality, all recordings pooled", "",
-                  f"mIoU **{_fmt(iou['miou'])}** over {iou['frames']} labelled frames: from the summed "
+                  f"mIoU **{_pct(iou['miou'])} %** over {iou['frames']} labelled frames: from the summed "
                   f"confusion matrix of all recordings (the mIoU of all their frames pooled, not a mean of "
-                  f"per-recording mIoUs).", "", "| class | IoU | gt pixels |", "|---|---|---|"]
-        lines += [f"| {n} | {_fmt(v)} | {iou['gt_pixels'][n]} |" for n, v in iou["per_class_iou"].items()] + [""]
+                  f"per-recording mIoUs).", "", "| class | IoU (%) | gt pixels |", "|---|---|---|"]
+        lines += [f"| {n} | {_pct(v)} | {iou['gt_pixels'][n]} |" for n, v in iou["per_class_iou"].items()] + [""]
         fig = iou_figure(iou["per_class_iou"], out_dir / "figures" / "iou_per_class.png",
-                         f"per-class IoU, all recordings (mIoU {_fmt(iou['miou'])})")
+                         f"per-class IoU, all recordings (mIoU {_pct(iou['miou'])} %)")
         if fig:
             lines += [f"![per-class IoU](figures/{fig.name})", ""]
     else:
         lines += ["No ground-truth labels were evaluated in any recording.", ""]
     lines += ["## Per recording, worst first", "",
-              "| bag | status | frames | skipped | labelled | mIoU | latency p50 ms | p99 ms | wall s |",
+              "| bag | status | frames | skipped | labelled | mIoU (%) | latency p50 ms | p99 ms | wall s |",
               "|---|---|---|---|---|---|---|---|---|"]
     lines += [f"| [{b['name']}]({BAGS_FOLDER}/{b['name']}/report.md) | {b['status']} | {b['frames_processed']} | "
-              f"{b['frames_skipped']} | {b['labelled_frames']} | {_fmt(b['miou'])} | {_fmt(b['latency_p50_ms'])} | "
+              f"{b['frames_skipped']} | {b['labelled_frames']} | {_pct(b['miou'])} | {_fmt(b['latency_p50_ms'])} | "
               f"{_fmt(b['latency_p99_ms'])} | {_fmt(b['wall_s'])} |" for b in fleet["per_bag"]] + [""]
     fig = iou_figure({b["name"]: b["miou"] for b in fleet["per_bag"]}, out_dir / "figures" / "miou_per_bag.png",
-                     "mIoU per recording, worst first")
+                     "mIoU (%) per recording, worst first")
     if fig:
         lines += [f"![mIoU per recording](figures/{fig.name})", ""]
     lines += ["Full numbers: `fleet.json`.", ""]

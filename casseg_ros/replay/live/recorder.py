@@ -68,7 +68,7 @@ def output_topics(node: str, overlay: bool = True, points: bool = False) -> list
     return topics + [("/diagnostics", DiagnosticArray, DIAGNOSTICS_TYPE, qos(DEFAULT_QUEUE_DEPTH))]
 
 
-def _drain(executor: SingleThreadedExecutor, bag: OutputBag) -> None:
+def drain(executor: SingleThreadedExecutor, bag: OutputBag) -> None:
     """Take the messages DDS delivered before the stop: spin until none arrives for a moment."""
     give_up = time.monotonic() + DRAIN_MAX_S
     while time.monotonic() < give_up:
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         node.create_publisher(Empty, "~/ready", 1)
         while not stop.stop:
             executor.spin_once(timeout_sec=SPIN_S)
-        _drain(executor, bag)
+        drain(executor, bag)
     finally:
         path = bag.close()
         print(f"recorder: wrote {path} {bag.counts}", flush=True)

@@ -68,8 +68,6 @@ def _phase(children: ChildProcesses, graph: GraphWatcher, cfg: RealtimeConfig, n
 
 def run_realtime(cfg: RealtimeConfig) -> dict[str, Any]:
     out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(out / "live", ignore_errors=True)
     metrics: dict[str, Any] = {"bag": str(cfg.bag), "mode": "realtime", "node": cfg.node, "status": "ok"}
     if not cfg.spawn_node and "ROS_DOMAIN_ID" not in os.environ:
         print("casseg-replay: note: ROS_DOMAIN_ID is not set; using domain 0 to reach the running node",
@@ -78,10 +76,10 @@ def run_realtime(cfg: RealtimeConfig) -> dict[str, Any]:
     env = loopback_env(domain) if cfg.spawn_node else dict(os.environ, PYTHONUNBUFFERED="1")
     try:
         rate_hz = _recorded_rate_hz(cfg)
-    except BagError as exc:
-        metrics.update(status="error", errors=[str(exc)])
-        write_json(out / "metrics.json", metrics)
+    except BagError as exc:  # before anything ran: nothing written
         raise ReplayError(str(exc)) from exc
+    out.mkdir(parents=True, exist_ok=True)  # from here on the live run's logs and metrics are kept
+    shutil.rmtree(out / "live", ignore_errors=True)
     try:
         with ChildProcesses(out / "live" / "logs", env) as children, GraphWatcher(domain, env) as graph:
             if cfg.spawn_node:

@@ -22,6 +22,8 @@ from rclpy.serialization import deserialize_message, serialize_message
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from tqdm import tqdm
 
+from casseg_ros.model.checkpoint import CheckpointError
+from casseg_ros.parameter_rules import problem as setting_problem
 from casseg_ros.perception.overlay import make_overlay
 from casseg_ros.perception.scene_graph import scene_graph_record
 from casseg_ros.pipeline import (
@@ -33,7 +35,7 @@ from casseg_ros.replay.bag import (
 )
 from casseg_ros.replay.metrics import ReplayStats
 from casseg_ros.replay.offline.ground_truth import GroundTruth, auto_label_topic, ground_truth_names
-from casseg_ros.replay.report import write_json, write_report
+from casseg_ros.replay.report import PanelFigure, write_json, write_report
 from casseg_ros.ros.frame_io import Companions, InputSettings, Rejection, frame_input, frame_outputs
 from casseg_ros.ros.messages import label_info_msg
 from casseg_ros.ros.topics import NODE_NAME, OUTPUTS, camera_siblings
@@ -73,7 +75,11 @@ class ReplayConfig:
 
 
 def load_backend(model_path: Path, backend: str, device: str, input_size, resize_in_graph: bool = False) -> Backend:
-    """The node's bring-up (`pipeline.start_backend`), with failures turned into one clear ReplayError."""
+    """The node's bring-up (`pipeline.start_backend`), with failures turned into one clear ReplayError:
+    the backend named when it is the problem, the model file when that is."""
+    reason = setting_problem("backend", backend)  # the node's rule: an unknown name is the backend's fault
+    if reason:
+        raise ReplayError(f"backend {backend!r} on {device!r} is not available: {reason}")
     try:
         be = start_backend(backend, model_path, device, input_size, resize_in_graph)
         _ = be.vocabulary
@@ -81,7 +87,9 @@ def load_backend(model_path: Path, backend: str, device: str, input_size, resize
         raise ReplayError(f"backend {backend!r} on {device!r} is not available: {exc}") from exc
     except FileNotFoundError as exc:
         raise ReplayError(f"model file not found: {model_path} ({exc})") from exc
-    except Exception as exc:  # noqa: BLE001 - corrupt checkpoint, wrong format, ...
+    except (CheckpointError, ValueError) as exc:  # their messages name the file and what it is not
+        raise ReplayError(f"cannot load model: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - anything else the runtime says
         raise ReplayError(f"cannot load model {model_path}: {type(exc).__name__}: {exc}") from exc
     return be
 
@@ -154,7 +162,7 @@ class _Outputs:
             self.bag.add_topic(f"{NODE_NS}/{name}", OUTPUTS[name].type_name)
         self.labels_written = False
         self.scene_graphs: list[dict] = []
-        self.figures: list[tuple[str, np.ndarray]] = []
+        self.figures: list[PanelFigure] = []
 
     def write_frame(self, frame: BagFrame, header, result: FrameResult, pipeline: FramePipeline,
                     settings: PipelineSettings, info: CameraInfo | None) -> None:
@@ -168,14 +176,16 @@ class _Outputs:
         self.scene_graphs.append(scene_graph_record(frame.index, stamp, header.frame_id, result.graph))
 
 
-def _figure(rgb: np.ndarray, result: FrameResult, gt_ids: np.ndarray | None, pipeline: FramePipeline,
-            alpha: float) -> np.ndarray:
+def _figure(name: str, rgb: np.ndarray, result: FrameResult, gt_ids: np.ndarray | None, pipeline: FramePipeline,
+            alpha: float) -> PanelFigure:
     """input | prediction | ground truth (when there is one), side by side (report only, untimed)."""
-    palette = pipeline.labels.palette
-    panels = [rgb, make_overlay(rgb, result.mask, palette, alpha)]
+    labels = pipeline.labels
+    panels = [("input", rgb), ("prediction", make_overlay(rgb, result.mask, labels.palette, alpha))]
+    class_maps = [result.mask]
     if gt_ids is not None:
-        panels.append(make_overlay(rgb, gt_ids, palette, 0.7))
-    return np.concatenate(panels, axis=1)
+        panels.append(("ground truth", make_overlay(rgb, gt_ids, labels.palette, 0.7)))
+        class_maps.append(gt_ids)
+    return PanelFigure(name, panels, class_maps, labels.names, labels.palette)
 
 
 def _replay_frames(cfg: ReplayConfig, inputs: _Inputs, pipeline: FramePipeline, outputs: _Outputs,
@@ -225,8 +235,8 @@ def _replay_frames(cfg: ReplayConfig, inputs: _Inputs, pipeline: FramePipeline, 
             gt = truth.update(frame, result.class_ids) if truth is not None else None
             if frame.index in figure_at:
                 gt_ids = truth.in_model_ids(gt) if gt is not None else None
-                outputs.figures.append((f"frame_{frame.index:05d}",
-                                        _figure(rgb, result, gt_ids, pipeline, cfg.settings.overlay_alpha)))
+                outputs.figures.append(_figure(f"frame_{frame.index:05d}", rgb, result, gt_ids, pipeline,
+                                               cfg.settings.overlay_alpha))
     finally:
         worker.shutdown(wait=True)
         stats.errors.extend(stream.errors)
@@ -235,16 +245,13 @@ def _replay_frames(cfg: ReplayConfig, inputs: _Inputs, pipeline: FramePipeline, 
 def run_replay(cfg: ReplayConfig) -> dict[str, Any]:
     """Run the replay; returns the metrics dict (also written to out_dir/metrics.json).
 
-    Raises ReplayError for problems found before the first frame (nothing written but
-    metrics.json with the error) and after it (outputs of the frames done are kept and closed).
+    Raises ReplayError for problems found before the first frame — the bag, its topics, the model,
+    the backend — with nothing written (out_dir is created only once all of them opened), and for
+    problems after it (the outputs of the frames done are kept and closed).
     """
     out_dir = Path(cfg.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     metrics: dict[str, Any] = {"bag": str(cfg.bag), "model": str(cfg.model_path), "status": "ok"}
-    try:
-        inputs = _open_inputs(cfg)
-    except ReplayError as exc:
-        _fail_early(out_dir, metrics, exc)
+    inputs = _open_inputs(cfg)
     if inputs.damage:
         metrics.setdefault("warnings", []).append(
             f"bag {cfg.bag} is damaged ({inputs.damage}); rosbags cannot open it, its readable part was "
@@ -255,8 +262,9 @@ def run_replay(cfg: ReplayConfig) -> dict[str, Any]:
         pipeline = FramePipeline(backend, display_labels(backend, cfg.vocabulary_file))
     except (ReplayError, ValueError, OSError) as exc:  # ValueError/OSError: a bad vocabulary_file
         inputs.reader.close()
-        _fail_early(out_dir, metrics, exc)
+        raise ReplayError(str(exc)) from exc
 
+    out_dir.mkdir(parents=True, exist_ok=True)
     stats = ReplayStats()
     names = list(pipeline.labels.names)
     truth = GroundTruth(names, inputs.gt_names, stats) if inputs.label_conn else None
@@ -294,11 +302,3 @@ def run_replay(cfg: ReplayConfig) -> dict[str, Any]:
         raise ReplayError("; ".join(stats.errors) + f" — results of the {stats.frames_processed} frames done "
                           f"are in {out_dir}")
     return metrics
-
-
-def _fail_early(out_dir: Path, metrics: dict[str, Any], exc: Exception) -> None:
-    """Nothing could run: metrics.json records why, and the error is raised as a ReplayError."""
-    message = str(exc)
-    metrics.update(status="error", errors=[message])
-    write_json(out_dir / "metrics.json", metrics)
-    raise ReplayError(message) from exc
