@@ -59,7 +59,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from casseg_ros.fileio import atomic_write_text  # noqa: E402
 from casseg_ros.model import ContextSegmentor, ModelConfig  # noqa: E402
-from casseg_ros.perception.palette import default_palette  # noqa: E402
+from casseg_ros.perception.palette import palette_for_names  # noqa: E402
 from casseg_ros.pipeline import ClassLabels, FramePipeline, PipelineSettings, Products  # noqa: E402
 from casseg_ros.ros.frame_io import frame_outputs  # noqa: E402
 from casseg_ros.ros.messages import label_info_msg  # noqa: E402
@@ -269,13 +269,14 @@ def probe_memory(args, ks: list[int], names: list[str], onnx_path: Path) -> dict
 
 def host_frame(k: int, size: tuple[int, int]) -> tuple[FramePipeline, np.ndarray]:
     """A context scene at ``size`` whose 9 classes get ids spread over 0..K-1, behind a stand-in
-    backend (no forward), with K names and the default palette of K colours."""
+    backend (no forward), with K names and their palette (palette_for_names)."""
     scene = ContextScenes(1, *size, seed=0).generate(0)
     spread = np.linspace(0, k - 1, len(CONTEXT_CLASSES)).round().astype(np.int32)
     adjacency = np.random.default_rng(0).random((1, k, k), dtype=np.float32)
     result = InferenceResult(spread[scene.label][None], smooth_confidence(*size, seed=0)[None],
                              np.full((1, k), 1 / k, np.float32), adjacency)
-    labels = ClassLabels(tuple(f"class_{i}" for i in range(k)), default_palette(k))
+    names = tuple(f"class_{i}" for i in range(k))
+    labels = ClassLabels(names, palette_for_names(names))
     return FramePipeline(CannedBackend(result), labels), scene.image
 
 
@@ -288,7 +289,7 @@ def host_cost(ks: list[int], size: tuple[int, int], repeats: int) -> dict:
         "pipeline": lambda k, p, rgb: p.process(rgb, PipelineSettings(), HOST_PRODUCTS),
         "messages": lambda k, p, rgb: frame_outputs(results[k], p.labels, header),  # the node's output step
         "label_info": lambda k, p, rgb: label_info_msg(p.labels, 0.0, header.stamp),
-        "palette": lambda k, p, rgb: default_palette(k),
+        "palette": lambda k, p, rgb: palette_for_names(p.labels.names),
     }
     samples = {(k, step): [] for k in ks for step in steps}
     for _ in range(repeats):
@@ -300,7 +301,7 @@ def host_cost(ks: list[int], size: tuple[int, int], repeats: int) -> dict:
                 samples[(k, step)].append(time.perf_counter() - start)
     out = {k: {step: 1e3 * statistics.median(samples[(k, step)]) for step in steps} for k in ks}
     for k in ks:
-        out[k]["instances"], out[k]["relations"] = len(results[k].graph.instances), len(results[k].graph.relations)
+        out[k]["instances"], out[k]["relations"] = results[k].graph.num_objects, results[k].graph.num_relations
     return out
 
 

@@ -284,7 +284,7 @@ def measure_points_ms(pairs: int, max_range_m: float = InputSettings.depth_max_r
         breakdown[name] = round(_median_ms(samples), 3)
     return {"points_ms": _median_ms(extra), "points_breakdown_ms": breakdown,
             "points_details": {"pairs": pairs, "image_size": [HEIGHT, WIDTH], "stride": 1,
-                               "instances": len(base.graph.instances), "relations": len(base.graph.relations),
+                               "instances": base.graph.num_objects, "relations": base.graph.num_relations,
                                "valid_points": int(np.isfinite(result.points["z"]).sum()),
                                "method": "pipeline products timed directly, interleaved with/without depth"}}
 

@@ -57,7 +57,8 @@ def test_demo_runs_the_live_node_and_writes_results(tmp_path, tiny_ckpt, demo_ba
     # replay's schema (scene_graph_record): frame index and stamp as in the recording
     assert len(graphs) == m["frames_received"]
     assert [g["frame"] for g in graphs] == sorted({g["frame"] for g in graphs}) and set(graphs[0]) == {
-        "frame", "stamp_ns", "frame_id", "instances", "relations"}
+        "frame", "stamp_ns", "frame_id", "format_version", "predicate_names", "objects", "relations"}
+    assert graphs[0]["format_version"] == 2 and set(graphs[0]["objects"]["labels"]) <= set(m["classes"])
     recorded = sorted(demo_checks._read_input_bag(demo_bag).images)  # the bag's image stamps
     assert all(g["stamp_ns"] == recorded[g["frame"]] for g in graphs)
     overlays = sorted((out / "overlays").glob("*.png"))
@@ -76,8 +77,8 @@ def test_demo_runs_the_live_node_and_writes_results(tmp_path, tiny_ckpt, demo_ba
     assert checks["mask/color"]["frames"] >= 10 and checks["points"]["frames"] >= 10
     assert checks["points"]["reprojection_max_px"] <= 0.5 and checks["points"]["max_abs_z_error_m"] < 1e-6
     assert m["graph_3d"]["instances_with_3d_centroid"] > 0
-    placed = [i for g in graphs for i in g["instances"] if i["centroid_3d"] is not None]
-    assert placed and all(0 < i["centroid_3d"][2] <= demo_checks.DEPTH_MAX_RANGE_M for i in placed)
+    placed = [where for g in graphs for where in g["objects"]["centroids_3d"] if where is not None]
+    assert placed and all(0 < where[2] <= demo_checks.DEPTH_MAX_RANGE_M for where in placed)
     print(f"demo wall time {wall:.1f} s")
 
 

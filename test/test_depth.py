@@ -130,7 +130,7 @@ def test_object_centroids_and_extents_in_3d_within_a_centimetre():
     background = by_class[0]
     rel = next(r for r in graph3d.relations if (r.source, r.target) == (box.instance_id, background.instance_id))
     assert rel.distance_3d == pytest.approx(float(np.linalg.norm(np.subtract(box.centroid_3d, background.centroid_3d))))
-    assert json.loads(json.dumps(graph3d.to_dict()))["instances"][0]["centroid_3d"] is not None
+    assert json.loads(json.dumps(graph3d.to_dict()))["objects"]["centroids_3d"][0] is not None
 
 
 def test_objects_without_valid_depth_stay_2d():
@@ -142,9 +142,9 @@ def test_objects_without_valid_depth_stay_2d():
     assert crate.centroid_3d is None and crate.extent_3d is None
     assert all(r.distance_3d is None for r in graph3d.relations if crate.instance_id in (r.source, r.target))
     msg = scene_graph_to_msg(graph3d, CameraInfo().header)
-    node = next(n for n in msg.nodes if n.class_id == 2)
-    assert not node.has_3d and np.isnan(node.centroid_3d.z)
-    assert next(n for n in msg.nodes if n.class_id == 1).has_3d
+    where = np.asarray(msg.centroids_3d).reshape(-1, 3)
+    assert np.isnan(where[list(msg.class_ids).index(2)]).all()
+    assert np.isfinite(where[list(msg.class_ids).index(1)]).all()
 
 
 def test_point_cloud_message_is_organised_labelled_and_pixel_aligned():

@@ -3,8 +3,10 @@ what the node, offline replay and bench/host.py all run, checked once here witho
 from __future__ import annotations
 
 import numpy as np
+from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
+from visualization_msgs.msg import MarkerArray
 
 from casseg_ros.pipeline import ClassLabels, FramePipeline, PipelineSettings, Products
 from casseg_ros.ros.frame_io import (DEPTH_MISSING, Companions, DecodedFrame, InputSettings, Rejection, frame_input,
@@ -96,12 +98,12 @@ def test_outputs_carry_the_camera_header_and_are_named_as_the_topic_table():
     messages = frame_outputs(frame, labels, header, info, marker_scale=0.01)
     assert set(messages) == {"mask", "mask/color", "overlay", "confidence", "camera_info", "points", "scene_graph",
                              "scene_graph/markers"}
+    markers = deserialize_message(messages.pop("scene_graph/markers"), MarkerArray)  # serialised by ros/markers.py
     for name, message in messages.items():
         assert isinstance(message, OUTPUTS[name].msg_type), name
-        if name != "scene_graph/markers":
-            assert (message.header.frame_id, message.header.stamp.sec) == ("cam", 7), name
+        assert (message.header.frame_id, message.header.stamp.sec) == ("cam", 7), name
     assert messages["camera_info"] is info and list(info.k) == list(K)  # the frame's own, re-stamped
-    assert {m.header.frame_id for m in messages["scene_graph/markers"].markers} == {"cam"}
+    assert {(m.header.frame_id, m.header.stamp.sec) for m in markers.markers} == {("cam", 7)}
     assert set(frame_outputs(frame, labels, header)) == {"mask", "mask/color", "overlay", "confidence", "points",
                                                           "scene_graph"}  # no camera_info, no markers asked
 

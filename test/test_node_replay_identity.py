@@ -3,17 +3,17 @@
 The node runs as its own process; a recorder process captures its outputs while a player sends the
 bag's frames back to back (the next one only after the previous frame's scene graph arrived, so
 nothing is dropped, recorded stamps kept). `casseg-replay` runs the same bag offline. Every mask
-and every scene graph must be equal field for field — header, every mask byte, every node and
-edge (floats to 1e-5 relative, see `_same`) — and label_info must carry the same class map
+and every scene graph must be equal field for field — header, every mask byte, every object and
+relation array (floats to 1e-5 relative, see `_same`) — and label_info must carry the same class map
 and threshold.
 (Equal messages, not equal CDR blobs: the DDS serialiser leaves the alignment padding bytes
 uninitialised, so two serialisations of one message may differ in those bytes.)
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 from rclpy.serialization import deserialize_message
 from rosbags.rosbag2 import Reader
@@ -22,6 +22,7 @@ from sensor_msgs.msg import Image
 from replay_helpers import make_demo_bag_module, tiny_context_checkpoint
 
 from casseg_msgs.msg import SceneGraph
+from casseg_ros.perception.scene_graph import ARRAY_FIELDS
 from casseg_ros.processes.children import ChildProcesses, node_command
 from casseg_ros.processes.readiness import GraphWatcher
 from casseg_ros.replay.bag import LABEL_INFO_TYPE, typestore
@@ -51,28 +52,25 @@ def _by_stamp(bag: Path, topics: set[str]) -> dict[str, dict[int, bytes]]:
 MESSAGE_CLASSES = {"/casseg_ros/mask": Image, "/casseg_ros/scene_graph": SceneGraph}
 
 
-def _close(a, b) -> bool:
-    """Equal, floats to 1e-5 relative (tuples element-wise; None only equals None)."""
-    if isinstance(a, tuple) and isinstance(b, tuple):
-        return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b))
-    if isinstance(a, float) and isinstance(b, float):
-        return math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-9)
-    return a == b
-
-
 def _same(live, replay) -> bool:
-    """A mask byte for byte; a scene graph field for field (header, ids, classes, labels, boxes,
-    areas, predicates exact; floats to 1e-5 relative — a node's mean confidence and a class-graph
-    weight differed in the 7th digit between the two processes on the first frame of a loaded
-    machine: the same input through torch's CPU kernels is not always bit-identical across
-    processes). Unknown 3D values are NaN in the message, None in the graph."""
+    """A mask byte for byte; a scene graph field for field (header, ids, classes, boxes, areas,
+    relation ends and predicates exact; floats to 1e-5 relative — a node's mean confidence and a
+    class-graph weight differed in the 7th digit between the two processes on the first frame of a
+    loaded machine: the same input through torch's CPU kernels is not always bit-identical across
+    processes; NaN equals NaN)."""
     if isinstance(live, Image):
         return live == replay
     a, b = scene_graph_from_msg(live), scene_graph_from_msg(replay)
-    return (live.header == replay.header and len(a.instances) == len(b.instances)
-            and len(a.relations) == len(b.relations)
-            and all(_close(tuple(vars(x).values()), tuple(vars(y).values()))
-                    for x, y in zip(a.instances + a.relations, b.instances + b.relations)))
+    return live.header == replay.header and all(_close_arrays(getattr(a, name), getattr(b, name))
+                                                for name in ARRAY_FIELDS)
+
+
+def _close_arrays(a: np.ndarray, b: np.ndarray) -> bool:
+    if a.shape != b.shape:
+        return False
+    if a.dtype.kind != "f":
+        return bool(np.array_equal(a, b))
+    return bool(np.allclose(a, b, rtol=1e-5, atol=1e-9, equal_nan=True))
 
 
 def _describe(live, replay) -> str:
@@ -80,10 +78,10 @@ def _describe(live, replay) -> str:
     if isinstance(live, Image):
         pixels = sum(x != y for x, y in zip(bytes(live.data), bytes(replay.data)))
         return f"{pixels} pixels differ; headers {live.header} vs {replay.header}"
-    nodes = [i for i, (a, b) in enumerate(zip(live.nodes, replay.nodes)) if a != b]
-    edges = [i for i, (a, b) in enumerate(zip(live.edges, replay.edges)) if a != b]
-    return (f"{len(live.nodes)} vs {len(replay.nodes)} nodes ({nodes[:3]} differ), {len(live.edges)} vs "
-            f"{len(replay.edges)} edges ({edges[:3]} differ)")
+    a, b = scene_graph_from_msg(live), scene_graph_from_msg(replay)
+    differ = [name for name in ARRAY_FIELDS if not _close_arrays(getattr(a, name), getattr(b, name))]
+    return (f"{a.num_objects} vs {b.num_objects} objects, {a.num_relations} vs {b.num_relations} relations; "
+            f"fields that differ: {differ}")
 
 
 def test_live_node_outputs_equal_replay_outputs_byte_for_byte(tmp_path, ros_env):

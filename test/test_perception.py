@@ -318,7 +318,11 @@ def test_degenerate_inputs_and_json():
     assert [(i.bbox, i.area) for i in one.instances] == [((0, 0, 1, 1), 1)] and one.relations == []
     data = extract_scene_graph(street_scene(), NAMES).to_dict()
     assert json.loads(json.dumps(data)) == data
-    assert data["instances"][2]["bbox"] == [60, 40, 40, 20]
+    # the message's fields by name, one list per field (format 2)
+    assert data["format_version"] == 2 and data["predicate_names"] == list(PREDICATES)
+    assert data["objects"]["boxes"][2] == [60, 40, 40, 20] and data["objects"]["labels"][2] == "car"
+    assert data["objects"]["centroids_3d"] == [None] * 4 and data["objects"]["track_states"] == [0] * 4
+    assert len(data["relations"]["sources"]) == len(data["relations"]["weights"]) > 0
     with pytest.raises(ValueError):
         extract_scene_graph(street_scene(), NAMES, adjacency=np.ones((3, 3)))
     with pytest.raises(TypeError):

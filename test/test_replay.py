@@ -68,7 +68,8 @@ def test_offline_replay_writes_bag_metrics_and_report(tmp_path, tiny_ckpt, small
         assert int(np.asarray(mask.data).max()) < 9
     assert type(graphs[0]).__msgtype__ == "casseg_msgs/msg/SceneGraph"
     # The bag has camera_info and registered depth next to the camera: the graph is 3D, as the node's.
-    assert metrics["frames_without_depth"] == {} and all(any(n.has_3d for n in g.nodes) for g in graphs if g.nodes)
+    assert metrics["frames_without_depth"] == {} and all(
+        np.isfinite(np.asarray(g.centroids_3d)).any() for g in graphs if len(g.ids))
     label_info = [m for topic, _, m in outputs if topic == "/casseg_ros/label_info"]
     assert [c.class_name for c in label_info[0].class_map] == metrics["classes"]
     # Requested products: colour mask = palette[mask], one per frame like the mask.

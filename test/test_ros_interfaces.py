@@ -7,14 +7,13 @@ sensor_msgs) and checks what a Nav2 semantic layer, RViz or Foxglove would rely 
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
 from casseg_ros.model.checkpoint import read_vocabulary, save_checkpoint
 from casseg_ros.perception.depth import POINT_DTYPE
+from casseg_ros.ros.messages import scene_graph_from_msg
 from model_factory import tiny_model
 from ros_helpers.harness import Probe, header_key, node_and_probe, start_rgbd_camera
 from ros_helpers.rgbd_camera import FX, FY, INVALID_ROWS, plane_depth
@@ -98,15 +97,16 @@ def test_label_info_camera_info_colour_mask_points_and_3d(system, checkpoint):
         np.testing.assert_allclose(points["z"][valid], plane_depth(index), atol=1e-3)
         np.testing.assert_array_equal(points["label"], mask)
         # 3D scene graph: the plane's depth, centroids back-projected within 1 cm
-        with_depth = [n for n in graphs[key].nodes if n.has_3d]
-        assert with_depth, "no scene-graph node got a 3D centroid"
-        for n in with_depth:
-            z = plane_depth(index)
-            assert abs(n.centroid_3d.z - z) < 0.01
-            assert abs(n.centroid_3d.x - (n.centroid.x - CX) * z / FX) < 0.01
-            assert abs(n.centroid_3d.y - (n.centroid.y - CY) * z / FY) < 0.01
-        assert all(math.isfinite(e.distance_3d) for e in graphs[key].edges
-                   if all(graphs[key].nodes[i].has_3d for i in (e.source, e.target)))
+        graph = scene_graph_from_msg(graphs[key])
+        placed = np.isfinite(graph.centroids_3d).all(axis=1)
+        assert placed.any(), "no scene-graph object got a 3D centroid"
+        z = plane_depth(index)
+        where, pixel = graph.centroids_3d[placed].astype(np.float64), graph.centroids[placed].astype(np.float64)
+        assert np.abs(where[:, 2] - z).max() < 0.01
+        assert np.abs(where[:, 0] - (pixel[:, 0] - CX) * z / FX).max() < 0.01
+        assert np.abs(where[:, 1] - (pixel[:, 1] - CY) * z / FY).max() < 0.01
+        both = placed[graph.sources] & placed[graph.targets]
+        assert np.isfinite(graph.distances_3d[both]).all()
     # A consumer that joins late (Nav2's layer: reliable, transient local) still gets label_info.
     probe.subscribe_label_info()
     assert probe.wait_until(lambda: probe.get("label_info"), 10.0), "late subscriber got no vision_msgs/LabelInfo"
@@ -126,9 +126,9 @@ def test_bad_depth_never_stops_the_2d_outputs(system):
     assert probe.wait_until(lambda: set(sent) <= set(_by_key(probe, "mask")), 30.0), node.output()
     clouds, graphs = _by_key(probe, "points"), _by_key(probe, "scene_graph")
     for key in bad:  # mask, scene graph and camera_info, no cloud and no 3D
-        assert key in graphs and key not in clouds and not any(n.has_3d for n in graphs[key].nodes), key
+        assert key in graphs and key not in clouds and not np.isfinite(np.asarray(graphs[key].centroids_3d)).any(), key
     for key in good:  # the next good frame is fully processed, 3D included
-        assert key in clouds and any(n.has_3d for n in graphs[key].nodes), key
+        assert key in clouds and np.isfinite(np.asarray(graphs[key].centroids_3d)).any(), key
     assert probe.wait_until(lambda: int(_diagnostics(probe).get("depth_problems", 0)) - before == 4, 5.0), \
         _diagnostics(probe)
 

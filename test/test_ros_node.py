@@ -9,9 +9,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from casseg_msgs.msg import SceneGraph
 from casseg_ros.model.checkpoint import save_checkpoint
 from casseg_ros.perception.scene_graph import extract_scene_graph
 from casseg_ros.pipeline import PipelineSettings
+from casseg_ros.ros.messages import scene_graph_from_msg
 from model_factory import tiny_model
 from ros_helpers.harness import header_key, node_and_probe, sent_headers, start_camera
 
@@ -103,18 +105,17 @@ def test_every_raw_encoding_is_segmented_with_header_kept(system):
             continue
         expected = extract_scene_graph(masks_by_key[key], CLASS_NAMES, min_area=MIN_AREA,
                                        stride=PipelineSettings.scene_graph_stride)  # the node's default
-        assert [(n.instance_id, n.class_id, n.label, n.area) for n in graph.nodes] == \
-               [(i.instance_id, i.class_id, i.label, i.area) for i in expected.instances]
-        assert [(n.bbox.x_offset, n.bbox.y_offset, n.bbox.width, n.bbox.height) for n in graph.nodes] == \
-               [tuple(i.bbox) for i in expected.instances]
-        for node_msg, inst in zip(graph.nodes, expected.instances):
-            assert node_msg.centroid.x == pytest.approx(inst.centroid[0])
-            assert node_msg.centroid.y == pytest.approx(inst.centroid[1])
-            assert 0.0 <= node_msg.score <= 1.0
-        assert [(e.source, e.target, e.predicate) for e in graph.edges] == \
+        got = scene_graph_from_msg(graph, CLASS_NAMES)
+        assert graph.format_version == SceneGraph.FORMAT_VERSION == 2
+        assert [(i.instance_id, i.class_id, i.label, i.area, i.bbox) for i in got.instances] == \
+               [(i.instance_id, i.class_id, i.label, i.area, i.bbox) for i in expected.instances]
+        np.testing.assert_allclose(got.centroids, expected.centroids)
+        assert ((0.0 <= got.scores) & (got.scores <= 1.0)).all()
+        assert [(r.source, r.target, r.predicate) for r in got.relations] == \
                [(r.source, r.target, r.predicate) for r in expected.relations]
-        assert all(0.0 <= e.weight <= 1.0 for e in graph.edges)
-        assert sum(n.area for n in graph.nodes) <= HEIGHT * WIDTH
+        assert ((0.0 <= got.weights) & (got.weights <= 1.0)).all()
+        assert (got.track_states == SceneGraph.TRACK_NONE).all() and list(got.ids) == list(range(got.num_objects))
+        assert int(got.areas.sum()) <= HEIGHT * WIDTH
         checked += 1
     assert checked > 0
 
@@ -127,7 +128,7 @@ def test_every_raw_encoding_is_segmented_with_header_kept(system):
         if key in graphs_by_key:
             spheres = [p for m in array_msg.markers if m.ns == "nodes" for p in m.points]
             labels = [m for m in array_msg.markers if m.ns == "labels"]
-            assert len(spheres) == len(labels) == len(graphs_by_key[key].nodes)
+            assert len(spheres) == len(labels) == len(graphs_by_key[key].ids)
 
     # Counters move: more frames processed than before, inputs counted, drops accounted for.
     assert probe.wait_until(lambda: int(last_diagnostics(probe)["frames_processed"])
@@ -243,6 +244,6 @@ def test_live_parameter_change_applies_to_the_next_frames(system):
         for mask in probe.get("mask"):
             assert set(np.unique(mask_array(mask)).tolist()) == {255}
         for graph in probe.get("scene_graph"):
-            assert len(graph.nodes) == 0
+            assert len(graph.ids) == 0 and len(graph.sources) == 0
     finally:
         assert probe.set_parameters(score_threshold=0.0, overlay_alpha=0.5) == [(True, ""), (True, "")]

@@ -12,15 +12,20 @@ import pytest
 import rclpy
 import yaml
 from rclpy.lifecycle import TransitionCallbackReturn
+from geometry_msgs.msg import Point
 from rclpy.parameter import Parameter
+from rclpy.serialization import deserialize_message, serialize_message
+from std_msgs.msg import ColorRGBA, Header
+from visualization_msgs.msg import Marker, MarkerArray
 
-from casseg_msgs.msg import SceneGraph, SceneNode
 from casseg_ros.model.checkpoint import save_checkpoint
+from casseg_ros.perception.scene_graph import PREDICATES
+from casseg_ros.perception.scene_graph import SceneGraph as Graph
 from casseg_ros.ros.latest_frame import LatestFrames, TakenFrame
 from casseg_ros.ros.node_stats import NodeStats, SlidingRate
 from casseg_ros import pipeline as frame_pipeline
 from casseg_ros.resources import resolve_data_path
-from casseg_ros.ros.markers import scene_graph_markers
+from casseg_ros.ros.markers import NODE_SIZE_3D_M, scene_graph_markers
 from casseg_ros.ros.parameters import effective_transport, param_specs, validate_parameter
 from casseg_ros.ros.segment_node import SegmentNode
 from model_factory import tiny_model
@@ -175,20 +180,20 @@ def test_executable_with_a_missing_model_exits_with_the_path(ros_env, tmp_path):
 
 
 # ---------------------------------------------------------------------- markers
+def _markers(graph: Graph, header: Header, palette: np.ndarray, scale: float) -> list[Marker]:
+    """The node's markers (serialised CDR) as rclpy reads them."""
+    return deserialize_message(scene_graph_markers(graph, header, palette, scale), MarkerArray).markers
+
+
 def test_markers_place_nodes_at_scaled_pixel_centroids_in_the_image_frame():
-    graph = SceneGraph()
-    graph.header.frame_id = "cam_optical"
-    graph.header.stamp.sec = 7
-    for i, (x, y) in enumerate([(100.0, 50.0), (300.0, 200.0)]):
-        node = SceneNode(instance_id=i, class_id=i, label=f"c{i}", score=0.5)
-        node.centroid.x, node.centroid.y = x, y
-        graph.nodes.append(node)
-    from casseg_msgs.msg import SceneEdge
-    graph.edges.append(SceneEdge(source=0, target=1, predicate="above", weight=0.25))
+    header = Header(frame_id="cam_optical")
+    header.stamp.sec = 7
+    graph = Graph(class_names=("c0", "c1"), class_ids=[0, 1], scores=[0.5, 0.5], centroids=[[100.0, 50.0], [300.0, 200.0]],
+                  sources=[0], targets=[1], predicates=[PREDICATES.index("above")], weights=[0.25])
     palette = np.array([[255, 0, 0], [0, 255, 0]], np.uint8)
-    markers = scene_graph_markers(graph, palette, scale=0.01).markers
+    markers = _markers(graph, header, palette, scale=0.01)
     assert markers[0].action == markers[0].DELETEALL
-    assert all(m.header == graph.header for m in markers)
+    assert all(m.header == header for m in markers)
     spheres, = [m for m in markers if m.ns == "nodes"]
     assert spheres.type == spheres.SPHERE_LIST
     assert [(p.x, p.y, p.z) for p in spheres.points] == [pytest.approx((1.0, 0.5, 0.0)), pytest.approx((3.0, 2.0, 0.0))]
@@ -197,6 +202,78 @@ def test_markers_place_nodes_at_scaled_pixel_centroids_in_the_image_frame():
     assert len(lines) == 1 and lines[0].ns == "edges/above"
     assert [(p.x, p.y) for p in lines[0].points] == [pytest.approx((1.0, 0.5)), pytest.approx((3.0, 2.0))]
     assert [m.text for m in markers if m.ns == "labels"] == ["c0 0.50", "c1 0.50"]
+
+
+def test_markers_in_3d_leave_out_objects_without_depth_and_their_relations():
+    header = Header(frame_id="cam_optical")
+    nan = float("nan")
+    graph = Graph(class_names=("a", "b", "c"), ids=[7, 8, 9], class_ids=[0, 1, 2], scores=[0.9, 0.8, 0.7],
+                  centroids=[[1, 1], [2, 2], [3, 3]], centroids_3d=[[0.0, 0.0, 2.0], [nan] * 3, [1.0, 0.0, 4.0]],
+                  sources=[0, 0, 1, 2], targets=[1, 2, 2, 0], weights=[1, 1, 1, 1],
+                  predicates=[PREDICATES.index(p) for p in ("touches", "touches", "left_of", "right_of")])
+    markers = _markers(graph, header, np.zeros((3, 3), np.uint8), scale=0.01)
+    spheres, = [m for m in markers if m.ns == "nodes"]
+    assert [(p.x, p.y, p.z) for p in spheres.points] == [(0.0, 0.0, 2.0), (1.0, 0.0, 4.0)]
+    assert spheres.scale.x == NODE_SIZE_3D_M
+    assert [(m.id, m.text) for m in markers if m.ns == "labels"] == [(7, "a 0.90"), (9, "c 0.70")]  # ids, not indices
+    lines = {m.ns: [(p.x, p.z) for p in m.points] for m in markers if m.type == m.LINE_LIST}
+    assert lines == {"edges/right_of": [(1.0, 4.0), (0.0, 2.0)], "edges/touches": [(0.0, 2.0), (1.0, 4.0)]}
+    assert [m.id for m in markers if m.type == m.LINE_LIST] == [0, 1]  # predicates in name order
+
+
+def _markers_as_rclpy_messages(graph: Graph, header: Header, palette: np.ndarray, node_size: float) -> MarkerArray:
+    """The same markers built the plain way, one rclpy message per object (the CDR writer's reference)."""
+    markers = [Marker(header=header, action=Marker.DELETEALL)]
+    placed = [bool(np.isfinite(where).all()) for where in graph.centroids_3d]
+    drawn = [i for i in range(graph.num_objects) if placed[i]]
+    spheres = Marker(header=header, ns="nodes", id=0, type=Marker.SPHERE_LIST, action=Marker.ADD,
+                     color=ColorRGBA(r=1.0, g=1.0, b=1.0, a=1.0))
+    spheres.scale.x = spheres.scale.y = spheres.scale.z = node_size
+    at = {}
+    for i in drawn:
+        at[i] = Point(x=float(graph.centroids_3d[i][0]), y=float(graph.centroids_3d[i][1]), z=float(graph.centroids_3d[i][2]))
+        c = int(graph.class_ids[i])
+        rgb = palette[c] if c < len(palette) else (255, 255, 255)
+        spheres.points.append(at[i])
+        spheres.colors.append(ColorRGBA(r=rgb[0] / 255.0, g=rgb[1] / 255.0, b=rgb[2] / 255.0, a=0.9))
+    markers.append(spheres)
+    for i in drawn:
+        text = Marker(header=header, ns="labels", id=int(graph.ids[i]), type=Marker.TEXT_VIEW_FACING,
+                      action=Marker.ADD, text=f"{graph.labels()[i]} {float(graph.scores[i]):.2f}",
+                      color=ColorRGBA(r=1.0, g=1.0, b=1.0, a=1.0))
+        text.pose.position = Point(x=at[i].x, y=at[i].y - 1.5 * node_size, z=at[i].z)
+        text.scale.z = node_size
+        markers.append(text)
+    by_predicate = {}
+    for s, t, p in zip(graph.sources.tolist(), graph.targets.tolist(), graph.predicates.tolist()):
+        if s in at and t in at:
+            by_predicate.setdefault(graph.predicate_names[p], []).extend([at[s], at[t]])
+    for index, name in enumerate(sorted(by_predicate)):
+        line = Marker(header=header, ns=f"edges/{name}", id=index, type=Marker.LINE_LIST, action=Marker.ADD,
+                      color=ColorRGBA(r=1.0, g=1.0, b=0.2, a=0.6), points=by_predicate[name])
+        line.scale.x = node_size * 0.25
+        markers.append(line)
+    return MarkerArray(markers=markers)
+
+
+def test_markers_cdr_is_what_rclpy_makes_of_the_same_markers():
+    rng = np.random.default_rng(5)
+    n, m = 40, 150
+    where = rng.uniform(-3.0, 3.0, (n, 3)).astype(np.float32)
+    where[rng.random(n) < 0.3] = np.nan  # objects without depth: left out with their relations
+    header = Header(frame_id="camera_optical_frame_ä")  # odd lengths and UTF-8: string padding
+    header.stamp.sec, header.stamp.nanosec = 1_700_000_123, 987_654_321
+    graph = Graph(class_names=("road", "car", "pedestrian crossing"), ids=rng.permutation(1000)[:n],
+                  class_ids=rng.integers(0, 5, n), scores=rng.random(n), centroids=rng.random((n, 2)) * 100,
+                  centroids_3d=where, sources=rng.integers(0, n, m), targets=rng.integers(0, n, m),
+                  predicates=rng.integers(0, len(PREDICATES), m), weights=rng.random(m))
+    palette = rng.integers(0, 256, (3, 3)).astype(np.uint8)  # class ids 3 and 4 are beyond it: white
+    data = scene_graph_markers(graph, header, palette, scale=0.01)
+    reference = serialize_message(_markers_as_rclpy_messages(graph, header, palette, NODE_SIZE_3D_M))
+    assert deserialize_message(data, MarkerArray) == deserialize_message(reference, MarkerArray)  # as a subscriber sees
+    assert len(data) == len(reference)  # the same layout, padding included
+    empty = deserialize_message(scene_graph_markers(Graph(), header, palette, 0.01), MarkerArray)
+    assert [m.action for m in empty.markers] == [Marker.DELETEALL]
 
 
 # ---------------------------------------------------------------------- in-process node

@@ -105,7 +105,7 @@ class NodeOutputs:
     overlays: dict[int, np.ndarray] = field(default_factory=dict)
     color_masks: dict[int, np.ndarray] = field(default_factory=dict)
     camera_k: dict[int, tuple[float, ...]] = field(default_factory=dict)
-    graphs: list[dict[str, Any]] = field(default_factory=list)
+    graphs: list[dict[str, Any]] = field(default_factory=list)  # scene_graph_record()s, by frame
     names: list[str] | None = None
 
 
@@ -113,6 +113,7 @@ def _read_outputs(recording: Path, offset: int, index_of: dict[int, int]) -> Nod
     """Every recorded output but the point clouds (big: `_check_points` streams them)."""
     store = typestore()
     found = NodeOutputs()
+    graphs = []  # (frame index, recorded stamp, frame_id, message): labelled once label_info is read
     images = {f"{NODE}/mask": found.masks, f"{NODE}/overlay": found.overlays, f"{NODE}/mask/color": found.color_masks}
     with Reader(recording) as reader:
         wanted = [c for c in reader.connections if c.topic != f"{NODE}/points"]
@@ -130,9 +131,9 @@ def _read_outputs(recording: Path, offset: int, index_of: dict[int, int]) -> Nod
                 msg = store.deserialize_cdr(raw, SCENE_GRAPH_TYPE)
                 recorded = stamp_ns(msg.header) - offset
                 if recorded in index_of:  # one of our frames (not another publisher's)
-                    found.graphs.append(scene_graph_record(index_of[recorded], recorded, msg.header.frame_id,
-                                                           scene_graph_from_msg(msg)))
-    found.graphs.sort(key=lambda g: g["frame"])
+                    graphs.append((index_of[recorded], recorded, msg.header.frame_id, msg))
+    found.graphs = [scene_graph_record(index, recorded, frame_id, scene_graph_from_msg(msg, found.names or ()))
+                    for index, recorded, frame_id, msg in sorted(graphs, key=lambda g: g[0])]
     return found
 
 
@@ -208,13 +209,12 @@ def _check_points(recording: Path, offset: int, outputs: NodeOutputs, inputs: In
 
 
 def _graph_3d_summary(graphs: list[dict[str, Any]]) -> dict[str, Any]:
-    instances = [i for g in graphs for i in g["instances"]]
-    placed = [i for i in instances if i.get("centroid_3d") is not None]
-    distances = [r["distance_3d"] for g in graphs for r in g["relations"] if r.get("distance_3d") is not None]
-    return {"instances": len(instances), "instances_with_3d_centroid": len(placed),
-            "frames_with_3d_centroids": sum(any(i.get("centroid_3d") is not None for i in g["instances"]) for g in graphs),
+    placed = [where for g in graphs for where in g["objects"]["centroids_3d"] if where is not None]
+    distances = [d for g in graphs for d in g["relations"]["distances_3d"] if d is not None]
+    return {"instances": sum(len(g["objects"]["ids"]) for g in graphs), "instances_with_3d_centroid": len(placed),
+            "frames_with_3d_centroids": sum(any(w is not None for w in g["objects"]["centroids_3d"]) for g in graphs),
             "relations_with_3d_distance": len(distances),
-            "median_instance_depth_m": float(np.median([i["centroid_3d"][2] for i in placed])) if placed else None}
+            "median_instance_depth_m": float(np.median([where[2] for where in placed])) if placed else None}
 
 
 def _three_d_section(checks: dict[str, Any], three_d: dict[str, Any], figure: Path | None, frame: int | None) -> list[str]:
@@ -303,8 +303,9 @@ def evaluate(bag: Path, model: Path, run: PlayedRun, out: Path, num_overlays: in
         plotted = index_of.get(points.sample_stamp)
         graph = next((g for g in graphs if g["frame"] == plotted), None)
         valid = np.isfinite(points.sample["z"])
-        centroids = [(i["label"], i["centroid_3d"][0], i["centroid_3d"][2]) for i in (graph or {}).get("instances", [])
-                     if i.get("centroid_3d") is not None]
+        objects = graph["objects"] if graph else {"labels": [], "centroids_3d": []}
+        centroids = [(label, where[0], where[2]) for label, where in zip(objects["labels"], objects["centroids_3d"])
+                     if where is not None]
         figure = birds_eye_figure(points.sample["x"][valid], points.sample["z"][valid], points.sample["label"][valid],
                                   palette, names, out / "figures" / "birds_eye.png",
                                   f"frame {plotted}: labelled points from above", centroids)
@@ -313,7 +314,7 @@ def evaluate(bag: Path, model: Path, run: PlayedRun, out: Path, num_overlays: in
         graph = next((g for g in graphs if g["frame"] == index_of[middle]), None)
         if graph is not None:
             extra += scene_graph_markdown(f"Scene graph of frame {index_of[middle]} (as published on "
-                                          f"`{NODE}/scene_graph`)", graph["instances"], graph["relations"])
+                                          f"`{NODE}/scene_graph`)", graph)
     write_report(out, "casseg_ros demo", metrics, panels,
                  {"camera stamp -> mask received": rec.since(offset + first).latencies_s()}, extra_sections=extra,
                  intro=f"The real `casseg_ros` node (separate process, loopback DDS) segmented `{bag.name}` (camera "

@@ -10,13 +10,13 @@ Decimation by an integer `stride` keeps pixels (s*r, s*c): cloud row r, column c
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
 from casseg_ros.message_buffers import message_array
-from casseg_ros.perception.scene_graph import InstanceRuns, Relation, SceneGraph
+from casseg_ros.perception.scene_graph import InstanceRuns, SceneGraph
 
 DEPTH_ENCODINGS = ("16UC1", "32FC1")
 
@@ -132,14 +132,12 @@ def organised_points(depth_m: np.ndarray, camera: PinholeCamera, stride: int = 1
 
 @dataclass(frozen=True)
 class ObjectGeometry:
-    """Where one scene-graph instance is in 3D (optical frame, metres); NaN when it has no valid depth."""
+    """Where the scene-graph objects are in 3D (optical frame, metres): one row per object, NaN for
+    an object with no valid depth."""
 
-    centroid: tuple[float, float, float]
-    extent: tuple[float, float, float]  # width (x), height (y), depth spread (z)
-    valid_pixels: int
-
-
-NO_GEOMETRY = ObjectGeometry((np.nan, np.nan, np.nan), (np.nan, np.nan, np.nan), 0)
+    centroids: np.ndarray  # (N,3) x, y, z
+    extents: np.ndarray  # (N,3) width (x), height (y), depth spread (z)
+    valid_pixels: np.ndarray  # (N,) int64
 
 
 # Depth percentiles of an object come from a per-object histogram (one bincount over its pixels
@@ -170,7 +168,7 @@ def _depth_percentiles(instance_map: np.ndarray, num_instances: int, depth_m: np
 
 
 def object_geometry(instance_map: np.ndarray, num_instances: int, bboxes: np.ndarray, centroids: np.ndarray,
-                    depth_m: np.ndarray, camera: PinholeCamera) -> list[ObjectGeometry]:
+                    depth_m: np.ndarray, camera: PinholeCamera) -> ObjectGeometry:
     """Robust 3D position and size of every instance from its pixels' valid depths.
 
     `instance_map` (H,W) int: instance id per pixel, -1 elsewhere; `bboxes` (N,4) pixel
@@ -181,12 +179,11 @@ def object_geometry(instance_map: np.ndarray, num_instances: int, bboxes: np.nda
     """
     percentiles, counts = _depth_percentiles(instance_map, num_instances, depth_m, (0.1, 0.5, 0.9))
     z10, z, z90 = percentiles[:, 0], percentiles[:, 1], percentiles[:, 2]
+    bboxes, centroids = np.asarray(bboxes, np.float64), np.asarray(centroids, np.float64)
     x = (centroids[:, 0] - camera.cx) * z / camera.fx
     y = (centroids[:, 1] - camera.cy) * z / camera.fy
     width, height = bboxes[:, 2] * z / camera.fx, bboxes[:, 3] * z / camera.fy
-    return [ObjectGeometry((float(x[i]), float(y[i]), float(z[i])), (float(width[i]), float(height[i]),
-                                                                      float(z90[i] - z10[i])), int(counts[i]))
-            if counts[i] else NO_GEOMETRY for i in range(num_instances)]
+    return ObjectGeometry(np.stack([x, y, z], axis=1), np.stack([width, height, z90 - z10], axis=1), counts)
 
 
 # One point of the organised cloud: xyz in metres, colour packed the PCL way (0xAARRGGBB in the
@@ -231,22 +228,15 @@ def depth_cloud(depth_m: np.ndarray, camera: PinholeCamera, rgb: np.ndarray, mas
 
 def graph_in_3d(graph: SceneGraph, runs: InstanceRuns, depth_m: np.ndarray, camera: PinholeCamera,
                 depth_stride: int = 1) -> SceneGraph:
-    """The graph with a 3D centroid and extent per instance (None without valid depth) and the
-    3D distance of every relation whose two ends have one. The depths are those of the runs'
-    samples (`depth_m[::s, ::s]` for a graph found at stride s); `depth_m` may hold every
+    """The graph with a 3D centroid and extent per object (NaN without valid depth) and the 3D
+    distance of every relation whose two ends have one (NaN otherwise). The depths are those of
+    the runs' samples (`depth_m[::s, ::s]` for a graph found at stride s); `depth_m` may hold every
     `depth_stride`-th pixel only (a divisor of s)."""
-    n = len(graph.instances)
+    n = graph.num_objects
     if n == 0:
         return graph
-    bboxes = np.array([inst.bbox for inst in graph.instances], dtype=np.float64)
-    centroids = np.array([inst.centroid for inst in graph.instances], dtype=np.float64)
-    geometry = object_geometry(runs.to_map(), n, bboxes, centroids, _samples(depth_m, depth_stride, runs.stride),
-                               camera)
-    instances = [replace(inst, centroid_3d=geo.centroid, extent_3d=geo.extent) if geo.valid_pixels else inst
-                 for inst, geo in zip(graph.instances, geometry)]
-    where = np.array([geo.centroid for geo in geometry], dtype=np.float64)
-    ends = np.array([(rel.source, rel.target) for rel in graph.relations], dtype=np.int64).reshape(-1, 2)
-    distance = np.linalg.norm(where[ends[:, 0]] - where[ends[:, 1]], axis=1)
-    relations = [Relation(rel.source, rel.target, rel.predicate, rel.weight, float(d) if np.isfinite(d) else None)
-                 for rel, d in zip(graph.relations, distance)]
-    return SceneGraph(instances=instances, relations=relations)
+    geometry = object_geometry(runs.to_map(), n, graph.boxes, graph.centroids,
+                               _samples(depth_m, depth_stride, runs.stride), camera)
+    where = geometry.centroids
+    distance = np.linalg.norm(where[graph.sources] - where[graph.targets], axis=1)
+    return graph.with_3d(where, geometry.extents, distance)

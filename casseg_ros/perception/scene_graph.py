@@ -44,22 +44,29 @@ Relations are sorted by `(source, target, predicate)`, predicates in `PREDICATES
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import dataclasses
+from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-__all__ = ["Instance", "InstanceRuns", "Relation", "SceneGraph", "extract_scene_graph", "scene_graph_record",
-           "segment_instances", "PREDICATES"]
+__all__ = ["ARRAY_FIELDS", "FORMAT_VERSION", "Instance", "InstanceRuns", "PREDICATES", "Relation", "SceneGraph", "TRACK_CONFIRMED",
+           "TRACK_NONE", "TRACK_TENTATIVE", "extract_scene_graph", "scene_graph_record", "segment_instances"]
 
 PREDICATES: tuple[str, ...] = ("touches", "above", "below", "left_of", "right_of", "inside")
+
+# casseg_msgs/SceneGraph format 2 (struct of arrays) and its tracking states.
+FORMAT_VERSION = 2
+TRACK_NONE, TRACK_TENTATIVE, TRACK_CONFIRMED = 0, 1, 2
 
 
 @dataclass(frozen=True)
 class Instance:
-    instance_id: int
+    """One object of a SceneGraph, as Python values (a view for tests and reports; the graph is arrays)."""
+
+    instance_id: int  # the object's id: this frame's instance id, or its track id when tracked
     class_id: int
     label: str
     score: float
@@ -73,6 +80,8 @@ class Instance:
 
 @dataclass(frozen=True)
 class Relation:
+    """One relation of a SceneGraph as Python values; source and target are the objects' ids."""
+
     source: int
     target: int
     predicate: str
@@ -80,22 +89,170 @@ class Relation:
     distance_3d: float | None = None  # between the two 3D centroids, metres
 
 
-@dataclass
+# Every array field of a SceneGraph: (dtype, row width: 0 = a vector of N or M entries, k = (N, k)).
+# The dtypes are casseg_msgs/SceneGraph's, so a graph and its message hold the same numbers.
+_OBJECT_FIELDS: dict[str, tuple[np.dtype, int]] = {
+    "ids": (np.dtype(np.uint32), 0), "class_ids": (np.dtype(np.uint16), 0), "scores": (np.dtype(np.float32), 0),
+    "boxes": (np.dtype(np.uint32), 4), "centroids": (np.dtype(np.float32), 2), "areas": (np.dtype(np.uint32), 0),
+    "centroids_3d": (np.dtype(np.float32), 3), "extents_3d": (np.dtype(np.float32), 3),
+    "track_states": (np.dtype(np.uint8), 0), "track_ages": (np.dtype(np.uint32), 0),
+    "velocities_3d": (np.dtype(np.float32), 3)}
+_RELATION_FIELDS: dict[str, tuple[np.dtype, int]] = {
+    "sources": (np.dtype(np.uint32), 0), "targets": (np.dtype(np.uint32), 0), "predicates": (np.dtype(np.uint8), 0),
+    "weights": (np.dtype(np.float32), 0), "distances_3d": (np.dtype(np.float32), 0)}
+ARRAY_FIELDS: tuple[str, ...] = (*_OBJECT_FIELDS, *_RELATION_FIELDS)  # casseg_msgs/SceneGraph's sequences but predicate_names
+# What a field is when it is not given: NaN for 3D quantities and velocities (unknown), else 0 / the index.
+_NAN_FIELDS = ("centroids_3d", "extents_3d", "velocities_3d", "distances_3d")
+
+
+def _column(values: Any, dtype: np.dtype, width: int, name: str) -> np.ndarray:
+    """`values` as a C-contiguous array of `dtype`: (n,) for width 0, else (n, width) (a flat
+    (n*width,) field, as the message holds it, is reshaped)."""
+    array = np.ascontiguousarray(values, dtype=dtype)
+    if width and array.ndim == 1 and array.size % width == 0:
+        array = array.reshape(-1, width)
+    if array.ndim != (2 if width else 1) or (width and array.shape[1] != width):
+        raise ValueError(f"scene graph field {name!r} has shape {array.shape}, expected (n{f', {width}' if width else ''})")
+    return array
+
+
+@dataclass(frozen=True, eq=False)
 class SceneGraph:
-    instances: list[Instance] = field(default_factory=list)
-    relations: list[Relation] = field(default_factory=list)
+    """Objects and relations of one frame as parallel arrays (struct of arrays), the numbers of
+    casseg_msgs/SceneGraph format 2 in its dtypes: object i is row i of every object array,
+    relation j entry j of every relation array; `sources`/`targets` index the object arrays.
+
+    Objects (N): ids (instance id, or track id when tracked), class_ids, scores, boxes (N,4) x, y,
+    w, h, centroids (N,2) x, y, areas, centroids_3d / extents_3d (N,3) NaN without depth, and the
+    tracking fields track_states (TRACK_*), track_ages, velocities_3d (N,3) NaN unknown. Relations
+    (M): sources, targets, predicates (index into `predicate_names`), weights, distances_3d (NaN
+    unless both ends have 3D). A field not given is empty (or, for a given N, "untracked": ids
+    0..N-1, TRACK_NONE, age 0, NaN 3D and velocity). `class_names` names the class ids (labels).
+    """
+
+    class_names: tuple[str, ...] = ()
+    ids: np.ndarray | None = None
+    class_ids: np.ndarray | None = None
+    scores: np.ndarray | None = None
+    boxes: np.ndarray | None = None
+    centroids: np.ndarray | None = None
+    areas: np.ndarray | None = None
+    centroids_3d: np.ndarray | None = None
+    extents_3d: np.ndarray | None = None
+    track_states: np.ndarray | None = None
+    track_ages: np.ndarray | None = None
+    velocities_3d: np.ndarray | None = None
+    sources: np.ndarray | None = None
+    targets: np.ndarray | None = None
+    predicates: np.ndarray | None = None
+    weights: np.ndarray | None = None
+    distances_3d: np.ndarray | None = None
+    predicate_names: tuple[str, ...] = PREDICATES
+
+    def __post_init__(self) -> None:
+        set_field = object.__setattr__
+        set_field(self, "class_names", tuple(str(n) for n in self.class_names))
+        set_field(self, "predicate_names", tuple(str(n) for n in self.predicate_names))
+        for group in (_OBJECT_FIELDS, _RELATION_FIELDS):
+            given = {name: _column(getattr(self, name), *group[name], name) for name in group
+                     if getattr(self, name) is not None}
+            counts = {array.shape[0] for array in given.values()}
+            if len(counts) > 1:
+                raise ValueError(f"scene graph fields of different lengths: "
+                                 f"{ {name: array.shape[0] for name, array in given.items()} }")
+            count = counts.pop() if counts else 0
+            for name in group:
+                set_field(self, name, given[name] if name in given else self._default(name, count))
+        n = self.num_objects
+        if self.num_relations and (int(self.sources.max()) >= n or int(self.targets.max()) >= n):
+            raise ValueError(f"relation ends must index the {n} objects")
+        if self.num_relations and int(self.predicates.max()) >= len(self.predicate_names):
+            raise ValueError(f"predicates must index the {len(self.predicate_names)} predicate names")
+
+    @staticmethod
+    def _default(name: str, count: int) -> np.ndarray:
+        dtype, width = (_OBJECT_FIELDS | _RELATION_FIELDS)[name]
+        shape = (count,) if width == 0 else (count, width)
+        if name in _NAN_FIELDS:
+            return np.full(shape, np.nan, dtype)
+        if name == "ids":
+            return np.arange(count, dtype=dtype)
+        return np.zeros(shape, dtype)
+
+    @property
+    def num_objects(self) -> int:
+        return int(self.ids.shape[0])
+
+    @property
+    def num_relations(self) -> int:
+        return int(self.sources.shape[0])
+
+    def with_tracks(self, ids: np.ndarray, track_states: np.ndarray, track_ages: np.ndarray,
+                    velocities_3d: np.ndarray) -> "SceneGraph":
+        """The graph with a tracker's fields (one entry per object, in object order): persistent ids,
+        TRACK_* states, ages in frames, velocities (N,3) m/s in the optical frame (NaN unknown)."""
+        return dataclasses.replace(self, ids=ids, track_states=track_states, track_ages=track_ages,
+                                   velocities_3d=velocities_3d)
+
+    def with_3d(self, centroids_3d: np.ndarray, extents_3d: np.ndarray, distances_3d: np.ndarray) -> "SceneGraph":
+        """The graph with 3D geometry per object ((N,3), NaN without depth) and relation ((M,))."""
+        return dataclasses.replace(self, centroids_3d=centroids_3d, extents_3d=extents_3d, distances_3d=distances_3d)
+
+    def labels(self) -> list[str]:
+        """The class name of every object ("class_<id>" where `class_names` does not name it)."""
+        names = self.class_names
+        return [names[c] if c < len(names) else f"class_{c}" for c in self.class_ids.tolist()]
+
+    @property
+    def instances(self) -> list[Instance]:
+        """Every object as an Instance (per-object Python: for tests and reports, not the frame path)."""
+        has_3d = np.isfinite(self.centroids_3d).all(axis=1).tolist()
+        rows = zip(self.ids.tolist(), self.class_ids.tolist(), self.labels(), self.scores.tolist(),
+                   self.boxes.tolist(), self.centroids.tolist(), self.areas.tolist(), self.centroids_3d.tolist(),
+                   self.extents_3d.tolist(), has_3d)
+        return [Instance(i, c, label, score, tuple(box), tuple(centroid), area,
+                         tuple(where) if placed else None, tuple(size) if placed else None)
+                for i, c, label, score, box, centroid, area, where, size, placed in rows]
+
+    @property
+    def relations(self) -> list[Relation]:
+        """Every relation as a Relation between the objects' ids (per-object Python, as `instances`)."""
+        ids = self.ids
+        rows = zip(ids[self.sources].tolist(), ids[self.targets].tolist(), self.predicates.tolist(),
+                   self.weights.tolist(), self.distances_3d.tolist())
+        return [Relation(s, t, self.predicate_names[p], w, d if d == d else None) for s, t, p, w, d in rows]
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SceneGraph):
+            return NotImplemented
+        return (self.class_names == other.class_names and self.predicate_names == other.predicate_names
+                and all(np.array_equal(getattr(self, name), getattr(other, name), equal_nan=name in _NAN_FIELDS)
+                        for name in ARRAY_FIELDS))
+
+    __hash__ = None  # mutable-looking arrays: not hashable
 
     def to_dict(self) -> dict:
-        """JSON-able form (lists instead of tuples)."""
-        return {
-            "instances": [
-                {**asdict(inst), "bbox": list(inst.bbox), "centroid": list(inst.centroid),
-                 "centroid_3d": None if inst.centroid_3d is None else list(inst.centroid_3d),
-                 "extent_3d": None if inst.extent_3d is None else list(inst.extent_3d)}
-                for inst in self.instances
-            ],
-            "relations": [asdict(rel) for rel in self.relations],
-        }
+        """JSON-able form, the message's fields by name: "objects" and "relations" hold one list per
+        field (vectors as rows, e.g. boxes [[x, y, w, h], ...]; NaN as null), objects also their
+        "labels"; plus "format_version" and "predicate_names"."""
+        objects: dict[str, Any] = {"ids": self.ids.tolist(), "class_ids": self.class_ids.tolist(),
+                                   "labels": self.labels()}
+        for name in _OBJECT_FIELDS:
+            if name not in objects:
+                objects[name] = _json_values(getattr(self, name))
+        relations = {name: _json_values(getattr(self, name)) for name in _RELATION_FIELDS}
+        return {"format_version": FORMAT_VERSION, "predicate_names": list(self.predicate_names),
+                "objects": objects, "relations": relations}
+
+
+def _json_values(values: np.ndarray) -> list:
+    """Array -> nested lists; NaN (a whole NaN row of a vector field) -> None."""
+    if values.dtype.kind != "f":
+        return values.tolist()
+    if values.ndim == 1:
+        return [v if v == v else None for v in values.tolist()]
+    finite = np.isfinite(values).all(axis=1).tolist()
+    return [row if ok else None for row, ok in zip(values.tolist(), finite)]
 
 
 @dataclass(frozen=True)
@@ -116,7 +273,7 @@ class InstanceRuns:
 def scene_graph_record(frame_index: int, stamp_ns: int, frame_id: str, graph: SceneGraph) -> dict:
     """One frame's entry in a `scene_graphs.json` (`{"frames": [record, ...]}`), the one schema
     wherever a graph is written: the frame's index in its recording, its header stamp (ns) and
-    frame_id, then `SceneGraph.to_dict()` (`instances`, `relations`)."""
+    frame_id, then `SceneGraph.to_dict()` (format_version, predicate_names, objects, relations)."""
     return {"frame": int(frame_index), "stamp_ns": int(stamp_ns), "frame_id": str(frame_id), **graph.to_dict()}
 
 
@@ -218,7 +375,7 @@ def segment_instances(
     h, w = class_map.shape
     empty = np.zeros(0, dtype=np.int64)
     if h == 0 or w == 0 or max_instances <= 0:
-        return SceneGraph(), InstanceRuns((h, w), empty, empty, empty, s)
+        return SceneGraph(tuple(class_names)), InstanceRuns((h, w), empty, empty, empty, s)
 
     runs = _find_runs(class_map)
     n_runs = runs.start.shape[0]
@@ -262,7 +419,8 @@ def segment_instances(
     n = keep.size
     run_length = runs.x1 - runs.x0
     if n == 0:
-        return SceneGraph(), InstanceRuns((h, w), runs.start, run_length, np.full(n_runs, -1, dtype=np.int64), s)
+        return SceneGraph(tuple(class_names)), InstanceRuns((h, w), runs.start, run_length,
+                                                         np.full(n_runs, -1, dtype=np.int64), s)
     inst_of_comp = np.full(n_comp, -1, dtype=np.int64)
     inst_of_comp[keep] = np.arange(n)
 
@@ -277,13 +435,7 @@ def segment_instances(
     cx = sum_x[keep] / area[keep]
     cy = sum_y[keep] / area[keep]
     bx0, by0, bx1, by1 = x_min[keep], y_min[keep], x_max[keep], y_max[keep]
-    columns = zip(inst_cls.tolist(), score.tolist(), bx0.tolist(), by0.tolist(), (bx1 - bx0 + 1).tolist(),
-                  (by1 - by0 + 1).tolist(), cx.tolist(), cy.tolist(), area[keep].astype(np.int64).tolist())
-    instances = [
-        Instance(instance_id=i, class_id=cls, label=str(class_names[cls]), score=sc, bbox=(x, y, bw, bh),
-                 centroid=(mx, my), area=ar)
-        for i, (cls, sc, x, y, bw, bh, mx, my, ar) in enumerate(columns)
-    ]
+    boxes = np.stack([bx0, by0, bx1 - bx0 + 1, by1 - by0 + 1], axis=1)
 
     # Touching pairs: 4-neighbour run pairs, horizontally (consecutive runs of a row, which
     # always differ in class) and vertically (overlapping columns on consecutive rows).
@@ -297,14 +449,18 @@ def segment_instances(
     pair_codes = np.unique(lo_id * n + hi_id)
     pa, pb = pair_codes // n, pair_codes % n
 
-    relations = _relations(pa, pb, n, inst_cls, cx, cy, bx0, by0, bx1, by1, adjacency)
-    return SceneGraph(instances=instances, relations=relations), InstanceRuns((h, w), runs.start, run_length, run_inst, s)
+    sources, targets, predicates, weights = _relations(pa, pb, n, inst_cls, cx, cy, bx0, by0, bx1, by1, adjacency)
+    graph = SceneGraph(class_names=tuple(class_names), class_ids=inst_cls, scores=score, boxes=boxes,
+                       centroids=np.stack([cx, cy], axis=1), areas=area[keep], sources=sources, targets=targets,
+                       predicates=predicates, weights=weights)
+    return graph, InstanceRuns((h, w), runs.start, run_length, run_inst, s)
 
 
 def _relations(pa: np.ndarray, pb: np.ndarray, n: int, inst_cls: np.ndarray, cx: np.ndarray,
                cy: np.ndarray, bx0: np.ndarray, by0: np.ndarray, bx1: np.ndarray,
-               by1: np.ndarray, adjacency: np.ndarray | None) -> list[Relation]:
-    """Directed relations for the undirected touching pairs (pa[i] < pb[i])."""
+               by1: np.ndarray, adjacency: np.ndarray | None) -> tuple[np.ndarray, ...]:
+    """Directed relations for the undirected touching pairs (pa[i] < pb[i]): (sources, targets,
+    predicates as indices into PREDICATES, weights), sorted."""
     def strictly_within(i: np.ndarray, j: np.ndarray) -> np.ndarray:
         return (bx0[i] > bx0[j]) & (by0[i] > by0[j]) & (bx1[i] < bx1[j]) & (by1[i] < by1[j])
 
@@ -354,7 +510,4 @@ def _relations(pa: np.ndarray, pb: np.ndarray, n: int, inst_cls: np.ndarray, cx:
         weight = np.ones(s.shape[0])
     else:
         weight = adjacency[inst_cls[s], inst_cls[t]]
-    # Python scalars first (tolist): a graph of a few hundred relations is built per frame, and
-    # indexing numpy arrays element by element costs more than the objects themselves.
-    return [Relation(source=source, target=target, predicate=PREDICATES[predicate], weight=w)
-            for source, target, predicate, w in zip(s.tolist(), t.tolist(), p.tolist(), weight.tolist())]
+    return s, t, p, weight

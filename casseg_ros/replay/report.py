@@ -222,15 +222,19 @@ def write_report(out_dir: Path, title: str, metrics: dict[str, Any], overlays: S
     return atomic_write_text(out_dir / "report.md", "\n".join(lines))
 
 
-def scene_graph_markdown(title: str, nodes: list[dict], edges: list[dict], max_edges: int = 20) -> list[str]:
-    """A scene graph as text: its objects, then its relations as `label#id predicate label#id`."""
-    names = {n["instance_id"]: f"{n['label']}#{n['instance_id']}" for n in nodes}
+def scene_graph_markdown(title: str, record: dict, max_edges: int = 20) -> list[str]:
+    """A scene graph (a `scene_graph_record`) as text: its objects, then its relations as
+    `label#id predicate label#id`."""
+    objects, relations, predicates = record["objects"], record["relations"], record["predicate_names"]
+    names = [f"{label}#{object_id}" for label, object_id in zip(objects["labels"], objects["ids"])]
     lines = [f"## {title}", "", "| object | score | bbox (x, y, w, h) | area |", "|---|---|---|---|"]
-    lines += [f"| {names[n['instance_id']]} | {n['score']:.2f} | {tuple(n['bbox'])} | {n['area']} |" for n in nodes]
-    relations = [f"{names.get(e['source'], e['source'])} **{e['predicate']}** {names.get(e['target'], e['target'])} "
-                 f"(weight {e['weight']:.2f})" for e in edges if e["predicate"] != "touches"]
-    lines += ["", f"Relations ({len(edges)} edges incl. `touches`; first {min(max_edges, len(relations))} others):", ""]
-    lines += [f"- {r}" for r in relations[:max_edges]] + [""]
+    lines += [f"| {name} | {score:.2f} | {tuple(box)} | {area} |"
+              for name, score, box, area in zip(names, objects["scores"], objects["boxes"], objects["areas"])]
+    edges = list(zip(relations["sources"], relations["targets"], relations["predicates"], relations["weights"]))
+    described = [f"{names[s]} **{predicates[p]}** {names[t]} (weight {w:.2f})" for s, t, p, w in edges
+                 if predicates[p] != "touches"]
+    lines += ["", f"Relations ({len(edges)} edges incl. `touches`; first {min(max_edges, len(described))} others):", ""]
+    lines += [f"- {r}" for r in described[:max_edges]] + [""]
     return lines
 
 

@@ -91,11 +91,12 @@ def frame_outputs(result: FrameResult, labels: ClassLabels, header: Header, came
     """Every output message of one frame under the camera's `header`, keyed by output name: those of
     `frame_messages`, "camera_info" (the frame's own, re-stamped in place with the mask's header,
     so RViz/Foxglove can place the mask) when there is one, and "scene_graph/markers" when a
-    `marker_scale` is given (the node: while someone subscribes to them)."""
+    `marker_scale` is given (the node: while someone subscribes to them) — the MarkerArray already
+    serialised (`markers.scene_graph_markers`), which a publisher sends as it is."""
     messages: dict[str, object] = dict(frame_messages(result, labels, header))
     if camera_info is not None:
         camera_info.header = header
         messages["camera_info"] = camera_info
     if marker_scale is not None:
-        messages["scene_graph/markers"] = scene_graph_markers(messages["scene_graph"], labels.palette, marker_scale)
+        messages["scene_graph/markers"] = scene_graph_markers(result.graph, header, labels.palette, marker_scale)
     return messages

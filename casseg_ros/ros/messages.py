@@ -6,8 +6,8 @@ written by replay are byte-identical for the same input frame.
 """
 from __future__ import annotations
 
-import math
-from typing import Any
+import array
+from typing import Any, Sequence
 
 import numpy as np
 from builtin_interfaces.msg import Time
@@ -16,13 +16,14 @@ from std_msgs.msg import Header
 from vision_msgs.msg import LabelInfo as VisionLabelInfo
 from vision_msgs.msg import VisionClass
 
-from casseg_msgs.msg import SceneEdge, SceneGraph, SceneNode
-from casseg_ros.perception.scene_graph import Instance, Relation
+from casseg_msgs.msg import SceneGraph
+from casseg_ros.perception.scene_graph import ARRAY_FIELDS, FORMAT_VERSION
 from casseg_ros.perception.scene_graph import SceneGraph as Graph
 from casseg_ros.pipeline import ClassLabels, FrameResult
 from casseg_ros.ros.conversions import message_bytes, numpy_to_image
 
-_NAN = float("nan")
+# array.array type codes of casseg_msgs/SceneGraph's sequence types (rosidl keeps uint32[] as 'I').
+_TYPECODES = {np.dtype(np.uint8): "B", np.dtype(np.uint16): "H", np.dtype(np.uint32): "I", np.dtype(np.float32): "f"}
 # numpy field kind+size -> sensor_msgs/PointField datatype. The packed colour is declared FLOAT32
 # like PCL does (its bits are 0x00RRGGBB): RViz and Foxglove read the field named rgb that way.
 _POINT_FIELD_TYPES = {("f", 4): PointField.FLOAT32, ("u", 4): PointField.UINT32, ("u", 2): PointField.UINT16,
@@ -37,52 +38,33 @@ def label_info_msg(labels: ClassLabels, threshold: float, stamp: Time) -> Vision
     return msg
 
 
-def scene_graph_to_msg(graph: Graph, header: Header) -> SceneGraph:
-    """perception SceneGraph (Instance/Relation dataclasses) -> casseg_msgs/SceneGraph.
+def _sequence(values: np.ndarray) -> array.array:
+    """A graph's array as the `array.array` of its message field: one copy of its bytes, which a
+    message built with check_fields=True stores as it is."""
+    return array.array(_TYPECODES[values.dtype], values.tobytes())
 
-    Fields are set on the sub-messages each message already owns: building a graph of a few
-    hundred nodes and a few thousand edges is then a few milliseconds of Python, not ten.
-    """
-    msg = SceneGraph(header=header)
-    nodes = []
-    for inst in graph.instances:
-        node = SceneNode(instance_id=int(inst.instance_id), class_id=int(inst.class_id), label=str(inst.label),
-                         score=float(inst.score), area=int(inst.area))
-        bbox = node.bbox
-        bbox.x_offset, bbox.y_offset, bbox.width, bbox.height = (int(v) for v in inst.bbox)
-        node.centroid.x, node.centroid.y = float(inst.centroid[0]), float(inst.centroid[1])
-        node.has_3d = inst.centroid_3d is not None
-        where, size = node.centroid_3d, node.extent_3d
-        where.x, where.y, where.z = inst.centroid_3d if node.has_3d else (_NAN, _NAN, _NAN)
-        size.x, size.y, size.z = inst.extent_3d if node.has_3d else (_NAN, _NAN, _NAN)
-        nodes.append(node)
-    msg.nodes = nodes
-    msg.edges = [SceneEdge(source=int(rel.source), target=int(rel.target), predicate=str(rel.predicate),
-                           weight=float(rel.weight),
-                           distance_3d=_NAN if rel.distance_3d is None else float(rel.distance_3d))
-                 for rel in graph.relations]
+
+def scene_graph_to_msg(graph: Graph, header: Header) -> SceneGraph:
+    """perception SceneGraph (parallel arrays) -> casseg_msgs/SceneGraph format 2: each array is
+    one field, copied as bytes (no per-object Python); the tracking fields are the graph's (a
+    tracker's, via `SceneGraph.with_tracks`, or "untracked")."""
+    msg = SceneGraph(header=header, format_version=SceneGraph.FORMAT_VERSION, check_fields=True)
+    for name in ARRAY_FIELDS:
+        setattr(msg, name, _sequence(getattr(graph, name)))
+    msg.predicate_names = list(graph.predicate_names)
     return msg
 
 
-def scene_graph_from_msg(msg: Any) -> Graph:
-    """casseg_msgs/SceneGraph -> perception SceneGraph (the inverse of `scene_graph_to_msg`).
-
-    Reads fields only, so it takes an rclpy message and a rosbags-deserialised one alike. Scores,
-    weights and 3D values are float32 in the message, so they come back rounded to float32."""
-    instances = [Instance(instance_id=int(n.instance_id), class_id=int(n.class_id), label=str(n.label),
-                          score=float(n.score),
-                          bbox=(int(n.bbox.x_offset), int(n.bbox.y_offset), int(n.bbox.width), int(n.bbox.height)),
-                          centroid=(float(n.centroid.x), float(n.centroid.y)), area=int(n.area),
-                          centroid_3d=(float(n.centroid_3d.x), float(n.centroid_3d.y), float(n.centroid_3d.z))
-                          if n.has_3d else None,
-                          extent_3d=(float(n.extent_3d.x), float(n.extent_3d.y), float(n.extent_3d.z))
-                          if n.has_3d else None)
-                 for n in msg.nodes]
-    relations = [Relation(source=int(e.source), target=int(e.target), predicate=str(e.predicate),
-                          weight=float(e.weight),
-                          distance_3d=None if math.isnan(e.distance_3d) else float(e.distance_3d))
-                 for e in msg.edges]
-    return Graph(instances=instances, relations=relations)
+def scene_graph_from_msg(msg: Any, class_names: Sequence[str] = ()) -> Graph:
+    """casseg_msgs/SceneGraph -> perception SceneGraph (the inverse of `scene_graph_to_msg`, exact:
+    the graph holds the message's dtypes). Reads fields only, so it takes an rclpy message and a
+    rosbags-deserialised one alike; `class_names` (from ~/label_info) names the class ids.
+    ValueError for another format version (format 1 had nodes/edges: docs/ros_node.md)."""
+    version = getattr(msg, "format_version", None)
+    if version != FORMAT_VERSION:
+        raise ValueError(f"casseg_msgs/SceneGraph format {version}, this reader knows format {FORMAT_VERSION}")
+    return Graph(class_names=tuple(class_names), predicate_names=tuple(msg.predicate_names),
+                 **{name: np.asarray(getattr(msg, name)) for name in ARRAY_FIELDS})
 
 
 def point_cloud_msg(cloud: np.ndarray, header: Header) -> PointCloud2:
