@@ -293,20 +293,27 @@ class ContextScenes:
         return s.image, s.label
 
     # ------------------------------------------------------------------ generation
-    def generate(self, idx: int, scene: str | None = None) -> Scene:
+    def _begin_scene(self, idx: int, scene: str | None, *stream: int):
+        """The start every layout shares: the scene's own random stream (``stream`` keeps layouts'
+        streams apart), empty image/label/instance maps, and the scene kind (drawn even when
+        ``scene`` forces one, so forcing it changes nothing else)."""
         if not 0 <= idx < self.num_samples:
             raise IndexError(idx)
-        rng = np.random.default_rng(np.random.SeedSequence([self.seed, int(idx)]))
+        rng = np.random.default_rng(np.random.SeedSequence([self.seed, int(idx), *stream]))
         H, W = self.height, self.width
-        yy, xx = self._yy, self._xx
         img = np.zeros((H, W, 3), np.float32)
         lab = np.zeros((H, W), np.uint8)
         inst = np.zeros((H, W), np.int32)
-
         drawn_scene = "street" if rng.random() < 0.5 else "harbour"
         scene = scene or drawn_scene
         if scene not in ("street", "harbour"):
             raise ValueError(scene)
+        return rng, img, lab, inst, scene
+
+    def generate(self, idx: int, scene: str | None = None) -> Scene:
+        rng, img, lab, inst, scene = self._begin_scene(idx, scene)
+        H, W = self.height, self.width
+        yy, xx = self._yy, self._xx
         horizon = int(H * rng.uniform(0.36, 0.5))
         strip = max(2, int(H * rng.uniform(0.05, 0.09)))
         ground_top = horizon + strip

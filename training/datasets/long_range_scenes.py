@@ -42,19 +42,9 @@ class LongRangeContextScenes(ContextScenes):
         super().__init__(num_samples, height, width, seed)
 
     def generate(self, idx: int, scene: str | None = None) -> Scene:
-        if not 0 <= idx < self.num_samples:
-            raise IndexError(idx)
-        rng = np.random.default_rng(np.random.SeedSequence([self.seed, int(idx), 1]))  # not the standard stream
+        rng, img, lab, inst, scene = self._begin_scene(idx, scene, 1)  # stream 1: not the standard one
         H, W = self.height, self.width
         yy, xx = self._yy, self._xx
-        img = np.zeros((H, W, 3), np.float32)
-        lab = np.zeros((H, W), np.uint8)
-        inst = np.zeros((H, W), np.int32)
-
-        drawn_scene = "street" if rng.random() < 0.5 else "harbour"
-        scene = scene or drawn_scene
-        if scene not in ("street", "harbour"):
-            raise ValueError(scene)
         cue_left = bool(rng.random() < 0.5)
         horizon = int(H * rng.uniform(0.36, 0.46))
         strip = max(2, int(H * rng.uniform(0.05, 0.09)))
