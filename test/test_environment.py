@@ -43,6 +43,7 @@ print(json.dumps(found))
 """
 
 
+@pytest.mark.slow
 @pytest.mark.after_suite
 def test_the_editable_install_and_its_console_entries_still_work(tmp_path):
     declared = [ep.name for ep in importlib.metadata.distribution("casseg_ros").entry_points

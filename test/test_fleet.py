@@ -393,6 +393,7 @@ def test_ctrl_c_stops_the_workers_and_leaves_no_partial_file(fleet_inputs, tmp_p
     assert not (out / "fleet.json").exists()
 
 
+@pytest.mark.slow
 def test_inputs_folders_list_files_and_names(fleet_inputs, tmp_path):
     bags, _ = fleet_inputs
     found = collect_bags([bags])

@@ -264,6 +264,7 @@ def test_ros_free_layers_reach_no_ros(graph, layers):
     assert not offences, "\n".join(offences)
 
 
+@pytest.mark.slow
 def test_ros_free_layers_load_no_ros_module(layers):
     """The same in a fresh interpreter: no third-party dependency pulls ROS in either."""
     code = ("import sys\n" + "".join(f"import {m}\n" for m in ros_free_modules(layers))

@@ -66,6 +66,7 @@ def demo(tmp_path_factory):
     return fp32, int8
 
 
+@pytest.mark.slow
 def test_cli_int8_end_to_end_from_an_image_folder(tiny, tmp_path, capsys):
     ckpt, _ = tiny
     folder = tmp_path / "frames"
@@ -97,6 +98,7 @@ def test_cli_int8_end_to_end_from_an_image_folder(tiny, tmp_path, capsys):
     assert not any(i in initializers for n in float_matmuls for i in n.input)  # activation x activation only
 
 
+@pytest.mark.slow
 def test_int8_masks_agree_with_fp32_on_the_demo_weights(demo):
     fp32, int8 = demo
     val = ContextScenes(8, *DEMO_SIZE, seed=1_000_003)  # the validation stream of training/datasets
@@ -152,6 +154,7 @@ def test_calibration_refuses_a_bag_without_images(tiny, tmp_path, capsys):
     assert "--int8 needs --calibration" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_int8_export_is_deterministic_and_atomic(tiny, tmp_path):
     _, fp32 = tiny
     a = quantize_onnx(fp32, tmp_path / "a.onnx", _frames(3), "frames", Int8Settings(max_frames=3))

@@ -191,6 +191,7 @@ def test_operator_table_names_its_source():
     assert "zero" in ops["DequantizeLinear"]["restrictions"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["fp32", "int8"])
 def test_exported_graphs_parse_in_tensorrt10(graphs, name):
     assert tensorrt_problems(graphs[name]) == []

@@ -35,6 +35,7 @@ def _columns(mask: np.ndarray) -> np.ndarray:
     return np.nonzero(mask.any(0))[0]
 
 
+@pytest.mark.slow
 def test_long_range_scenes_are_deterministic_and_differ_only_in_the_far_cue():
     ds = LongRangeContextScenes(30, H, W, seed=4)
     sides, gaps = set(), []
@@ -99,6 +100,7 @@ def test_the_baseline_cannot_reach_the_cue_but_a_graph_can():
         assert _cue_gradient(sees, scene) > 1e-6 and _cue_gradient(groupnorm, scene) > 1e-6
 
 
+@pytest.mark.slow
 def test_norm_statistics_replay_swaps_only_the_groupnorm_statistics():
     model = _model("group")
     a, b = (torch.from_numpy(LongRangeContextScenes(2, H, W, seed=3).generate(i).image)[None] for i in range(2))

@@ -171,6 +171,7 @@ def test_configs_without_the_graph_keys_mean_the_class_graph_with_spatial_edges(
             ModelConfig(**bad)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", [dict(graph_nodes="regions", graph_edges="both", graph_topk=3),
                                      dict(graph_nodes="regions", graph_edges="spatial"),
                                      dict(graph_nodes="classes", graph_edges="semantic", graph_topk=3)], ids=_id)
@@ -193,6 +194,7 @@ def test_exported_graph_agrees_with_pytorch_for_any_class_count(tmp_path, varian
         assert np.abs(rt.adjacency - ro.adjacency).max() <= 1e-3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", [dict(graph_nodes="regions", graph_edges="both", graph_topk=3),
                                      dict(graph_nodes="classes", graph_edges="semantic", graph_topk=3)], ids=_id)
 def test_exported_graph_variants_parse_in_tensorrt10_with_static_shapes(tmp_path, variant):

@@ -14,6 +14,7 @@ from model_factory import tiny_model
 torch.set_num_threads(1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("switches", [dict(fusion=True, graph=True), dict(fusion=False, graph=False),
                                       dict(fusion=True, graph=True, graph_nodes="regions", graph_edges="both")])
 def test_onnx_logits_match_pytorch(tmp_path, switches):

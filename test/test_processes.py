@@ -67,6 +67,7 @@ def test_wait_ends_with_the_child_error_when_the_child_exits(tmp_path):
 PARENTS = {"parent-ignores-sigint": signal.SIG_IGN, "parent-handles-sigint": signal.default_int_handler}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("parent", PARENTS.values(), ids=PARENTS.keys())
 @pytest.mark.parametrize("ignored, status", [((), -2), (("SIGINT",), -15), (("SIGINT", "SIGTERM"), -9)])
 def test_stop_escalates_sigint_sigterm_sigkill(tmp_path, ignored, status, parent):

@@ -40,6 +40,7 @@ def _read(path: Path):
         return [(c.topic, t, store.deserialize_cdr(raw, c.msgtype)) for c, t, raw in reader.messages()]
 
 
+@pytest.mark.slow
 def test_offline_replay_writes_bag_metrics_and_report(tmp_path, tiny_ckpt, small_bag):
     out = tmp_path / "out"
     assert replay_main([str(small_bag), "--model", str(tiny_ckpt), "--out", str(out), "--no-progress",
@@ -105,6 +106,7 @@ def test_offline_replay_writes_bag_metrics_and_report(tmp_path, tiny_ckpt, small
     assert not list(out.glob(".*")), "temporary files left behind"
 
 
+@pytest.mark.slow
 def test_replay_outputs_get_the_umasks_mode(tmp_path, tiny_ckpt, small_bag):
     out = tmp_path / "out"
     with umask(0o022):
@@ -116,6 +118,7 @@ def test_replay_outputs_get_the_umasks_mode(tmp_path, tiny_ckpt, small_bag):
     assert set(modes.values()) == {0o644}, modes
 
 
+@pytest.mark.slow
 def test_optional_products_are_not_made_unless_asked(tmp_path, tiny_ckpt, small_bag):
     out = tmp_path / "out"
     assert replay_main([str(small_bag), "--model", str(tiny_ckpt), "--out", str(out), "--no-progress",
@@ -142,6 +145,7 @@ def test_resize_in_graph_replay_resizes_nothing_on_the_host(tmp_path, tiny_ckpt,
     masks = [m for topic, _, m in _read(out / "bag") if topic == "/casseg_ros/mask"]
     assert [(m.height, m.width) for m in masks] == [(48, 96)] * 3
 
+@pytest.mark.slow
 def test_bad_inputs_in_a_bag_are_skipped_with_reasons(tmp_path, tiny_ckpt):
     good, _ = scene_pixels()
     s = iter(range(1_000_000_000, 10**12, 100_000_000))
@@ -193,6 +197,7 @@ def test_missing_topic_names_the_problem(tmp_path, tiny_ckpt, small_bag, capsys)
     assert not out.exists()  # a run that could not start leaves nothing behind
 
 
+@pytest.mark.slow
 def test_truncated_bag_keeps_results_of_frames_before_the_damage(tmp_path, tiny_ckpt):
     bag = make_demo_bag_module().build(tmp_path / "long.mcap", frames=40, height=96, width=192, rate_hz=10.0)
     data = bag.read_bytes()
@@ -262,6 +267,7 @@ def test_iou_evaluator_and_label_decoding():
     assert ts() is ts()
 
 
+@pytest.mark.slow
 def test_committed_demo_bag_is_what_the_script_generates(tmp_path):
     """data/demo.mcap is reproducible byte for byte (regenerate it if the scene generator changes)."""
     committed = Path(__file__).resolve().parent.parent / "data" / "demo.mcap"

@@ -66,6 +66,7 @@ def boundary(class_ids: np.ndarray, radius: int) -> np.ndarray:
     return near
 
 
+@pytest.mark.slow
 def test_torch_and_onnxruntime_agree_in_the_graph(backends):
     images = scenes()
     rt, ro = backends["torch", True].infer(images), backends["onnxruntime", True].infer(images)
@@ -134,6 +135,7 @@ def test_last_runtime_s_is_the_runtime_part_of_infer(backends):
         assert 0 < backend.last_runtime_s < wall
 
 
+@pytest.mark.slow
 def test_static_exports_load_and_run_as_before(demo_ckpt, backends, tmp_path):
     """A static export (what export version 4 wrote, no model-size metadata) keeps its host path,
     and each kind of file refuses the other kind of run with a message that says what to do."""
@@ -154,6 +156,7 @@ def test_static_exports_load_and_run_as_before(demo_ckpt, backends, tmp_path):
         create_backend("onnxruntime", rig, input_size=(64, 128), resize_in_graph=True).load()
 
 
+@pytest.mark.slow
 def test_export_cli_resize_in_graph_with_int8(tmp_path):
     ckpt = save_checkpoint(tmp_path / "tiny.safetensors", tiny_model())
     calibration = tmp_path / "frames"

@@ -41,6 +41,7 @@ def _images(n=1, size=SIZE, seed=0):
     return np.clip(img.astype(int) + noise, 0, 255).astype(np.uint8)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["full", "baseline"])
 def test_onnxruntime_matches_torch(checkpoints, onnx_cache, tmp_path, variant):
     path, model = checkpoints[variant]
@@ -121,6 +122,7 @@ def test_in_memory_model_runs_the_checkpoint_path(checkpoints, size):
     assert all(p.is_contiguous() for p in model.parameters())
 
 
+@pytest.mark.slow
 def test_onnx_file_as_model_path_and_shape_check(checkpoints, tmp_path):
     path, model = checkpoints["baseline"]
     onnx_path = export_model(model, tmp_path / "b.onnx", SIZE)
@@ -197,6 +199,7 @@ def test_tensorrt_engine_builds_caches_and_matches(checkpoints, onnx_cache, tmp_
     assert be2.engine_was_cached is True
 
 
+@pytest.mark.slow
 def test_static_backend_without_input_size_uses_model_size(checkpoints, onnx_cache, tmp_path):
     path, model = checkpoints["baseline"]  # tiny config: img_size (64, 128)
     be = create_backend("onnxruntime", path, input_size=None, onnx_cache_dir=onnx_cache, num_threads=1)
@@ -235,6 +238,7 @@ def test_torch_backend_gives_the_model_canonical_strides(checkpoints):
     assert seen == [(SIZE[0] * SIZE[1] * 3, SIZE[1] * 3, 3, 1)]
 
 
+@pytest.mark.slow
 def test_onnxruntime_optimized_graph_cache(checkpoints, tmp_path):
     path, model = checkpoints["full"]
     onnx_path = export_model(model, tmp_path / "f.onnx", SIZE)

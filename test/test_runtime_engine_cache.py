@@ -144,6 +144,7 @@ cache.store(key, b"E" * (1 << 20))
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["mid-engine", "between-files"])
 def test_crash_mid_write_leaves_no_corrupt_entry(tmp_path, mode):
     root = tmp_path / "engines"

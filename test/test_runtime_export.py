@@ -35,6 +35,7 @@ def _sha(p) -> str:
     return hashlib.sha256(Path(p).read_bytes()).hexdigest()
 
 
+@pytest.mark.slow
 def test_export_is_deterministic(ckpt, tmp_path):
     a, _ = export_checkpoint(ckpt, tmp_path / "a.onnx", SIZE)
     # something else traced in between must not change names/bytes of the next export
@@ -64,6 +65,7 @@ def test_export_deterministic_across_processes(ckpt, tmp_path):
     assert _sha(here) == _sha(tmp_path / "there.onnx")
 
 
+@pytest.mark.slow
 def test_cli_exports_validates_and_reports(ckpt, tmp_path, capsys):
     image = tmp_path / "street.png"
     rgb = cv2.resize(make_test_pattern(120, 200), (200, 120))  # other size than the export: resized
@@ -84,6 +86,7 @@ def test_cli_exports_validates_and_reports(ckpt, tmp_path, capsys):
     assert report["image"] == str(image)
 
 
+@pytest.mark.slow
 def test_cli_default_output_is_out_export_not_beside_the_checkpoint(ckpt, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert main([str(ckpt), "--input-size", *map(str, SIZE)]) == 0, capsys.readouterr().out
@@ -109,6 +112,7 @@ def test_cli_tensorrt_without_cuda_fails_before_exporting(ckpt, tmp_path, capsys
     assert not (tmp_path / "t.onnx").exists()  # failed before exporting
 
 
+@pytest.mark.slow
 def test_console_entry_exit_code_without_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "casseg_ros.export.cli", str(tmp_path / "nope.safetensors")],
                           capture_output=True, text=True, timeout=120, cwd=str(REPO))
@@ -116,6 +120,7 @@ def test_console_entry_exit_code_without_traceback(tmp_path):
     assert "Traceback" not in proc.stderr and "checkpoint not found" in proc.stderr
 
 
+@pytest.mark.slow
 def test_export_takes_any_class_count(ckpt, tmp_path):
     """One export, any vocabulary: (K,E) class embeddings are the second input, K dynamic."""
     import onnxruntime as ort

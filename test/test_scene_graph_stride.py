@@ -74,6 +74,7 @@ def _box_iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> floa
     return inter / (a[2] * a[3] + b[2] * b[3] - inter)
 
 
+@pytest.mark.slow
 def test_stride_four_graph_against_full_resolution_on_procedural_scenes():
     """How the node's default (stride 4) differs from the full-resolution graph, on 24 procedural
     512x1024 scenes (sharp, pixel-exact label maps: harder than a model's output, which is itself

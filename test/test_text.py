@@ -65,6 +65,7 @@ def local_embeddings():
     return dict(zip(names, emb)), vocab
 
 
+@pytest.mark.slow
 def test_local_provider_gives_semantic_embeddings(local_embeddings):
     emb, _ = local_embeddings
     mat = np.stack(list(emb.values()))
@@ -298,6 +299,7 @@ def provider_for(state: FakeOpenAI, **kwargs) -> OpenAIProvider:
     return OpenAIProvider(**opts)
 
 
+@pytest.mark.slow
 def test_openai_happy_path_with_descriptions(fake_openai):
     vocab = build_vocabulary(["car", "road"], provider_for(fake_openai), describe=True)
     assert vocab.provider == "openai"
@@ -346,6 +348,7 @@ def test_openai_persistent_5xx_gives_up(fake_openai):
     assert API_KEY not in str(err.value)
 
 
+@pytest.mark.slow
 def test_openai_timeout_is_retried_then_reported(fake_openai):
     fake_openai.script["/v1/embeddings"] = ["sleep", "sleep"]
     fake_openai.sleep_s = 1.0

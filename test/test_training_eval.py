@@ -77,6 +77,7 @@ class _ConstantBackend(Backend):
                                np.zeros((b, self.k, self.k), np.float32))
 
 
+@pytest.mark.slow
 def test_evaluate_cityscapes_end_to_end(tmp_path):
     make_cityscapes(tmp_path / "cs", h=64, w=128)
     ds = CityscapesSemantic(str(tmp_path / "cs"), "val")
@@ -93,6 +94,7 @@ def test_evaluate_cityscapes_end_to_end(tmp_path):
     assert not list(tmp_path.rglob(".*.tmp"))  # every file went through the atomic writer
 
 
+@pytest.mark.slow
 def test_evaluate_saves_region_assignment_maps_like_attention_maps(tmp_path):
     ds = ContextScenes(2, 64, 128, seed=5)
     backend = _ConstantBackend(9, lambda h, w: np.zeros((h, w), np.int64))
@@ -169,6 +171,7 @@ def _hand_iou(pairs, k):
     return {c: inter[c] / union[c] for c in range(k) if union[c] > 0}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dataset", ["ade20k", "bdd100k", "vistas_v1.2", "vistas_v2.0"])
 def test_evaluate_scores_each_dataset_with_its_ignore_rule(tmp_path, dataset):
     """mIoU through `evaluate` (the metrics every dataset shares) equals a count by hand: ignored

@@ -84,6 +84,7 @@ def test_rng_state_roundtrip_weights_only(tmp_path):
     assert torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[2] == b[2]
 
 
+@pytest.mark.slow
 def test_resume_is_bit_identical_on_cpu(tmp_path):
     from training.datasets import CONTEXT_CLASSES
 
@@ -153,6 +154,7 @@ def test_ddp_two_cpu_processes_gloo(tmp_path):
     assert (out / "model_final.safetensors").is_file()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dataset", ["cityscapes", "coco", "ade20k", "bdd100k", "mapillary_vistas"])
 def test_paper_configs_train_and_evaluate_on_fixtures(tmp_path, dataset):
     """The reproduction configs run end to end through `training.train` (tiny backbone, a few steps,
@@ -216,6 +218,7 @@ def test_the_graph_ablation_and_names_configs():
         {k: v for k, v in vars(names.train).items() if k not in ("paraphrases", "out_dir")}
 
 
+@pytest.mark.slow
 def test_names_training_records_its_prompts_and_pool(tmp_path):
     """Every name embedded as the mean over the templates; the checkpoint says which templates and pool."""
     from casseg_ros.model.checkpoint import read_checkpoint

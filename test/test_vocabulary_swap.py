@@ -53,6 +53,7 @@ def _vocabulary_from_provider(backend, names):
     return build_vocabulary(list(names), backend.vocabulary.provider)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("names", SWAPS, ids=lambda n: f"K{len(n)}")
 def test_torch_and_onnxruntime_agree_after_a_swap(backends, names):
     images = _images(2, size=(90, 150))  # not input_size: the host resize path too
@@ -86,6 +87,7 @@ def test_a_swap_equals_a_baked_checkpoint(ckpt, backends, tmp_path):
     assert original.class_scores.shape != a.class_scores.shape
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["torch", "onnxruntime"])
 def test_refused_vocabularies_leave_the_old_one_working(ckpt, tmp_path, name):
     backend = create_backend(name, ckpt, input_size=SIZE, onnx_cache_dir=tmp_path, num_threads=1)
@@ -103,6 +105,7 @@ def test_refused_vocabularies_leave_the_old_one_working(ckpt, tmp_path, name):
     np.testing.assert_array_equal(before.class_scores, after.class_scores)
 
 
+@pytest.mark.slow
 def test_an_export_without_the_class_input_runs_but_refuses_a_swap(tmp_path):
     """An .onnx made before run-time vocabularies: one input, classes baked in as constants."""
     model = tiny_local_model()
@@ -127,6 +130,7 @@ def test_a_provider_that_cannot_embed_is_a_clear_error(tmp_path):
         build_vocabulary(["road"], "file")  # no path= given
 
 
+@pytest.mark.slow
 def test_int8_export_swaps_too(ckpt, tmp_path):
     fp32, _ = export_checkpoint(ckpt, tmp_path / "m.onnx", SIZE)
     int8 = quantize_onnx(fp32, tmp_path / "m-int8.onnx", list(_images(2)), "pattern", Int8Settings(max_frames=2))

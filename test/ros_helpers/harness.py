@@ -203,7 +203,11 @@ class Probe:
         return [(r.successful, r.reason) for r in self._call(SetParameters, "set_parameters", request).results]
 
     def close(self) -> None:
+        # The spin thread must have left the executor before the node is destroyed: rclpy's
+        # Executor.shutdown does not wait for a spin in another thread, and a node destroyed under a
+        # running wait set is a use-after-free race in rcl.
         self._executor.shutdown(timeout_sec=2.0)
+        self._thread.join(timeout=10.0)
         self.node.destroy_node()
 
 
