@@ -110,6 +110,7 @@ def test_int8_masks_agree_with_fp32_on_the_demo_weights(demo):
     assert agreement < 100.0  # really quantised: not the fp32 graph again
 
 
+@pytest.mark.slow
 def test_backend_loads_int8_and_fp32_alike(demo):
     fp32, int8 = demo
     backends = {p: create_backend("onnxruntime", p, input_size=None, num_threads=1) for p in (fp32, int8)}
@@ -137,6 +138,7 @@ def test_calibration_from_a_bag_reads_the_camera_topic():
         bag_frames(DEMO_BAG, "/camera/missing")
 
 
+@pytest.mark.slow
 def test_calibration_refuses_a_bag_without_images(tiny, tmp_path, capsys):
     bag = OutputBag(tmp_path / "no_images")
     bag.add_topic("/chatter", "std_msgs/msg/String")

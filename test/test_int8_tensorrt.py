@@ -197,6 +197,7 @@ def test_exported_graphs_parse_in_tensorrt10(graphs, name):
     assert tensorrt_problems(graphs[name]) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["fp32_k7_folded", "int8_k7_folded"])
 def test_exported_graphs_have_static_shapes_for_a_class_count(graphs, name):
     assert shape_problems(graphs[name]) == []

@@ -129,6 +129,7 @@ def test_optional_products_are_not_made_unless_asked(tmp_path, tiny_ckpt, small_
                       "/casseg_ros/camera_info": 2}
 
 
+@pytest.mark.slow
 def test_resize_in_graph_replay_resizes_nothing_on_the_host(tmp_path, tiny_ckpt, small_bag, monkeypatch):
     """`--resize-in-graph` (the node's resize_in_graph): a model size other than the camera's, and
     masks at the camera's size with no host resize either way."""
@@ -173,6 +174,7 @@ def test_bad_inputs_in_a_bag_are_skipped_with_reasons(tmp_path, tiny_ckpt):
     assert [s["frame"] for s in m["skipped_frames"]] == [0, 2, 4, 6, 8, 10]
 
 
+@pytest.mark.slow
 def test_bad_compressed_inputs_are_skipped(tmp_path, tiny_ckpt):
     good, _ = scene_pixels()
     j, p = jpeg(good), png(good)

@@ -79,6 +79,7 @@ def test_torch_and_onnxruntime_agree_in_the_graph(backends):
     assert np.abs(rt.adjacency - ro.adjacency).max() <= 1e-3
 
 
+@pytest.mark.slow
 def test_in_the_graph_is_the_host_path_up_to_class_boundaries(backends):
     """The rule that changes: today the class map is taken at the model size and scaled to the
     camera by nearest neighbour (cv2's, which also shifts it by up to half a camera pixel); in the

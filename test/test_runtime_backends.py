@@ -66,6 +66,7 @@ def test_onnxruntime_matches_torch(checkpoints, onnx_cache, tmp_path, variant):
     assert (onnx_logits.argmax(1) == torch_logits.argmax(1)).mean() >= 0.999
 
 
+@pytest.mark.slow
 def test_result_contract_and_host_resize(checkpoints, onnx_cache):
     path, _ = checkpoints["full"]
     for name in ("torch", "onnxruntime"):

@@ -315,6 +315,7 @@ def test_openai_happy_path_with_descriptions(fake_openai):
     assert all(auth == f"Bearer {API_KEY}" for _, _, auth in fake_openai.requests)
 
 
+@pytest.mark.slow
 def test_openai_retries_429_then_succeeds(fake_openai):
     """The openai client's retry policy: it retries 429 and 5xx and waits what the server asks."""
     fake_openai.script["/v1/embeddings"] = [429, 503]
