@@ -18,14 +18,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from builtin_interfaces.msg import Time
 
 from casseg_ros.export.calibration import calibration_frames
 from casseg_ros.export.parity import make_test_pattern
 from casseg_ros.model.checkpoint import bake_vocabulary, save_checkpoint
 from casseg_ros.parameter_rules import problem
 from casseg_ros.replay.cli import build_parser as replay_parser
+from casseg_ros.ros.cameras import Camera
+from casseg_ros.ros.diagnostics import node_diagnostics
+from casseg_ros.ros.node_stats import BatchStats
 from casseg_ros.runtime import BackendUnavailable, available_backends, choice, choose_backend, create_backend
 from casseg_ros.runtime.base import VocabularyUnsupported
+from casseg_ros.runtime.openvino_backend import import_openvino
 from casseg_ros.text import Vocabulary
 from model_factory import random_vocabulary, tiny_model
 from training.datasets import ContextScenes
@@ -175,9 +180,7 @@ def test_the_compiled_model_cache_is_reused_and_keyed_by_the_checkpoint(tmp_path
     np.testing.assert_array_equal(first.infer(_images()).class_ids, second.infer(_images()).class_ids)
     key = json.loads((second.cache_dir / "entry.json").read_text())
     assert key["precision"] == "fp32" and key["device"] == "CPU" and key["input_shape"] == [1, *SIZE, 3]
-    import openvino  # the cache's key holds its version
-
-    assert key["openvino"] == openvino.__version__
+    assert key["openvino"] == import_openvino().__version__  # the cache's key holds its version
     changed = save_checkpoint(tmp_path / "a.safetensors", tiny_model(num_classes=5, seed=1))  # same path, new weights
     third = _openvino(changed, opts, input_size=SIZE)
     assert not third.loaded_from_cache and third.cache_dir != first.cache_dir
@@ -232,9 +235,7 @@ def test_missing_openvino_is_a_clear_error(monkeypatch, tiny_checkpoint):
 
 @needs_openvino
 def test_a_device_that_is_not_there_is_named(tiny_checkpoint, caches):
-    import openvino
-
-    available = openvino.Core().available_devices
+    available = import_openvino().Core().available_devices
     absent = next(d for d in ("NPU", "GPU") if not any(a.startswith(d) for a in available))
     with pytest.raises(BackendUnavailable, match=rf"device '{absent}' is not available here; OpenVINO .* sees "
                                                  rf"{', '.join(available)}"):
@@ -278,3 +279,18 @@ def test_openvino_and_nncf_send_no_telemetry(tmp_path, tiny_checkpoint):
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.split()[-2:] == ["False", "True"]  # CI restored after the import
     assert [p.relative_to(home).as_posix() for p in home.rglob("*")] == []
+
+
+@needs_openvino
+def test_the_node_diagnostics_report_backend_device_and_precision(tiny_checkpoint, caches, monkeypatch):
+    """What the node publishes on /diagnostics for backend auto choosing openvino: the backend
+    that runs, its OpenVINO device, the precision read back and the reason it was chosen."""
+    _no_gpu_tools(monkeypatch)
+    monkeypatch.setattr(choice.platform, "machine", lambda: "x86_64")
+    backend = create_backend("auto", tiny_checkpoint, input_size=SIZE, num_threads=1, **caches).load()
+    status = node_diagnostics("/casseg_ros", "active", backend.describe(), [Camera("")], BatchStats(), 5,
+                              Time()).status[0]
+    values = {kv.key: kv.value for kv in status.values}
+    assert values["backend"] == "openvino" and values["device"] == "cpu" and values["openvino_device"] == "CPU"
+    assert values["precision"] == backend.inference_precision == "fp32"
+    assert values["backend_choice"] == "auto: openvino (device cpu on x86_64: OpenVINO is installed)"
