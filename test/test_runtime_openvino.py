@@ -33,6 +33,7 @@ from casseg_ros.runtime.base import VocabularyUnsupported
 from casseg_ros.runtime.openvino_backend import import_openvino
 from casseg_ros.text import Vocabulary
 from model_factory import random_vocabulary, tiny_model
+from ros_helpers.harness import node_and_probe, start_camera
 from training.datasets import ContextScenes
 
 torch.set_num_threads(1)
@@ -294,3 +295,26 @@ def test_the_node_diagnostics_report_backend_device_and_precision(tiny_checkpoin
     assert values["backend"] == "openvino" and values["device"] == "cpu" and values["openvino_device"] == "CPU"
     assert values["precision"] == backend.inference_precision == "fp32"
     assert values["backend_choice"] == "auto: openvino (device cpu on x86_64: OpenVINO is installed)"
+
+
+@needs_openvino
+@pytest.mark.ros
+@pytest.mark.slow  # node and camera processes
+def test_the_node_runs_backend_auto_on_openvino(ros_env, tiny_checkpoint, tmp_path):
+    """The real node with `backend: auto` on this x86 machine with OpenVINO installed: it logs the
+    choice and why, segments the camera's frames, and /diagnostics names the backend in use."""
+    ns = ros_env.namespace
+    camera_topic = f"{ns}/camera/image_raw"
+    env = dict(ros_env.env, CASSEG_OPENVINO_CACHE=str(tmp_path / "openvino"), CASSEG_ONNX_CACHE=str(tmp_path / "onnx"))
+    with node_and_probe(env, ns, camera_topic, dict(
+            model_path=str(tiny_checkpoint), backend="auto", openvino_device="CPU", input_height=SIZE[0],
+            input_width=SIZE[1], qos_reliability="reliable")) as (node, probe):
+        probe.wait_for_state("active", 120.0, alive=node.check_alive)
+        camera = start_camera(env, camera_topic, "--encodings", "rgb8", "--frames-per-encoding", "10")
+        assert camera.wait(90) == 0, camera.output()
+        assert probe.wait_until(lambda: probe.get("mask"), 30.0), node.output()
+        assert probe.wait_until(lambda: probe.get("diagnostics"), 5.0)
+        diagnostics = probe.get("diagnostics")[-1]
+        assert "backend auto: openvino (device cpu on x86_64: OpenVINO is installed)" in node.output()
+    assert diagnostics["backend"] == "openvino" and diagnostics["openvino_device"] == "CPU"
+    assert diagnostics["precision"] == "fp32" and diagnostics["backend_choice"].startswith("auto: openvino")
