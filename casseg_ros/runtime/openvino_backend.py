@@ -17,9 +17,12 @@ Options (``create_backend("openvino", ..., **opts)``):
   ``BackendUnavailable`` saying so) or ``int8``: NNCF post-training quantisation
   (``nncf.quantize``, transformer preset) of the OpenVINO model, calibrated on ``calibration`` —
   a callable returning ``(frames, source)``, e.g. ``functools.partial(casseg_ros.export.calibration.
-  calibration_frames, "data/demo.mcap")``, the frames ``casseg-export --int8 --calibration`` uses;
-  called only when the cache has no int8 model for that source yet. ``calibration_frames``: at most
-  this many frames (default 32, as ``casseg-export``). ``describe()["precision"]`` is what OpenVINO
+  calibration_frames, "data/demo.mcap")``, the frames ``casseg-export --int8 --calibration`` uses,
+  batched by ``calibration_reader.FrameCalibrationReader`` as for the ONNX Runtime quantiser;
+  called only when the cache has no int8 model for ``calibration_source`` (the frames' name, part
+  of the cache key; required with ``calibration``) yet. ``calibration_frames``: at most this many
+  frames (default 32, as ``casseg-export``). This package is ROS-free and cannot read a bag itself:
+  without ``calibration`` and no int8 model in the cache, int8 is a ``ValueError`` saying so. ``describe()["precision"]`` is what OpenVINO
   reports it ran (``compiled.get_property("INFERENCE_PRECISION_HINT")`` read back), or ``int8``
   with the float parts' precision in ``inference_precision``.
 * ``openvino_cache_dir``: the compiled-model cache (default ``~/.cache/casseg_ros/openvino``, env
@@ -35,8 +38,9 @@ renamed into place) and ``entry.json`` with the key fields. A changed checkpoint
 another folder.
 
 Classes: the ONNX takes ``class_embeddings`` (K,E) with a dynamic K. Measured at 512x1024 on the
-2-core build machine (AVX-512, no AMX), a dynamic K cost ~10 % latency against the same model
-reshaped to a static K, so by default the model is reshaped to the vocabulary's K and compiled;
+2-core build machine (AVX-512, no AMX; ``bench/openvino_classes.py``, alternating order), a dynamic
+K cost 8-11 % latency against the same model reshaped to a static K in 3 of 3 runs, so by default
+the model is reshaped to the vocabulary's K and compiled;
 ``set_vocabulary`` with another K compiles again (about a second; a K seen before comes from the
 cache) and swaps model and request in only when that succeeded. ``static_classes=False`` keeps K
 dynamic (no compile on a swap).
