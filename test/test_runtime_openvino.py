@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -318,3 +319,17 @@ def test_the_node_runs_backend_auto_on_openvino(ros_env, tiny_checkpoint, tmp_pa
         assert "backend auto: openvino (device cpu on x86_64: OpenVINO is installed)" in node.output()
     assert diagnostics["backend"] == "openvino" and diagnostics["openvino_device"] == "CPU"
     assert diagnostics["precision"] == "fp32" and diagnostics["backend_choice"].startswith("auto: openvino")
+
+
+@needs_openvino
+def test_resize_in_graph_runs_any_image_size(caches, scenes):
+    """The resize-in-graph export (dynamic height and width): outputs at each image's own size,
+    as torch's same graph gives them."""
+    images = np.stack([cv2.resize(s, (240, 120), interpolation=cv2.INTER_LINEAR) for s in scenes[:4]])
+    backend = _openvino(caches=caches, resize_in_graph=True)
+    reference = create_backend("torch", DEMO_WEIGHTS, input_size=None, num_threads=1, resize_in_graph=True)
+    assert backend.input_size == DEMO_SIZE and backend.describe()["resize_in_graph"]
+    result = backend.infer(images)
+    assert result.class_ids.shape == (4, 120, 240)
+    assert _agreement(result, reference.infer(images)) >= 99.9
+    assert backend.infer(scenes[:1]).class_ids.shape == (1, *DEMO_SIZE)  # another size, the same compiled model
