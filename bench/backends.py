@@ -12,6 +12,13 @@ physical cores, idle threads not spinning — the backend default) and onnxrunti
 thread spinning. GPU (only when CUDA is available): torch CUDA fp16/bf16 + channels_last,
 onnxruntime CUDA/TensorRT EP, TensorRT fp16 — at ``--gpu-size`` (1024x2048), with FPS.
 
+OpenVINO (``--openvino``, default on where it is installed): ``openvino`` (fp32, the model
+reshaped to the vocabulary's class count: the backend default), ``openvino_dynamic_k`` (the class
+count left dynamic), ``openvino_bf16`` (where the CPU has bf16; the precision OpenVINO reports it
+ran is in ``describe``) and ``openvino_int8`` (NNCF post-training quantisation calibrated on
+``--calibration-frames`` frames of ``--calibration``, quantised into a temporary cache first:
+``openvino_int8_quantize_s``).
+
 int8 (``--int8``, default on): ``onnxruntime_int8`` — the same model quantised by
 ``casseg_ros.export.quantize`` (static QDQ, calibrated on ``--calibration-frames`` frames of
 ``--calibration``) — joins the CPU latency round; ``best_int8_speedup_over_eager`` = eager median /
@@ -36,6 +43,7 @@ patch 4, window 7, embed 48 — that runs on a laptop CPU; Swin-T itself is ``--
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import json
 import os
@@ -67,7 +75,7 @@ from casseg_ros.runtime.model_export import export_checkpoint  # noqa: E402
 from casseg_ros.runtime.onnx_backend import default_static_size, resolve_onnx  # noqa: E402
 from casseg_ros.text import Vocabulary  # noqa: E402
 from training.config import load_config  # noqa: E402
-from training.datasets import build_dataset  # noqa: E402
+from training.datasets import ContextScenes, build_dataset  # noqa: E402
 from training.metrics import SemanticMetrics  # noqa: E402
 
 NUM_CLASSES = 19
@@ -103,6 +111,19 @@ def build_checkpoint(args, workdir: Path) -> tuple[Path, dict]:
                   "parameters_M": sum(p.numel() for p in model.parameters()) / 1e6}
 
 
+def openvino_variants(args, work: Path) -> list[tuple[str, str, dict]]:
+    t, cache = args.threads, work / "openvino"
+    frames = functools.partial(calibration, args, args.calibration_frames)  # read on a cache miss only
+    return [
+        ("openvino", "openvino", dict(num_threads=t, openvino_cache_dir=cache)),
+        ("openvino_dynamic_k", "openvino", dict(num_threads=t, openvino_cache_dir=cache, static_classes=False)),
+        ("openvino_bf16", "openvino", dict(num_threads=t, openvino_cache_dir=cache, precision="bf16")),
+        ("openvino_int8", "openvino", dict(num_threads=t, openvino_cache_dir=cache, precision="int8",
+                                           calibration=frames, calibration_source=args.calibration,
+                                           calibration_frames=args.calibration_frames)),
+    ]
+
+
 def cpu_variants(args, int8_onnx: Path | None = None) -> list[tuple[str, str, dict]]:
     t = args.threads
     v = [
@@ -117,7 +138,7 @@ def cpu_variants(args, int8_onnx: Path | None = None) -> list[tuple[str, str, di
         v.append(("torch_bf16_autocast", "torch", dict(num_threads=t, precision="bf16")))
     if int8_onnx is not None:
         v.append(("onnxruntime_int8", "onnxruntime", dict(num_threads=t, model_path=int8_onnx)))
-    return v
+    return v + (openvino_variants(args, args.workdir) if args.openvino else [])
 
 
 def calibration(args, limit: int) -> tuple[list[np.ndarray], str]:
@@ -191,7 +212,9 @@ def gpu_variants() -> list[tuple[str, str, dict]]:
 
 
 def run_group(variants, ckpt: Path, device: str, size, repeats: int, warmup: int, onnx_cache: Path,
-              image: np.ndarray) -> dict:
+              image: np.ndarray, scenes: np.ndarray | None = None) -> dict:
+    """Load every variant, then time them round-robin on ``image``; the % of class pixels equal to
+    the first variant's on ``image`` and, when given, on every frame of ``scenes`` (B,H,W,3)."""
     results: dict[str, dict] = {}
     live = []
     for label, name, opts in variants:
@@ -234,6 +257,13 @@ def run_group(variants, ckpt: Path, device: str, size, repeats: int, warmup: int
         if ref_label:
             results[label]["equal_pixels_vs_" + ref_label] = round(
                 float((outputs[label] == outputs[ref_label]).mean() * 100), 3)
+    if scenes is not None and ref_label:
+        ids = {label: np.concatenate([be.infer(scene).class_ids for scene in scenes]) for label, be in live}
+        for label, _ in live:
+            per_frame = (ids[label] == ids[ref_label]).reshape(len(scenes), -1).mean(1) * 100
+            results[label][f"scene_pixels_equal_vs_{ref_label}"] = {
+                "mean": round(float(per_frame.mean()), 3), "worst_frame": round(float(per_frame.min()), 3),
+                "frames": len(scenes)}
     return results
 
 
@@ -268,29 +298,34 @@ def main() -> int:
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True,
                    help="include torch CPU bf16 autocast (reported apart: not fp32)")
     p.add_argument("--no-cpu", action="store_true", help="GPU variants only")
+    p.add_argument("--openvino", action=argparse.BooleanOptionalAction, default=True,
+                   help="include OpenVINO fp32 (static and dynamic class count), bf16 and int8 (NNCF)")
     p.add_argument("--int8", action=argparse.BooleanOptionalAction, default=True,
                    help="include ONNX Runtime int8 (latency) and the int8 accuracy measurement")
     p.add_argument("--calibration", default=str(REPO / "data" / "demo.mcap"), help="int8 calibration bag or image folder")
     p.add_argument("--calibration-frames", type=int, default=32)
     p.add_argument("--accuracy-checkpoint", default=str(REPO / "models" / "casseg_demo.safetensors"))
     p.add_argument("--accuracy-frames", type=int, default=200, help="validation scenes (200 = the whole split)")
+    p.add_argument("--agreement-scenes", type=int, default=0,
+                   help="also the class pixels of every CPU variant equal to the first (torch eager) on this many "
+                        "context-scenes validation frames at --size (0: the test pattern only)")
     p.add_argument("--out", default="out/bench/backends.json")
     args = p.parse_args()
     size = tuple(args.size)
     report: dict = {
         "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": {"cpu": _cpu_name(), "logical_cpus": os.cpu_count(), "physical_cores": physical_cpu_count(),
+        "machine": {"cpu": _cpu_name(), "isa": _cpu_isa(), "logical_cpus": os.cpu_count(), "physical_cores": physical_cpu_count(),
                     "loadavg_start": os.getloadavg(), "platform": platform.platform(),
                     "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
         "versions": {"torch": torch.__version__, "onnxruntime": _version("onnxruntime"),
-                     "tensorrt": _version("tensorrt")},
+                     "tensorrt": _version("tensorrt"), "openvino": _version("openvino")},
         "availability": available_backends(),
         "settings": {"size": list(size), "repeats": args.repeats, "warmup": args.warmup, "threads": args.threads,
                      "batch": 1},
     }
     with tempfile.TemporaryDirectory(prefix="casseg_bench_") as tmp:
-        work = Path(tmp)
+        work = args.workdir = Path(tmp)
         ckpt, model_info = build_checkpoint(args, work)
         report["model"] = model_info
         onnx_cache = work / "onnx"
@@ -308,7 +343,12 @@ def main() -> int:
                                       Int8Settings(max_frames=args.calibration_frames))
             report["int8_quantize_s"] = round(time.perf_counter() - t0, 2)
         if not args.no_cpu:
-            cpu = run_group(cpu_variants(args, int8_onnx), ckpt, "cpu", size, args.repeats, args.warmup, onnx_cache, image)
+            scenes = None
+            if args.agreement_scenes:  # context-scenes validation frames at the benchmark size
+                val = ContextScenes(args.agreement_scenes, *size, seed=1_000_003)
+                scenes = np.stack([val[i][0] for i in range(len(val))])
+            cpu = run_group(cpu_variants(args, int8_onnx), ckpt, "cpu", size, args.repeats, args.warmup, onnx_cache, image,
+                            scenes)
             report["cpu"] = cpu
             eager = cpu.get("torch_eager", {}).get("median_ms")
             fp32 = {k: v["median_ms"] for k, v in cpu.items()
@@ -358,6 +398,15 @@ def _cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def _cpu_isa() -> list[str]:
+    """The CPU's AVX-512 / AMX flags: what bf16 and int8 speed depends on."""
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return []
+    return sorted(f for f in flags.split(":", 1)[1].split() if f.startswith(("avx512", "amx")))
 
 
 def _version(mod: str) -> str | None:

@@ -19,11 +19,14 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-__all__ = ["BACKENDS", "TRANSPORTS", "RELIABILITIES", "Rule", "RULES", "problem", "input_size_problem",
+__all__ = ["BACKENDS", "OPENVINO_DEVICES", "TRANSPORTS", "RELIABILITIES", "Rule", "RULES", "problem", "input_size_problem",
            "argparse_type", "input_size_argument", "checked_input_size", "upgrade_input_size_syntax"]
 
-# The inference backends `casseg_ros.runtime.create_backend` builds (it takes them from here).
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
+# The inference backends `casseg_ros.runtime.create_backend` builds (it takes them from here);
+# "auto": the one `casseg_ros.runtime.choose_backend` picks for the device.
+BACKENDS = ("torch", "onnxruntime", "tensorrt", "openvino", "auto")
+# OpenVINO's devices (backend openvino's openvino_device; only CPU is verified, see runtime/openvino_backend.py)
+OPENVINO_DEVICES = ("CPU", "GPU", "NPU", "AUTO")
 TRANSPORTS = ("raw", "compressed")
 RELIABILITIES = ("best_effort", "reliable")
 MAX_INPUT_SIDE = 4096  # input_height / input_width
@@ -105,6 +108,7 @@ RULES: dict[str, Rule] = {rule.name: rule for rule in (
     Rule("model_path", str, extra=_model_path),
     Rule("backend", str, choices=BACKENDS),
     Rule("device", str, extra=_device),
+    Rule("openvino_device", str, choices=OPENVINO_DEVICES),
     Rule("input_height", int, 0, MAX_INPUT_SIDE, extra=_input_side("input_height")),
     Rule("input_width", int, 0, MAX_INPUT_SIDE, extra=_input_side("input_width")),
     Rule("cameras", list, extra=_cameras),

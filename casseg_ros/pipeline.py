@@ -61,13 +61,17 @@ class ClassLabels:
 
 def start_backend(name: str, model_path: str | os.PathLike, device: str = "cpu",
                   input_size: tuple[int, int] | None = None, resize_in_graph: bool = False,
-                  num_threads: int | None = None) -> Backend:
+                  num_threads: int | None = None, openvino_device: str = "CPU") -> Backend:
     """The one bring-up of a backend (the node at configure, replay before its first frame): create,
     load and warm up, so the same kernels are warm before frame 0. `num_threads`: a CPU backend's
-    intra-op threads (None: the physical cores this process may use). On failure whatever was
-    created is closed and the error raised (BackendUnavailable, FileNotFoundError, a bad checkpoint...)."""
+    intra-op threads (None: the physical cores this process may use). `openvino_device`: the
+    OpenVINO device of backend openvino (and of auto when it chooses openvino). `name` "auto": the
+    backend `runtime.choose_backend` picks; `describe()["backend_choice"]` says which and why. On
+    failure whatever was created is closed and the error raised (BackendUnavailable,
+    FileNotFoundError, a bad checkpoint...)."""
     backend = create_backend(name=name, model_path=str(model_path), device=device, input_size=input_size,
-                             resize_in_graph=resize_in_graph, num_threads=num_threads)
+                             resize_in_graph=resize_in_graph, num_threads=num_threads,
+                             openvino_device=openvino_device)
     try:
         backend.load()
         backend.warmup()

@@ -13,7 +13,7 @@ ROS_AUTOMATIC_DISCOVERY_RANGE is deliberately left alone: the profile already re
 transports, and the variable changes discovery in ways that differ between RMWs.
 
 Nothing the suite runs writes into the user's home: the ROS log files (~/.ros/log), matplotlib's
-font cache (~/.cache/matplotlib) and the project's ONNX export and engine caches
+font cache (~/.cache/matplotlib) and the project's ONNX export, engine and OpenVINO caches
 (~/.cache/casseg_ros) go to one temporary folder of the session instead, for the test process and
 every child it starts (ONNX Runtime's telemetry cache is switched off by `import casseg_ros`).
 """
@@ -42,7 +42,7 @@ _CHECKOUT_AT_START = pytest.StashKey[dict]()
 _USER_FILES = pytest.StashKey[tuple]()
 # Where the tools would write into the user's home, and the folder of the session's user_files/ instead.
 USER_FILE_FOLDERS = {"ROS_LOG_DIR": "ros_log", "MPLCONFIGDIR": "matplotlib", "CASSEG_ONNX_CACHE": "onnx_cache",
-                     "CASSEG_ENGINE_CACHE": "engine_cache"}
+                     "CASSEG_ENGINE_CACHE": "engine_cache", "CASSEG_OPENVINO_CACHE": "openvino_cache"}
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -24,7 +24,7 @@ def test_the_node_descriptors_take_their_ranges_from_the_rules():
 @pytest.mark.parametrize("name,value,message", [
     ("score_threshold", -0.5, "score_threshold must be in [0.0, 1.0], got -0.5"),
     ("min_instance_area", 0, "min_instance_area must be in [1, 67108864], got 0"),
-    ("backend", "caffe", "backend must be one of 'torch', 'onnxruntime', 'tensorrt', got 'caffe'"),
+    ("backend", "caffe", "backend must be one of 'torch', 'onnxruntime', 'tensorrt', 'openvino', 'auto', got 'caffe'"),
     ("input_height", 16, "input_height must be 0 (native size) or >= 32, got 16"),
     ("scene_graph_stride", 2.5, "scene_graph_stride must be an integer, got 2.5"),
 ])

@@ -143,7 +143,7 @@ def test_bad_inputs_are_rejected(checkpoints):
     with pytest.raises(ValueError, match=r"\(B,H,W,3\)"):
         be.infer(np.zeros((1, 64, 128), np.uint8))
     with pytest.raises(ValueError, match="unknown backend"):
-        create_backend("openvino", "x.safetensors")
+        create_backend("caffe", "x.safetensors")
     with pytest.raises(ValueError, match="precision"):
         create_backend("torch", "x.safetensors", precision="int4")
 

@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 from casseg_ros.demo.checks import DEPTH_MAX_RANGE_M, NODE, DemoError, evaluate
+from casseg_ros.parameter_rules import BACKENDS, OPENVINO_DEVICES, argparse_type
 from casseg_ros.processes.children import ChildProcesses, loopback_env, node_command, random_domain_id, \
     sigint_default
 from casseg_ros.processes.readiness import GraphWatcher, ReadinessTimeout
@@ -44,9 +45,10 @@ from casseg_ros.ros.topics import camera_siblings
 CAMERA_TOPIC = "/camera/image_raw"
 
 
-def run_live(bag: Path, model: Path, out: Path, timeout_s: float) -> PlayedRun:
+def run_live(bag: Path, model: Path, out: Path, timeout_s: float, backend: dict[str, str] | None = None) -> PlayedRun:
     """Node, then recorder, then player at the recorded rate; the recording is `out/recording/`,
-    the player's info (stamp offset, counts) `out/player.json`."""
+    the player's info (stamp offset, counts) `out/player.json`. `backend`: node parameters
+    (backend, openvino_device) other than the node's defaults."""
     logs = out / "logs"
     shutil.rmtree(logs, ignore_errors=True)
     domain = random_domain_id()
@@ -61,7 +63,7 @@ def run_live(bag: Path, model: Path, out: Path, timeout_s: float) -> PlayedRun:
     with ChildProcesses(logs, env) as children, GraphWatcher(domain, env, name="casseg_demo") as graph:
         try:
             start_node(children, graph, node_command(model, CAMERA_TOPIC, NODE.strip("/"), params={
-                "depth_max_range_m": DEPTH_MAX_RANGE_M}), NODE, left())
+                "depth_max_range_m": DEPTH_MAX_RANGE_M, **(backend or {})}), NODE, left())
             print("demo: node is up, playing the recording at its recorded rate", flush=True)
             # The node's camera_info and depth subscriptions are in the graph before the first
             # frame, so the player waits until its companions are matched to them.
@@ -101,7 +103,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bag", type=Path, default=None, help=f"default: the installed {DEMO_BAG}")
     p.add_argument("--model", type=Path, default=None, help=f"default: the installed {DEMO_MODEL}")
     p.add_argument("--timeout", type=float, default=170.0, help="seconds for the live part")
+    p.add_argument("--backend", type=argparse_type("backend"), default=None,
+                   help=f"{' | '.join(BACKENDS)}: the node's backend parameter (default: the node's default)")
+    p.add_argument("--openvino-device", type=argparse_type("openvino_device"), default=None,
+                   help=f"{' | '.join(OPENVINO_DEVICES)}: the node's openvino_device (backend openvino; only CPU verified)")
     a = p.parse_args(argv)
+    backend = {k: v for k, v in (("backend", a.backend), ("openvino_device", a.openvino_device)) if v is not None}
     t0 = time.monotonic()
 
     def terminate(signum, frame):  # SIGTERM (e.g. `kill`, a CI timeout): clean up like Ctrl-C
@@ -111,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         bag, model = _inputs(a.bag, a.model)
         a.out.mkdir(parents=True, exist_ok=True)
-        run = run_live(bag, model, a.out, a.timeout)
+        run = run_live(bag, model, a.out, a.timeout, backend)
         print("demo: evaluating the recording against the ground-truth labels", flush=True)
         metrics = evaluate(bag, model, run, a.out)
     except KeyboardInterrupt:

@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
 
-from casseg_ros.parameter_rules import BACKENDS, RULES
+from casseg_ros.parameter_rules import BACKENDS, OPENVINO_DEVICES, RULES
 from casseg_ros.parameter_rules import input_size_problem as validate_input_size  # the node's names for them
 from casseg_ros.parameter_rules import problem as validate_parameter
 from casseg_ros.pipeline import PipelineSettings
@@ -20,7 +20,7 @@ from casseg_ros.resources import DEMO_MODEL
 from casseg_ros.ros.frame_io import InputSettings
 
 # Parameters applied at configure (they shape the model) and at activate (the subscription).
-MODEL_PARAMS = ("model_path", "backend", "device", "input_height", "input_width", "resize_in_graph", "vocabulary_file",
+MODEL_PARAMS = ("model_path", "backend", "device", "openvino_device", "input_height", "input_width", "resize_in_graph", "vocabulary_file",
                 "max_input_pixels", "cameras", "max_batch", "text_provider")
 SUBSCRIPTION_PARAMS = ("image_transport", "input_transport", "qos_reliability")
 
@@ -49,12 +49,19 @@ def param_specs() -> list[tuple[str, Any, ParameterDescriptor]]:
                         "looked up in the casseg_ros share directory, then in the working directory." + at_configure)),
         ("backend", "torch", D(
             type=ParameterType.PARAMETER_STRING,
-            description=f"Inference backend, one of {', '.join(BACKENDS)}." + at_configure,
+            description=f"Inference backend, one of {', '.join(BACKENDS)}; auto: TensorRT on a CUDA device where "
+                        f"it is installed, else OpenVINO on an x86 CPU where it is installed, else onnxruntime, "
+                        f"else torch (the node logs the choice and why)." + at_configure,
             additional_constraints=f"one of {', '.join(BACKENDS)}")),
         ("device", "cpu", D(
             type=ParameterType.PARAMETER_STRING,
             description="Inference device: cpu, cuda or cuda:N." + at_configure,
             additional_constraints="cpu | cuda | cuda:N")),
+        ("openvino_device", "CPU", D(
+            type=ParameterType.PARAMETER_STRING,
+            description="OpenVINO device of backend openvino (device stays cpu): CPU, GPU (Intel), NPU or AUTO; "
+                        "only CPU is verified." + at_configure,
+            additional_constraints=" | ".join(OPENVINO_DEVICES))),
         ("input_height", 0, D(
             type=ParameterType.PARAMETER_INTEGER, integer_range=_int_range("input_height"),
             description="Height the model runs at (images are resized on the host and the mask resized "

@@ -149,7 +149,8 @@ class SegmentNode(LifecycleNode):
         self._max_batch = int(self._param("max_batch"))
         t0 = time.perf_counter()
         backend = self._backend = start_backend(self._param("backend"), model_path, self._param("device"), input_size,
-                                                bool(self._param("resize_in_graph")))
+                                                bool(self._param("resize_in_graph")),
+                                                openvino_device=str(self._param("openvino_device")))
         labels = display_labels(backend, str(self._param("vocabulary_file")).strip() or None)
         self._pipeline = FramePipeline(backend, labels)
         for camera in self.cameras:
@@ -157,8 +158,11 @@ class SegmentNode(LifecycleNode):
         self._vocabulary_service = self.create_service(SetVocabulary, "~/set_vocabulary", self._on_set_vocabulary)
         self._configured = True
         desc = backend.describe()
+        if desc.get("backend_choice"):  # backend auto: what it chose and why
+            self.get_logger().info(f"backend {desc['backend_choice']}")
         self.get_logger().info(
-            f"configured: {model_path} on {desc.get('name')}/{desc.get('device')} "
+            f"configured: {model_path} on {desc.get('name')}/{desc.get('openvino_device') or desc.get('device')} "
+            f"precision={desc.get('precision')} "
             f"input_size={desc.get('input_size')} classes={len(labels.names)} mask={labels.mask_encoding} "
             f"cameras={[c.label for c in self.cameras]} ({time.perf_counter() - t0:.1f} s incl. warm-up)")
 

@@ -1,4 +1,4 @@
-"""Backend interface shared by the torch, onnxruntime and tensorrt inference backends.
+"""Backend interface shared by the torch, onnxruntime, tensorrt and openvino inference backends.
 
 A backend runs the model's *export module* (``ContextSegmentor.export_module()``): uint8 NHWC RGB in,
 ``(class_ids int32, confidence, class_scores, adjacency)`` out, with normalisation, upsampling,
@@ -176,6 +176,7 @@ class Backend(abc.ABC):
         self._loaded = False
         self.load_seconds: float | None = None
         self.last_runtime_s: float | None = None  # seconds in the runtime calls of the last infer
+        self.backend_choice: str | None = None  # create_backend("auto", ...): what it chose and why
 
     # ------------------------------------------------------------------ public API
     def load(self) -> "Backend":
@@ -228,6 +229,7 @@ class Backend(abc.ABC):
             "precision": self.precision,
             "input_size": list(self.input_size) if self.input_size is not None else None,
             "resize_in_graph": self.resize_in_graph,
+            **({"backend_choice": self.backend_choice} if self.backend_choice else {}),
         }
 
     @property

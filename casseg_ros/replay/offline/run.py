@@ -59,6 +59,7 @@ class ReplayConfig:
     device: str = "cpu"
     input_size: tuple[int, int] | None = None
     resize_in_graph: bool = False  # the node's parameter of that name
+    openvino_device: str = "CPU"  # the node's parameter of that name (backend openvino)
     # Intra-op threads of a CPU backend; None: the physical cores this process may use. Part of the
     # results: floating-point sums split over another number of threads round differently, which
     # can flip a pixel whose two best classes tie to ~1e-7.
@@ -79,14 +80,15 @@ class ReplayConfig:
 
 
 def load_backend(model_path: Path, backend: str, device: str, input_size, resize_in_graph: bool = False,
-                 num_threads: int | None = None) -> Backend:
+                 num_threads: int | None = None, openvino_device: str = "CPU") -> Backend:
     """The node's bring-up (`pipeline.start_backend`), with failures turned into one clear ReplayError:
     the backend named when it is the problem, the model file when that is."""
-    reason = setting_problem("backend", backend)  # the node's rule: an unknown name is the backend's fault
+    reason = setting_problem("backend", backend) or setting_problem("openvino_device", openvino_device)
+    # the node's rules: an unknown name is the backend's fault
     if reason:
         raise ReplayError(f"backend {backend!r} on {device!r} is not available: {reason}")
     try:
-        be = start_backend(backend, model_path, device, input_size, resize_in_graph, num_threads)
+        be = start_backend(backend, model_path, device, input_size, resize_in_graph, num_threads, openvino_device)
         _ = be.vocabulary
     except BackendUnavailable as exc:
         raise ReplayError(f"backend {backend!r} on {device!r} is not available: {exc}") from exc
@@ -264,7 +266,10 @@ def run_replay(cfg: ReplayConfig) -> dict[str, Any]:
         print(f"casseg-replay: warning: {metrics['warnings'][-1]}", file=sys.stderr)
     try:
         backend = load_backend(cfg.model_path, cfg.backend, cfg.device, cfg.input_size, cfg.resize_in_graph,
-                               cfg.num_threads)
+                               cfg.num_threads, cfg.openvino_device)
+        choice = backend.describe().get("backend_choice")
+        if choice:  # backend auto: what it chose and why, as the node logs it
+            print(f"casseg-replay: backend {choice}", file=sys.stderr)
         pipeline = FramePipeline(backend, display_labels(backend, cfg.vocabulary_file))
     except (ReplayError, ValueError, OSError) as exc:  # ValueError/OSError: a bad vocabulary_file
         inputs.reader.close()
