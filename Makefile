@@ -7,14 +7,6 @@ STAMP  := $(VENV)/.casseg-setup-done
 export FASTDDS_DEFAULT_PROFILES_FILE := $(CURDIR)/config/fastdds_loopback.xml
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
-# OpenVINO and NNCF start usage telemetry (openvino-telemetry) when first imported: a client id in
-# ~/intel and, from NNCF, events sent to Google Analytics. Their documented opt-out, `opt_in_out
-# --opt_out`, writes a consent file into the user's home; what needs no file is the CI check both
-# enable (CI=true, read at that import) and NNCF's switch to its no-op stub (NNCF_CI). So they are
-# off for everything started from here; casseg_ros.runtime.openvino_backend does the same for its
-# own imports of them (CI for the import only) when started otherwise. A value set outside wins.
-export CI ?= true
-export NNCF_CI ?= 1
 
 .PHONY: setup test test-fast test-fast-reversed test-again demo bench clean
 

@@ -74,6 +74,7 @@ def _openvino(model=DEMO_WEIGHTS, caches=None, **opts):
                           **(caches or {}), **opts).load()
 
 
+@pytest.mark.slow
 @needs_openvino
 def test_fp32_matches_torch_on_the_demo_weights(caches, scenes, reference):
     backend = _openvino(caches=caches)
@@ -91,6 +92,7 @@ def test_fp32_matches_torch_on_the_demo_weights(caches, scenes, reference):
     assert other.class_ids.shape == (1, 120, 240) and other.class_ids.dtype == np.int32
 
 
+@pytest.mark.slow
 @needs_openvino
 def test_bf16_where_the_cpu_has_it(caches, scenes, reference):
     try:
@@ -133,6 +135,7 @@ def _images(n=2, size=SIZE, seed=0):
     return np.stack([np.clip(base + rng.integers(-25, 26, base.shape), 0, 255).astype(np.uint8) for _ in range(n)])
 
 
+@pytest.mark.slow
 @needs_openvino
 @pytest.mark.parametrize("static_classes", [True, False], ids=["static_K", "dynamic_K"])
 def test_permuting_the_class_embeddings_permutes_the_ids(tiny_checkpoint, caches, tmp_path, static_classes):
@@ -168,6 +171,7 @@ def _files(root: Path) -> dict[str, int]:
     return {p.relative_to(root).as_posix(): p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
 
 
+@pytest.mark.slow
 @needs_openvino
 def test_the_compiled_model_cache_is_reused_and_keyed_by_the_checkpoint(tmp_path):
     opts = {"onnx_cache_dir": tmp_path / "onnx", "openvino_cache_dir": tmp_path / "openvino"}
@@ -321,6 +325,7 @@ def test_the_node_runs_backend_auto_on_openvino(ros_env, tiny_checkpoint, tmp_pa
     assert diagnostics["precision"] == "fp32" and diagnostics["backend_choice"].startswith("auto: openvino")
 
 
+@pytest.mark.slow
 @needs_openvino
 def test_resize_in_graph_runs_any_image_size(caches, scenes):
     """The resize-in-graph export (dynamic height and width): outputs at each image's own size,
