@@ -32,8 +32,10 @@ $(STAMP): requirements.txt constraints.txt setup.py scripts/build_interfaces.sh 
 FAST := -m "not ros and not slow"
 
 # --durations: the slowest tests named in every log, so a tier that creeps up shows where.
+# Tests marked `own_process` (pytest.ini says why) run in a second pytest process after the rest.
 test: setup
-	$(PY) -m pytest -q -p no:cacheprovider --durations=20 test
+	$(PY) -m pytest -q -p no:cacheprovider --durations=20 -m "not own_process" test
+	$(PY) -m pytest -q -p no:cacheprovider -m own_process test
 
 test-fast: setup
 	$(PY) -m pytest -q -p no:cacheprovider $(FAST) test

@@ -107,6 +107,7 @@ def test_bf16_where_the_cpu_has_it(caches, scenes, reference):
 
 @needs_openvino
 @pytest.mark.slow
+@pytest.mark.own_process  # see pytest.ini
 def test_int8_nncf_agrees_and_is_cached(caches, scenes, reference):
     calibration = functools.partial(calibration_frames, DEMO_BAG)
     backend = _openvino(caches=caches, precision="int8", calibration=calibration,

@@ -282,7 +282,6 @@ class OpenVinoBackend(Backend):
             shutil.rmtree(tmp, ignore_errors=True)
         return self.core.read_model(str(xml))
 
-
     def _compile(self, vocabulary: Vocabulary | None):
         """(compiled model, infer request, class feed) for ``vocabulary``; nothing of self changes."""
         model = self._model
