@@ -45,6 +45,9 @@ DEMO_SIZE = (96, 192)  # the demo weights' own input size
 SIZE = (64, 128)
 HAVE_OPENVINO = importlib.util.find_spec("openvino") is not None
 needs_openvino = pytest.mark.skipif(not HAVE_OPENVINO, reason="openvino is not installed (optional)")
+# In a pytest process of its own (pytest.ini says why): with these tests in the suite's process, a
+# later CPU training test and the DDP test crashed it.
+pytestmark = pytest.mark.own_process
 
 
 def _agreement(a, b) -> float:
@@ -107,7 +110,6 @@ def test_bf16_where_the_cpu_has_it(caches, scenes, reference):
 
 @needs_openvino
 @pytest.mark.slow
-@pytest.mark.own_process  # see pytest.ini
 def test_int8_nncf_agrees_and_is_cached(caches, scenes, reference):
     calibration = functools.partial(calibration_frames, DEMO_BAG)
     backend = _openvino(caches=caches, precision="int8", calibration=calibration,
