@@ -201,15 +201,9 @@ def int8_accuracy(args, work: Path) -> dict:
 def reduced_accuracy_variants(args, work: Path) -> list[tuple[str, str, dict]]:
     """The reduced-precision CPU variants whose accuracy the latency table's goals need, on the
     demo weights (labels as in the latency table: its variant ``label`` is judged by ``out[label]``)."""
-    t, cache = args.threads, work / "openvino_accuracy"
-    frames = functools.partial(calibration, args, args.calibration_frames)
-    v = [("torch_bf16_autocast", "torch", dict(num_threads=t, precision="bf16"))] if args.bf16 else []
-    if args.openvino:
-        v += [("openvino", "openvino", dict(num_threads=t, openvino_cache_dir=cache)),
-              ("openvino_bf16", "openvino", dict(num_threads=t, openvino_cache_dir=cache, precision="bf16")),
-              ("openvino_int8", "openvino", dict(num_threads=t, openvino_cache_dir=cache, precision="int8",
-                                                 calibration=frames, calibration_source=args.calibration,
-                                                 calibration_frames=args.calibration_frames))]
+    v = [("torch_bf16_autocast", "torch", dict(num_threads=args.threads, precision="bf16"))] if args.bf16 else []
+    if args.openvino:  # the latency round's OpenVINO variants (their cache is keyed by the checkpoint too)
+        v += [variant for variant in openvino_variants(args, work) if variant[0] != "openvino_dynamic_k"]
     return v
 
 
