@@ -71,12 +71,12 @@ import torch  # noqa: E402
 
 from matplotlib.figure import Figure  # noqa: E402
 
-from casseg_ros.export.calibration import calibration_frames  # noqa: E402
 from casseg_ros.export.parity import make_test_pattern  # noqa: E402
 from casseg_ros.export.quantize import ALL_OP_TYPES, Int8Settings, quantize_onnx  # noqa: E402
 from casseg_ros.fileio import atomic_write_bytes, atomic_write_text  # noqa: E402
 from casseg_ros.model import ContextSegmentor, ModelConfig, load_model_config  # noqa: E402
 from casseg_ros.model.checkpoint import save_checkpoint  # noqa: E402
+from casseg_ros.ros.calibration_frames import calibration_frames  # noqa: E402
 from casseg_ros.runtime import BackendUnavailable, InferenceResult, available_backends, create_backend  # noqa: E402
 from casseg_ros.runtime.base import physical_cpu_count, resize_images, resize_outputs  # noqa: E402
 from casseg_ros.runtime.model_export import export_checkpoint  # noqa: E402

@@ -63,6 +63,7 @@ sys.path.insert(0, str(REPO))  # this checkout's casseg_ros, also without an ins
 
 from casseg_msgs.msg import SceneGraph  # noqa: E402
 from casseg_ros.fileio import atomic_write_text  # noqa: E402
+from casseg_ros.parameter_rules import argparse_type  # noqa: E402
 from casseg_ros.perception.depth import check_depth, graph_in_3d, labelled_cloud, organised_points  # noqa: E402
 from casseg_ros.perception.scene_graph import segment_instances  # noqa: E402
 from casseg_ros.pipeline import ClassLabels, DepthFrame, FramePipeline, PipelineSettings, Products  # noqa: E402
@@ -167,6 +168,24 @@ class Consumer:
             self.node.destroy_subscription(sub)
 
 
+def best_variant(path: Path) -> dict | None:
+    """bench/backends.py's fastest CPU variant within its accuracy bounds (the fp32 one at >= 99.9 %
+    of eager's pixels, the bf16/int8 one at >= 99 % and <= 0.5 mIoU lost), if it ran at this size."""
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if list(report.get("settings", {}).get("size") or []) != [HEIGHT, WIDTH]:
+        return None
+    names = [report.get(k) for k in ("best_cpu_variant", "best_reduced_variant") if report.get(k)]
+    ms = {n: report["cpu"][n]["median_ms"] for n in names}
+    if not ms:
+        return None
+    name = min(ms, key=ms.get)
+    return {"variant": name, "median_ms": ms[name], "file": str(path),
+            "load_avg": report.get("machine", {}).get("loadavg_end")}
+
+
 def latency_slope_ms_per_s(received_s: list[float], latency_s: list[float]) -> float:
     """Least-squares slope of latency (ms) against receive time (s)."""
     t = np.asarray(received_s) - received_s[0]
@@ -182,7 +201,8 @@ def run_phase(args, env: dict[str, str], graph: GraphWatcher, checkpoint: Path, 
     with tempfile.TemporaryDirectory(prefix="bench_node_") as logs, ChildProcesses(Path(logs), env) as children:
         argv = node_command(checkpoint, camera_topic, namespace=ns, params={
             "device": args.device, "backend": args.backend, "input_height": HEIGHT, "input_width": WIDTH,
-            "min_instance_area": 64})
+            "min_instance_area": 64, "precision": args.precision,
+            "calibration": str(Path(args.calibration).resolve()) if args.calibration else ""})
         consumer = Consumer(graph.node, fqn)
         try:
             start_node(children, graph, argv, fqn, timeout=300)
@@ -292,7 +312,14 @@ def measure_points_ms(pairs: int, max_range_m: float = InputSettings.depth_max_r
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="checkpoint; default: a random swin_nano model")
-    parser.add_argument("--backend", default="torch")
+    parser.add_argument("--backend", default="torch", type=argparse_type("backend"))
+    parser.add_argument("--precision", default="auto", type=argparse_type("precision"),
+                        help="the node's precision parameter (auto: backend openvino measures it on --calibration)")
+    parser.add_argument("--calibration", default=None,
+                        help="the node's calibration parameter (a bag or an image folder), e.g. data/demo.mcap")
+    parser.add_argument("--compare", default=str(REPO / "out" / "bench" / "backends.json"),
+                        help="bench/backends.py's result: the node's forward is compared with its fastest variant "
+                             "within the accuracy bounds (forward_over_best_variant), when it was run at this size")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seconds", type=float, default=60.0,
                         help="measured seconds per phase (60 for the goals; less for a short check)")
@@ -325,6 +352,7 @@ def main() -> int:
     points = measure_points_ms(args.points_pairs)  # after the node phases: nothing else runs meanwhile
 
     sat_diag, idle_diag = saturated["diagnostics"], unsaturated["diagnostics"]
+    best = best_variant(Path(args.compare))
     idle_forward_ms = float(idle_diag["forward_p50_ms"])
     sat_latency_ms = np.asarray(saturated["latency_s"]) * 1e3
     idle_latency_ms = np.asarray(unsaturated["latency_s"]) * 1e3
@@ -338,13 +366,18 @@ def main() -> int:
         # other processes on a shared machine held the core.
         "host_overhead_cpu_ms": float(sat_diag["host_cpu_p50_ms"]),
         **points,
+        # the node must not lose what the runtime gains (issue 20): its forward (unsaturated run:
+        # the camera does not compete for the cores) / bench/backends.py's best variant (another run)
+        **({"forward_over_best_variant": round(idle_forward_ms / best["median_ms"], 3)} if best else {}),
         "goals": {"e2e_over_forward": "<= 1.10", "p99_over_model": "<= 2.0",
                   "latency_slope_ms_per_s": "|slope| <= 0.5", "lost_in_transport": "== 0",
-                  "host_overhead_ms": "<= 3", "points_ms": "<= 5"},
+                  "host_overhead_ms": "<= 3", "points_ms": "<= 5", "forward_over_best_variant": "<= 1.0"},
         "details": {
             "image_size": [HEIGHT, WIDTH],
             "model": str(args.model or "random swin_nano (decoder_dim 64, 19 classes)"),
             "backend": sat_diag.get("backend"), "device": sat_diag.get("device"),
+            "precision": sat_diag.get("precision"), "precision_choice": sat_diag.get("precision_choice"),
+            "backend_choice": sat_diag.get("backend_choice"), "best_variant": best,
             "saturated": {
                 "camera_rate_hz": 30.0, "measured_s": args.seconds, "masks": int(sat_latency_ms.size),
                 "forward_p50_ms": forward_ms,
@@ -374,7 +407,7 @@ def main() -> int:
     atomic_write_text(out, json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: result[k] for k in ("e2e_over_forward", "p99_over_model", "latency_slope_ms_per_s",
                                             "lost_in_transport", "host_overhead_ms", "host_overhead_cpu_ms",
-                                            "points_ms")},
+                                            "points_ms", "forward_over_best_variant") if k in result},
                      indent=2))
     print(f"wrote {out}")
     return 0

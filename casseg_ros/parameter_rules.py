@@ -19,7 +19,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-__all__ = ["BACKENDS", "OPENVINO_DEVICES", "TRANSPORTS", "RELIABILITIES", "Rule", "RULES", "problem", "input_size_problem",
+__all__ = ["BACKENDS", "OPENVINO_DEVICES", "PRECISIONS", "PRECISION_SETTINGS", "TRANSPORTS", "RELIABILITIES", "Rule", "RULES", "problem", "input_size_problem",
            "argparse_type", "input_size_argument", "checked_input_size", "upgrade_input_size_syntax"]
 
 # The inference backends `casseg_ros.runtime.create_backend` builds (it takes them from here);
@@ -27,6 +27,10 @@ __all__ = ["BACKENDS", "OPENVINO_DEVICES", "TRANSPORTS", "RELIABILITIES", "Rule"
 BACKENDS = ("torch", "onnxruntime", "tensorrt", "openvino", "auto")
 # OpenVINO's devices (backend openvino's openvino_device; only CPU is verified, see runtime/openvino_backend.py)
 OPENVINO_DEVICES = ("CPU", "GPU", "NPU", "AUTO")
+# The numeric precisions a backend runs (`casseg_ros.runtime.base.Backend.precision`); int8: a
+# quantised model. The setting also takes "auto": the backend's choice (OpenVINO measures it).
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+PRECISION_SETTINGS = ("auto",) + PRECISIONS
 TRANSPORTS = ("raw", "compressed")
 RELIABILITIES = ("best_effort", "reliable")
 MAX_INPUT_SIDE = 4096  # input_height / input_width
@@ -109,6 +113,7 @@ RULES: dict[str, Rule] = {rule.name: rule for rule in (
     Rule("backend", str, choices=BACKENDS),
     Rule("device", str, extra=_device),
     Rule("openvino_device", str, choices=OPENVINO_DEVICES),
+    Rule("precision", str, choices=PRECISION_SETTINGS),
     Rule("input_height", int, 0, MAX_INPUT_SIDE, extra=_input_side("input_height")),
     Rule("input_width", int, 0, MAX_INPUT_SIDE, extra=_input_side("input_width")),
     Rule("cameras", list, extra=_cameras),

@@ -24,7 +24,7 @@ import math
 import os
 import time
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Iterable, Sequence
 
 import cv2
 import numpy as np
@@ -61,17 +61,25 @@ class ClassLabels:
 
 def start_backend(name: str, model_path: str | os.PathLike, device: str = "cpu",
                   input_size: tuple[int, int] | None = None, resize_in_graph: bool = False,
-                  num_threads: int | None = None, openvino_device: str = "CPU") -> Backend:
+                  num_threads: int | None = None, openvino_device: str = "CPU", precision: str | None = None,
+                  calibration: Callable[[], tuple[Iterable[np.ndarray], str]] | None = None,
+                  calibration_source: str | None = None) -> Backend:
     """The one bring-up of a backend (the node at configure, replay before its first frame): create,
     load and warm up, so the same kernels are warm before frame 0. `num_threads`: a CPU backend's
     intra-op threads (None: the physical cores this process may use). `openvino_device`: the
     OpenVINO device of backend openvino (and of auto when it chooses openvino). `name` "auto": the
-    backend `runtime.choose_backend` picks; `describe()["backend_choice"]` says which and why. On
+    backend `runtime.choose_backend` picks; `describe()["backend_choice"]` says which and why.
+    `precision`: None or "auto" (measured by backend openvino on the calibration frames, the default
+    of the others: `describe()["precision_choice"]`), or fp32/fp16/bf16/int8. `calibration`: a
+    callable returning (RGB frames, source) for int8 and precision auto, named `calibration_source`
+    (this module cannot read a bag: the ROS layer passes `ros.calibration_frames.calibration_options`). On
     failure whatever was created is closed and the error raised (BackendUnavailable,
     FileNotFoundError, a bad checkpoint...)."""
     backend = create_backend(name=name, model_path=str(model_path), device=device, input_size=input_size,
                              resize_in_graph=resize_in_graph, num_threads=num_threads,
-                             openvino_device=openvino_device)
+                             openvino_device=openvino_device, precision=precision,
+                             **({"calibration": calibration, "calibration_source": calibration_source}
+                                if calibration is not None else {}))
     try:
         backend.load()
         backend.warmup()

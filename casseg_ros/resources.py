@@ -57,15 +57,17 @@ def candidate_paths(relative_or_absolute: str | os.PathLike) -> list[Path]:
     if path.is_absolute():
         return [path]
     checkout = editable_checkout()
-    return ([share / path for share in share_directories()] + [Path.cwd() / path]
-            + ([checkout / path] if checkout is not None else []))
+    candidates = ([share / path for share in share_directories()] + [Path.cwd() / path]
+                  + ([checkout / path] if checkout is not None else []))
+    return list(dict.fromkeys(candidates))  # once each (the working directory is often the checkout)
 
 
-def resolve_data_path(relative_or_absolute: str | os.PathLike, what: str = "file") -> Path:
-    """The first existing candidate; FileNotFoundError naming every place tried."""
+def resolve_data_path(relative_or_absolute: str | os.PathLike, what: str = "file", folders: bool = False) -> Path:
+    """The first existing candidate (a file; with ``folders`` a folder too, e.g. a rosbag2
+    directory or a folder of images); FileNotFoundError naming every place tried."""
     candidates = candidate_paths(relative_or_absolute)
     for candidate in candidates:
-        if candidate.is_file():
+        if candidate.is_file() or (folders and candidate.is_dir()):
             return candidate
     tried = ", ".join(str(c) for c in candidates)
     raise FileNotFoundError(f"{what} {str(relative_or_absolute)!r} not found (tried: {tried})")

@@ -14,12 +14,12 @@ import torch
 from rclpy.serialization import serialize_message
 from std_msgs.msg import String
 
-from casseg_ros.export.calibration import BagError, bag_frames, calibration_frames
 from casseg_ros.export.cli import main
 from casseg_ros.export.parity import make_test_pattern
 from casseg_ros.export.quantize import Int8Settings, quantize_onnx
 from casseg_ros.model.checkpoint import save_checkpoint
 from casseg_ros.replay.bag import OutputBag
+from casseg_ros.ros.calibration_frames import BagError, bag_frames, calibration_frames
 from casseg_ros.runtime import BackendUnavailable, create_backend
 from casseg_ros.runtime.model_export import META_CALIBRATION, META_PRECISION, export_checkpoint, onnx_metadata
 from model_factory import tiny_model

@@ -21,11 +21,11 @@ import pytest
 import torch
 from builtin_interfaces.msg import Time
 
-from casseg_ros.export.calibration import calibration_frames
 from casseg_ros.export.parity import make_test_pattern
 from casseg_ros.model.checkpoint import bake_vocabulary, save_checkpoint
 from casseg_ros.parameter_rules import problem
 from casseg_ros.replay.cli import build_parser as replay_parser
+from casseg_ros.ros.calibration_frames import calibration_frames
 from casseg_ros.ros.cameras import Camera
 from casseg_ros.ros.diagnostics import node_diagnostics
 from casseg_ros.ros.node_stats import BatchStats
@@ -251,7 +251,7 @@ def test_a_device_that_is_not_there_is_named(tiny_checkpoint, caches):
         _openvino(tiny_checkpoint, caches, input_size=SIZE, openvino_device=absent)
     with pytest.raises(BackendUnavailable, match="not on device 'cuda'"):
         create_backend("openvino", tiny_checkpoint, device="cuda", input_size=SIZE)
-    with pytest.raises(BackendUnavailable, match="fp32, bf16 and int8"):
+    with pytest.raises(BackendUnavailable, match=r"backend 'openvino' runs precision auto, fp32, bf16, int8 \(asked for fp16\)"):
         create_backend("openvino", tiny_checkpoint, input_size=SIZE, precision="fp16")
 
 
@@ -309,14 +309,20 @@ def test_the_node_diagnostics_report_backend_device_and_precision(tiny_checkpoin
 @pytest.mark.ros
 @pytest.mark.slow  # node and camera processes
 def test_the_node_runs_backend_auto_on_openvino(ros_env, tiny_checkpoint, tmp_path):
-    """The real node with `backend: auto` on this x86 machine with OpenVINO installed: it logs the
-    choice and why, segments the camera's frames, and /diagnostics names the backend in use."""
+    """The real node with `backend: auto` and `precision: auto` (calibration: a folder of images) on
+    this x86 machine with OpenVINO installed: it logs both choices and why, segments the camera's
+    frames, and /diagnostics names the backend and the precision in use."""
     ns = ros_env.namespace
     camera_topic = f"{ns}/camera/image_raw"
     env = dict(ros_env.env, CASSEG_OPENVINO_CACHE=str(tmp_path / "openvino"), CASSEG_ONNX_CACHE=str(tmp_path / "onnx"))
+    folder = tmp_path / "calibration"
+    folder.mkdir()
+    for i, image in enumerate(_images(3, seed=5)):
+        cv2.imwrite(str(folder / f"{i}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
     with node_and_probe(env, ns, camera_topic, dict(
             model_path=str(tiny_checkpoint), backend="auto", openvino_device="CPU", input_height=SIZE[0],
-            input_width=SIZE[1], qos_reliability="reliable")) as (node, probe):
+            input_width=SIZE[1], qos_reliability="reliable", precision="auto",
+            calibration=str(folder))) as (node, probe):
         probe.wait_for_state("active", 120.0, alive=node.check_alive)
         camera = start_camera(env, camera_topic, "--encodings", "rgb8", "--frames-per-encoding", "10")
         assert camera.wait(90) == 0, camera.output()
@@ -324,8 +330,11 @@ def test_the_node_runs_backend_auto_on_openvino(ros_env, tiny_checkpoint, tmp_pa
         assert probe.wait_until(lambda: probe.get("diagnostics"), 5.0)
         diagnostics = probe.get("diagnostics")[-1]
         assert "backend auto: openvino (device cpu on x86_64: OpenVINO is installed)" in node.output()
+        assert "precision auto: " in node.output() and "fastest at >= 99 % agreement" in node.output()
     assert diagnostics["backend"] == "openvino" and diagnostics["openvino_device"] == "CPU"
-    assert diagnostics["precision"] == "fp32" and diagnostics["backend_choice"].startswith("auto: openvino")
+    assert diagnostics["backend_choice"].startswith("auto: openvino")
+    chosen = diagnostics["precision_choice"].split()[1]  # "auto: <precision> (...)"
+    assert chosen in ("fp32", "bf16", "int8") and diagnostics["precision"] == chosen
 
 
 @pytest.mark.slow
@@ -341,3 +350,47 @@ def test_resize_in_graph_runs_any_image_size(caches, scenes):
     assert result.class_ids.shape == (4, 120, 240)
     assert _agreement(result, reference.infer(images)) >= 99.9
     assert backend.infer(scenes[:1]).class_ids.shape == (1, *DEMO_SIZE)  # another size, the same compiled model
+
+
+@pytest.mark.slow
+@needs_openvino
+def test_precision_auto_measures_once_records_and_reuses(tiny_checkpoint, tmp_path):
+    caches = {"onnx_cache_dir": tmp_path / "onnx", "openvino_cache_dir": tmp_path / "openvino"}
+    frames = list(_images(4, seed=3))
+    calls = []
+
+    def calibration():
+        calls.append(1)
+        return iter(frames), "four test patterns"
+
+    first = _openvino(tiny_checkpoint, caches, input_size=SIZE, precision="auto", calibration=calibration,
+                      calibration_source="patterns")
+    assert len(calls) == 1  # read once, shared by the candidates (int8 calibrates on the same frames)
+    records = list((tmp_path / "openvino" / "precision").glob("*.json"))
+    assert len(records) == 1
+    doc = json.loads(records[0].read_text())
+    trials = {t["precision"]: t for t in doc["trials"]}
+    assert trials["fp32"]["agreement"] == 1.0 and "int8" in trials
+    eligible = {p: t["latency_ms"] for p, t in trials.items() if t["error"] is None and t["agreement"] >= 0.99}
+    assert doc["precision"] == first.precision == min(eligible, key=eligible.get)
+    assert first.describe()["precision_choice"].startswith(f"auto: {first.precision} (fastest at >= 99 % agreement")
+
+    def must_not_run():
+        raise AssertionError("a recorded choice must not read the calibration frames again")
+
+    again = _openvino(tiny_checkpoint, caches, input_size=SIZE, precision="auto", calibration=must_not_run,
+                      calibration_source="patterns")
+    assert again.precision == first.precision and "[recorded " in again.describe()["precision_choice"]
+    images = np.stack(frames)
+    assert np.array_equal(again.infer(images).class_ids, first.infer(images).class_ids)
+    # another checkpoint is another key: measured again
+    other = save_checkpoint(tmp_path / "other.safetensors", tiny_model(num_classes=5, seed=7))
+    _openvino(other, caches, input_size=SIZE, precision="auto", calibration=calibration, calibration_source="patterns")
+    assert len(calls) == 2 and len(list((tmp_path / "openvino" / "precision").glob("*.json"))) == 2
+
+
+@needs_openvino
+def test_precision_auto_without_calibration_frames_runs_fp32(tiny_checkpoint, caches):
+    backend = _openvino(tiny_checkpoint, caches, input_size=SIZE, precision="auto")
+    assert backend.precision == "fp32" and backend.describe()["inference_precision"] == "fp32"
+    assert "no calibration frames" in backend.describe()["precision_choice"]

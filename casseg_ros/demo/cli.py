@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 from casseg_ros.demo.checks import DEPTH_MAX_RANGE_M, NODE, DemoError, evaluate
-from casseg_ros.parameter_rules import BACKENDS, OPENVINO_DEVICES, argparse_type
+from casseg_ros.parameter_rules import BACKENDS, OPENVINO_DEVICES, PRECISION_SETTINGS, argparse_type
 from casseg_ros.processes.children import ChildProcesses, loopback_env, node_command, random_domain_id, \
     sigint_default
 from casseg_ros.processes.readiness import GraphWatcher, ReadinessTimeout
@@ -48,7 +48,7 @@ CAMERA_TOPIC = "/camera/image_raw"
 def run_live(bag: Path, model: Path, out: Path, timeout_s: float, backend: dict[str, str] | None = None) -> PlayedRun:
     """Node, then recorder, then player at the recorded rate; the recording is `out/recording/`,
     the player's info (stamp offset, counts) `out/player.json`. `backend`: node parameters
-    (backend, openvino_device) other than the node's defaults."""
+    (backend, openvino_device, precision, calibration) other than the node's defaults."""
     logs = out / "logs"
     shutil.rmtree(logs, ignore_errors=True)
     domain = random_domain_id()
@@ -107,8 +107,15 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"{' | '.join(BACKENDS)}: the node's backend parameter (default: the node's default)")
     p.add_argument("--openvino-device", type=argparse_type("openvino_device"), default=None,
                    help=f"{' | '.join(OPENVINO_DEVICES)}: the node's openvino_device (backend openvino; only CPU verified)")
+    p.add_argument("--precision", type=argparse_type("precision"), default=None,
+                   help=f"{' | '.join(PRECISION_SETTINGS)}: the node's precision parameter (default: the node's default)")
+    p.add_argument("--calibration", type=Path, default=None,
+                   help="the node's calibration parameter (a bag or an image folder, for int8 and precision auto)")
     a = p.parse_args(argv)
-    backend = {k: v for k, v in (("backend", a.backend), ("openvino_device", a.openvino_device)) if v is not None}
+    backend = {k: v for k, v in (("backend", a.backend), ("openvino_device", a.openvino_device),
+                                 ("precision", a.precision),
+                                 ("calibration", str(a.calibration.resolve()) if a.calibration else None))
+               if v is not None}
     t0 = time.monotonic()
 
     def terminate(signum, frame):  # SIGTERM (e.g. `kill`, a CI timeout): clean up like Ctrl-C

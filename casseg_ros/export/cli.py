@@ -20,7 +20,7 @@ Exit status: 0 ok, 1 validation failed, 2 bad arguments / missing backend (messa
 The graph and its metadata come from ``casseg_ros.runtime.model_export``, the parity check from
 ``casseg_ros.export.parity`` (both sides through the backends, the path the node uses). The CLI sits
 above the runtime layer because ``--calibration`` reads camera frames from a rosbag2 with the node's
-decoder (``casseg_ros.export.calibration``); the runtime package itself stays ROS-free.
+decoder (``casseg_ros.ros.calibration_frames``); the runtime package itself stays ROS-free.
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ from typing import Any, Sequence
 
 import onnx
 
-from casseg_ros.export.calibration import BagError, calibration_frames
+from casseg_ros.ros.calibration_frames import BagError, calibration_frames
 from casseg_ros.export.parity import compare_onnx, compare_onnx_with_torch, load_image, make_test_pattern
 from casseg_ros.export.quantize import Int8Settings, quantize_onnx
 from casseg_ros.fileio import atomic_write_bytes

@@ -253,11 +253,13 @@ def node_command(model_path: Path | str, camera_topic: str, node_name: str = NOD
 
 
 def node_params(backend: str = "torch", device: str = "cpu", input_size: tuple[int, int] | None = None,
-                resize_in_graph: bool = False, openvino_device: str = "CPU") -> dict[str, Any]:
-    """The parameters `casseg-replay` and the demo set (input size 0x0 = native)."""
+                resize_in_graph: bool = False, openvino_device: str = "CPU", precision: str = "auto",
+                calibration: Path | str | None = None) -> dict[str, Any]:
+    """The parameters `casseg-replay` and the demo set (input size 0x0 = native; calibration None = none)."""
     h, w = input_size if input_size else (0, 0)
     return {"backend": backend, "device": device, "input_height": h, "input_width": w,
-            "resize_in_graph": bool(resize_in_graph), "openvino_device": openvino_device}
+            "resize_in_graph": bool(resize_in_graph), "openvino_device": openvino_device, "precision": precision,
+            "calibration": "" if calibration is None else str(Path(calibration).resolve())}
 
 
 def player_command(bag: Path | str, topic: str, *options: str) -> list[str]:

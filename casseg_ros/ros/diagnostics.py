@@ -53,7 +53,8 @@ def node_diagnostics(node_fqn: str, state: str, backend: dict[str, Any], cameras
               "precision": backend.get("precision", ""),
               "input_size": "x".join(str(v) for v in backend.get("input_size") or []) or "native"}
     # what only some backends have: OpenVINO's device, and what backend auto chose and why
-    values.update({key: str(backend[key]) for key in ("openvino_device", "backend_choice") if backend.get(key)})
+    values.update({key: str(backend[key]) for key in ("openvino_device", "backend_choice", "precision_choice")
+                   if backend.get(key)})
     statuses = [camera_status(node_fqn, camera.name, camera.stats.snapshot() | values | {"lifecycle_state": state})
                 for camera in cameras]
     if len(cameras) > 1:  # a single-camera node keeps its one status, as before

@@ -43,6 +43,7 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import CompressedImage, Image
 
 from casseg_msgs.srv import SetVocabulary
+from casseg_ros.ros.calibration_frames import calibration_options
 from casseg_ros.pipeline import FramePipeline, display_labels, start_backend
 from casseg_ros.resources import resolve_data_path
 from casseg_ros.ros.camera_batch import WARN_THROTTLE_S, BatchContext
@@ -148,9 +149,13 @@ class SegmentNode(LifecycleNode):
         input_size = (height, width) if height and width else None
         self._max_batch = int(self._param("max_batch"))
         t0 = time.perf_counter()
+        calibration = str(self._param("calibration")).strip()
+        calibration = calibration_options(resolve_data_path(calibration, "calibration", folders=True)) \
+            if calibration else {}
         backend = self._backend = start_backend(self._param("backend"), model_path, self._param("device"), input_size,
                                                 bool(self._param("resize_in_graph")),
-                                                openvino_device=str(self._param("openvino_device")))
+                                                openvino_device=str(self._param("openvino_device")),
+                                                precision=str(self._param("precision")), **calibration)
         labels = display_labels(backend, str(self._param("vocabulary_file")).strip() or None)
         self._pipeline = FramePipeline(backend, labels)
         for camera in self.cameras:
@@ -160,6 +165,8 @@ class SegmentNode(LifecycleNode):
         desc = backend.describe()
         if desc.get("backend_choice"):  # backend auto: what it chose and why
             self.get_logger().info(f"backend {desc['backend_choice']}")
+        if desc.get("precision_choice"):  # precision auto: the same
+            self.get_logger().info(f"precision {desc['precision_choice']}")
         self.get_logger().info(
             f"configured: {model_path} on {desc.get('name')}/{desc.get('openvino_device') or desc.get('device')} "
             f"precision={desc.get('precision')} "

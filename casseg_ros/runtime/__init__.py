@@ -35,7 +35,8 @@ __all__ = ["BACKENDS", "PRECISIONS", "Backend", "BackendUnavailable", "Inference
 def create_backend(name: str, model_path, device: str = "cpu", input_size: Sequence[int] | None = (512, 1024),
                    precision: str | None = None, **opts: Any) -> Backend:
     """Construct (not load) a backend. ``precision`` None = the backend's default (fp32 for torch,
-    onnxruntime and openvino, fp16 for tensorrt); ``name="auto"``: ``choose_backend(device)``'s. ``opts``: every backend takes ``resize_in_graph=True`` (the
+    onnxruntime and openvino, fp16 for tensorrt); "auto": openvino measures its precisions at load
+    (``precision_choice``), the others take their default (``describe()["precision_choice"]`` says so); ``name="auto"``: ``choose_backend(device)``'s. ``opts``: every backend takes ``resize_in_graph=True`` (the
     resize to ``input_size`` and back done in the graph, none on the host: see ``runtime.base``); the
     rest are backend-specific (see each backend's module):
     torch: compile, compile_mode, channels_last, num_threads (an in-memory model: ``TorchBackend.from_model``);
@@ -45,6 +46,12 @@ def create_backend(name: str, model_path, device: str = "cpu", input_size: Seque
     openvino: openvino_device, num_threads, openvino_cache_dir, onnx_cache_dir, batch_size,
     static_classes, calibration + calibration_source + calibration_frames (int8)."""
     key = _ALIASES.get(str(name).lower(), str(name).lower())
+    if precision == "auto" and key not in ("auto", "openvino"):
+        # only OpenVINO measures its precisions (runtime/precision_choice.py); the others run their default
+        backend = create_backend(key, model_path, device, input_size, None, **opts)
+        backend.precision_choice = (f"auto: {backend.precision} (backend {backend.name}'s default; only backend "
+                                    f"openvino measures which precision to run)")
+        return backend
     if key == "auto":
         chosen, reason = choose_backend(device)
         backend = create_backend(chosen, model_path, device, input_size, precision, **opts)
@@ -61,7 +68,7 @@ def create_backend(name: str, model_path, device: str = "cpu", input_size: Seque
     if key == "tensorrt":
         return TensorRTBackend(model_path, device, input_size, precision or "fp16", **opts)
     if key == "openvino":
-        missing = openvino_missing(precision or "fp32")
+        missing = openvino_missing("fp32" if precision == "auto" else precision or "fp32")  # auto: int8 only with nncf
         if missing:
             raise BackendUnavailable(missing)
         return OpenVinoBackend(model_path, device, input_size, precision or "fp32", **opts)

@@ -35,6 +35,7 @@ import cv2
 import numpy as np
 import psutil
 
+from casseg_ros.parameter_rules import PRECISION_SETTINGS, PRECISIONS  # int8: a quantised model (ORT QDQ export, OpenVINO NNCF)
 from casseg_ros.text.vocabulary import Vocabulary
 
 __all__ = [
@@ -50,7 +51,6 @@ __all__ = [
     "resize_outputs",
 ]
 
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")  # int8: a quantised (QDQ) export, see casseg_ros/export/quantize.py
 OUTPUT_NAMES = ("class_ids", "confidence", "class_scores", "adjacency")
 INPUT_NAME = "images"
 CLASS_EMBEDDINGS_NAME = "class_embeddings"  # second graph input: (K,E) float32 text embeddings, K dynamic
@@ -159,11 +159,15 @@ class Backend(abc.ABC):
     """
 
     name: str = "base"
+    precisions: tuple[str, ...] = PRECISIONS  # what this backend takes (a device may still refuse one)
 
     def __init__(self, model_path: str | os.PathLike | None, device: str = "cpu",
                  input_size: Sequence[int] | None = (512, 1024), precision: str = "fp32", **opts: Any):
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        if precision not in PRECISION_SETTINGS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISION_SETTINGS)}, got {precision!r}")
+        if precision not in self.precisions:
+            raise BackendUnavailable(f"backend {self.name!r} runs precision {', '.join(self.precisions)} "
+                                     f"(asked for {precision})")
         if device not in ("cpu", "cuda") and not str(device).startswith("cuda:"):
             raise ValueError(f"device must be 'cpu' or 'cuda' (or 'cuda:N'), got {device!r}")
         self.model_path = None if model_path is None else Path(model_path)  # None: in-memory model
@@ -177,6 +181,7 @@ class Backend(abc.ABC):
         self.load_seconds: float | None = None
         self.last_runtime_s: float | None = None  # seconds in the runtime calls of the last infer
         self.backend_choice: str | None = None  # create_backend("auto", ...): what it chose and why
+        self.precision_choice: str | None = None  # precision "auto": what it chose and why
 
     # ------------------------------------------------------------------ public API
     def load(self) -> "Backend":
@@ -230,6 +235,7 @@ class Backend(abc.ABC):
             "input_size": list(self.input_size) if self.input_size is not None else None,
             "resize_in_graph": self.resize_in_graph,
             **({"backend_choice": self.backend_choice} if self.backend_choice else {}),
+            **({"precision_choice": self.precision_choice} if self.precision_choice else {}),
         }
 
     @property

@@ -1,6 +1,6 @@
 """Calibration batches for post-training int8 quantisation, the same for every quantiser.
 
-``FrameCalibrationReader`` turns RGB camera frames (from ``casseg_ros.export.calibration``: a bag
+``FrameCalibrationReader`` turns RGB camera frames (from ``casseg_ros.ros.calibration_frames``: a bag
 read with the node's decoder, or a folder of images) into the graph's input batches: ONNX
 Runtime's quantiser (``casseg_ros.export.quantize``) reads them through its
 ``CalibrationDataReader`` interface, NNCF (``openvino_backend``, precision int8) as its dataset.

@@ -16,7 +16,7 @@ Options (``create_backend("openvino", ..., **opts)``):
   CPUs with AMX), ``bf16`` (only where the device lists BF16 in ``OPTIMIZATION_CAPABILITIES``, else
   ``BackendUnavailable`` saying so) or ``int8``: NNCF post-training quantisation
   (``nncf.quantize``, transformer preset) of the OpenVINO model, calibrated on ``calibration`` —
-  a callable returning ``(frames, source)``, e.g. ``functools.partial(casseg_ros.export.calibration.
+  a callable returning ``(frames, source)``, e.g. ``functools.partial(casseg_ros.ros.calibration_frames.
   calibration_frames, "data/demo.mcap")``, the frames ``casseg-export --int8 --calibration`` uses,
   batched by ``calibration_reader.FrameCalibrationReader`` as for the ONNX Runtime quantiser;
   called only when the cache has no int8 model for ``calibration_source`` (the frames' name, part
@@ -24,7 +24,14 @@ Options (``create_backend("openvino", ..., **opts)``):
   frames (default 32, as ``casseg-export``). This package is ROS-free and cannot read a bag itself:
   without ``calibration`` and no int8 model in the cache, int8 is a ``ValueError`` saying so. ``describe()["precision"]`` is what OpenVINO
   reports it ran (``compiled.get_property("INFERENCE_PRECISION_HINT")`` read back), or ``int8``
-  with the float parts' precision in ``inference_precision``.
+  with the float parts' precision in ``inference_precision``. ``auto``: at load, the fastest of fp32,
+  bf16 (where the device lists it) and int8 (where NNCF is installed) whose class ids agree with
+  fp32 on >= 99 % of the pixels of the first 16 ``calibration`` frames (``precision_choice``:
+  interleaved timing rounds); the choice, its measurements and its key (model and ONNX sha256,
+  shape, device, threads, OpenVINO/NNCF versions, calibration source) are recorded in
+  ``<openvino_cache_dir>/precision/*.json`` and read back by later loads, and
+  ``describe()["precision_choice"]`` says what was chosen and why. Without ``calibration``: fp32
+  (nothing to measure on; not recorded).
 * ``openvino_cache_dir``: the compiled-model cache (default ``~/.cache/casseg_ros/openvino``, env
   ``CASSEG_OPENVINO_CACHE``); ``onnx_cache_dir``, ``batch_size``, ``resize_in_graph`` as for ONNX
   Runtime; ``static_classes`` (default True, see below).
@@ -54,6 +61,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
+import itertools
 import json
 import os
 import shutil
@@ -85,6 +93,8 @@ from .base import (
 from .calibration_reader import FrameCalibrationReader
 from .engine_cache import file_sha256
 from .onnx_backend import default_static_size, onnx_input_shape, resolve_onnx
+from .precision_choice import AGREEMENT_FRAMES, MIN_AGREEMENT, PrecisionTrial, measure_precisions, pick_precision, \
+    read_choice, record_choice
 
 __all__ = ["OPENVINO_DEVICES", "OpenVinoBackend", "default_openvino_cache_dir", "import_openvino", "openvino_missing"]
 
@@ -146,6 +156,7 @@ def device_available(device: str, available: Iterable[str]) -> bool:
 
 class OpenVinoBackend(Backend):
     name = "openvino"
+    precisions = ("auto", "fp32", "bf16", "int8")
 
     def __init__(self, model_path, device: str = "cpu", input_size=(512, 1024), precision: str = "fp32",
                  **opts: Any):
@@ -154,8 +165,6 @@ class OpenVinoBackend(Backend):
             raise BackendUnavailable(f"backend 'openvino' runs on Intel CPUs, GPUs and NPUs chosen with openvino_device "
                                      f"({', '.join(OPENVINO_DEVICES)}), not on device '{self.device}' (CUDA): use "
                                      f"backend 'tensorrt' or 'onnxruntime' there")
-        if precision not in ("fp32", "bf16", "int8"):
-            raise BackendUnavailable(f"backend 'openvino' runs fp32, bf16 and int8 (asked for {precision})")
         self.openvino_device = str(opts.get("openvino_device") or "CPU")
         reason = setting_problem("openvino_device", self.openvino_device)  # the node's and CLI's rule
         if reason:
@@ -167,6 +176,7 @@ class OpenVinoBackend(Backend):
         self._calibration: Callable[[], tuple[Iterable[np.ndarray], str]] | None = opts.get("calibration")
         self.calibration_source: str | None = opts.get("calibration_source")
         self.calibration_frames = int(opts.get("calibration_frames") or DEFAULT_CALIBRATION_FRAMES)
+        self.precision_trials: list[PrecisionTrial] | None = None  # precision auto: what was measured now
         if self._calibration is not None and not self.calibration_source:
             raise ValueError("calibration needs calibration_source, the name of its frames (a bag:topic, a folder): "
                              "the int8 model is cached under it")
@@ -193,13 +203,17 @@ class OpenVinoBackend(Backend):
             raise BackendUnavailable(f"backend 'openvino': device '{self.openvino_device}' is not available here; "
                                      f"OpenVINO {ov.__version__} sees {', '.join(available) or 'no devices'}")
         if self.precision == "bf16":
-            self._check_bf16()
+            reason = self._bf16_problem()
+            if reason:
+                raise BackendUnavailable(f"backend 'openvino' with precision 'bf16': {reason}; use fp32 or int8")
         if self.input_size is None:  # static graph: the model's own size (.onnx shape / config img_size)
             self.input_size = default_static_size(self.model_path)
         onnx_path, self._vocabulary = resolve_onnx(self.model_path, self.input_size, self._batch,
                                                    cache_dir=self.opts.get("onnx_cache_dir"),
                                                    resize_in_graph=self.resize_in_graph)
         self.onnx_path = onnx_path
+        if self.precision == "auto":
+            self.precision, self.precision_choice = self._choose_precision(onnx_path)
         self.cache_dir = self._cache_entry(onnx_path)
         model = self._int8_model(onnx_path) if self.precision == "int8" else self.core.read_model(str(onnx_path))
         inputs = {i.get_any_name(): i for i in model.inputs}
@@ -213,16 +227,55 @@ class OpenVinoBackend(Backend):
         self._model = model  # K dynamic; each compile reshapes a clone of it
         self._compiled, self._request, self._class_feed = self._compile(self._vocabulary)
 
-    def _check_bf16(self) -> None:
+    def _bf16_problem(self) -> str | None:
+        """Why the device cannot run bf16, or None (AUTO: None, it has no capabilities of its own;
+        the device it picks reports the precision it ran)."""
         if self.openvino_device == "AUTO":
-            return  # AUTO has no capabilities of its own; the device it picks reports the precision it ran
+            return None
         device = next(d for d in self.core.available_devices if d.split(".")[0] == self.openvino_device)
         caps = list(self.core.get_property(device, "OPTIMIZATION_CAPABILITIES"))
-        if "BF16" not in caps:
-            name = self.core.get_property(device, "FULL_DEVICE_NAME")
-            raise BackendUnavailable(f"backend 'openvino' with precision 'bf16': {device} ({name}) has no bf16 "
-                                     f"support (OPTIMIZATION_CAPABILITIES: {', '.join(caps)}; bf16 needs "
-                                     f"AVX512-BF16 or AMX on a CPU); use fp32 or int8")
+        if "BF16" in caps:
+            return None
+        name = self.core.get_property(device, "FULL_DEVICE_NAME")
+        return (f"{device} ({name}) has no bf16 support (OPTIMIZATION_CAPABILITIES: {', '.join(caps)}; bf16 needs "
+                f"AVX512-BF16 or AMX on a CPU)")
+
+    def _choose_precision(self, onnx_path: Path) -> tuple[str, str]:
+        """Precision auto: (precision, reason). Read from the record of this key, or measured on the
+        calibration frames (``precision_choice``) and recorded; fp32 without calibration frames."""
+        if self._calibration is None:
+            return "fp32", ("auto: fp32 (no calibration frames to measure bf16/int8 agreement on: give a bag or an "
+                            "image folder as calibration)")
+        h, w = self.input_size
+        nncf_version = _distribution_version("nncf") if importlib.util.find_spec("nncf") else None
+        key = {"format": CACHE_FORMAT, "model_sha256": file_sha256(self.model_path),
+               "onnx_sha256": file_sha256(onnx_path), "model_size": [h, w], "batch": self._batch,
+               "resize_in_graph": self.resize_in_graph, "device": self.openvino_device,
+               "openvino": self._ov.__version__, "nncf": nncf_version, "calibration": self.calibration_source,
+               "calibration_frames": self.calibration_frames, "agreement_frames": AGREEMENT_FRAMES,
+               "min_agreement": MIN_AGREEMENT, "num_threads": self.num_threads}
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+        record = self.cache_root / "precision" / f"{self.model_path.stem}-{h}x{w}-{self.openvino_device.lower()}-{digest}.json"
+        recorded = read_choice(record, key)
+        if recorded is not None:
+            return recorded[0], f"auto: {recorded[0]} ({recorded[1]})"
+        frames_iter, source = self._calibration()
+        frames = [np.asarray(f, dtype=np.uint8) for f in itertools.islice(frames_iter, self.calibration_frames)]
+        if not frames:
+            raise ValueError(f"precision auto: no calibration frames in {source}")
+        candidates = ["fp32"]
+        if self.openvino_device != "AUTO" and self._bf16_problem() is None:
+            candidates.append("bf16")
+        if importlib.util.find_spec("nncf") is not None:
+            candidates.append("int8")
+        opts = {**self.opts, "calibration": lambda: (iter(frames), source)}  # the frames read once, shared
+        trials = measure_precisions(
+            lambda p: OpenVinoBackend(self.model_path, self.device, self.input_size, p, **opts),
+            candidates, frames[:AGREEMENT_FRAMES])
+        precision, reason = pick_precision(trials)
+        record_choice(record, key, precision, reason, trials)
+        self.precision_trials = trials
+        return precision, f"auto: {precision} ({reason}; measured on {min(len(frames), AGREEMENT_FRAMES)} frames of {source})"
 
     def _cache_entry(self, onnx_path: Path) -> Path:
         """The folder of this model/shape/precision/device/OpenVINO version (created with its entry.json)."""
@@ -252,7 +305,7 @@ class OpenVinoBackend(Backend):
             return self.core.read_model(str(xml))
         if self._calibration is None:
             raise ValueError(f"precision 'int8' on backend 'openvino' quantises the model on calibration frames: pass "
-                             f"calibration=<callable returning (frames, source)> (casseg_ros.export.calibration."
+                             f"calibration=<callable returning (frames, source)> (casseg_ros.ros.calibration_frames."
                              f"calibration_frames over a bag or an image folder); {self.cache_dir} has no int8 "
                              f"model for source {self.calibration_source!r} yet")
         nncf = import_openvino("nncf")

@@ -38,6 +38,8 @@ class RealtimeConfig:
     input_size: tuple[int, int] | None = None
     resize_in_graph: bool = False
     openvino_device: str = "CPU"  # the node's parameter (backend openvino)
+    precision: str = "auto"  # the node's parameters of these names
+    calibration: Path | None = None
     rate_scale: float = 1.0
     throughput_frames: int = 1000
     max_frames: int | None = None
@@ -86,7 +88,8 @@ def run_realtime(cfg: RealtimeConfig) -> dict[str, Any]:
             if cfg.spawn_node:
                 argv = node_command(cfg.model_path, cfg.camera_topic, cfg.node.strip("/"),
                                     params=node_params(cfg.backend, cfg.device, cfg.input_size,
-                                                       cfg.resize_in_graph, cfg.openvino_device))
+                                                       cfg.resize_in_graph, cfg.openvino_device, cfg.precision,
+                                                       cfg.calibration))
                 start_node(children, graph, argv, cfg.node, cfg.node_start_timeout_s)
             else:
                 graph.wait_for_lifecycle_state(cfg.node, "active", cfg.node_start_timeout_s)

@@ -22,6 +22,7 @@ from rclpy.serialization import deserialize_message, serialize_message
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from tqdm import tqdm
 
+from casseg_ros.ros.calibration_frames import calibration_options
 from casseg_ros.model.checkpoint import CheckpointError
 from casseg_ros.parameter_rules import problem as setting_problem
 from casseg_ros.perception.overlay import make_overlay
@@ -60,6 +61,8 @@ class ReplayConfig:
     input_size: tuple[int, int] | None = None
     resize_in_graph: bool = False  # the node's parameter of that name
     openvino_device: str = "CPU"  # the node's parameter of that name (backend openvino)
+    precision: str = "auto"  # the node's parameter: auto, fp32, fp16, bf16, int8
+    calibration: Path | None = None  # the node's calibration parameter: a bag or an image folder
     # Intra-op threads of a CPU backend; None: the physical cores this process may use. Part of the
     # results: floating-point sums split over another number of threads round differently, which
     # can flip a pixel whose two best classes tie to ~1e-7.
@@ -80,15 +83,23 @@ class ReplayConfig:
 
 
 def load_backend(model_path: Path, backend: str, device: str, input_size, resize_in_graph: bool = False,
-                 num_threads: int | None = None, openvino_device: str = "CPU") -> Backend:
+                 num_threads: int | None = None, openvino_device: str = "CPU", precision: str = "auto",
+                 calibration: Path | None = None) -> Backend:
     """The node's bring-up (`pipeline.start_backend`), with failures turned into one clear ReplayError:
-    the backend named when it is the problem, the model file when that is."""
-    reason = setting_problem("backend", backend) or setting_problem("openvino_device", openvino_device)
-    # the node's rules: an unknown name is the backend's fault
+    the backend named when it is the problem, the setting or file when that is."""
+    reason = setting_problem("backend", backend)  # the node's rules: an unknown name is the backend's fault
     if reason:
         raise ReplayError(f"backend {backend!r} on {device!r} is not available: {reason}")
+    reason = setting_problem("openvino_device", openvino_device) or setting_problem("precision", precision)
+    if reason:
+        raise ReplayError(reason)
     try:
-        be = start_backend(backend, model_path, device, input_size, resize_in_graph, num_threads, openvino_device)
+        frames = calibration_options(calibration) if calibration is not None else {}
+    except FileNotFoundError as exc:
+        raise ReplayError(str(exc)) from exc
+    try:
+        be = start_backend(backend, model_path, device, input_size, resize_in_graph, num_threads, openvino_device,
+                           precision, **frames)
         _ = be.vocabulary
     except BackendUnavailable as exc:
         raise ReplayError(f"backend {backend!r} on {device!r} is not available: {exc}") from exc
@@ -266,10 +277,11 @@ def run_replay(cfg: ReplayConfig) -> dict[str, Any]:
         print(f"casseg-replay: warning: {metrics['warnings'][-1]}", file=sys.stderr)
     try:
         backend = load_backend(cfg.model_path, cfg.backend, cfg.device, cfg.input_size, cfg.resize_in_graph,
-                               cfg.num_threads, cfg.openvino_device)
-        choice = backend.describe().get("backend_choice")
-        if choice:  # backend auto: what it chose and why, as the node logs it
-            print(f"casseg-replay: backend {choice}", file=sys.stderr)
+                               cfg.num_threads, cfg.openvino_device, cfg.precision, cfg.calibration)
+        for what in ("backend", "precision"):  # auto: what it chose and why, as the node logs it
+            choice = backend.describe().get(f"{what}_choice")
+            if choice:
+                print(f"casseg-replay: {what} {choice}", file=sys.stderr)
         pipeline = FramePipeline(backend, display_labels(backend, cfg.vocabulary_file))
     except (ReplayError, ValueError, OSError) as exc:  # ValueError/OSError: a bad vocabulary_file
         inputs.reader.close()

@@ -1,19 +1,20 @@
-"""Calibration frames for ``casseg-export --int8``: a folder of images, or the camera topic of a bag.
+"""Calibration frames for int8 and precision auto: a folder of images, or the camera topic of a bag.
 
 A bag is read with the project's rosbag2 reader (``casseg_ros.replay.bag``) and every message is
 decoded by the node's own decoder (``casseg_ros.ros.conversions.to_rgb``, after the rclpy
 deserialiser), so calibration sees exactly the frames the node would see. Frames the node would
 reject (bad encoding, corrupt JPEG...) are skipped, as the node skips them.
 
-Part of export (``casseg_ros.export``), not of the ROS-free runtime: it needs ROS (rclpy's
-deserialiser and the message classes) and the bag reader, so it stands below the ROS layer; only the
-``casseg-export`` CLI imports it.
+In the ROS layer, not the ROS-free runtime: it needs rclpy's deserialiser and the message classes.
+``casseg-export --int8`` reads its frames here; the node's and ``casseg-replay``'s ``calibration``
+setting becomes a backend's options through ``calibration_options`` (read only when needed).
 """
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import cv2
 import numpy as np
@@ -23,7 +24,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from casseg_ros.replay.bag import COMPRESSED_TYPE, IMAGE_TYPES, BagError, FrameStream, find_connection, open_reader
 from casseg_ros.ros.conversions import InvalidImage, to_rgb
 
-__all__ = ["IMAGE_SUFFIXES", "BagError", "bag_frames", "calibration_frames", "folder_frames"]
+__all__ = ["IMAGE_SUFFIXES", "BagError", "bag_frames", "calibration_frames", "calibration_options", "folder_frames"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
 
@@ -83,3 +84,13 @@ def calibration_frames(path: str | os.PathLike, topic: str | None = None) -> tup
         return folder_frames(path), f"{path} (images)"
     frames, used_topic = bag_frames(path, topic)
     return frames, f"{path}:{used_topic}"
+
+
+def calibration_options(path: str | os.PathLike) -> dict[str, Any]:
+    """A backend's ``calibration`` options (``create_backend``, ``pipeline.start_backend``) for the
+    frames of ``path`` (a bag or a folder of images): read only when the backend needs them (int8
+    not cached yet, precision auto not recorded yet); ``calibration_source`` names them in the cache key."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"calibration data not found: {path}")
+    return {"calibration": functools.partial(calibration_frames, path), "calibration_source": str(path.resolve())}
