@@ -199,7 +199,7 @@ def test_the_compiled_model_cache_is_reused_and_keyed_by_the_checkpoint(tmp_path
 def _no_gpu_tools(monkeypatch, *, openvino=True, onnxruntime=True, tensorrt=False, cuda=False):
     monkeypatch.setattr(choice, "openvino_missing", lambda: None if openvino else "openvino missing")
     monkeypatch.setattr(choice, "tensorrt_missing", lambda: None if tensorrt else "tensorrt missing")
-    monkeypatch.setattr(choice, "_onnxruntime_providers",
+    monkeypatch.setattr(choice, "onnxruntime_providers",
                         lambda: (["CUDAExecutionProvider", "CPUExecutionProvider"] if cuda else
                                  ["CPUExecutionProvider"]) if onnxruntime else None)
     monkeypatch.setattr(choice.torch.cuda, "is_available", lambda: cuda)

@@ -20,7 +20,7 @@ import torch
 from casseg_ros.parameter_rules import BACKENDS
 
 from .base import PRECISIONS, Backend, BackendUnavailable, InferenceResult
-from .choice import choose_backend
+from .choice import choose_backend, onnxruntime_providers
 from .onnx_backend import OnnxRuntimeBackend
 from .openvino_backend import OpenVinoBackend, openvino_missing
 from .tensorrt_backend import TensorRTBackend, tensorrt_missing
@@ -80,12 +80,10 @@ def available_backends() -> dict[str, dict[str, str | None]]:
     out: dict[str, dict[str, str | None]] = {}
     cuda = None if torch.cuda.is_available() else "a CUDA GPU (torch.cuda.is_available() is False)"
     out["torch"] = {"cpu": None, "cuda": cuda}
-    if importlib.util.find_spec("onnxruntime") is None:
+    prov = onnxruntime_providers()
+    if prov is None:
         out["onnxruntime"] = {"cpu": "the Python package 'onnxruntime'", "cuda": "the Python package 'onnxruntime-gpu'"}
     else:
-        import onnxruntime as ort  # optional dependency: only when installed (checked just above)
-
-        prov = ort.get_available_providers()
         gpu = {"CUDAExecutionProvider", "TensorrtExecutionProvider"} & set(prov)
         out["onnxruntime"] = {"cpu": None, "cuda": None if gpu and not cuda else
                               ("the CUDA/TensorRT execution provider (onnxruntime-gpu)" if not gpu else cuda)}

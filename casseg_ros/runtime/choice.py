@@ -16,12 +16,13 @@ import torch
 from .openvino_backend import openvino_missing
 from .tensorrt_backend import tensorrt_missing
 
-__all__ = ["X86_MACHINES", "choose_backend"]
+__all__ = ["X86_MACHINES", "choose_backend", "onnxruntime_providers"]
 
 X86_MACHINES = ("x86_64", "amd64", "i386", "i686")  # platform.machine() of the CPUs OpenVINO's CPU plugin is built for
 
 
-def _onnxruntime_providers() -> list[str] | None:
+def onnxruntime_providers() -> list[str] | None:
+    """ONNX Runtime's execution providers here, or None where onnxruntime is not installed."""
     if importlib.util.find_spec("onnxruntime") is None:
         return None
     import onnxruntime as ort  # optional dependency: only when installed (checked just above)
@@ -31,7 +32,7 @@ def _onnxruntime_providers() -> list[str] | None:
 
 def choose_backend(device: str = "cpu", machine: str | None = None) -> tuple[str, str]:
     """(backend name, the reason in one line) for ``device`` ('cpu', 'cuda', 'cuda:N')."""
-    providers = _onnxruntime_providers()
+    providers = onnxruntime_providers()
     if str(device).startswith("cuda"):
         trt = tensorrt_missing()
         if trt is None:
