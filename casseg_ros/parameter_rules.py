@@ -125,6 +125,8 @@ RULES: dict[str, Rule] = {rule.name: rule for rule in (
     Rule("score_threshold", float, 0.0, 1.0),
     Rule("min_instance_area", int, 1, 1 << 26),
     Rule("scene_graph_stride", int, 1, 64),
+    Rule("track_confirm_hits", int, 1, 100),
+    Rule("track_max_misses", int, 0, 1000),
     Rule("overlay_alpha", float, 0.0, 1.0),
     Rule("marker_scale", float, 1e-6, 10.0),
     Rule("depth_max_range_m", float, 0.01, 1000.0),

@@ -34,6 +34,7 @@ from casseg_ros.perception.depth import PinholeCamera, depth_cloud, graph_in_3d
 from casseg_ros.perception.mask import class_mask, mask_encoding_for, unknown_id_for
 from casseg_ros.perception.overlay import colorize, make_overlay
 from casseg_ros.perception.scene_graph import SceneGraph, segment_instances
+from casseg_ros.perception.tracking import Tracker, TrackerSettings
 from casseg_ros.runtime import Backend, InferenceResult, create_backend
 from casseg_ros.runtime.base import resize_images, resize_outputs
 from casseg_ros.text import Vocabulary
@@ -114,6 +115,11 @@ class PipelineSettings:
     # The scene graph is found on the mask's every 4th row and column (the model's output stride:
     # finer detail is interpolation) and measured in image pixels; 1 = at full resolution.
     scene_graph_stride: int = 4
+    # Persistent object ids per camera (perception/tracking.py): a track is confirmed after
+    # track_confirm_hits matched frames and dropped after track_max_misses frames unmatched.
+    tracking: bool = False
+    track_confirm_hits: int = 3
+    track_max_misses: int = 5
 
 
 @dataclass(frozen=True)
@@ -185,18 +191,31 @@ class FrameInput:
     rgb: np.ndarray  # (H,W,3) uint8 RGB
     products: Products = Products()
     depth: DepthFrame | None = None
+    camera: str = ""  # whose tracks the frame's objects continue (one tracker per camera)
+    stamp_s: float | None = None  # the image's stamp; tracking needs it (velocities, time jumps)
 
 
 class FramePipeline:
     def __init__(self, backend: Backend, labels: ClassLabels | None = None):
         self.backend = backend
         self.labels = labels or ClassLabels.from_vocabulary(backend.vocabulary)
+        self._trackers: dict[str, Tracker] = {}  # per camera, made at its first tracked frame
 
     def set_vocabulary(self, vocabulary: Vocabulary) -> None:
         """Swap the class vocabulary (new text embeddings, names, palette) between two frames; the
         backend raises (and keeps the old one) when it cannot."""
         self.backend.set_vocabulary(vocabulary)
         self.labels = ClassLabels.from_vocabulary(vocabulary)
+        for tracker in self._trackers.values():  # class ids change meaning: tracks start afresh
+            tracker.reset()
+
+    def _tracker(self, camera: str, settings: PipelineSettings) -> Tracker:
+        wanted = TrackerSettings(confirm_hits=settings.track_confirm_hits, max_misses=settings.track_max_misses)
+        tracker = self._trackers.get(camera)
+        if tracker is None:
+            tracker = self._trackers[camera] = Tracker(wanted)
+        tracker.settings = wanted  # live parameters: the next update uses them
+        return tracker
 
     def process(self, rgb: np.ndarray, settings: PipelineSettings = PipelineSettings(),
                 products: Products = Products(), depth: DepthFrame | None = None) -> FrameResult:
@@ -260,6 +279,8 @@ class FramePipeline:
             if products.points:
                 result.points = depth_cloud(depth.metres, depth.camera, rgb, mask, confidence,
                                             settings.points_stride, depth.stride)
+        if settings.tracking and frame.stamp_s is not None:
+            graph = self._tracker(frame.camera, settings).update(graph, frame.stamp_s)
         result.graph = graph
         result.host_s = time.perf_counter() - t1
         return result

@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--score-threshold", type=argparse_type("score_threshold"), default=PipelineSettings.score_threshold)
     p.add_argument("--min-instance-area", type=argparse_type("min_instance_area"),
                    default=PipelineSettings.min_instance_area)
+    p.add_argument("--tracking", action="store_true",
+                   help="persistent object ids in the scene graph (the node's tracking parameter, with its "
+                        "track_confirm_hits / track_max_misses defaults)")
     p.add_argument("--scene-graph-stride", type=argparse_type("scene_graph_stride"),
                    default=PipelineSettings.scene_graph_stride,
                    help="find the scene graph on every n-th row and column of the mask (the node's "
@@ -145,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"casseg-replay: error: {exc} (pass --model)", file=sys.stderr)
             return 2
     settings = PipelineSettings(score_threshold=args.score_threshold, min_instance_area=args.min_instance_area,
-                                overlay_alpha=args.overlay_alpha, scene_graph_stride=args.scene_graph_stride)
+                                overlay_alpha=args.overlay_alpha, scene_graph_stride=args.scene_graph_stride,
+                                tracking=args.tracking)
     if args.realtime:
         if len(args.bags) != 1:
             print("casseg-replay: error: --realtime takes one recording", file=sys.stderr)

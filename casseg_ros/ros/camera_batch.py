@@ -50,7 +50,8 @@ def _decode(camera: Camera, taken: TakenFrame, live: LiveSettings, logger: Any) 
         depth = camera.depths.get(stamp, live.sync_wait_s)
         return Companions(info, depth, bool(camera.depths.received))
 
-    decoded = frame_input(taken.item, companions, live.pipeline, wanted_products(camera, live), live.inputs)
+    decoded = frame_input(taken.item, companions, live.pipeline, wanted_products(camera, live), live.inputs,
+                          camera.name)
     if isinstance(decoded, Rejection):
         camera.stats.on_rejected(decoded.reason)
         logger.warning(f"camera {camera.label}: rejected input image: {decoded.reason}",

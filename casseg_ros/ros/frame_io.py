@@ -68,22 +68,25 @@ class Rejection:
 
 
 def frame_input(image: Image | CompressedImage, companions: Callable[[], Companions], settings: PipelineSettings,
-                products: Products, inputs: InputSettings = InputSettings()) -> DecodedFrame | Rejection:
-    """Decode one camera frame. `companions` is called only once the image has decoded: the node's
-    look-up waits a little for late camera_info/depth, which a rejected image must not cost."""
+                products: Products, inputs: InputSettings = InputSettings(), camera: str = "") -> DecodedFrame | Rejection:
+    """Decode one frame of `camera` (its tracks: the pipeline's tracking). `companions` is called
+    only once the image has decoded: the node's look-up waits a little for late camera_info/depth,
+    which a rejected image must not cost."""
     try:
         rgb = to_rgb(image, inputs.max_input_pixels)
     except InvalidImage as exc:
         return Rejection(exc.reason)
+    stamp_s = image.header.stamp.sec + image.header.stamp.nanosec * 1e-9
     camera_info, depth, depth_expected = companions()
     if depth is None:
-        return DecodedFrame(FrameInput(rgb, products), camera_info, DEPTH_MISSING if depth_expected else None)
+        return DecodedFrame(FrameInput(rgb, products, None, camera, stamp_s), camera_info,
+                            DEPTH_MISSING if depth_expected else None)
     try:
         decoded = depth_frame(depth, camera_info, rgb.shape[:2], inputs.depth_max_range_m,
                               depth_stride(settings, products))
     except InvalidDepth as exc:
-        return DecodedFrame(FrameInput(rgb, products), camera_info, exc.reason)
-    return DecodedFrame(FrameInput(rgb, products, decoded), camera_info)
+        return DecodedFrame(FrameInput(rgb, products, None, camera, stamp_s), camera_info, exc.reason)
+    return DecodedFrame(FrameInput(rgb, products, decoded, camera, stamp_s), camera_info)
 
 
 def frame_outputs(result: FrameResult, labels: ClassLabels, header: Header, camera_info: CameraInfo | None = None,

@@ -133,6 +133,17 @@ def param_specs() -> list[tuple[str, Any, ParameterDescriptor]]:
         ("min_instance_area", frame.min_instance_area, D(
             type=ParameterType.PARAMETER_INTEGER, integer_range=_int_range("min_instance_area"),
             description="Connected regions smaller than this many pixels are not scene-graph nodes." + live)),
+        ("tracking", frame.tracking, D(
+            type=ParameterType.PARAMETER_BOOL,
+            description="Persistent object ids per camera: ~/scene_graph's ids become track ids (box IoU "
+                        "within a class, Hungarian assignment), with track_states, track_ages and, with depth, "
+                        "velocities_3d; reset on a vocabulary swap or a time jump (> 1 s or backwards)." + live)),
+        ("track_confirm_hits", frame.track_confirm_hits, D(
+            type=ParameterType.PARAMETER_INTEGER, integer_range=_int_range("track_confirm_hits"),
+            description="Matched frames before a track is confirmed (tentative until then)." + live)),
+        ("track_max_misses", frame.track_max_misses, D(
+            type=ParameterType.PARAMETER_INTEGER, integer_range=_int_range("track_max_misses"),
+            description="Frames a track survives unmatched; an object back later gets a new id." + live)),
         ("scene_graph_stride", frame.scene_graph_stride, D(
             type=ParameterType.PARAMETER_INTEGER, integer_range=_int_range("scene_graph_stride"),
             description="The scene graph is found on every n-th row and column of the mask and measured in "
@@ -178,6 +189,9 @@ class LiveSettings:
         return cls(pipeline=PipelineSettings(score_threshold=float(value("score_threshold")),
                                              min_instance_area=int(value("min_instance_area")),
                                              scene_graph_stride=int(value("scene_graph_stride")),
+                                             tracking=bool(value("tracking")),
+                                             track_confirm_hits=int(value("track_confirm_hits")),
+                                             track_max_misses=int(value("track_max_misses")),
                                              overlay_alpha=float(value("overlay_alpha")),
                                              points_stride=int(value("points_stride"))),
                    inputs=InputSettings(max_input_pixels=int(value("max_input_pixels")),
