@@ -159,8 +159,8 @@ def find_connection(reader: Reader, topic: str | None, types: tuple[str, ...], r
     topics = {c.topic: c for c in reader.connections}
     if topic is None:
         matching = [c for c in reader.connections if c.msgtype in types]
-        if len(matching) > 1 and role == "image":  # ground-truth labels and registered depth are Images too
-            matching = [c for c in matching if "label" not in c.topic.lower() and "depth" not in c.topic.lower()]
+        if len(matching) > 1 and role == "image":  # ground-truth labels/instances and registered depth are Images too
+            matching = [c for c in matching if not any(word in c.topic.lower() for word in ("label", "depth", "instance"))]
         if len(matching) != 1:
             listing = ", ".join(f"{c.topic} [{c.msgtype}]" for c in reader.connections) or "none"
             raise BagError(f"cannot pick the {role} topic automatically: {len(matching)} topics of type "

@@ -88,6 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--score-threshold", type=argparse_type("score_threshold"), default=PipelineSettings.score_threshold)
     p.add_argument("--min-instance-area", type=argparse_type("min_instance_area"),
                    default=PipelineSettings.min_instance_area)
+    p.add_argument("--instance-topic", default=None,
+                   help="ground-truth instance ids (mono16, 0 = none; the same id for an object in every frame): "
+                        "tracking metrics (MOTA, IDF1, id switches, flicker) in metrics.json; default: the only "
+                        "other Image topic with 'instance' in its name; '' for none")
     p.add_argument("--tracking", action="store_true",
                    help="persistent object ids in the scene graph (the node's tracking parameter, with its "
                         "track_confirm_hits / track_max_misses defaults)")
@@ -173,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     cfg = ReplayConfig(bag=args.bags[0], out_dir=args.out, model_path=args.model, image_topic=args.image_topic,
-                       label_topic=args.label_topic, backend=args.backend, device=args.device,
+                       label_topic=args.label_topic, instance_topic=args.instance_topic,
+                       backend=args.backend, device=args.device,
                        input_size=args.input_size, resize_in_graph=args.resize_in_graph, num_threads=args.threads,
                        openvino_device=args.openvino_device, precision=args.precision, calibration=args.calibration,
                        vocabulary_file=args.vocabulary_file, settings=settings,

@@ -211,6 +211,20 @@ def write_report(out_dir: Path, title: str, metrics: dict[str, Any], overlays: S
             lines += [f"![per-class IoU](figures/{fig.name})", ""]
     elif "iou" in metrics:
         lines += ["No ground-truth labels were evaluated (no label topic, or no frame had a usable label).", ""]
+    tracking = metrics.get("tracking")
+    if tracking:
+        tracked = (metrics.get("settings") or {}).get("tracking")
+        lines += ["## Tracking vs ground-truth instance ids", "",
+                  f"{tracking['ground_truth_objects']} ground-truth objects over {tracking['frames']} frames "
+                  f"(motmetrics; box IoU >= {tracking['min_iou']} within a class, objects under "
+                  f"{tracking['min_area']} visible pixels not scored); scene-graph ids "
+                  f"{'tracked (--tracking)' if tracked else 'untracked (each frame its own ids)'}.", "",
+                  "| MOTA | IDF1 | id switches | per 100 objects | matches | misses | false positives | flicker |",
+                  "|---|---|---|---|---|---|---|---|",
+                  f"| {_fmt(tracking['mota'])} | {_fmt(tracking['idf1'])} | {tracking['id_switches']} | "
+                  f"{_fmt(tracking['id_switches_per_100'])} | {tracking['matches']} | {tracking['misses']} | "
+                  f"{tracking['false_positives']} | {_pct(None if tracking['flicker'] is None else 100 * tracking['flicker'])} % |",
+                  ""]
 
     if overlays:
         lines += ["## Sample overlays", ""]

@@ -34,6 +34,13 @@ def auto_label_topic(reader, image_topic: str) -> str | None:
     return candidates[0] if len(candidates) == 1 else None
 
 
+def auto_instance_topic(reader, image_topic: str) -> str | None:
+    """The bag's only other Image topic with "instance" in its name (ground-truth instance ids), if one."""
+    candidates = [c.topic for c in reader.connections
+                  if c.msgtype == IMAGE_TYPE and c.topic != image_topic and "instance" in c.topic.lower()]
+    return candidates[0] if len(candidates) == 1 else None
+
+
 def ground_truth_names(reader) -> list[str] | None:
     """Class names of the ground truth from a vision_msgs/LabelInfo topic in the bag, if one exists."""
     conns = [c for c in reader.connections if c.msgtype == LABEL_INFO_TYPE]

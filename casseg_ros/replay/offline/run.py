@@ -34,9 +34,10 @@ from casseg_ros.replay.bag import (
     CAMERA_INFO_TYPE, COMPRESSED_TYPE, IMAGE_TYPE, IMAGE_TYPES, BagError, BagFrame, FrameStream, OutputBag,
     find_connection, open_reader, stamp_ns,
 )
-from casseg_ros.replay.metrics import ReplayStats
-from casseg_ros.replay.offline.ground_truth import GroundTruth, auto_label_topic, ground_truth_names
+from casseg_ros.replay.metrics import ReplayStats, label_to_ids
+from casseg_ros.replay.offline.ground_truth import GroundTruth, auto_instance_topic, auto_label_topic, ground_truth_names
 from casseg_ros.replay.report import PanelFigure, write_json, write_report
+from casseg_ros.replay.tracking_metrics import TrackingEvaluator
 from casseg_ros.ros.frame_io import Companions, InputSettings, Rejection, frame_input, frame_outputs
 from casseg_ros.ros.messages import label_info_msg
 from casseg_ros.ros.topics import NODE_NAME, OUTPUTS, camera_siblings
@@ -56,6 +57,7 @@ class ReplayConfig:
     model_path: Path
     image_topic: str | None = None
     label_topic: str | None = None  # None: auto (the only mono label topic named *label*), "" = none
+    instance_topic: str | None = None  # ground-truth instance ids (mono16); None: auto (*instance*), "" = none
     backend: str = "torch"
     device: str = "cpu"
     input_size: tuple[int, int] | None = None
@@ -135,6 +137,10 @@ def _open_inputs(cfg: ReplayConfig) -> _Inputs:
         label_conn = find_connection(reader, label_topic, (IMAGE_TYPE,), "label") if label_topic else None
         gt_names = ground_truth_names(reader) if label_conn else None
         camera_conns = _camera_connections(reader, cfg, image_conn.topic)
+        instance_topic = cfg.instance_topic if cfg.instance_topic is not None else \
+            auto_instance_topic(reader, image_conn.topic)
+        if instance_topic and label_conn is not None:  # instances are scored with their classes
+            camera_conns["instances"] = find_connection(reader, instance_topic, (IMAGE_TYPE,), "instance")
     except BagError as exc:
         reader.close()
         raise ReplayError(str(exc)) from exc
@@ -206,8 +212,14 @@ def _figure(name: str, rgb: np.ndarray, result: FrameResult, gt_ids: np.ndarray 
     return PanelFigure(name, panels, class_maps, labels.names, labels.palette)
 
 
+def _instance_map(frame: BagFrame) -> np.ndarray | None:
+    """The frame's ground-truth instance ids (the bag's instance topic), None without one."""
+    raw = frame.companions.get("instances")
+    return label_to_ids(deserialize_message(raw, Image)) if raw is not None else None
+
+
 def _replay_frames(cfg: ReplayConfig, inputs: _Inputs, pipeline: FramePipeline, outputs: _Outputs,
-                   truth: GroundTruth | None, stats: ReplayStats) -> None:
+                   truth: GroundTruth | None, stats: ReplayStats, tracking: TrackingEvaluator | None) -> None:
     conn = inputs.image_conn
     total = conn.msgcount if cfg.max_frames is None else min(conn.msgcount, cfg.max_frames)
     figure_at = set(np.linspace(0, max(total - 1, 0), num=min(cfg.num_overlays, total), dtype=int).tolist())
@@ -251,6 +263,10 @@ def _replay_frames(cfg: ReplayConfig, inputs: _Inputs, pipeline: FramePipeline, 
             stats.total_s.append(result.total_s)
             outputs.write_frame(frame, msg.header, result, pipeline, cfg.settings, decoded.camera_info)
             gt = truth.update(frame, result.class_ids) if truth is not None else None
+            if tracking is not None and gt is not None:
+                instances = _instance_map(frame)
+                if instances is not None and instances.shape == gt.shape:
+                    tracking.update(instances, truth.in_model_ids(gt), result.graph, result.class_ids)
             if frame.index in figure_at:
                 gt_ids = truth.in_model_ids(gt) if gt is not None else None
                 outputs.figures.append(_figure(f"frame_{frame.index:05d}", rgb, result, gt_ids, pipeline,
@@ -298,9 +314,11 @@ def run_replay(cfg: ReplayConfig) -> dict[str, Any]:
                    backend=backend.describe(), classes=names, settings=vars(cfg.settings),
                    products=vars(cfg.products))
     outputs = _Outputs(out_dir, cfg.products)
+    tracking = TrackingEvaluator() if "instances" in inputs.camera_conns else None
+    metrics["instance_topic"] = inputs.camera_conns["instances"].topic if tracking is not None else None
     t_start = time.perf_counter()
     try:
-        _replay_frames(cfg, inputs, pipeline, outputs, truth, stats)
+        _replay_frames(cfg, inputs, pipeline, outputs, truth, stats, tracking)
     except KeyboardInterrupt:
         stats.errors.append("interrupted (Ctrl-C)")
     finally:
@@ -313,6 +331,7 @@ def run_replay(cfg: ReplayConfig) -> dict[str, Any]:
         metrics.update(stats.summary())
         metrics["status"] = "ok" if not stats.errors else "incomplete"
         metrics["iou"] = truth.iou.result() if truth is not None else None
+        metrics["tracking"] = tracking.result() if tracking is not None and tracking.frames else None
         metrics["output_bag"] = {"path": str(bag_path), "messages": dict(outputs.bag.counts)}
         write_json(out_dir / "scene_graphs.json", {"frames": outputs.scene_graphs})
         write_json(out_dir / "metrics.json", metrics)
