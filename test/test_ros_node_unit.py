@@ -19,7 +19,7 @@ from std_msgs.msg import ColorRGBA, Header
 from visualization_msgs.msg import Marker, MarkerArray
 
 from casseg_ros.model.checkpoint import save_checkpoint
-from casseg_ros.perception.scene_graph import PREDICATES
+from casseg_ros.perception.scene_graph import PREDICATES, TRACK_CONFIRMED, TRACK_TENTATIVE
 from casseg_ros.perception.scene_graph import SceneGraph as Graph
 from casseg_ros.ros.latest_frame import LatestFrames, TakenFrame
 from casseg_ros.ros.node_stats import NodeStats, SlidingRate
@@ -202,6 +202,10 @@ def test_markers_place_nodes_at_scaled_pixel_centroids_in_the_image_frame():
     assert len(lines) == 1 and lines[0].ns == "edges/above"
     assert [(p.x, p.y) for p in lines[0].points] == [pytest.approx((1.0, 0.5)), pytest.approx((3.0, 2.0))]
     assert [m.text for m in markers if m.ns == "labels"] == ["c0 0.50", "c1 0.50"]
+    tracked = graph.with_tracks(ids=[12, 40], track_states=[TRACK_CONFIRMED, TRACK_TENTATIVE], track_ages=[5, 0],
+                                velocities_3d=np.full((2, 3), np.nan))
+    labels = [m for m in _markers(tracked, header, palette, scale=0.01) if m.ns == "labels"]
+    assert [(m.id, m.text) for m in labels] == [(12, "c0 #12 0.50"), (40, "c1 #40 0.50")]  # RViz keeps a track's label
 
 
 def test_markers_in_3d_leave_out_objects_without_depth_and_their_relations():

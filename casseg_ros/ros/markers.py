@@ -20,7 +20,7 @@ import numpy as np
 from std_msgs.msg import Header
 from visualization_msgs.msg import Marker
 
-from casseg_ros.perception.scene_graph import SceneGraph
+from casseg_ros.perception.scene_graph import TRACK_NONE, SceneGraph
 
 # Sphere diameter of a node drawn at its 3D position (metres).
 NODE_SIZE_3D_M = 0.25
@@ -124,7 +124,8 @@ def scene_graph_markers(graph: SceneGraph, header: Header, palette: np.ndarray, 
 
     Markers: DELETEALL first (objects that left the view disappear); ns "nodes": one SPHERE_LIST
     with a sphere per object in its class colour; ns "labels": a TEXT_VIEW_FACING per object
-    ("label score", id = the object's id) above its sphere; ns "edges/<predicate>": one LINE_LIST
+    ("label score", tracked: "label #track score"; id = the object's id, the track id when tracked, so
+    RViz keeps a track's label and class colour from frame to frame) above its sphere; ns "edges/<predicate>": one LINE_LIST
     per predicate (in name order) with a segment per relation.
     """
     placed_3d = np.isfinite(graph.centroids_3d).all(axis=1)
@@ -150,7 +151,10 @@ def scene_graph_markers(graph: SceneGraph, header: Header, palette: np.ndarray, 
         _marker(cdr, header, "nodes", 0, Marker.SPHERE_LIST, Marker.ADD, scale=(node_size,) * 3,
                 color=(1.0, 1.0, 1.0, 1.0), points=positions, colors=colors)
     labels = graph.labels()
-    texts = [f"{labels[index]} {score:.2f}" for index, score in zip(shown.tolist(), graph.scores[shown].tolist())]
+    tracked = graph.track_states[shown] != TRACK_NONE  # a tracked object's label carries its track id
+    texts = [f"{labels[index]} #{object_id} {score:.2f}" if is_tracked else f"{labels[index]} {score:.2f}"
+             for index, object_id, score, is_tracked in zip(shown.tolist(), graph.ids[shown].tolist(),
+                                                           graph.scores[shown].tolist(), tracked.tolist())]
     _text_markers(cdr, header, graph.ids[shown], positions - np.array([0.0, 1.5 * node_size, 0.0]), texts, node_size)
     for index, (predicate, ends) in enumerate(lines):
         _marker(cdr, header, f"edges/{predicate}", index, Marker.LINE_LIST, Marker.ADD,
