@@ -19,7 +19,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-__all__ = ["BACKENDS", "OPENVINO_DEVICES", "PRECISIONS", "PRECISION_SETTINGS", "TRANSPORTS", "RELIABILITIES", "Rule", "RULES", "problem", "input_size_problem",
+__all__ = ["BACKENDS", "OPENVINO_DEVICES", "OUTPUT_RESOLUTIONS", "PRECISIONS", "PRECISION_SETTINGS", "TRANSPORTS", "RELIABILITIES", "Rule", "RULES", "problem", "input_size_problem",
            "argparse_type", "input_size_argument", "checked_input_size", "upgrade_input_size_syntax"]
 
 # The inference backends `casseg_ros.runtime.create_backend` builds (it takes them from here);
@@ -33,6 +33,7 @@ PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 PRECISION_SETTINGS = ("auto",) + PRECISIONS
 TRANSPORTS = ("raw", "compressed")
 RELIABILITIES = ("best_effort", "reliable")
+OUTPUT_RESOLUTIONS = ("camera", "model")  # per-pixel outputs at the camera's size, or at the model's
 MAX_INPUT_SIDE = 4096  # input_height / input_width
 MIN_INPUT_SIDE = 32  # the backbone's total stride
 # A camera name becomes a topic namespace: one ROS name token.
@@ -126,6 +127,7 @@ RULES: dict[str, Rule] = {rule.name: rule for rule in (
     Rule("min_instance_area", int, 1, 1 << 26),
     Rule("scene_graph_stride", int, 1, 64),
     Rule("track_confirm_hits", int, 1, 100),
+    Rule("output_resolution", str, choices=OUTPUT_RESOLUTIONS),
     Rule("track_max_misses", int, 0, 1000),
     Rule("overlay_alpha", float, 0.0, 1.0),
     Rule("marker_scale", float, 1e-6, 10.0),

@@ -120,6 +120,9 @@ class PipelineSettings:
     tracking: bool = False
     track_confirm_hits: int = 3
     track_max_misses: int = 5
+    # "camera": outputs at the camera's resolution; "model": at the model's (input_size), the
+    # camera_info scaled to match (casseg_ros.ros.depth_conversions.scaled_camera_info).
+    output_resolution: str = "camera"
 
 
 @dataclass(frozen=True)
@@ -141,6 +144,17 @@ class DepthFrame:
     metres: np.ndarray  # (ceil(H/s), ceil(W/s)) float32: pixels (s*r, s*c) of the colour image's size
     camera: PinholeCamera
     stride: int = 1
+
+    def resampled(self, height: int, width: int) -> "DepthFrame":
+        """The depth of the image resized to `height` x `width` (nearest: each pixel's centre takes
+        the depth sample nearest to it; depth is not interpolated across edges), every pixel."""
+        h_full, w_full = self.camera.height, self.camera.width
+        rows = np.clip(np.rint(((np.arange(height) + 0.5) * h_full / height - 0.5) / self.stride).astype(np.int64),
+                       0, self.metres.shape[0] - 1)
+        cols = np.clip(np.rint(((np.arange(width) + 0.5) * w_full / width - 0.5) / self.stride).astype(np.int64),
+                       0, self.metres.shape[1] - 1)
+        return DepthFrame(np.ascontiguousarray(self.metres[rows[:, None], cols[None, :]]),
+                          self.camera.scaled(width, height), 1)
 
 
 def depth_stride(settings: PipelineSettings, products: Products) -> int:
@@ -229,28 +243,38 @@ class FramePipeline:
         Every result's `forward_s` is the batch's forward time."""
         t0, cpu0 = time.perf_counter(), time.thread_time()
         try:
-            inferred = self._infer([frame.rgb for frame in frames])
+            inferred = self._infer([frame.rgb for frame in frames], settings.output_resolution == "camera")
         except Exception as exc:  # noqa: BLE001 - any backend failure is reported the same way
             raise InferenceError(f"{type(exc).__name__}: {exc}") from exc
         forward_s, forward_cpu_s = time.perf_counter() - t0, time.thread_time() - cpu0
         return [self._postprocess(frame, result, settings, forward_s, forward_cpu_s)
                 for frame, result in zip(frames, inferred)]
 
-    def _infer(self, images: list[np.ndarray]) -> list[InferenceResult]:
+    def _infer(self, images: list[np.ndarray], at_camera: bool = True) -> list[InferenceResult]:
         """One backend call per distinct image size; frames of different sizes share one call when
         the backend runs at a fixed input size and resizes on the host (results resized back).
-        A backend that resizes in its graph takes each size as it is (one call per size)."""
+        A backend that resizes in its graph takes each size as it is (one call per size).
+        `at_camera` False: the outputs at the model's size (output_resolution: model)."""
         if len(images) == 1:  # the common single-camera case: a view, no stacking copy
-            return [self.backend.infer(images[0][None])]
+            results = [self.backend.infer(images[0][None], resize_back=at_camera)]
+        else:
+            results = self._infer_batch(images, at_camera)
+        size = self.backend.input_size
+        if not at_camera and self.backend.resize_in_graph and size is not None:  # the graph returned camera size
+            results = [resize_outputs(r, size) for r in results]
+        return results
+
+    def _infer_batch(self, images: list[np.ndarray], at_camera: bool) -> list[InferenceResult]:
         size = None if self.backend.resize_in_graph else self.backend.input_size
         if size is not None and len({image.shape for image in images}) > 1:
             batch = np.stack([resize_images(image[None], size)[0] for image in images])
-            result = self.backend.infer(batch)
-            return [resize_outputs(result.frame(i), image.shape[:2]) for i, image in enumerate(images)]
+            result = self.backend.infer(batch, resize_back=False)
+            return [resize_outputs(result.frame(i), image.shape[:2]) if at_camera else result.frame(i)
+                    for i, image in enumerate(images)]
         results: list[InferenceResult | None] = [None] * len(images)
         for shape in dict.fromkeys(image.shape for image in images):
             indices = [i for i, image in enumerate(images) if image.shape == shape]
-            result = self.backend.infer(np.stack([images[i] for i in indices]))
+            result = self.backend.infer(np.stack([images[i] for i in indices]), resize_back=at_camera)
             for position, index in enumerate(indices):
                 results[index] = result.frame(position)
         return results
@@ -260,6 +284,11 @@ class FramePipeline:
         t1 = time.perf_counter()
         rgb, products, depth = frame.rgb, frame.products, frame.depth
         class_ids, confidence = inferred.class_ids[0], inferred.confidence[0]
+        if class_ids.shape != rgb.shape[:2]:  # output_resolution: model: the products at the model's size
+            h, w = class_ids.shape
+            if products.overlay or products.points:  # the image under the overlay, the cloud's colours
+                rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
+            depth = depth.resampled(h, w) if depth is not None else None
         labels = self.labels
         mask = class_mask(class_ids, confidence, settings.score_threshold, labels.mask_encoding)
         result = FrameResult(class_ids, confidence, mask, graph=SceneGraph(), forward_s=forward_s,

@@ -44,6 +44,13 @@ class PinholeCamera:
         if not (self.fx > 0 and self.fy > 0):
             raise ValueError(f"focal lengths must be > 0, got fx={self.fx} fy={self.fy}")
 
+    def scaled(self, width: int, height: int) -> "PinholeCamera":
+        """The intrinsics of this image resized to `width` x `height` (pixel centres kept: a pixel's
+        centre u + 0.5 scales by width / self.width)."""
+        sx, sy = width / self.width, height / self.height
+        return PinholeCamera(fx=self.fx * sx, fy=self.fy * sy, cx=(self.cx + 0.5) * sx - 0.5,
+                             cy=(self.cy + 0.5) * sy - 0.5, width=int(width), height=int(height))
+
     def project(self, points: np.ndarray) -> np.ndarray:
         """(N,3) points -> (N,2) pixel coordinates (u, v)."""
         points = np.asarray(points, dtype=np.float64)

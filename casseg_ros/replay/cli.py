@@ -92,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ground-truth instance ids (mono16, 0 = none; the same id for an object in every frame): "
                         "tracking metrics (MOTA, IDF1, id switches, flicker) in metrics.json; default: the only "
                         "other Image topic with 'instance' in its name; '' for none")
+    p.add_argument("--output-resolution", default="camera", type=argparse_type("output_resolution"),
+                   help="camera | model: per-pixel outputs at the camera's or the model's size (the node's "
+                        "output_resolution; IoU is then scored against the labels resized to the model size)")
     p.add_argument("--tracking", action="store_true",
                    help="persistent object ids in the scene graph (the node's tracking parameter, with its "
                         "track_confirm_hits / track_max_misses defaults)")
@@ -153,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     settings = PipelineSettings(score_threshold=args.score_threshold, min_instance_area=args.min_instance_area,
                                 overlay_alpha=args.overlay_alpha, scene_graph_stride=args.scene_graph_stride,
-                                tracking=args.tracking)
+                                tracking=args.tracking, output_resolution=args.output_resolution)
     if args.realtime:
         if len(args.bags) != 1:
             print("casseg-replay: error: --realtime takes one recording", file=sys.stderr)

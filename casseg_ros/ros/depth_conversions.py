@@ -1,4 +1,5 @@
-"""Camera inputs besides the image: CameraInfo -> intrinsics, registered depth Image -> metres."""
+"""Camera inputs besides the image: CameraInfo -> intrinsics, registered depth Image -> metres, and
+the CameraInfo of the mask when it is published at the model's resolution."""
 from __future__ import annotations
 
 import numpy as np
@@ -19,6 +20,31 @@ def pinhole_from_info(info: CameraInfo) -> PinholeCamera:
                              width=int(info.width), height=int(info.height))
     except ValueError as exc:
         raise InvalidDepth(f"unusable camera_info: {exc}") from exc
+
+
+def scaled_camera_info(info: CameraInfo, width: int, height: int) -> CameraInfo:
+    """`info` for its image resized to `width` x `height` (output_resolution: model): K and P scaled
+    as `PinholeCamera.scaled` does (focal lengths by the size ratio, principal point with the pixel
+    centres), P's translation column too; D and R unchanged (they act on normalised coordinates).
+    Binning stays 0 — the ratio is rarely an integer, so the scaled K itself describes the image,
+    which is what image_geometry and RViz read — and a set ROI is scaled with the image."""
+    sx, sy = width / info.width, height / info.height
+    k, p = np.asarray(info.k, np.float64).copy(), np.asarray(info.p, np.float64).copy()
+    for m, fx, cx, fy, cy in ((k, 0, 2, 4, 5), (p, 0, 2, 5, 6)):
+        m[fx] *= sx
+        m[fy] *= sy
+        m[cx] = (m[cx] + 0.5) * sx - 0.5
+        m[cy] = (m[cy] + 0.5) * sy - 0.5
+    p[3] *= sx  # Tx = -fx' * baseline
+    p[7] *= sy
+    out = CameraInfo(header=info.header, height=int(height), width=int(width), distortion_model=info.distortion_model,
+                     d=list(info.d), k=k.tolist(), r=list(info.r), p=p.tolist(), binning_x=0, binning_y=0)
+    roi = info.roi
+    out.roi.do_rectify = roi.do_rectify
+    if roi.width and roi.height:
+        out.roi.x_offset, out.roi.y_offset = int(round(roi.x_offset * sx)), int(round(roi.y_offset * sy))
+        out.roi.width, out.roi.height = int(round(roi.width * sx)), int(round(roi.height * sy))
+    return out
 
 
 def depth_to_metres(msg: Image, max_range_m: float, stride: int = 1) -> np.ndarray:

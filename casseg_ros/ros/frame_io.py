@@ -25,7 +25,7 @@ from std_msgs.msg import Header
 from casseg_ros.perception.depth import InvalidDepth
 from casseg_ros.pipeline import ClassLabels, FrameInput, FrameResult, PipelineSettings, Products, depth_stride
 from casseg_ros.ros.conversions import DEFAULT_MAX_PIXELS, InvalidImage, to_rgb
-from casseg_ros.ros.depth_conversions import depth_frame
+from casseg_ros.ros.depth_conversions import depth_frame, scaled_camera_info
 from casseg_ros.ros.markers import scene_graph_markers
 from casseg_ros.ros.messages import frame_messages
 
@@ -95,9 +95,13 @@ def frame_outputs(result: FrameResult, labels: ClassLabels, header: Header, came
     `frame_messages`, "camera_info" (the frame's own, re-stamped in place with the mask's header,
     so RViz/Foxglove can place the mask) when there is one, and "scene_graph/markers" when a
     `marker_scale` is given (the node: while someone subscribes to them) — the MarkerArray already
-    serialised (`markers.scene_graph_markers`), which a publisher sends as it is."""
+    serialised (`markers.scene_graph_markers`), which a publisher sends as it is. With outputs at the
+    model's resolution (output_resolution: model) the camera_info is a scaled copy describing them."""
     messages: dict[str, object] = dict(frame_messages(result, labels, header))
     if camera_info is not None:
+        height, width = result.mask.shape
+        if (camera_info.height, camera_info.width) != (height, width) and camera_info.width and camera_info.height:
+            camera_info = scaled_camera_info(camera_info, width, height)  # output_resolution: model
         camera_info.header = header
         messages["camera_info"] = camera_info
     if marker_scale is not None:

@@ -133,6 +133,13 @@ def param_specs() -> list[tuple[str, Any, ParameterDescriptor]]:
         ("min_instance_area", frame.min_instance_area, D(
             type=ParameterType.PARAMETER_INTEGER, integer_range=_int_range("min_instance_area"),
             description="Connected regions smaller than this many pixels are not scene-graph nodes." + live)),
+        ("output_resolution", frame.output_resolution, D(
+            type=ParameterType.PARAMETER_STRING,
+            description="camera: mask, confidence, colour mask, overlay and points at the camera's resolution; "
+                        "model: at the model's (input_height x input_width), not resized back on the host, with "
+                        "~/camera_info scaled to match (K, P, width, height) so projecting consumers stay right; "
+                        "scene-graph pixels are then model pixels." + live,
+            additional_constraints="camera | model")),
         ("tracking", frame.tracking, D(
             type=ParameterType.PARAMETER_BOOL,
             description="Persistent object ids per camera: ~/scene_graph's ids become track ids (box IoU "
@@ -190,6 +197,7 @@ class LiveSettings:
                                              min_instance_area=int(value("min_instance_area")),
                                              scene_graph_stride=int(value("scene_graph_stride")),
                                              tracking=bool(value("tracking")),
+                                             output_resolution=str(value("output_resolution")),
                                              track_confirm_hits=int(value("track_confirm_hits")),
                                              track_max_misses=int(value("track_max_misses")),
                                              overlay_alpha=float(value("overlay_alpha")),

@@ -204,8 +204,10 @@ class Backend(abc.ABC):
         for _ in range(max(0, int(iterations))):
             self.infer(dummy)
 
-    def infer(self, images: np.ndarray) -> InferenceResult:
-        """uint8 RGB (B,H,W,3) (or (H,W,3)) -> InferenceResult at the images' own resolution."""
+    def infer(self, images: np.ndarray, resize_back: bool = True) -> InferenceResult:
+        """uint8 RGB (B,H,W,3) (or (H,W,3)) -> InferenceResult at the images' own resolution, or with
+        `resize_back=False` at the model's (`input_size`: no host resize of the outputs; a graph
+        that resizes in itself still returns the images' size)."""
         self.load()
         images = _as_batch(images)
         orig = images.shape[1:3]
@@ -225,7 +227,7 @@ class Backend(abc.ABC):
                 parts.append(InferenceResult(r.class_ids[:n], r.confidence[:n], r.class_scores[:n],
                                              r.adjacency[:n]))
             res = InferenceResult(*(np.concatenate([getattr(p, f) for p in parts]) for f in OUTPUT_NAMES))
-        return res if self.resize_in_graph else resize_outputs(res, orig)
+        return res if self.resize_in_graph or not resize_back else resize_outputs(res, orig)
 
     def describe(self) -> dict[str, Any]:
         return {

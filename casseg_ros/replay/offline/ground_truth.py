@@ -6,6 +6,7 @@ labelled with another numbering scores correctly; classes the model lacks are ig
 """
 from __future__ import annotations
 
+import cv2
 import numpy as np
 from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import Image
@@ -32,6 +33,14 @@ def auto_label_topic(reader, image_topic: str) -> str | None:
     candidates = [c.topic for c in reader.connections
                   if c.msgtype == IMAGE_TYPE and c.topic != image_topic and "label" in c.topic.lower()]
     return candidates[0] if len(candidates) == 1 else None
+
+
+def at_size(ids: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """An id image (labels, instances) at the prediction's size (output_resolution: model): nearest,
+    so no id is invented; unchanged when the sizes agree."""
+    if ids.shape == tuple(shape):
+        return ids
+    return cv2.resize(ids.astype(np.int32), (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST).astype(ids.dtype)
 
 
 def auto_instance_topic(reader, image_topic: str) -> str | None:
@@ -67,7 +76,7 @@ class GroundTruth:
             self.stats.label_notes[frame.label_note or "no label"] += 1
             return None
         try:
-            gt = label_to_ids(deserialize_message(frame.label_raw, Image))
+            gt = at_size(label_to_ids(deserialize_message(frame.label_raw, Image)), class_ids.shape)
             self.iou.update(class_ids, gt)
         except InvalidLabel as exc:
             self.stats.label_notes[exc.reason] += 1

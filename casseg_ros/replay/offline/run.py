@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 from rclpy.serialization import deserialize_message, serialize_message
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
@@ -35,7 +36,8 @@ from casseg_ros.replay.bag import (
     find_connection, open_reader, stamp_ns,
 )
 from casseg_ros.replay.metrics import ReplayStats, label_to_ids
-from casseg_ros.replay.offline.ground_truth import GroundTruth, auto_instance_topic, auto_label_topic, ground_truth_names
+from casseg_ros.replay.offline.ground_truth import (GroundTruth, at_size, auto_instance_topic, auto_label_topic,
+                                                    ground_truth_names)
 from casseg_ros.replay.report import PanelFigure, write_json, write_report
 from casseg_ros.replay.tracking_metrics import TrackingEvaluator
 from casseg_ros.ros.frame_io import Companions, InputSettings, Rejection, frame_input, frame_outputs
@@ -204,6 +206,8 @@ def _figure(name: str, rgb: np.ndarray, result: FrameResult, gt_ids: np.ndarray 
             alpha: float) -> PanelFigure:
     """input | prediction | ground truth (when there is one), side by side (report only, untimed)."""
     labels = pipeline.labels
+    if result.mask.shape != rgb.shape[:2]:  # output_resolution: model
+        rgb = cv2.resize(rgb, result.mask.shape[::-1], interpolation=cv2.INTER_AREA)
     panels = [("input", rgb), ("prediction", make_overlay(rgb, result.mask, labels.palette, alpha))]
     class_maps = [result.mask]
     if gt_ids is not None:
@@ -215,7 +219,7 @@ def _figure(name: str, rgb: np.ndarray, result: FrameResult, gt_ids: np.ndarray 
 def _instance_map(frame: BagFrame) -> np.ndarray | None:
     """The frame's ground-truth instance ids (the bag's instance topic), None without one."""
     raw = frame.companions.get("instances")
-    return label_to_ids(deserialize_message(raw, Image)) if raw is not None else None
+    return label_to_ids(deserialize_message(raw, Image)) if raw is not None else None  # camera size
 
 
 def _replay_frames(cfg: ReplayConfig, inputs: _Inputs, pipeline: FramePipeline, outputs: _Outputs,
@@ -265,7 +269,8 @@ def _replay_frames(cfg: ReplayConfig, inputs: _Inputs, pipeline: FramePipeline, 
             gt = truth.update(frame, result.class_ids) if truth is not None else None
             if tracking is not None and gt is not None:
                 instances = _instance_map(frame)
-                if instances is not None and instances.shape == gt.shape:
+                instances = at_size(instances, gt.shape) if instances is not None else None
+                if instances is not None:
                     tracking.update(instances, truth.in_model_ids(gt), result.graph, result.class_ids)
             if frame.index in figure_at:
                 gt_ids = truth.in_model_ids(gt) if gt is not None else None
