@@ -202,7 +202,7 @@ def run_phase(args, env: dict[str, str], graph: GraphWatcher, checkpoint: Path, 
         argv = node_command(checkpoint, camera_topic, namespace=ns, params={
             "device": args.device, "backend": args.backend, "input_height": HEIGHT, "input_width": WIDTH,
             "min_instance_area": 64, "precision": args.precision,
-            "calibration": str(Path(args.calibration).resolve()) if args.calibration else ""})
+            **({"calibration": str(Path(args.calibration).resolve())} if args.calibration else {})})
         consumer = Consumer(graph.node, fqn)
         try:
             start_node(children, graph, argv, fqn, timeout=300)

@@ -248,18 +248,19 @@ def node_command(model_path: Path | str, camera_topic: str, node_name: str = NOD
     values = {"model_path": str(Path(model_path).resolve()), **dict(params or {})}
     for key, value in values.items():
         text = str(value).lower() if isinstance(value, bool) else str(value)
-        ros_args += ["-p", f"{key}:={text}"]
+        ros_args += ["-p", f"{key}:={text or repr('')}"]  # values are YAML: '' is the empty string
     return [sys.executable, "-m", "casseg_ros.ros.node_main", *node_args, *ros_args]
 
 
 def node_params(backend: str = "torch", device: str = "cpu", input_size: tuple[int, int] | None = None,
                 resize_in_graph: bool = False, openvino_device: str = "CPU", precision: str = "auto",
                 calibration: Path | str | None = None) -> dict[str, Any]:
-    """The parameters `casseg-replay` and the demo set (input size 0x0 = native; calibration None = none)."""
+    """The parameters `casseg-replay` and the demo set (input size 0x0 = native; calibration None:
+    left at the node's default, none — an empty `-p calibration:=` is not a valid ROS argument)."""
     h, w = input_size if input_size else (0, 0)
     return {"backend": backend, "device": device, "input_height": h, "input_width": w,
             "resize_in_graph": bool(resize_in_graph), "openvino_device": openvino_device, "precision": precision,
-            "calibration": "" if calibration is None else str(Path(calibration).resolve())}
+            **({"calibration": str(Path(calibration).resolve())} if calibration is not None else {})}
 
 
 def player_command(bag: Path | str, topic: str, *options: str) -> list[str]:
