@@ -13,11 +13,15 @@ band and frame to frame, warm in the cache) and every reduction runs over a cont
 The bands are exact: bilinear upsampling by an integer factor s (half-pixel, no corner alignment)
 reads, for output rows [a·s + s/2, b·s + s/2), grid rows a..b only, with the same weights wherever
 the rows are cut out; so a band upsampled from those grid rows alone and cropped to its own rows
-equals those rows of the whole map, bit for bit (test/test_output_tail.py checks the tail against
-the unbanded computation). Exported or compiled graphs take one band, the whole map: a traced loop
+equals those rows of the whole map. What is not bit for bit is the layout: PyTorch's channels-last
+upsampling kernel rounds an ulp or two apart from the NCHW one (<= 2e-6 on logits of +-10), and the
+sums over K add in another order, so confidence moves by < 1e-6 and two classes closer than that
+may swap (none did on 2.4 M demo-weight pixels; test/test_output_tail.py checks the tail against
+the unbanded NCHW computation). Exported or compiled graphs take one band, the whole map: a traced loop
 would fix the band count in the graph, ONNX has no memory layout, and ONNX Runtime reuses its
-buffers through its own arena. So does an upsampling to another size (``output_size``, the
-in-graph resize), whose scale factor puts band edges between grid rows.
+buffers through its own arena. So do a CUDA device (whose caching allocator reuses memory; not
+measured here: no GPU) and an upsampling to another size (``output_size``, the in-graph resize),
+whose scale factor puts band edges between grid rows.
 """
 from __future__ import annotations
 
@@ -138,7 +142,8 @@ def segmentation_tail(grid_logits: torch.Tensor, size: Sequence[int], stride: in
     """(B,K,gh,gw) stride-s logits of an input of ``size`` (H, W) → class ids (B,H,W) int32,
     confidence (B,H,W) (max softmax probability) and class scores (B,K) (mean softmax probability),
     at H x W, or at ``output_size`` (see ``upsample_logits``). ``rows``: grid rows per band (None:
-    ``band_rows``); the whole map in one band when traced or with ``output_size``."""
-    if output_size is None and not traced():
+    ``band_rows``); the whole map in one band when traced, with ``output_size``, or off the CPU (a
+    GPU's caching allocator reuses its memory, and bands would only add kernel launches)."""
+    if output_size is None and grid_logits.device.type == "cpu" and not traced():
         return banded_tail(grid_logits, size, stride, rows or band_rows(grid_logits, stride))
     return whole_map_tail(grid_logits, size, stride, output_size)
