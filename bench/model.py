@@ -18,9 +18,11 @@ on the full model (fusion and graph on) with K random text embeddings swapped in
   other ``--backends`` name ``create_backend`` knows (e.g. an OpenVINO backend), run on that export;
 - classes_parts_ms[backend][K]: mean ms per frame in each context module (fusion, graph, class
   adjacency, head; bench/model_parts.py) and the rest, from hooked (torch) / profiled (ORT) runs;
-  torch also ``output_tail``: the frame minus the model's forward (softmax, argmax, confidence and
-  class scores over the K full-resolution logit maps); on ORT the graph is its GCN module only (mask
-  pooling and the adjacency sit in ``rest`` with the other nodes of the model's own scope);
+  torch also ``output_tail``: the frame minus the model's forward, which stops at the stride-s
+  logits (the export module's tail, casseg_ros/model/output_tail.py: normalisation, the upsampling,
+  softmax, argmax, confidence and class scores over the K full-resolution logit maps, a band of
+  rows at a time); on ORT the graph is its GCN module only (mask pooling and the adjacency sit in
+  ``rest`` with the other nodes of the model's own scope);
 - classes_memory_mib[backend][K]: peak resident memory of the first forward above the loaded model,
   and (torch) per context module, each in a fresh process (bench/model_parts.py);
 - classes_host_ms[K]: the node's host work with K classes on a context-scenes frame at --size whose
@@ -31,6 +33,13 @@ on the full model (fusion and graph on) with K random text embeddings swapped in
   the first frame after it per backend;
 - k150_over_k19 = torch latency at K=150 ÷ K=19; context_share_k150 = (fusion + graph + adjacency +
   head) ÷ the hooked frame at K=150 (same run); *_onnxruntime: the same on ONNX Runtime.
+
+Last measured (issue 25, Xeon AVX-512 BF16/VNNI without AMX, 2 threads, load 3.0–5.0 on the 2
+shared cores): k150_over_k19 1.18 before the banded output tail, 0.72 after; frames of 5–9 s
+instead of 0.8 s quiet, K = 66 faster than K = 19: load, not K. context_share_k150 0.018 / 0.065;
+torch forward peak memory at K=150 372 -> 183 MiB (flat in K). The load-robust comparison is
+bench/output_tail.py (old and new tail interleaved in one process): 1 thread, load 4.1–4.4,
+k150_over_k19 1.40 -> 1.11.
 
 Usage: python bench/model.py [--backbone swin_tiny] [--repeats 7] [--threads N] [--size 512 1024]
        python bench/model.py --classes 19 66 124 150 [--backends torch onnxruntime] [--repeats 7]

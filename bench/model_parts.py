@@ -11,8 +11,10 @@ Parts of ``ContextSegmentor`` (casseg_ros/model/):
 
 Everything else (backbone, decoder, the upsampling to the image and the softmax / argmax /
 confidence / class scores at full resolution) is ``rest``; ``model`` is the whole
-``ContextSegmentor.forward`` (up to the full-resolution logits), so a frame minus ``model`` is the
-export module's tail: normalisation, softmax, argmax, confidence and class scores at full resolution.
+``ContextSegmentor.forward``, which in the export module stops at the stride-s logits
+(``upsample=False``), so a frame minus ``model`` is the export module's tail
+(casseg_ros/model/output_tail.py): normalisation, the upsampling, softmax, argmax, confidence and
+class scores at full resolution.
 
 PyTorch: forward hooks on the three modules and wrappers around the two functions, looked up in
 ``casseg_ros.model.segmentor`` at call time; CPU execution is synchronous, so wall time inside a

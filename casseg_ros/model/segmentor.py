@@ -19,6 +19,7 @@ from .decoder import FPNPixelDecoder
 from .fusion import CrossAttentionFusion
 from .graph import ClassGraphReasoning, RegionGraphReasoning, mask_pool, soft_spatial_adjacency
 from .head import SimilarityHead
+from .output_tail import segmentation_tail, upsample_logits
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -26,8 +27,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @dataclass
 class SegmentationOutput:
-    logits: torch.Tensor
-    """(B,K,H,W) at the input resolution."""
+    logits: Optional[torch.Tensor]
+    """(B,K,H,W) at the input resolution (or ``output_size``); None with ``upsample=False``."""
     pixel_embeddings: torch.Tensor
     """(B,D,ceil(H/s),ceil(W/s)) L2-normalised."""
     class_embeddings: torch.Tensor
@@ -41,6 +42,8 @@ class SegmentationOutput:
     assignment: Optional[torch.Tensor] = None
     """(B,N,ceil(H/s),ceil(W/s)) soft assignment of the pixels to the N region nodes, when requested
     (``return_attention``) and the graph has region nodes."""
+    grid_logits: Optional[torch.Tensor] = None
+    """(B,K,ceil(H/s),ceil(W/s)) logits on the stride-s grid, before the upsampling."""
 
 
 def scene_adjacency(probs: torch.Tensor) -> torch.Tensor:
@@ -118,12 +121,14 @@ class ContextSegmentor(nn.Module):
 
     def forward(self, images: torch.Tensor, return_attention: bool = False,
                 class_embeddings: Optional[torch.Tensor] = None,
-                output_size: Optional[Sequence[int]] = None) -> SegmentationOutput:
+                output_size: Optional[Sequence[int]] = None, upsample: bool = True) -> SegmentationOutput:
         """images: (B,3,H,W) float, ImageNet-normalised; any H, W. ``class_embeddings``: (K,E) text
         embeddings to score against instead of the vocabulary's buffer (exported graphs take them as
         an input, so a deployed model changes its classes without a new export). ``output_size``:
         (H', W') to give the logits at instead of (H, W) — those of the image stretched to H'xW',
-        upsampled from the stride-s grid in one bilinear step; needs H, W multiples of the stride s."""
+        upsampled from the stride-s grid in one bilinear step; needs H, W multiples of the stride s.
+        ``upsample=False``: no full-resolution logits (``logits`` None), only ``grid_logits`` (the
+        export module's tail upsamples them itself, a band at a time: model/output_tail.py)."""
         b, _, h, w = images.shape
         padded = pad_to_multiple(images, SIZE_MULTIPLE)
         raw_text = self.class_embeddings if class_embeddings is None else class_embeddings
@@ -155,26 +160,13 @@ class ContextSegmentor(nn.Module):
             class_emb = F.normalize(self.graph(class_emb, pooled, spatial), dim=-1)
             coarse_logits = self.head(pixel_emb, class_emb)
         adjacency = scene_adjacency(coarse_logits.softmax(1))
-        if output_size is None:
-            # Upsample on the embedding grid's own extent, then crop: keeps pixels aligned for any H, W.
-            grid_h, grid_w = coarse_logits.shape[-2:]
-            logits = F.interpolate(coarse_logits, size=(grid_h * stride, grid_w * stride), mode="bilinear",
-                                   align_corners=False)
-            if (grid_h * stride, grid_w * stride) != (h, w):  # no Slice node when nothing is cropped: ONNX
-                logits = logits[..., :h, :w]                   # Runtime copies all K maps for one
-        else:
-            # The grid then covers exactly H x W (no padding cell), so half-pixel sampling of the grid at
-            # H'xW' is the composition "upsample to H x W, then stretch to H'xW'" with one interpolation.
-            if h % stride or w % stride:
-                raise ValueError(f"output_size needs an input size that is a multiple of the output stride "
-                                 f"{stride}, got {h}x{w}")
-            logits = F.interpolate(coarse_logits, size=output_size, mode="bilinear", align_corners=False)
+        logits = upsample_logits(coarse_logits, (h, w), stride, output_size) if upsample else None
         attention = None
         if attention_maps:
             f = self.config.fusion_stride
             attention = attention_maps[0][..., : math.ceil(h / f), : math.ceil(w / f)]
         return SegmentationOutput(logits, pixel_emb, class_emb, text_emb, adjacency, attention,
-                                  assignment if return_attention else None)
+                                  assignment if return_attention else None, coarse_logits)
 
     def normalize_uint8(self, images_nhwc: torch.Tensor, size: Optional[Sequence[int]] = None) -> torch.Tensor:
         """uint8 (B,H,W,3) RGB → float (B,3,H,W) ImageNet-normalised; with ``size`` = (H', W') resized
@@ -215,28 +207,13 @@ class SegmentationPipeline(nn.Module):
             raise ValueError(f"model_size must be a multiple of the output stride {stride}, got {self.model_size}")
 
     def forward(self, images_nhwc_uint8: torch.Tensor, class_embeddings: Optional[torch.Tensor] = None):
-        if self.model_size is None:
-            out = self.model(self.model.normalize_uint8(images_nhwc_uint8), class_embeddings=class_embeddings)
-        else:
-            out = self.model(self.model.normalize_uint8(images_nhwc_uint8, self.model_size),
-                             class_embeddings=class_embeddings, output_size=images_nhwc_uint8.shape[1:3])
-        # Softmax written out (elementwise Exp / ReduceSum in an exported graph): ONNX Runtime's
-        # Softmax over the channel axis of a full-resolution map transposes it and took ~40 % of
-        # the whole CPU frame. The max softmax probability is 1 / sum(exp(logit - max logit)).
-        # The K full-resolution logit maps (K = 150 at 512x1024: 315 MB) are what a large
-        # vocabulary costs, so each is read as few times as possible (bench/model.py --classes): in
-        # place (nothing reads the logits afterwards; a new tensor that size costs an allocation and
-        # its page faults), the max logit gathered at the argmax instead of a second reduction over
-        # K (ONNX's ReduceMax beside ArgMax), and the mean probability per class as one matrix-vector
-        # product instead of a K-map quotient to average.
-        logits = out.logits
-        class_ids = logits.argmax(1, keepdim=True)
-        exp = logits.sub_(logits.gather(1, class_ids)).exp_()
-        inverse_total = exp.sum(1, keepdim=True).reciprocal()  # (B,1,H,W)
-        confidence = inverse_total[:, 0]
-        pixels = exp.shape[-2] * exp.shape[-1]
-        class_scores = torch.bmm(exp.flatten(2), inverse_total.flatten(2).transpose(1, 2))[..., 0] / pixels
-        return class_ids[:, 0].to(torch.int32), confidence, class_scores, out.adjacency
+        # the model stops at the stride-s logits: the tail upsamples them (a band at a time)
+        output_size = None if self.model_size is None else images_nhwc_uint8.shape[1:3]
+        images = self.model.normalize_uint8(images_nhwc_uint8, self.model_size)
+        out = self.model(images, class_embeddings=class_embeddings, upsample=False)
+        ids, confidence, class_scores = segmentation_tail(out.grid_logits, images.shape[-2:],
+                                                          self.model.config.output_stride, output_size)
+        return ids, confidence, class_scores, out.adjacency
 
 
 class LogitsPipeline(nn.Module):
