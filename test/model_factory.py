@@ -53,13 +53,14 @@ class SlowTestProvider(EmbeddingProvider):
     name = "slow_test"
 
     def __init__(self, delay_s: float = 0.0) -> None:
-        self.delay_s, self.loads, self.embed_threads = delay_s, 0, []
+        self.delay_s, self.loads, self.embed_threads, self.embed_nice = delay_s, 0, [], []
 
     def load(self) -> None:
         self.loads += 1
 
     def embed(self, texts):
         self.embed_threads.append(threading.current_thread().name)
+        self.embed_nice.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
         time.sleep(self.delay_s)
         emb = np.random.default_rng(len(texts)).standard_normal((len(texts), 384)).astype(np.float32)
         return emb / np.linalg.norm(emb, axis=1, keepdims=True)

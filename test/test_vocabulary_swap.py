@@ -183,6 +183,7 @@ def test_the_answer_comes_only_after_the_worker_swapped_between_batches():
         assert time.perf_counter() - started < 0.1  # returns at once: the embedding is elsewhere
         assert wait_until(lambda: swap.waiting, 10.0)
         assert provider.embed_threads and provider.embed_threads[0].startswith("casseg_vocabulary")
+        assert provider.embed_nice == [19]  # below the worker and the executor
         time.sleep(0.2)
         assert record.answers == [] and record.applied == []  # embedded, not swapped: no answer yet
         worker = threading.Thread(target=swap.finish, name="worker")  # between two batches
