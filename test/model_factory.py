@@ -1,16 +1,19 @@
 """Small models for tests: random weights with either a Vocabulary of random (seeded) embeddings
 (provider "test": it cannot embed new names) or one of real all-MiniLM-L6-v2 embeddings of its
-class names (provider "local", offline), so that tests can swap vocabularies the way the node does."""
+class names (provider "local", offline), so that tests can swap vocabularies the way the node does;
+and a text provider that takes its time (`SlowTestProvider`)."""
 from __future__ import annotations
 
 import functools
 import os
+import threading
+import time
 
 import numpy as np
 import torch
 
 from casseg_ros.model import ContextSegmentor, ModelConfig
-from casseg_ros.text import Vocabulary, build_vocabulary
+from casseg_ros.text import EmbeddingProvider, Vocabulary, build_vocabulary
 
 TINY = dict(backbone="swin_nano", decoder_dim=32, fusion_heads=2, img_size=(64, 128), drop_path_rate=0.0)
 LOCAL_NAMES = ("road", "car", "person", "sky", "building")
@@ -41,3 +44,23 @@ def tiny_local_model(names: tuple[str, ...] = LOCAL_NAMES, seed: int = 0, **over
     torch.manual_seed(seed)
     config = ModelConfig(**{**TINY, **overrides})
     return ContextSegmentor(config, local_vocabulary(tuple(names))).eval()
+
+
+class SlowTestProvider(EmbeddingProvider):
+    """Seeded 384-d embeddings (the width of the tiny models' text projection) after `delay_s`: a
+    text model that takes its time. Counts its loads and names the threads it embedded on."""
+
+    name = "slow_test"
+
+    def __init__(self, delay_s: float = 0.0) -> None:
+        self.delay_s, self.loads, self.embed_threads, self.embed_nice = delay_s, 0, [], []
+
+    def load(self) -> None:
+        self.loads += 1
+
+    def embed(self, texts):
+        self.embed_threads.append(threading.current_thread().name)
+        self.embed_nice.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        time.sleep(self.delay_s)
+        emb = np.random.default_rng(len(texts)).standard_normal((len(texts), 384)).astype(np.float32)
+        return emb / np.linalg.norm(emb, axis=1, keepdims=True)

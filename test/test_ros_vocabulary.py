@@ -4,13 +4,23 @@ A camera process streams into the node (tiny model with a real all-MiniLM-L6-v2 
 vocabulary, so new names are embedded offline); this process calls the service and records every
 mask and every label_info in arrival order. No mask may hold a class id that the label_info in
 force when it arrived does not define (mask ids are 0..K-1 or 255 = unknown).
+
+The last test runs the node in this process (a context of its own), spun by a single-threaded executor's `spin()` (no
+timeout: only events wake it), with a text provider that takes 1.5 s: the camera's masks keep
+flowing while the names are embedded, the service answers only once the worker has swapped, and
+a swap the backend refuses keeps the old vocabulary.
 """
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.lifecycle import TransitionCallbackReturn
+from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from std_msgs.msg import ColorRGBA
@@ -18,7 +28,11 @@ from vision_msgs.msg import LabelInfo
 
 from casseg_msgs.srv import SetVocabulary
 from casseg_ros.model.checkpoint import save_checkpoint
-from model_factory import tiny_local_model
+from casseg_ros.ros.segment_node import SegmentNode
+from casseg_ros.runtime.base import VocabularyUnsupported
+from casseg_ros.text import PROVIDERS
+from model_factory import SlowTestProvider, tiny_local_model, tiny_model
+from ros_helpers.camera import encode_raw, synthetic_scene
 from ros_helpers.harness import node_and_probe, start_camera, wait_until
 from training.datasets import ADE20K_CLASSES
 
@@ -149,3 +163,122 @@ def test_ade20k_150_names_swap_in_and_more_than_a_mask_holds_are_refused(system)
     after = [msg for kind, msg in recorded[swap_at:] if kind == "mask"]
     assert {m.encoding for m in after} == {"mono8"}  # 150 classes + the unknown id fit 8 bits
     assert all(set(np.frombuffer(bytes(m.data), np.uint8).tolist()) <= set(range(150)) | {255} for m in after)
+
+
+EMBED_S = 1.5
+
+
+class _SlowText(SlowTestProvider):
+    """The node's text provider in the in-process test: every embedding takes EMBED_S."""
+
+    def __init__(self) -> None:
+        super().__init__(delay_s=EMBED_S)
+
+
+def _longest_gap(times: list[float], start: float, end: float) -> float:
+    """The longest gap between consecutive masks over [start, end] (the ones around it included)."""
+    around = [t for t in times if t < start][-1:] + [t for t in times if start <= t <= end] + \
+        [t for t in times if t > end][:1]
+    return max(b - a for a, b in zip(around, around[1:]))
+
+
+def test_masks_flow_while_a_slow_provider_embeds_and_the_answer_follows_the_swap(ros_env, tmp_path, monkeypatch):
+    monkeypatch.setitem(PROVIDERS, "slow_test", _SlowText)
+    checkpoint = str(save_checkpoint(tmp_path / "tiny.safetensors", tiny_model(5, img_size=(32, 64))))
+    ns = ros_env.namespace
+    context = rclpy.Context()  # its own: the module's `system` fixture holds the default one
+    rclpy.init(context=context)
+    node = SegmentNode(namespace=ns, context=context, parameter_overrides=[
+        Parameter("model_path", value=checkpoint), Parameter("input_height", value=32),
+        Parameter("input_width", value=64), Parameter("text_provider", value="slow_test"),
+        Parameter("qos_reliability", value="reliable")])
+    client_node = rclpy.create_node("swap_client", namespace=ns, context=context)
+    executors, threads, streaming = [], [], threading.Event()
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        masks: list[tuple[float, set[int]]] = []  # (received, class ids)
+        reliable = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=50, reliability=ReliabilityPolicy.RELIABLE)
+        client_node.create_subscription(Image, f"{ns}/casseg_ros/mask", lambda m: masks.append(
+            (time.monotonic(), set(np.unique(np.frombuffer(bytes(m.data), np.uint8)).tolist()))), reliable)
+        camera = client_node.create_publisher(Image, f"{ns}/image", reliable)
+        client = client_node.create_client(SetVocabulary, f"{ns}/casseg_ros/set_vocabulary")
+        for spun in (node, client_node):  # spin(): no timeout, so nothing but an event wakes it
+            executor = SingleThreadedExecutor(context=context)
+            executor.add_node(spun)
+            executors.append(executor)
+            threads.append(threading.Thread(target=executor.spin, daemon=True))
+            threads[-1].start()
+
+        def stream() -> None:  # 20 Hz until `streaming` is cleared
+            index = 0
+            while streaming.is_set():
+                msg = encode_raw(synthetic_scene(32, 64, index), "rgb8")
+                msg.header.stamp = node.get_clock().now().to_msg()
+                camera.publish(msg)
+                index += 1
+                time.sleep(0.05)
+
+        def start_stream() -> None:
+            streaming.set()
+            threads.append(threading.Thread(target=stream, daemon=True))
+            threads[-1].start()
+
+        def call(names: list[str]) -> tuple[float, float, SetVocabulary.Response, dict]:
+            at_answer: dict = {}
+
+            def answered(future) -> None:  # the node's state at the moment the answer arrived
+                at_answer.update(swaps=node.batch_stats.snapshot()["vocabulary_swaps"],
+                                 names=list(node._pipeline.labels.names))
+            sent = time.monotonic()
+            future = client.call_async(SetVocabulary.Request(class_names=names))
+            future.add_done_callback(answered)
+            assert wait_until(future.done, 20.0), "set_vocabulary did not answer"
+            assert wait_until(lambda: at_answer, 5.0)
+            return sent, time.monotonic(), future.result(), at_answer
+
+        start_stream()
+        assert client.wait_for_service(timeout_sec=30)
+        assert wait_until(lambda: len(masks) >= 5, 30.0), "no masks"
+
+        # While the camera streams: masks keep coming during the 1.5 s embedding; answered after the swap.
+        sent, answered_at, response, at_answer = call(["road", "automobile", "pedestrian"])
+        assert response.success, response.message
+        assert answered_at - sent >= EMBED_S and "slow_test embeddings in 1.5" in response.message
+        assert at_answer == {"swaps": 1, "names": ["road", "automobile", "pedestrian"]}  # swapped, then answered
+        times = [t for t, _ in masks]
+        assert sum(sent <= t <= answered_at for t in times) >= 10  # 20 Hz for 1.5 s: the camera was served
+        # A stalled executor would leave a gap of the whole embedding (1.5 s); a loaded 2-core
+        # machine gave up to 0.6 s between two masks.
+        assert _longest_gap(times, sent, answered_at) < 0.6 * EMBED_S, _longest_gap(times, sent, answered_at)
+
+        # Nothing else to wake the executor (no frames, the 1 Hz diagnostics timer stopped): the
+        # answer still comes; a swap the backend refuses keeps the three classes.
+        streaming.clear()
+        node._diagnostics_timer.cancel()
+        time.sleep(0.5)
+
+        def refuse(vocabulary) -> None:
+            raise VocabularyUnsupported("refused (simulated)")
+
+        monkeypatch.setattr(node._backend, "set_vocabulary", refuse)
+        sent, answered_at, response, at_answer = call(["sky", "tree", "water", "boat"])
+        assert not response.success
+        assert response.message == "vocabulary kept: VocabularyUnsupported: refused (simulated)"
+        assert at_answer == {"swaps": 1, "names": ["road", "automobile", "pedestrian"]}  # the old one stays
+        count = len(masks)
+        start_stream()
+        assert wait_until(lambda: len(masks) >= count + 5, 10.0), "no masks after the refused swap"
+        assert all(ids <= {0, 1, 2, 255} for _, ids in masks[count:])  # made with the three classes
+    finally:
+        streaming.clear()
+        for executor in executors:
+            executor.shutdown(timeout_sec=2.0)
+        for thread in threads:
+            thread.join(timeout=10.0)
+        if node.lifecycle_state() == "active":
+            node.trigger_deactivate()
+        node._release_backend()
+        node.destroy_node()
+        client_node.destroy_node()
+        rclpy.shutdown(context=context)

@@ -1,10 +1,15 @@
 """Run-time vocabularies below the node: ``Backend.set_vocabulary`` on torch and onnxruntime (same
 masks after a swap, any class count), refusals that leave the old vocabulary working, the same
-result as a checkpoint baked with ``casseg-vocab bake``, and an int8 export that swaps too."""
+result as a checkpoint baked with ``casseg-vocab bake``, and an int8 export that swaps too; the
+node's hand-over (``ros.vocabulary_swap``, ROS-free): embedded on its own thread, swapped by the
+worker between batches, answered only after the swap, the old vocabulary kept on any failure."""
 from __future__ import annotations
 
 import base64
+import threading
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -18,9 +23,11 @@ from casseg_ros.runtime import BackendUnavailable, create_backend
 from casseg_ros.runtime.base import VocabularyUnsupported
 from casseg_ros.runtime.model_export import META_KIND, META_VOCAB, export_checkpoint
 from casseg_ros.runtime.onnx_export import export_onnx
+from casseg_ros.ros.vocabulary_swap import VocabularySwap
 from casseg_ros.text import Vocabulary, build_vocabulary
 from casseg_ros.vocab_cli import main as vocab_main
-from model_factory import local_vocabulary, random_vocabulary, tiny_local_model, tiny_model
+from model_factory import SlowTestProvider, local_vocabulary, random_vocabulary, tiny_local_model, tiny_model
+from ros_helpers.harness import wait_until
 
 torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parent.parent
@@ -143,6 +150,139 @@ def test_int8_export_swaps_too(ckpt, tmp_path):
     res = backend.infer(_images(1))
     assert res.class_scores.shape == (1, 3) and res.class_ids.max() < 3
     np.testing.assert_allclose(res.class_scores.sum(1), 1.0, atol=1e-3)
+
+
+# ------------------------------------------------------- the node's hand-over (ros.vocabulary_swap)
+
+def _request(*names: str, descriptions=(), colors=()):
+    return SimpleNamespace(class_names=list(names), descriptions=list(descriptions), colors=list(colors))
+
+
+class _Recorder:
+    """`apply` for VocabularySwap (the thread it ran on, what it got) and the answers."""
+
+    def __init__(self, fail: Exception | None = None) -> None:
+        self.applied: list[tuple[str, list[str]]] = []
+        self.answers = []
+        self.fail = fail
+
+    def apply(self, vocabulary: Vocabulary) -> None:
+        if self.fail is not None:
+            raise self.fail
+        self.applied.append((threading.current_thread().name, list(vocabulary.names)))
+
+
+def test_the_answer_comes_only_after_the_worker_swapped_between_batches():
+    record, provider = _Recorder(), SlowTestProvider(delay_s=0.3)
+    swap = VocabularySwap(record.apply)
+    assert swap.open(provider) is None and provider.loads == 1  # loaded at configure
+    swap.attach_worker()
+    try:
+        started = time.perf_counter()
+        swap.submit(_request("road", "car"), record.answers.append)
+        assert time.perf_counter() - started < 0.1  # returns at once: the embedding is elsewhere
+        assert wait_until(lambda: swap.waiting, 10.0)
+        assert provider.embed_threads and provider.embed_threads[0].startswith("casseg_vocabulary")
+        assert provider.embed_nice == [19]  # below the worker and the executor
+        time.sleep(0.2)
+        assert record.answers == [] and record.applied == []  # embedded, not swapped: no answer yet
+        worker = threading.Thread(target=swap.finish, name="worker")  # between two batches
+        worker.start()
+        worker.join()
+        assert wait_until(lambda: record.answers, 5.0)
+        assert record.applied == [("worker", ["road", "car"])]
+        (answer,) = record.answers
+        assert answer.vocabulary.names == ["road", "car"] and answer.vocabulary.provider == "slow_test"
+        assert answer.message.startswith("2 classes (slow_test embeddings in 0.3"), answer.message
+    finally:
+        swap.detach_worker()
+        swap.close()
+
+
+def test_without_a_worker_the_embedding_thread_swaps_and_a_detached_worker_leaves_none_waiting():
+    record = _Recorder()
+    swap = VocabularySwap(record.apply)
+    swap.open(SlowTestProvider())
+    try:
+        swap.submit(_request("road"), record.answers.append)  # not active: nothing runs batches
+        assert wait_until(lambda: record.answers, 5.0)
+        assert record.applied[0][0].startswith("casseg_vocabulary") and record.answers[0].vocabulary
+        swap.attach_worker()
+        swap.submit(_request("sky"), record.answers.append)
+        assert wait_until(lambda: swap.waiting, 5.0)
+        swap.detach_worker()  # the worker stopped with a swap waiting: done here, then answered
+        assert wait_until(lambda: len(record.answers) == 2, 5.0)
+        assert record.applied[1] == ("MainThread", ["sky"]) and record.answers[1].vocabulary.names == ["sky"]
+    finally:
+        swap.close()
+
+
+def test_a_refused_swap_keeps_the_old_vocabulary_and_says_why():
+    from casseg_ros.runtime.base import VocabularyUnsupported
+
+    record = _Recorder(fail=VocabularyUnsupported("exported before run-time vocabularies"))
+    swap = VocabularySwap(record.apply)
+    swap.open(SlowTestProvider())
+    swap.attach_worker()
+    try:
+        swap.submit(_request("road", "car"), record.answers.append)
+        assert wait_until(lambda: swap.waiting, 5.0)
+        swap.finish()
+        assert wait_until(lambda: record.answers, 5.0)
+        (answer,) = record.answers
+        assert answer.vocabulary is None and record.applied == []
+        assert answer.message == "vocabulary kept: VocabularyUnsupported: exported before run-time vocabularies"
+    finally:
+        swap.detach_worker()
+        swap.close()
+
+
+def test_requests_are_checked_first_and_a_provider_that_cannot_embed_is_the_answer():
+    record = _Recorder()
+    swap = VocabularySwap(record.apply)
+    reason = swap.open("test")  # a checkpoint whose vocabulary a test made: it cannot embed
+    assert reason.startswith("text provider 'test' failed: ValueError: unknown embedding provider 'test'")
+    try:
+        swap.submit(_request(), record.answers.append)
+        swap.submit(_request("road", "road"), record.answers.append)
+        swap.submit(_request("road"), record.answers.append)
+        assert wait_until(lambda: len(record.answers) == 3, 5.0)
+        assert [a.vocabulary for a in record.answers] == [None] * 3 and record.applied == []
+        assert [a.message for a in record.answers] == [
+            "vocabulary kept: class_names is empty", "vocabulary kept: duplicate class names: ['road']",
+            f"vocabulary kept: {reason}"]
+    finally:
+        swap.close()
+
+
+def test_a_worker_that_does_not_swap_in_time_is_the_answer_and_swaps_nothing_later():
+    record = _Recorder()
+    swap = VocabularySwap(record.apply, timeout_s=0.3)
+    swap.open(SlowTestProvider())
+    swap.attach_worker()
+    try:
+        swap.submit(_request("road"), record.answers.append)
+        assert wait_until(lambda: record.answers, 5.0)
+        assert record.answers[0].message == "vocabulary kept: the worker did not swap in time"
+        swap.finish()
+        assert record.applied == [] and not swap.waiting
+    finally:
+        swap.detach_worker()
+        swap.close()
+
+
+def test_requests_are_served_in_order_and_close_answers_the_queued_ones():
+    record = _Recorder()
+    swap = VocabularySwap(record.apply)
+    swap.open(SlowTestProvider(delay_s=0.3))
+    for name in ("road", "sky", "tree"):
+        swap.submit(_request(name), record.answers.append)
+    time.sleep(0.1)  # the first is being embedded
+    swap.close()
+    assert [a.vocabulary.names if a.vocabulary else a.message for a in record.answers] == [
+        ["road"], "vocabulary kept: the node is cleaning up", "vocabulary kept: the node is cleaning up"]
+    swap.submit(_request("road"), record.answers.append)  # closed: answered at once
+    assert record.answers[-1].message == "vocabulary kept: not configured"
 
 
 # ---------------------------------------------------------------------------------- bake CLI

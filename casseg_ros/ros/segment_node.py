@@ -12,13 +12,15 @@ message into the camera's latest-frame slot or stamp cache; the worker (alive wh
 active) takes the newest frame of every camera that has one as one batch and publishes each
 camera's outputs with that camera's header. A slow model therefore never delays the
 lifecycle/parameter services and never builds a backlog: frames it could not keep up with are
-dropped and counted per camera. `~/set_vocabulary` embeds new class names in the service callback
-(off the frame path), the worker swaps them in between two batches and republishes label_info
-before the next mask; on any error the old vocabulary stays.
+dropped and counted per camera. `~/set_vocabulary` never holds the executor: its callback (a
+coroutine) hands the request to the embedding thread (`vocabulary_swap`; the text provider is
+loaded at configure), the worker swaps the new classes in between two batches and republishes
+label_info before the next mask, and the answer resumes the callback through a guard condition;
+on any error the old vocabulary stays.
 
 Lifecycle:
   configure  -> validate parameters, resolve model_path, create + load + warm up the backend,
-                create the publishers and the vocabulary service
+                load the text provider, create the publishers and the vocabulary service
   activate   -> publish label_info (transient local), start the worker, create the subscriptions
   deactivate -> destroy the subscriptions, stop the worker (the batch in flight finishes)
   cleanup    -> destroy publishers and the service, free the backend
@@ -37,9 +39,11 @@ from typing import Any
 import torch
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import ParameterDescriptor, ParameterType, SetParametersResult
+from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.exceptions import ParameterException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
+from rclpy.task import Future
 from sensor_msgs.msg import CompressedImage, Image
 
 from casseg_msgs.srv import SetVocabulary
@@ -59,11 +63,8 @@ from casseg_ros.ros.parameters import (
     LiveSettings, change_problem, effective_transport, param_specs, validate_input_size, validate_parameter,
 )
 from casseg_ros.ros.topics import NODE_NAME
-from casseg_ros.ros.vocabulary_swap import VocabularySwap
+from casseg_ros.ros.vocabulary_swap import SwapOutcome, VocabularySwap
 from casseg_ros.text import Vocabulary
-
-# How long ~/set_vocabulary waits for the worker to swap between two batches.
-_SWAP_TIMEOUT_S = 60.0
 
 
 class StartupParameterError(ValueError):
@@ -101,6 +102,13 @@ class SegmentNode(LifecycleNode):
         self._worker: FrameWorker | None = None
         self._swap = VocabularySwap(self._apply_vocabulary)
         self._vocabulary_service = None
+        # ~/set_vocabulary's coroutine waits for its answer in a group of its own: in the node's
+        # default (mutually exclusive) group a waiting callback holds the group, which takes every
+        # subscription and timer of the node out of the executor's wait set. The embedding thread
+        # triggers the guard condition once an answer is ready: a Future set from another thread
+        # wakes no executor, and the coroutine is resumed only when the executor wakes.
+        self._vocabulary_group = ReentrantCallbackGroup()
+        self._vocabulary_answered = self.create_guard_condition(lambda: None, self._vocabulary_group)
         # Diagnostics run in every state: an operator must see why a node is not producing masks.
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._diagnostics_timer = self.create_timer(1.0, self.publish_diagnostics)
@@ -158,9 +166,15 @@ class SegmentNode(LifecycleNode):
                                                 precision=str(self._param("precision")), **calibration)
         labels = display_labels(backend, str(self._param("vocabulary_file")).strip() or None)
         self._pipeline = FramePipeline(backend, labels)
+        t_text = time.perf_counter()
+        provider = str(self._param("text_provider")).strip() or backend.vocabulary.provider
+        if reason := self._swap.open(provider):
+            self.get_logger().warning(f"~/set_vocabulary will keep the vocabulary: {reason}")
+        text_s = time.perf_counter() - t_text
         for camera in self.cameras:
             create_outputs(self, camera)
-        self._vocabulary_service = self.create_service(SetVocabulary, "~/set_vocabulary", self._on_set_vocabulary)
+        self._vocabulary_service = self.create_service(SetVocabulary, "~/set_vocabulary", self._on_set_vocabulary,
+                                                       callback_group=self._vocabulary_group)
         self._configured = True
         desc = backend.describe()
         if desc.get("backend_choice"):  # backend auto: what it chose and why
@@ -171,7 +185,8 @@ class SegmentNode(LifecycleNode):
             f"configured: {model_path} on {desc.get('name')}/{desc.get('openvino_device') or desc.get('device')} "
             f"precision={desc.get('precision')} "
             f"input_size={desc.get('input_size')} classes={len(labels.names)} mask={labels.mask_encoding} "
-            f"cameras={[c.label for c in self.cameras]} ({time.perf_counter() - t0:.1f} s incl. warm-up)")
+            f"cameras={[c.label for c in self.cameras]} text_provider={provider} "
+            f"({time.perf_counter() - t0:.1f} s incl. warm-up, {text_s:.1f} s of it the text provider)")
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         result = super().on_activate(state)  # enables the lifecycle publishers
@@ -179,6 +194,7 @@ class SegmentNode(LifecycleNode):
             return result
         try:
             self._publish_labels()
+            self._swap.attach_worker()  # before its first batch: from now on the worker swaps
             self._worker = FrameWorker([c.name for c in self.cameras], self._max_batch, self.process_batch,
                                        self._swap.finish, self._on_batch_failure)
             self._worker.start()
@@ -237,6 +253,7 @@ class SegmentNode(LifecycleNode):
             self._vocabulary_service = None
 
     def _release_backend(self) -> None:
+        self._swap.close()  # first: with no worker, its thread may be swapping into the pipeline
         backend, self._backend, self._pipeline = self._backend, None, None
         if backend is not None and hasattr(backend, "close"):
             backend.close()
@@ -249,7 +266,7 @@ class SegmentNode(LifecycleNode):
             for camera_name in self._worker.stop():  # the batch in flight finishes
                 self._camera(camera_name).stats.on_dropped()
         self._worker = None
-        self._swap.finish()  # a swap that arrived during the last batch, or after
+        self._swap.detach_worker()  # a swap that arrived during the last batch is done here
 
     # ------------------------------------------------------------------ data path
     def _camera(self, name: str) -> Camera:
@@ -286,27 +303,28 @@ class SegmentNode(LifecycleNode):
             camera.outputs["label_info"].publish(msg)
 
     # ------------------------------------------------------------------ run-time vocabulary
-    def _on_set_vocabulary(self, request: SetVocabulary.Request, response: SetVocabulary.Response):
-        """Executor thread: embeds the names, then waits for the worker's swap. The worker keeps
-        segmenting the frames it holds meanwhile; new images are taken up again when this returns
-        (the gap is measured by bench/cameras.py: vocab_swap_max_gap_s)."""
-        response.success, response.message = self._set_vocabulary(request)
+    async def _on_set_vocabulary(self, request: SetVocabulary.Request, response: SetVocabulary.Response):
+        """Executor thread, a coroutine: hands the request over and waits without holding the
+        executor; frames keep flowing while the names are embedded and swapped in (the longest
+        mask gap meanwhile: bench/cameras.py's vocab_swap_max_gap_periods). Answers after the swap."""
+        answer: Future = Future()
+
+        def on_done(outcome: SwapOutcome) -> None:  # the embedding thread
+            answer.set_result(outcome)
+            try:
+                self._vocabulary_answered.trigger()  # wakes the executor, which resumes this coroutine
+            except Exception:  # noqa: BLE001 - the node was destroyed meanwhile: nobody waits
+                pass
+
+        self._swap.submit(request, on_done)
+        outcome: SwapOutcome = await answer
+        if outcome.vocabulary is not None:
+            self.get_logger().info(f"vocabulary: {outcome.message}: {list(outcome.vocabulary.names)}")
+        response.success, response.message = outcome.vocabulary is not None, outcome.message
         return response
 
-    def _set_vocabulary(self, request: SetVocabulary.Request) -> tuple[bool, str]:
-        """Embed the names (slow), hand them to the worker, wait for the swap. (success, message)."""
-        pipeline = self._pipeline
-        if pipeline is None:
-            return False, "not configured"
-        provider = str(self._param("text_provider")).strip() or pipeline.backend.vocabulary.provider
-        vocabulary, message = self._swap.embed_and_swap(request, provider, _SWAP_TIMEOUT_S,
-                                                        finish_here=self._worker is None)
-        if vocabulary is not None:
-            self.get_logger().info(f"vocabulary: {message}: {list(vocabulary.names)}")
-        return vocabulary is not None, message
-
     def _apply_vocabulary(self, vocabulary: Vocabulary) -> None:
-        """Worker thread, between batches (or the service thread while nothing runs): swap, then
+        """Worker thread, between batches (or the embedding thread while none runs): swap, then
         republish label_info so it precedes every mask made with the new classes."""
         self._pipeline.set_vocabulary(vocabulary)
         self.batch_stats.on_vocabulary_swap()

@@ -59,6 +59,11 @@ class EmbeddingProvider(ABC):
         """One-sentence visual description per class name, or None if the provider cannot."""
         return None
 
+    def load(self) -> None:
+        """Do the set-up that `embed` would do on its first call (load a model, make a client), so
+        that a later `embed` costs only the embedding; raises what that first call would. The
+        node calls it at configure. Nothing is sent anywhere."""
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
 
@@ -122,6 +127,9 @@ class LocalProvider(EmbeddingProvider):
             raise EmbeddingProviderError(f"local model directory not found: {self.model_path}")
         self.device = device
         self.batch_size = int(batch_size)
+
+    def load(self) -> None:
+        _load_sentence_transformer(str(self.model_path), self.device)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         texts = _check_texts(texts)
@@ -215,6 +223,9 @@ class OpenAIProvider(EmbeddingProvider):
             self._client = openai.OpenAI(api_key=self._api_key(), base_url=self.base_url,
                                          max_retries=self.max_attempts - 1, timeout=self.timeout)
         return self._client
+
+    def load(self) -> None:
+        self._get_client()  # the package and the key; no request is made
 
     def _redact(self, text: str) -> str:
         key = os.environ.get("OPENAI_API_KEY", "").strip()
@@ -331,6 +342,9 @@ class FileProvider(EmbeddingProvider):
         raise EmbeddingProviderError(
             f"class names match vocabulary file {self.path} but in a different order: requested "
             f"{names}, file has {vocab.names}")
+
+    def load(self) -> None:
+        _ = self.vocabulary
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         texts = _check_texts(texts)
