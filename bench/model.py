@@ -34,7 +34,7 @@ on the full model (fusion and graph on) with K random text embeddings swapped in
 - k150_over_k19 = torch latency at K=150 ÷ K=19; context_share_k150 = (fusion + graph + adjacency +
   head) ÷ the hooked frame at K=150 (same run); *_onnxruntime: the same on ONNX Runtime.
 
-Last measured (issue 25, Xeon AVX-512 BF16/VNNI without AMX, 2 threads, load 3.0–5.0 on the 2
+Last measured (issue 25, AMD EPYC AVX-512 BF16/VNNI without AMX, 2 threads, load 3.0–5.0 on the 2
 shared cores): k150_over_k19 1.18 before the banded output tail, 0.72 after; frames of 5–9 s
 instead of 0.8 s quiet, K = 66 faster than K = 19: load, not K. context_share_k150 0.018 / 0.065;
 torch forward peak memory at K=150 372 -> 183 MiB (flat in K). The load-robust comparison is
