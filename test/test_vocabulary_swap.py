@@ -218,8 +218,6 @@ def test_without_a_worker_the_embedding_thread_swaps_and_a_detached_worker_leave
 
 
 def test_a_refused_swap_keeps_the_old_vocabulary_and_says_why():
-    from casseg_ros.runtime.base import VocabularyUnsupported
-
     record = _Recorder(fail=VocabularyUnsupported("exported before run-time vocabularies"))
     swap = VocabularySwap(record.apply)
     swap.open(SlowTestProvider())
