@@ -256,7 +256,7 @@ class FramePipeline:
         A backend that resizes in its graph takes each size as it is (one call per size).
         `at_camera` False: the outputs at the model's size (output_resolution: model)."""
         if len(images) == 1:  # the common single-camera case: a view, no stacking copy
-            results = [self.backend.infer(images[0][None], resize_back=at_camera)]
+            results = [self._backend_infer(images[0][None], at_camera)]
         else:
             results = self._infer_batch(images, at_camera)
         size = self.backend.input_size
@@ -264,17 +264,21 @@ class FramePipeline:
             results = [resize_outputs(r, size) for r in results]
         return results
 
+    def _backend_infer(self, batch: np.ndarray, at_camera: bool) -> InferenceResult:
+        # resize_back only when it is not the default: a stand-in's or a wrapper's infer(images) still fits
+        return self.backend.infer(batch) if at_camera else self.backend.infer(batch, resize_back=False)
+
     def _infer_batch(self, images: list[np.ndarray], at_camera: bool) -> list[InferenceResult]:
         size = None if self.backend.resize_in_graph else self.backend.input_size
         if size is not None and len({image.shape for image in images}) > 1:
             batch = np.stack([resize_images(image[None], size)[0] for image in images])
-            result = self.backend.infer(batch, resize_back=False)
+            result = self.backend.infer(batch)  # at the model's size already: nothing to resize back
             return [resize_outputs(result.frame(i), image.shape[:2]) if at_camera else result.frame(i)
                     for i, image in enumerate(images)]
         results: list[InferenceResult | None] = [None] * len(images)
         for shape in dict.fromkeys(image.shape for image in images):
             indices = [i for i, image in enumerate(images) if image.shape == shape]
-            result = self.backend.infer(np.stack([images[i] for i in indices]), resize_back=at_camera)
+            result = self._backend_infer(np.stack([images[i] for i in indices]), at_camera)
             for position, index in enumerate(indices):
                 results[index] = result.frame(position)
         return results
