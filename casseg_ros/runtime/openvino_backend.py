@@ -93,8 +93,8 @@ from .base import (
 from .calibration_reader import FrameCalibrationReader
 from .engine_cache import file_sha256
 from .onnx_backend import default_static_size, onnx_input_shape, resolve_onnx
-from .precision_choice import AGREEMENT_FRAMES, MIN_AGREEMENT, PrecisionTrial, measure_precisions, pick_precision, \
-    read_choice, record_choice
+from .precision_choice import AGREEMENT_FRAMES, MIN_AGREEMENT, measure_precisions, pick_precision, read_choice, \
+    record_choice
 
 __all__ = ["OPENVINO_DEVICES", "OpenVinoBackend", "default_openvino_cache_dir", "import_openvino", "openvino_missing"]
 
@@ -176,11 +176,11 @@ class OpenVinoBackend(Backend):
         self._calibration: Callable[[], tuple[Iterable[np.ndarray], str]] | None = opts.get("calibration")
         self.calibration_source: str | None = opts.get("calibration_source")
         self.calibration_frames = int(opts.get("calibration_frames") or DEFAULT_CALIBRATION_FRAMES)
-        self.precision_trials: list[PrecisionTrial] | None = None  # precision auto: what was measured now
         if self._calibration is not None and not self.calibration_source:
             raise ValueError("calibration needs calibration_source, the name of its frames (a bag:topic, a folder): "
                              "the int8 model is cached under it")
         self.loaded_from_cache: bool | None = None
+        self._model_key: dict[str, Any] | None = None  # _model_fields, hashed once
         self.inference_precision: str | None = None
 
     @property
@@ -247,11 +247,7 @@ class OpenVinoBackend(Backend):
             return "fp32", ("auto: fp32 (no calibration frames to measure bf16/int8 agreement on: give a bag or an "
                             "image folder as calibration)")
         h, w = self.input_size
-        nncf_version = _distribution_version("nncf") if importlib.util.find_spec("nncf") else None
-        key = {"format": CACHE_FORMAT, "model_sha256": file_sha256(self.model_path),
-               "onnx_sha256": file_sha256(onnx_path), "model_size": [h, w], "batch": self._batch,
-               "resize_in_graph": self.resize_in_graph, "device": self.openvino_device,
-               "openvino": self._ov.__version__, "nncf": nncf_version, "calibration": self.calibration_source,
+        key = {**self._model_fields(onnx_path), "nncf": _nncf_version(), "calibration": self.calibration_source,
                "calibration_frames": self.calibration_frames, "agreement_frames": AGREEMENT_FRAMES,
                "min_agreement": MIN_AGREEMENT, "num_threads": self.num_threads}
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
@@ -274,21 +270,28 @@ class OpenVinoBackend(Backend):
             candidates, frames[:AGREEMENT_FRAMES])
         precision, reason = pick_precision(trials)
         record_choice(record, key, precision, reason, trials)
-        self.precision_trials = trials
         return precision, f"auto: {precision} ({reason}; measured on {min(len(frames), AGREEMENT_FRAMES)} frames of {source})"
+
+    def _model_fields(self, onnx_path: Path) -> dict[str, Any]:
+        """What every cache key of this backend starts with: the model and its ONNX (sha256), the
+        input shape, the device and the OpenVINO version. Hashed once per load (the precision record
+        and the cache entry both take it)."""
+        if self._model_key is None:
+            h, w = self.input_size
+            self._model_key = {
+                "format": CACHE_FORMAT, "model_sha256": file_sha256(self.model_path),
+                "onnx_sha256": file_sha256(onnx_path),
+                "input_shape": [self._batch, -1, -1, 3] if self.resize_in_graph else [self._batch, h, w, 3],
+                "model_size": [h, w], "device": self.openvino_device, "openvino": self._ov.__version__}
+        return self._model_key
 
     def _cache_entry(self, onnx_path: Path) -> Path:
         """The folder of this model/shape/precision/device/OpenVINO version (created with its entry.json)."""
         h, w = self.input_size
-        fields: dict[str, Any] = {
-            "format": CACHE_FORMAT, "model_sha256": file_sha256(self.model_path), "onnx_sha256": file_sha256(onnx_path),
-            "input_shape": [self._batch, -1, -1, 3] if self.resize_in_graph else [self._batch, h, w, 3],
-            "model_size": [h, w], "precision": self.precision, "device": self.openvino_device,
-            "openvino": self._ov.__version__}
+        fields: dict[str, Any] = {**self._model_fields(onnx_path), "precision": self.precision}
         if self.precision == "int8":
-            nncf_spec = importlib.util.find_spec("nncf")
             fields.update(calibration=self.calibration_source, calibration_frames=self.calibration_frames,
-                          nncf=_distribution_version("nncf") if nncf_spec else None)
+                          nncf=_nncf_version())
         digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
         kind = "rig" if self.resize_in_graph else "b"
         entry = self.cache_root / f"{self.model_path.stem}-{kind}{self._batch}-{h}x{w}-{self.precision}-" \
@@ -395,6 +398,11 @@ def _property(compiled, name: str, default):
         return compiled.get_property(name)
     except RuntimeError:  # a device that does not report this property
         return default
+
+
+def _nncf_version() -> str | None:
+    """NNCF's version where it is installed (part of the int8 and precision-record keys), else None."""
+    return _distribution_version("nncf") if importlib.util.find_spec("nncf") else None
 
 
 def _distribution_version(name: str) -> str | None:
