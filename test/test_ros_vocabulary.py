@@ -2,8 +2,11 @@
 
 A camera process streams into the node (tiny model with a real all-MiniLM-L6-v2 "local"
 vocabulary, so new names are embedded offline); this process calls the service and records every
-mask and every label_info in arrival order. No mask may hold a class id that the label_info in
-force when it arrived does not define (mask ids are 0..K-1 or 255 = unknown).
+mask and every label_info with the time its publisher wrote it (DDS source timestamp). No mask may
+hold a class id that the label_info written last before it does not define (mask ids are 0..K-1 or
+255 = unknown). Arrival order would not do: DDS orders messages per topic only, and when a mask and
+a label_info wait together the probe's executor takes them in its own order (the label_info first),
+which is how a mask made just before a swap once seemed to follow the new label_info.
 
 The last test runs the node in this process (a context of its own), spun by a single-threaded executor's `spin()` (no
 timeout: only events wake it), with a text provider that takes 1.5 s: the camera's masks keep
@@ -46,12 +49,14 @@ def system(ros_env_module, tmp_path_factory):
     env, ns = ros_env_module, ros_env_module.namespace
     checkpoint = str(save_checkpoint(tmp_path_factory.mktemp("model") / "local.safetensors", tiny_local_model()))
     events: list[tuple[str, object]] = []  # ("mask" | "label_info", msg) in arrival order
+    written: list[int] = []  # per event: when the node's publisher wrote it (source timestamp, ns)
     lock = threading.Lock()
 
     def record(kind: str):
-        def callback(msg) -> None:
+        def callback(msg, info) -> None:  # rclpy passes the MessageInfo to a two-argument callback
             with lock:
                 events.append((kind, msg))
+                written.append(info["source_timestamp"])
         return callback
 
     latched = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
@@ -66,7 +71,7 @@ def system(ros_env_module, tmp_path_factory):
         client = probe.node.create_client(SetVocabulary, f"{ns}/casseg_ros/set_vocabulary")
         probe.wait_for_state("active", 120.0, alive=node.check_alive)
         assert client.wait_for_service(timeout_sec=30)
-        yield env, ns, probe, node, client, events, lock
+        yield env, ns, probe, node, client, events, written, lock
 
 
 def _call(client, timeout: float = 120.0, **fields) -> SetVocabulary.Response:
@@ -89,9 +94,16 @@ def _masks_from_now(events, lock, count: int, node) -> int:
     return start
 
 
+def _in_publication_order(events, written) -> list[tuple[str, object]]:
+    """The events in the order the node wrote them (the mask and label_info writers share its
+    worker thread, so their source timestamps order them)."""
+    order = sorted(range(len(events)), key=written.__getitem__)
+    return [events[i] for i in order]
+
+
 def _label_maps_cover_masks(events) -> tuple[int, int]:
     """(masks checked, label_info messages seen); asserts every mask's ids are defined by the
-    label_info received last before it."""
+    label_info written last before it (``events`` in publication order)."""
     current: set[int] | None = None
     masks = infos = 0
     for kind, msg in events:
@@ -105,8 +117,14 @@ def _label_maps_cover_masks(events) -> tuple[int, int]:
     return masks, infos
 
 
+def _masks_after_last_label_info(events) -> list:
+    """The masks written after the last label_info (``events`` in publication order)."""
+    last = max(i for i, (kind, _) in enumerate(events) if kind == "label_info")
+    return [msg for kind, msg in events[last + 1:] if kind == "mask"]
+
+
 def test_swap_while_frames_flow_and_bad_requests_keep_the_vocabulary(system):
-    env, ns, probe, node, client, events, lock = system
+    env, ns, probe, node, client, events, written, lock = system
     # Streams until stopped: on a loaded machine the swap's embeddings alone took 11 s (a fixed
     # 12 s stream then ended before the masks after the swap arrived).
     camera = _stream(env, ns, 300)
@@ -124,30 +142,31 @@ def test_swap_while_frames_flow_and_bad_requests_keep_the_vocabulary(system):
                          colors=[ColorRGBA(r=0.5, g=0.25, b=0.5, a=1.0), ColorRGBA(r=0.0, g=0.0, b=1.0, a=1.0),
                                  ColorRGBA(r=1.0, g=0.0, b=0.0, a=1.0)])
         assert response.success, response.message
-        swap_at = _masks_from_now(events, lock, 10, node)
+        _masks_from_now(events, lock, 10, node)
     finally:
         assert camera.stop() == 0, camera.output()
     with lock:
-        recorded = list(events)
+        recorded = _in_publication_order(events, written)
     masks, infos = _label_maps_cover_masks(recorded)
     assert infos >= 2 and masks >= 15
     names = [[c.class_name for c in msg.class_map] for kind, msg in recorded if kind == "label_info"]
     assert names[-1] == ["road", "automobile", "pedestrian"] and len(names[0]) > 3
-    after = [msg for kind, msg in recorded[swap_at:] if kind == "mask"]
+    after = _masks_after_last_label_info(recorded)
+    assert len(after) >= 5  # 10 arrived after the answer; only a batch in flight may predate the swap
     assert all(set(np.frombuffer(bytes(m.data), np.uint8).tolist()) <= {0, 1, 2, 255} for m in after)
 
 
 def test_ade20k_150_names_swap_in_and_more_than_a_mask_holds_are_refused(system):
     """ADE20K's 150 class names through the service (embedded offline by the local MiniLM), then a
     request for more classes than a mono16 mask has ids: refused, the 150 stay."""
-    env, ns, probe, node, client, events, lock = system
+    env, ns, probe, node, client, events, written, lock = system
     camera = _stream(env, ns, 20)
     try:
         _masks_from_now(events, lock, 3, node)
         response = _call(client, class_names=list(ADE20K_CLASSES))
         assert response.success and response.message.startswith("150 classes"), response.message
         print(f"set_vocabulary with the 150 ADE20K names: {response.message}")  # embedding and swap times
-        swap_at = _masks_from_now(events, lock, 5, node)
+        _masks_from_now(events, lock, 5, node)
         too_many = [f"class {i}" for i in range(65536)]
         response = _call(client, class_names=too_many)
         assert not response.success and "65536 classes: a mask holds at most 65535" in response.message
@@ -155,12 +174,13 @@ def test_ade20k_150_names_swap_in_and_more_than_a_mask_holds_are_refused(system)
     finally:
         assert camera.wait(60) == 0, camera.output()
     with lock:
-        recorded = list(events)
+        recorded = _in_publication_order(events, written)
     _label_maps_cover_masks(recorded)
     # the last label_info (published before the service answered): the 150 names, the refusal changed nothing
     infos = [msg for kind, msg in recorded if kind == "label_info"]
     assert [c.class_name for c in infos[-1].class_map] == list(ADE20K_CLASSES)
-    after = [msg for kind, msg in recorded[swap_at:] if kind == "mask"]
+    after = _masks_after_last_label_info(recorded)
+    assert len(after) >= 4  # 8 arrived after the answer
     assert {m.encoding for m in after} == {"mono8"}  # 150 classes + the unknown id fit 8 bits
     assert all(set(np.frombuffer(bytes(m.data), np.uint8).tolist()) <= set(range(150)) | {255} for m in after)
 
