@@ -80,6 +80,7 @@ from casseg_ros.perception.depth import check_depth, graph_in_3d, labelled_cloud
 from casseg_ros.perception.mask import class_mask  # noqa: E402
 from casseg_ros.perception.overlay import colorize, make_overlay  # noqa: E402
 from casseg_ros.perception.scene_graph import SceneGraph, segment_instances  # noqa: E402
+from casseg_ros.perception.temporal_smoothing import ClassSmoother  # noqa: E402
 from casseg_ros.perception.tracking import Tracker  # noqa: E402
 from casseg_ros.pipeline import (ClassLabels, DepthFrame, FramePipeline, PipelineSettings, Products,  # noqa: E402
                                  confidence_to_mono8)
@@ -397,6 +398,26 @@ def tracking_ms(objects: int = 50, frames: int = 300, seed: int = 0) -> dict[str
             "tracking_p99_ms": round(float(np.percentile(samples[10:], 99)) * 1e3, 3), "tracking_objects": objects}
 
 
+def temporal_smoothing_ms(frames: int = 60, seed: int = 0) -> dict[str, float]:
+    """Median ms of one `ClassSmoother.update` (what the pipeline calls per frame with
+    temporal_smoothing > 0) at 1080p (output_resolution camera) and at 512x1024 (model), on class
+    maps where 5 % of the pixels change class each frame."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, (h, w) in (("1080p", (1080, 1920)), ("512x1024", (512, 1024))):
+        ids = rng.integers(0, 9, (h, w)).astype(np.int32)
+        smoother, samples = ClassSmoother(), []
+        for i in range(frames):
+            changed = rng.random((h, w)) < 0.05
+            ids = np.where(changed, (ids + 1) % 9, ids).astype(np.int32)
+            confidence = rng.random((h, w), dtype=np.float32)
+            t0 = time.perf_counter()
+            smoother.update(ids, confidence, i * 0.1, 0.8)
+            samples.append(time.perf_counter() - t0)
+        out[f"temporal_smoothing_ms_{name}"] = _ms(samples[5:])
+    return out
+
+
 def _ms(samples: list[float]) -> float:
     return round(float(np.median(samples)) * 1e3, 3)
 
@@ -410,13 +431,14 @@ def main() -> int:
                         help="also default_onnxruntime(_host_resize): the demo weights on ONNX Runtime at 512x1024 "
                              "(host time = all but session.run; adds ~0.2-0.5 s of CPU forward per frame)")
     parser.add_argument("--only", choices=("tracking",), default=None,
-                        help="tracking: only tracking_ms (in-process, seconds), merged into the --out file")
+                        help="tracking: only tracking_ms and temporal_smoothing_ms_* (in-process, seconds), "
+                             "merged into the --out file")
     parser.add_argument("--subscriber", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.subscriber:
         return subscriber_main()
     if args.only == "tracking":
-        tracked = tracking_ms() | {"tracking_load_average": os.getloadavg()}
+        tracked = tracking_ms() | temporal_smoothing_ms() | {"tracking_load_average": os.getloadavg()}
         previous = json.loads(args.out.read_text()) if args.out.is_file() else {}
         atomic_write_text(args.out, json.dumps(previous | tracked, indent=2) + "\n")
         print(json.dumps(tracked))
@@ -499,6 +521,7 @@ def main() -> int:
             host_ms.get("1920x1080", {}).get("default_onnxruntime_host_resize", {}).get("total"),
         "host_over_floor": max(large, default=None),
         **tracking_ms(),
+        **temporal_smoothing_ms(),
         "host_ms_over_floor_small": max(small, default=None),
         "publish_floor": floor,
         "goals": {"host_ms_1080p": "<= 5", "host_ms_1080p_all": "<= 10",

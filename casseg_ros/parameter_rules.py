@@ -19,7 +19,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-__all__ = ["BACKENDS", "OPENVINO_DEVICES", "OUTPUT_RESOLUTIONS", "PRECISIONS", "PRECISION_SETTINGS", "TRANSPORTS", "RELIABILITIES", "Rule", "RULES", "problem", "input_size_problem",
+__all__ = ["BACKENDS", "MAX_TEMPORAL_SMOOTHING", "OPENVINO_DEVICES", "OUTPUT_RESOLUTIONS", "PRECISIONS", "PRECISION_SETTINGS", "TRANSPORTS", "RELIABILITIES", "Rule", "RULES", "problem", "input_size_problem",
            "argparse_type", "input_size_argument", "checked_input_size", "upgrade_input_size_syntax"]
 
 # The inference backends `casseg_ros.runtime.create_backend` builds (it takes them from here);
@@ -34,6 +34,8 @@ PRECISION_SETTINGS = ("auto",) + PRECISIONS
 TRANSPORTS = ("raw", "compressed")
 RELIABILITIES = ("best_effort", "reliable")
 OUTPUT_RESOLUTIONS = ("camera", "model")  # per-pixel outputs at the camera's size, or at the model's
+# temporal_smoothing (perception/temporal_smoothing.py): a memory of 1 would hold a pixel's first class for ever
+MAX_TEMPORAL_SMOOTHING = 0.95
 MAX_INPUT_SIDE = 4096  # input_height / input_width
 MIN_INPUT_SIDE = 32  # the backbone's total stride
 # A camera name becomes a topic namespace: one ROS name token.
@@ -129,6 +131,7 @@ RULES: dict[str, Rule] = {rule.name: rule for rule in (
     Rule("track_confirm_hits", int, 1, 100),
     Rule("output_resolution", str, choices=OUTPUT_RESOLUTIONS),
     Rule("track_max_misses", int, 0, 1000),
+    Rule("temporal_smoothing", float, 0.0, MAX_TEMPORAL_SMOOTHING),
     Rule("overlay_alpha", float, 0.0, 1.0),
     Rule("marker_scale", float, 1e-6, 10.0),
     Rule("depth_max_range_m", float, 0.01, 1000.0),

@@ -34,6 +34,7 @@ from casseg_ros.perception.depth import PinholeCamera, depth_cloud, graph_in_3d
 from casseg_ros.perception.mask import class_mask, mask_encoding_for, unknown_id_for
 from casseg_ros.perception.overlay import colorize, make_overlay
 from casseg_ros.perception.scene_graph import SceneGraph, segment_instances
+from casseg_ros.perception.temporal_smoothing import ClassSmoother
 from casseg_ros.perception.tracking import Tracker, TrackerSettings
 from casseg_ros.runtime import Backend, InferenceResult, create_backend
 from casseg_ros.runtime.base import resize_images, resize_outputs
@@ -120,6 +121,9 @@ class PipelineSettings:
     tracking: bool = False
     track_confirm_hits: int = 3
     track_max_misses: int = 5
+    # Per-pixel memory of the class per camera (perception/temporal_smoothing.py), 0 = off: a new
+    # class replaces the held one only when its score beats the held score times this.
+    temporal_smoothing: float = 0.0
     # "camera": outputs at the camera's resolution; "model": at the model's (input_size), the
     # camera_info scaled to match (casseg_ros.ros.depth_conversions.scaled_camera_info).
     output_resolution: str = "camera"
@@ -214,6 +218,7 @@ class FramePipeline:
         self.backend = backend
         self.labels = labels or ClassLabels.from_vocabulary(backend.vocabulary)
         self._trackers: dict[str, Tracker] = {}  # per camera, made at its first tracked frame
+        self._smoothers: dict[str, ClassSmoother] = {}  # per camera, made at its first smoothed frame
 
     def set_vocabulary(self, vocabulary: Vocabulary) -> None:
         """Swap the class vocabulary (new text embeddings, names, palette) between two frames; the
@@ -222,6 +227,8 @@ class FramePipeline:
         self.labels = ClassLabels.from_vocabulary(vocabulary)
         for tracker in self._trackers.values():  # class ids change meaning: tracks start afresh
             tracker.reset()
+        for smoother in self._smoothers.values():
+            smoother.reset()
 
     def _tracker(self, camera: str, settings: PipelineSettings) -> Tracker:
         wanted = TrackerSettings(confirm_hits=settings.track_confirm_hits, max_misses=settings.track_max_misses)
@@ -288,6 +295,9 @@ class FramePipeline:
         t1 = time.perf_counter()
         rgb, products, depth = frame.rgb, frame.products, frame.depth
         class_ids, confidence = inferred.class_ids[0], inferred.confidence[0]
+        if settings.temporal_smoothing > 0.0 or frame.camera in self._smoothers:
+            smoother = self._smoothers.setdefault(frame.camera, ClassSmoother())
+            class_ids, confidence = smoother.update(class_ids, confidence, frame.stamp_s, settings.temporal_smoothing)
         if class_ids.shape != rgb.shape[:2]:  # output_resolution: model: the products at the model's size
             h, w = class_ids.shape
             if products.overlay or products.points:  # the image under the overlay, the cloud's colours

@@ -54,6 +54,9 @@ def test_perfect_tracks_score_one_and_a_swap_is_an_id_switch():
     assert (p["mota"], p["idf1"], p["id_switches"], p["false_positives"]) == (1.0, 1.0, 0, 0)
     assert p["thing_classes"] == [CAR] and p["ground_truth_objects"] == 2  # the road object is not scored
     assert s["id_switches"] == 2 and s["idf1"] == pytest.approx(0.5) and s["id_switches_per_100"] == 100.0
+    assert p["temporal_miou"] == 1.0 and p["flicker"] == 0.0  # the prediction changes only with the scene
+    assert s["per_frame"]["id_switches"] == [0] * 5 + [2] + [0] * (len(s["per_frame"]["matches"]) - 6)
+    assert s["per_frame"]["matches"] == [2] * len(s["per_frame"]["matches"])  # a switch is still a match
 
 
 def test_misses_false_positives_and_flicker_are_counted():
@@ -71,6 +74,14 @@ def test_misses_false_positives_and_flicker_are_counted():
     # 3 frame pairs; the pixels whose ground truth stays road in each pair, 200 of them flip each time
     stable = [int(((_scene(t)[1] == _scene(t + 1)[1])).sum()) for t in range(3)]
     assert r["flicker"] == pytest.approx(3 * 200 / sum(stable))
+    # temporal mIoU on the stable pixels: 200 road pixels go road->car, car->road, road->car
+    road_kept = sum(int(((_scene(t)[1] == ROAD) & (_scene(t + 1)[1] == ROAD)).sum()) for t in range(3)) - 600
+    car_kept = sum(int(((_scene(t)[1] == CAR) & (_scene(t + 1)[1] == CAR)).sum()) for t in range(3))
+    assert r["temporal_miou"] == pytest.approx((road_kept / (road_kept + 600) + car_kept / (car_kept + 600)) / 2)
+    per_frame = r["per_frame"]
+    assert per_frame["matches"] == per_frame["misses"] == per_frame["false_positives"] == [1, 1, 1, 1]
+    assert per_frame["id_switches"] == [0, 0, 0, 0]
+    assert per_frame["flicker"][0] is None and per_frame["flicker"][1:] == pytest.approx([200 / n for n in stable])
 
 
 def test_the_sequence_keeps_ids_moves_and_is_deterministic():

@@ -396,6 +396,17 @@ def test_paraphrase_training_never_sees_the_evaluation_synonyms(tmp_path):
     assert len(firsts) == 3  # every name of 'road' drawn in 12 steps (p of missing one < 0.1)
     expected = local_vocabulary(("roadway",)).embeddings[0]
     assert any(np.allclose(d[0].numpy(), expected, atol=1e-6) for d in draws)
+    # trained_name_share: the trained name that often, the rest uniform over the paraphrases
+    shared = ParaphraseSampler(vocab, str(path), seed=0, trained_share=0.75)
+    trained = torch.from_numpy(vocab.embeddings[0])
+    picks = [shared.sample(step, torch.device("cpu"))[0] for step in range(400)]
+    share = np.mean([torch.allclose(p, trained) for p in picks])
+    assert 0.68 < share < 0.82, share  # binomial(400, 0.75): sd 0.022
+    assert len({tuple(p[:4].tolist()) for p in picks}) == 3
+    never = ParaphraseSampler(vocab, str(path), seed=0, trained_share=0.0)
+    assert not any(torch.allclose(never.sample(step, torch.device("cpu"))[0], trained) for step in range(50))
+    with pytest.raises(ValueError, match="trained_name_share"):
+        ParaphraseSampler(vocab, str(path), seed=0, trained_share=1.5)
     path.write_text(yaml.safe_dump({"truck": ["lorry"]}))
     with pytest.raises(ValueError, match="truck"):
         ParaphraseSampler(vocab, str(path), seed=0)

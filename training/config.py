@@ -72,6 +72,8 @@ class TrainConfig:
     vocab_cache: str = "out/vocab_cache"  # text embeddings are computed once per class list + provider
     paraphrases: str = ""              # YAML {class: [other names]}: each step scores every class against one
                                        # of its names (the trained one included), drawn per step; "" = off
+    trained_name_share: float | None = None  # with paraphrases: how often the trained name is drawn (the rest
+                                       # uniform over the paraphrases); None = uniform over all of a class's names
     prompt_templates: tuple[str, ...] = ()  # "{name}" templates: every name (trained or drawn) embedded as
                                        # the mean over them (prompt ensembling); () = the one default template
     init_checkpoint: str = ""          # start from these weights (a fine-tune) instead of the seeded init

@@ -25,7 +25,7 @@ from scipy.optimize import linear_sum_assignment
 
 from .scene_graph import TRACK_CONFIRMED, TRACK_TENTATIVE, SceneGraph
 
-__all__ = ["Tracker", "TrackerSettings", "box_iou"]
+__all__ = ["Tracker", "TrackerSettings", "box_iou", "is_time_jump"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,11 @@ class TrackerSettings:
     max_misses: int = 5  # frames without a match a track survives
     min_iou: float = 0.3  # box IoU below which an object and a track are not the same
     max_gap_s: float = 1.0  # a larger stamp step (or a step back) is a time jump: reset
+
+
+def is_time_jump(previous_s: float | None, now_s: float, max_gap_s: float) -> bool:
+    """A stamp that goes backwards or moves on by more than ``max_gap_s`` (never after no stamp)."""
+    return previous_s is not None and not 0.0 <= now_s - previous_s <= max_gap_s
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -86,7 +91,7 @@ class Tracker:
 
     def update(self, graph: SceneGraph, stamp_s: float) -> SceneGraph:
         s = self.settings
-        if self._stamp is not None and not 0.0 <= stamp_s - self._stamp <= s.max_gap_s:
+        if is_time_jump(self._stamp, stamp_s, s.max_gap_s):
             self.reset()
         self._stamp = float(stamp_s)
         n = graph.num_objects

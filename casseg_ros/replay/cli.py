@@ -98,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tracking", action="store_true",
                    help="persistent object ids in the scene graph (the node's tracking parameter, with its "
                         "track_confirm_hits / track_max_misses defaults)")
+    p.add_argument("--temporal-smoothing", type=argparse_type("temporal_smoothing"),
+                   default=PipelineSettings.temporal_smoothing,
+                   help="per-pixel class memory against flicker, 0 = off (the node's temporal_smoothing)")
     p.add_argument("--scene-graph-stride", type=argparse_type("scene_graph_stride"),
                    default=PipelineSettings.scene_graph_stride,
                    help="find the scene graph on every n-th row and column of the mask (the node's "
@@ -156,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     settings = PipelineSettings(score_threshold=args.score_threshold, min_instance_area=args.min_instance_area,
                                 overlay_alpha=args.overlay_alpha, scene_graph_stride=args.scene_graph_stride,
-                                tracking=args.tracking, output_resolution=args.output_resolution)
+                                tracking=args.tracking, output_resolution=args.output_resolution,
+                                temporal_smoothing=args.temporal_smoothing)
     if args.realtime:
         if len(args.bags) != 1:
             print("casseg-replay: error: --realtime takes one recording", file=sys.stderr)

@@ -119,6 +119,32 @@ def latency_figure(series: dict[str, Sequence[float]], path: Path, title: str) -
     return _save_figure(fig, path)
 
 
+def tracking_figure(per_frame: dict[str, Sequence], path: Path, title: str) -> Path | None:
+    """Per frame: ground-truth objects matched (incl. switches), missed, false positives, id
+    switches (marked), and the flicker since the previous frame on a second axis."""
+    frames = np.arange(len(per_frame.get("matches", ())))
+    if not frames.size:
+        return None
+    fig = Figure(figsize=(7, 3.4))
+    ax = fig.subplots()
+    for key, label in (("matches", "matched"), ("misses", "missed"), ("false_positives", "false positives")):
+        ax.plot(frames, per_frame[key], label=label, linewidth=1.2)
+    switches = np.asarray(per_frame["id_switches"])
+    if switches.any():
+        ax.scatter(frames[switches > 0], switches[switches > 0], marker="x", color="k", zorder=3, label="id switches")
+    ax.set_xlabel("frame")
+    ax.set_ylabel("objects")
+    flicker = np.array([np.nan if v is None else 100.0 * v for v in per_frame["flicker"]])
+    right = ax.twinx()
+    right.plot(frames, flicker, color="tab:purple", linewidth=0.8, alpha=0.7, label="flicker")
+    right.set_ylabel("flicker [%]")
+    handles = ax.get_legend_handles_labels()
+    more = right.get_legend_handles_labels()
+    ax.legend(handles[0] + more[0], handles[1] + more[1], fontsize=7, loc="upper right")
+    ax.set_title(title)
+    return _save_figure(fig, path)
+
+
 def birds_eye_figure(x: np.ndarray, z: np.ndarray, labels: np.ndarray, palette: np.ndarray, names: Sequence[str],
                      path: Path, title: str, centroids: Sequence[tuple[str, float, float]] = ()) -> Path | None:
     """Top view of labelled points in a camera's optical frame: x (right) against z (forward),
@@ -219,12 +245,20 @@ def write_report(out_dir: Path, title: str, metrics: dict[str, Any], overlays: S
                   f"(motmetrics; box IoU >= {tracking['min_iou']} within a class, objects under "
                   f"{tracking['min_area']} visible pixels not scored); scene-graph ids "
                   f"{'tracked (--tracking)' if tracked else 'untracked (each frame its own ids)'}.", "",
-                  "| MOTA | IDF1 | id switches | per 100 objects | matches | misses | false positives | flicker |",
-                  "|---|---|---|---|---|---|---|---|",
+                  "| MOTA | IDF1 | id switches | per 100 objects | matches | misses | false positives | flicker | "
+                  "temporal mIoU |",
+                  "|---|---|---|---|---|---|---|---|---|",
                   f"| {_fmt(tracking['mota'])} | {_fmt(tracking['idf1'])} | {tracking['id_switches']} | "
                   f"{_fmt(tracking['id_switches_per_100'])} | {tracking['matches']} | {tracking['misses']} | "
-                  f"{tracking['false_positives']} | {_pct(None if tracking['flicker'] is None else 100 * tracking['flicker'])} % |",
-                  ""]
+                  f"{tracking['false_positives']} | {_pct(None if tracking['flicker'] is None else 100 * tracking['flicker'])} % | "
+                  f"{_pct(None if tracking['temporal_miou'] is None else 100 * tracking['temporal_miou'])} % |",
+                  "", "Flicker: share of the pixels whose ground-truth class stays from one frame to the next "
+                  "whose predicted class changes. Temporal mIoU: on those pixels, mIoU of each frame's "
+                  "prediction against the previous frame's.", ""]
+        fig = tracking_figure(tracking.get("per_frame") or {}, fig_dir / "tracking_per_frame.png",
+                              f"tracking per frame (IDF1 {_fmt(tracking['idf1'])})")
+        if fig:
+            lines += [f"![tracking per frame](figures/{fig.name})", ""]
 
     if overlays:
         lines += ["## Sample overlays", ""]

@@ -11,7 +11,11 @@ are not scored, as the node reports no object below its ``min_instance_area``.
 
 Flicker: of the pixels whose ground-truth class is the same in two consecutive frames (and not
 ignored), the share whose predicted class changed — the mask's instability that the scene does
-not explain. ROS-free.
+not explain. Temporal mIoU: on those same pixels, the mIoU of each frame's predicted classes
+against the previous frame's (the temporal-consistency measure of video segmentation, which warps
+the previous prediction by optical flow; here the ground truth tells which pixels kept their class,
+so no flow is needed): 100 % is a mask that changes only where the scene does. `per_frame` keeps
+each frame's matches, misses, false positives, id switches and flicker for the report's plot. ROS-free.
 """
 from __future__ import annotations
 
@@ -59,6 +63,9 @@ class TrackingEvaluator:
     _previous: tuple[np.ndarray, np.ndarray] | None = None  # (gt class ids, predicted class ids)
     _stable_pixels: int = 0
     _flickering_pixels: int = 0
+    _frame_flicker: list[float | None] = field(default_factory=list)
+    # consecutive predicted classes on stable pixels: confusion[previous, current]
+    _consistency: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.int64))
 
     def update(self, instance_map: np.ndarray, gt_class_ids: np.ndarray, graph: SceneGraph,
                predicted_class_ids: np.ndarray) -> None:
@@ -75,9 +82,33 @@ class TrackingEvaluator:
         if self._previous is not None and self._previous[0].shape == gt_class_ids.shape:
             gt_before, predicted_before = self._previous
             stable = (gt_before == gt_class_ids) & (gt_class_ids != IGNORE)
+            flickering = int((stable & (predicted_before != predicted_class_ids)).sum())
             self._stable_pixels += int(stable.sum())
-            self._flickering_pixels += int((stable & (predicted_before != predicted_class_ids)).sum())
+            self._flickering_pixels += flickering
+            self._frame_flicker.append(flickering / int(stable.sum()) if stable.any() else None)
+            self._count_consistency(predicted_before[stable], predicted_class_ids[stable])
+        else:
+            self._frame_flicker.append(None)
         self._previous = (gt_class_ids, predicted_class_ids)
+
+    def _count_consistency(self, before: np.ndarray, now: np.ndarray) -> None:
+        if not before.size:
+            return
+        k = max(int(before.max()), int(now.max())) + 1
+        if k > len(self._consistency):
+            grown = np.zeros((k, k), np.int64)
+            grown[:len(self._consistency), :len(self._consistency)] = self._consistency
+            self._consistency = grown
+        k = len(self._consistency)
+        pairs = before.astype(np.int64) * k + now.astype(np.int64)
+        self._consistency += np.bincount(pairs, minlength=k * k).reshape(k, k)
+
+    def temporal_miou(self) -> float | None:
+        """Mean over the classes seen on stable pixels of IoU(previous prediction, current one)."""
+        c = self._consistency
+        union = c.sum(0) + c.sum(1) - np.diag(c)
+        present = union > 0
+        return float(np.mean(np.diag(c)[present] / union[present])) if present.any() else None
 
     def result(self) -> dict:
         """MOTA, IDF1, id switches (also per 100 ground-truth objects), flicker; None where undefined."""
@@ -104,4 +135,17 @@ class TrackingEvaluator:
             "false_positives": int(row["num_false_positives"]) if objects else 0,
             "misses": int(row["num_misses"]) if objects else 0,
             "flicker": self._flickering_pixels / self._stable_pixels if self._stable_pixels else None,
+            "temporal_miou": self.temporal_miou(),
+            "per_frame": self._per_frame(accumulator),
         }
+
+    def _per_frame(self, accumulator: "mm.MOTAccumulator") -> dict[str, list]:
+        """Per frame: motmetrics' event counts (a switch is also a match) and the flicker since the previous frame."""
+        counts = {kind: [0] * len(self.frames) for kind in ("matches", "misses", "false_positives", "id_switches")}
+        kinds = {"MATCH": "matches", "SWITCH": "id_switches", "MISS": "misses", "FP": "false_positives"}
+        events = accumulator.mot_events
+        for (frame, _), kind in zip(events.index, events["Type"]):
+            if kind in kinds:
+                counts[kinds[kind]][int(frame)] += 1
+        counts["matches"] = [m + s for m, s in zip(counts["matches"], counts["id_switches"])]
+        return counts | {"flicker": list(self._frame_flicker)}

@@ -151,6 +151,12 @@ def param_specs() -> list[tuple[str, Any, ParameterDescriptor]]:
         ("track_max_misses", frame.track_max_misses, D(
             type=ParameterType.PARAMETER_INTEGER, integer_range=_int_range("track_max_misses"),
             description="Frames a track survives unmatched; an object back later gets a new id." + live)),
+        ("temporal_smoothing", frame.temporal_smoothing, D(
+            type=ParameterType.PARAMETER_DOUBLE, floating_point_range=_float_range("temporal_smoothing"),
+            description="Per-pixel class memory against flicker, 0 = off: a pixel's new class replaces its "
+                        "held one only when its score beats the held score times this (the held score fades "
+                        "by this factor a frame); no ego-motion alignment, so on a moving camera class edges "
+                        "lag. Reset on a vocabulary swap or a time jump." + live)),
         ("scene_graph_stride", frame.scene_graph_stride, D(
             type=ParameterType.PARAMETER_INTEGER, integer_range=_int_range("scene_graph_stride"),
             description="The scene graph is found on every n-th row and column of the mask and measured in "
@@ -200,6 +206,7 @@ class LiveSettings:
                                              output_resolution=str(value("output_resolution")),
                                              track_confirm_hits=int(value("track_confirm_hits")),
                                              track_max_misses=int(value("track_max_misses")),
+                                             temporal_smoothing=float(value("temporal_smoothing")),
                                              overlay_alpha=float(value("overlay_alpha")),
                                              points_stride=int(value("points_stride"))),
                    inputs=InputSettings(max_input_pixels=int(value("max_input_pixels")),
