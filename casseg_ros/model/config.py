@@ -43,9 +43,11 @@ class ModelConfig:
     graph: bool = True
     graph_layers: int = 2
     """Message-passing (GCN) layers; 0 keeps the node encoding and the gated update, no messages."""
-    graph_nodes: str = "classes"
+    graph_nodes: str = "regions"
     """``classes``: one node per class (mask-pooled features); ``regions``: ``graph_regions`` nodes
-    found by soft k-means on the fused pixel features, returned to the pixels through the assignment."""
+    found by soft k-means on the fused pixel features, returned to the pixels through the assignment.
+    Regions with spatial edges is the default since the graph ablation (training/results/
+    graph_ablation.md: the tightest significant gain over no graph, +13.2 [+7.7, +18.7] mIoU)."""
     graph_edges: str = "spatial"
     """``spatial``: soft contact of the nodes' masks; ``semantic``: learned scaled dot-product
     similarity of the node features (top-``graph_topk`` per node); ``both``: their gated sum."""
