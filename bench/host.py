@@ -398,19 +398,23 @@ def tracking_ms(objects: int = 50, frames: int = 300, seed: int = 0) -> dict[str
             "tracking_p99_ms": round(float(np.percentile(samples[10:], 99)) * 1e3, 3), "tracking_objects": objects}
 
 
-def temporal_smoothing_ms(frames: int = 60, seed: int = 0) -> dict[str, float]:
+def temporal_smoothing_ms(frames: int = 40) -> dict[str, float]:
     """Median ms of one `ClassSmoother.update` (what the pipeline calls per frame with
-    temporal_smoothing > 0) at 1080p (output_resolution camera) and at 512x1024 (model), on class
-    maps where 5 % of the pixels change class each frame."""
-    rng = np.random.default_rng(seed)
+    temporal_smoothing 0.8) at 1080p (output_resolution camera) and at 512x1024 (model), on
+    segmentation-like maps: three class regions, a class edge moving up to 100 px a frame and a
+    200 px wide band of weak scores around it (masked numpy ops cost with how scattered their masks
+    are: on uniformly random maps the 1080p update took 20 ms instead of ~8)."""
     out = {}
     for name, (h, w) in (("1080p", (1080, 1920)), ("512x1024", (512, 1024))):
-        ids = rng.integers(0, 9, (h, w)).astype(np.int32)
+        base = np.zeros((h, w), np.int32)
+        base[:, : w // 2] = 3
+        base[h // 2:, :] = 5
         smoother, samples = ClassSmoother(), []
         for i in range(frames):
-            changed = rng.random((h, w)) < 0.05
-            ids = np.where(changed, (ids + 1) % 9, ids).astype(np.int32)
-            confidence = rng.random((h, w), dtype=np.float32)
+            ids, confidence = base.copy(), np.full((h, w), 0.8, np.float32)
+            edge = w // 2 - (i * 7) % 100
+            ids[:, edge: w // 2] = 4
+            confidence[:, max(0, edge - 50): w // 2 + 50] = 0.4 + 0.1 * (i % 3)
             t0 = time.perf_counter()
             smoother.update(ids, confidence, i * 0.1, 0.8)
             samples.append(time.perf_counter() - t0)
