@@ -86,14 +86,18 @@ def test_in_the_graph_is_the_host_path_up_to_class_boundaries(backends):
     graph the logits are interpolated to the camera size and the argmax taken there. The two maps
     differ only next to class boundaries (measured: 98.6 % equal pixels on these 135x240 scenes at
     model size 96x192, 99.0-99.1 % at 270x480 / 192x384; every differing pixel within 2 px of a
-    boundary of the host path's map)."""
+    boundary of the host path's map). With the region-graph demo weights one pixel differed 3 px from
+    the host map's nearest boundary: inside a sliver of another class that the graph's map has and
+    the host's nearest-neighbour scaling skipped, so a differing pixel must lie within 2 px of a
+    boundary of either map (a blob that differs in both maps' interiors still fails)."""
     images = scenes()
     host, graph = backends["onnxruntime", False].infer(images), backends["onnxruntime", True].infer(images)
     assert host.class_ids.shape == graph.class_ids.shape
     equal = host.class_ids == graph.class_ids
     assert equal.mean() >= 0.975, f"{equal.mean():.4f}"
     for i in range(len(images)):
-        assert not (~equal[i] & ~boundary(host.class_ids[i], 2)).any()
+        near = boundary(host.class_ids[i], 2) | boundary(graph.class_ids[i], 2)
+        assert not (~equal[i] & ~near).any()
     # per-frame statistics: the same up to the resampling (mean of softmax over other pixels)
     assert np.abs(host.class_scores - graph.class_scores).max() <= 5e-3
     assert np.abs(host.adjacency - graph.adjacency).max() <= 5e-3
