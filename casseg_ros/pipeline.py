@@ -295,9 +295,11 @@ class FramePipeline:
         t1 = time.perf_counter()
         rgb, products, depth = frame.rgb, frame.products, frame.depth
         class_ids, confidence = inferred.class_ids[0], inferred.confidence[0]
-        if settings.temporal_smoothing > 0.0 or frame.camera in self._smoothers:
+        if settings.temporal_smoothing > 0.0:
             smoother = self._smoothers.setdefault(frame.camera, ClassSmoother())
             class_ids, confidence = smoother.update(class_ids, confidence, frame.stamp_s, settings.temporal_smoothing)
+        else:  # off forgets: turned on again, the camera's filter starts afresh
+            self._smoothers.pop(frame.camera, None)
         if class_ids.shape != rgb.shape[:2]:  # output_resolution: model: the products at the model's size
             h, w = class_ids.shape
             if products.overlay or products.points:  # the image under the overlay, the cloud's colours

@@ -83,9 +83,10 @@ class TrackingEvaluator:
             gt_before, predicted_before = self._previous
             stable = (gt_before == gt_class_ids) & (gt_class_ids != IGNORE)
             flickering = int((stable & (predicted_before != predicted_class_ids)).sum())
-            self._stable_pixels += int(stable.sum())
+            stable_count = int(stable.sum())
+            self._stable_pixels += stable_count
             self._flickering_pixels += flickering
-            self._frame_flicker.append(flickering / int(stable.sum()) if stable.any() else None)
+            self._frame_flicker.append(flickering / stable_count if stable_count else None)
             self._count_consistency(predicted_before[stable], predicted_class_ids[stable])
         else:
             self._frame_flicker.append(None)
