@@ -58,9 +58,8 @@ PROG = "casseg-ctl"
 TRANSITIONS = {"configure": Transition.TRANSITION_CONFIGURE, "activate": Transition.TRANSITION_ACTIVATE,
                "deactivate": Transition.TRANSITION_DEACTIVATE, "cleanup": Transition.TRANSITION_CLEANUP}
 SPIN_S = 0.1
-# Enough to hold a burst of camera frames while the bag writer catches up; best effort so that
-# every camera driver's publisher (reliable or not) matches.
-RECORD_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.BEST_EFFORT)
+# Enough to hold a burst of camera frames while the bag writer catches up.
+RECORD_DEPTH = 100
 
 
 class CtlError(RuntimeError):
@@ -201,6 +200,16 @@ def _topic_types(node: Any) -> dict[str, str]:
     return {name: types[0] for name, types in node.get_topic_names_and_types() if types}
 
 
+def record_qos(node: Any, topic: str) -> QoSProfile:
+    """Reliable when every publisher of `topic` offers reliable, else best effort (which matches
+    every publisher), as `ros2 bag record` adapts: a best-effort reader of a reliable camera loses
+    frames under load, and a recording stopped by --frames would then wait for frames never sent."""
+    offered = [info.qos_profile.reliability for info in node.get_publishers_info_by_topic(topic)]
+    reliable = bool(offered) and all(r == ReliabilityPolicy.RELIABLE for r in offered)
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=RECORD_DEPTH,
+                      reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT)
+
+
 def record(topics: list[str], out: Path, timeout: float, duration: float | None, frames: int | None,
            siblings: bool, stop: StopFlag) -> int:
     node = rclpy.create_node(f"casseg_ctl_record_{os.getpid()}")
@@ -229,7 +238,7 @@ def record(topics: list[str], out: Path, timeout: float, duration: float | None,
             def write(raw: bytes, topic: str = topic) -> None:
                 bag.write(topic, time.time_ns(), raw)  # receive time, as `ros2 bag record` stamps messages
             message_class = _message_class(types[topic])
-            subscriptions.append(node.create_subscription(message_class, topic, write, RECORD_QOS, raw=True))
+            subscriptions.append(node.create_subscription(message_class, topic, write, record_qos(node, topic), raw=True))
         print(f"{PROG}: recording {', '.join(f'{t} ({types[t]})' for t in wanted)} to {out}; Ctrl-C to stop",
               flush=True)
         end = time.monotonic() + duration if duration else None

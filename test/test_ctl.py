@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from rclpy.qos import ReliabilityPolicy
 from sensor_msgs.msg import Image
 
+from casseg_ros.ctl_cli import record_qos
 from casseg_ros.model.checkpoint import save_checkpoint
 from casseg_ros.perception.palette import palette_for_names
 from casseg_ros.replay.bag import read_bag_messages
@@ -130,3 +133,18 @@ def test_record_writes_a_bag_casseg_replay_reads(system, tmp_path):
 def test_a_missing_node_is_a_clear_error(ros_env, tmp_path):
     gone = ctl(ros_env, ros_env.namespace, "--timeout", "2", "lifecycle", "get")
     assert gone.returncode == 2 and "not found in 2 s" in gone.stderr and "Traceback" not in gone.stderr
+
+
+@pytest.mark.parametrize("offered, expected", [
+    ([ReliabilityPolicy.RELIABLE, ReliabilityPolicy.RELIABLE], ReliabilityPolicy.RELIABLE),
+    ([ReliabilityPolicy.RELIABLE, ReliabilityPolicy.BEST_EFFORT], ReliabilityPolicy.BEST_EFFORT),
+    ([ReliabilityPolicy.BEST_EFFORT], ReliabilityPolicy.BEST_EFFORT),
+    ([], ReliabilityPolicy.BEST_EFFORT),
+])
+def test_record_subscribes_with_the_reliability_every_publisher_offers(offered, expected):
+    # A best-effort reader of a reliable camera loses frames under load (a fresh-clone CI run's
+    # `record --frames 6` then waited for frames the camera never sent again).
+    publishers = [SimpleNamespace(qos_profile=SimpleNamespace(reliability=r)) for r in offered]
+    node = SimpleNamespace(get_publishers_info_by_topic=lambda topic: publishers)
+    qos = record_qos(node, "/camera/image_raw")
+    assert qos.reliability == expected and qos.depth >= 10
