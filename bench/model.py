@@ -34,12 +34,15 @@ on the full model (fusion and graph on) with K random text embeddings swapped in
 - k150_over_k19 = torch latency at K=150 ÷ K=19; context_share_k150 = (fusion + graph + adjacency +
   head) ÷ the hooked frame at K=150 (same run); *_onnxruntime: the same on ONNX Runtime.
 
-Last measured (issue 25, AMD EPYC AVX-512 BF16/VNNI without AMX, 2 threads, load 3.0–5.0 on the 2
-shared cores): k150_over_k19 1.18 before the banded output tail, 0.72 after; frames of 5–9 s
-instead of 0.8 s quiet, K = 66 faster than K = 19: load, not K. context_share_k150 0.018 / 0.065;
-torch forward peak memory at K=150 372 -> 183 MiB (flat in K). The load-robust comparison is
-bench/output_tail.py (old and new tail interleaved in one process): 1 thread, load 4.1–4.4,
-k150_over_k19 1.40 -> 1.11.
+Last measured (issue 25, 2 threads). Zen 3 (AVX2 only), load 0.9-1.4, the tail that upsamples
+its cache-sized bands itself (casseg_ros/model/output_tail.py): k150_over_k19 1.12,
+context_share_k150 0.027 (ORT 0.016); hooked: the tail 43 -> 221 ms at K = 19 -> 150. Runs of
+the same sweep vary more than that from frame to frame on these shared cores (one earlier run
+gave K = 66 slower than K = 150), so the load-robust comparison is bench/output_tail.py (tails
+interleaved in one process): k150_over_k19 1.13 (CPU time 1.15) against 1.45 for the whole map;
+the banded tail before this one (PyTorch's channels-last bilinear kernel and argmax) gave 1.48
+there. Earlier (AMD EPYC with AVX-512, that tail): 1.28 with 2 threads on a quiet machine.
+torch forward peak memory at K=150 183 MiB (flat in K; 372 MiB before the bands).
 
 Usage: python bench/model.py [--backbone swin_tiny] [--repeats 7] [--threads N] [--size 512 1024]
        python bench/model.py --classes 19 66 124 150 [--backends torch onnxruntime] [--repeats 7]
