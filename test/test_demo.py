@@ -22,7 +22,7 @@ from casseg_ros.demo import checks as demo_checks
 from casseg_ros.demo import cli as demo_cli
 from casseg_ros.processes.children import ChildProcesses, node_command, player_command, recorder_command
 from casseg_ros.processes.readiness import GraphWatcher, wait_for
-from casseg_ros.replay.bag import POINT_CLOUD_TYPE, typestore
+from casseg_ros.replay.bag import POINT_CLOUD_TYPE, read_bag_messages, typestore
 from casseg_ros.replay.live.recording import read_recording
 from casseg_ros.replay.live.session import play_and_record, start_node
 
@@ -197,10 +197,15 @@ def test_realtime_mode_measures_the_live_node(tmp_path, tiny_ckpt, demo_bag):
     from casseg_ros.replay.cli import main as replay_main
 
     out = tmp_path / "rt"
+    # the per-frame settings reach the spawned node as its parameters (tracking: track states in the graphs)
     assert replay_main([str(demo_bag), "--realtime", "--spawn-node", "--model", str(tiny_ckpt), "--out", str(out),
-                        "--throughput-frames", "600"]) == 0
+                        "--throughput-frames", "600", "--tracking", "--temporal-smoothing", "0.5",
+                        "--min-instance-area", "16"]) == 0
     m = json.loads((out / "metrics.json").read_text())
     rec = m["at_recorded_rate"]
+    graphs = [msg for _, _, msg in read_bag_messages(rec["recording"], ["/casseg_ros/scene_graph"])]
+    assert sum(len(g.ids) for g in graphs) > 0
+    assert all(len(g.track_states) == len(g.ids) and set(g.track_states.tolist()) <= {1, 2} for g in graphs)
     assert rec["frames_published"] == 20 and rec["frames_received"] >= 10
     assert rec["rate_hz"] == pytest.approx(10.0, rel=0.1)
     assert rec["latency_ms"]["p99"] > 0

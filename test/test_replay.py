@@ -276,3 +276,23 @@ def test_committed_demo_bag_is_what_the_script_generates(tmp_path):
     assert committed.stat().st_size <= 10 * 2**20
     rebuilt = make_demo_bag_module().build(tmp_path / "demo.mcap", frames=100, height=128, width=256, rate_hz=10.0)
     assert rebuilt.read_bytes() == committed.read_bytes(), "run: python scripts/make_demo_bag.py"
+
+
+def test_realtime_settings_become_the_spawned_nodes_parameters():
+    from casseg_ros.pipeline import PipelineSettings
+    from casseg_ros.replay.live.run import RealtimeConfig, settings_left_to_the_node, spawned_node_params
+    from casseg_ros.ros.parameters import param_specs
+
+    cfg = RealtimeConfig(bag=Path("b"), out_dir=Path("o"), depth_max_range_m=7.5, vocabulary_file="v.yaml",
+                         settings=PipelineSettings(score_threshold=0.25, tracking=True, temporal_smoothing=0.5))
+    params = spawned_node_params(cfg)
+    declared = {name: default for name, default, _ in param_specs()}
+    assert set(params) <= set(declared)  # every one a parameter of the node...
+    for name, value in params.items():   # ...of the type the node declares (a ROS -p value is typed)
+        assert type(value) is type(declared[name]) or (name == "vocabulary_file" and isinstance(value, str)), name
+    assert params["tracking"] is True and params["temporal_smoothing"] == 0.5 and params["score_threshold"] == 0.25
+    assert params["depth_max_range_m"] == 7.5 and params["vocabulary_file"] == str(Path("v.yaml").resolve())
+    # without --spawn-node the running node keeps its own: the ones given are named in a note
+    assert settings_left_to_the_node(cfg) == ["score_threshold", "tracking", "temporal_smoothing",
+                                              "depth_max_range_m", "vocabulary_file"]
+    assert settings_left_to_the_node(RealtimeConfig(bag=Path("b"), out_dir=Path("o"))) == []

@@ -139,7 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     live.add_argument("--camera-topic", default="/camera/image_raw",
                       help="topic the node subscribes to (where the frames are published)")
     live.add_argument("--spawn-node", action="store_true",
-                      help="start a casseg_ros node (with --model/--backend/--device/--input-size) for the run")
+                      help="start a casseg_ros node for the run, with --model, the backend's options and the "
+                           "per-frame settings above as its parameters")
     live.add_argument("--rate-scale", type=float, default=1.0, help="playback speed factor for the latency phase")
     live.add_argument("--throughput-frames", type=int, default=1000,
                       help="frames published every 2 ms for the max-throughput phase (0: skip)")
@@ -171,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
                              resize_in_graph=args.resize_in_graph, openvino_device=args.openvino_device,
                              precision=args.precision, calibration=args.calibration,
                              rate_scale=args.rate_scale, throughput_frames=args.throughput_frames,
-                             max_frames=args.max_frames)
+                             max_frames=args.max_frames, settings=settings,
+                             depth_max_range_m=args.depth_max_range, vocabulary_file=args.vocabulary_file)
         try:
             metrics = run_realtime(cfg)
         except ReplayError as exc:

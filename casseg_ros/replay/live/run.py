@@ -11,10 +11,11 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from casseg_ros.pipeline import PipelineSettings
 from casseg_ros.processes.children import ChildProcesses, loopback_env, node_command, node_params, random_domain_id
 from casseg_ros.processes.readiness import GraphWatcher, ReadinessTimeout
 from casseg_ros.replay.bag import IMAGE_TYPES, BagError, find_connection, open_reader
@@ -22,6 +23,7 @@ from casseg_ros.replay.live.recording import live_metrics, read_recording
 from casseg_ros.replay.live.session import play_and_record, start_node
 from casseg_ros.replay.offline.run import ReplayError
 from casseg_ros.replay.report import write_json, write_report
+from casseg_ros.ros.frame_io import InputSettings
 
 
 @dataclass
@@ -44,6 +46,27 @@ class RealtimeConfig:
     throughput_frames: int = 1000
     max_frames: int | None = None
     node_start_timeout_s: float = 120.0
+    # the per-frame settings the offline replay takes; a spawned node gets them as its parameters
+    settings: PipelineSettings = field(default_factory=PipelineSettings)
+    depth_max_range_m: float = InputSettings.depth_max_range_m
+    vocabulary_file: str | None = None
+
+
+def spawned_node_params(cfg: RealtimeConfig) -> dict[str, Any]:
+    """--spawn-node's parameters: the backend's and every per-frame setting (the node's parameters
+    of the PipelineSettings field names), so a realtime run measures what an offline one computes."""
+    return {**node_params(cfg.backend, cfg.device, cfg.input_size, cfg.resize_in_graph, cfg.openvino_device,
+                          cfg.precision, cfg.calibration),
+            **asdict(cfg.settings), "depth_max_range_m": cfg.depth_max_range_m,
+            **({"vocabulary_file": str(Path(cfg.vocabulary_file).resolve())} if cfg.vocabulary_file else {})}
+
+
+def settings_left_to_the_node(cfg: RealtimeConfig) -> list[str]:
+    """The per-frame settings given that a running node (no --spawn-node) does not take from us."""
+    given = {**asdict(cfg.settings), "depth_max_range_m": cfg.depth_max_range_m, "vocabulary_file": cfg.vocabulary_file}
+    defaults = {**asdict(PipelineSettings()), "depth_max_range_m": InputSettings.depth_max_range_m,
+                "vocabulary_file": None}
+    return [name for name, value in given.items() if value != defaults[name]]
 
 
 def _recorded_rate_hz(cfg: RealtimeConfig) -> float | None:
@@ -75,6 +98,10 @@ def run_realtime(cfg: RealtimeConfig) -> dict[str, Any]:
     if not cfg.spawn_node and "ROS_DOMAIN_ID" not in os.environ:
         print("casseg-replay: note: ROS_DOMAIN_ID is not set; using domain 0 to reach the running node",
               file=sys.stderr)
+    if not cfg.spawn_node and settings_left_to_the_node(cfg):
+        print(f"casseg-replay: note: the running node {cfg.node} keeps its own parameters; "
+              f"{', '.join(settings_left_to_the_node(cfg))} apply only with --spawn-node "
+              f"(or set them on the node: casseg-ctl param set)", file=sys.stderr)
     domain = random_domain_id() if cfg.spawn_node else int(os.environ.get("ROS_DOMAIN_ID", "0"))
     env = loopback_env(domain) if cfg.spawn_node else dict(os.environ, PYTHONUNBUFFERED="1")
     try:
@@ -87,9 +114,7 @@ def run_realtime(cfg: RealtimeConfig) -> dict[str, Any]:
         with ChildProcesses(out / "live" / "logs", env) as children, GraphWatcher(domain, env) as graph:
             if cfg.spawn_node:
                 argv = node_command(cfg.model_path, cfg.camera_topic, cfg.node.strip("/"),
-                                    params=node_params(cfg.backend, cfg.device, cfg.input_size,
-                                                       cfg.resize_in_graph, cfg.openvino_device, cfg.precision,
-                                                       cfg.calibration))
+                                    params=spawned_node_params(cfg))
                 start_node(children, graph, argv, cfg.node, cfg.node_start_timeout_s)
             else:
                 graph.wait_for_lifecycle_state(cfg.node, "active", cfg.node_start_timeout_s)
